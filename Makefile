@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make serve` and `make test`.
+PYTHON ?= python3.11
+PORT ?= 8000
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MODEL_DIR := models/default
+CHECKPOINT := $(MODEL_DIR)/checkpoint
+BUNDLE := $(MODEL_DIR)/bundle
+
+.PHONY: install bundle serve test lint eval clean-model
+
+install: $(INSTALLED)
+
+# Everything (serving, training/export, tests) in one venv; torch is pinned in pyproject.toml
+# so pip takes the CPU build instead of GBs of CUDA wheels.
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[train,test]'
+	touch $@
+
+# The checkpoint's input-format file is written last by `rewardserve train`: its presence
+# means a finished run. Both steps show progress bars.
+$(CHECKPOINT)/rewardserve_input_format.json: | $(INSTALLED)
+	$(BIN)/rewardserve train --out $(CHECKPOINT)
+
+$(BUNDLE)/manifest.json: | $(CHECKPOINT)/rewardserve_input_format.json
+	$(BIN)/rewardserve export $(CHECKPOINT) --out $(BUNDLE) --name rewardserve-minilm-hh
+
+bundle: $(BUNDLE)/manifest.json
+
+serve: $(INSTALLED) $(BUNDLE)/manifest.json
+	$(BIN)/rewardserve serve --bundle $(BUNDLE) --port $(PORT)
+
+eval: $(BUNDLE)/manifest.json
+	$(BIN)/rewardserve eval --bundle $(BUNDLE)
+
+test: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+clean-model:
+	rm -rf $(MODEL_DIR)

@@ -1,0 +1,21 @@
+"""The model bundle: the one contract between training/export and the server.
+
+A bundle is a directory with the ONNX graph, `tokenizer.json` and `manifest.json`. This package
+imports neither torch nor the service; training, export and service all import it.
+"""
+
+from rewardserve.bundle.formatting import EncodedBatch, EncodedPair, InputFormat, PairEncoder
+from rewardserve.bundle.manifest import BundleError, Manifest, load_bundle, save_bundle
+from rewardserve.bundle.runtime import BundleRuntime
+
+__all__ = [
+    "BundleError",
+    "BundleRuntime",
+    "EncodedBatch",
+    "EncodedPair",
+    "InputFormat",
+    "Manifest",
+    "PairEncoder",
+    "load_bundle",
+    "save_bundle",
+]

@@ -1,0 +1,107 @@
+"""The bundle manifest and the only code that reads or writes a bundle directory.
+
+Loading verifies the schema version and the sha256 of every file the manifest lists, so a
+corrupted or incomplete bundle fails at start-up with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from rewardserve.bundle.formatting import InputFormat
+
+MANIFEST_FILE = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+class BundleError(Exception):
+    """A bundle that cannot be trusted: missing, incomplete, corrupted or of another schema."""
+
+
+class Parity(BaseModel):
+    """How closely the ONNX graph reproduces PyTorch, measured at export."""
+
+    sequences: int
+    max_abs_diff: float = Field(description="Max |reward_onnx - reward_torch| over mixed-length batches.")
+    max_abs_diff_alone_vs_batched: float = Field(
+        description="Max |reward alone - reward inside a padded batch| in the ONNX graph."
+    )
+
+
+class Manifest(BaseModel):
+    """Everything needed to turn a request into the model's token ids and a reward."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(description="Model name returned by the API.")
+    model_file: str = "model.onnx"
+    tokenizer_file: str = "tokenizer.json"
+    input_format: InputFormat
+    output_name: str = Field("reward", description="ONNX output holding one reward per sequence.")
+    calibration_temperature: float = Field(1.0, gt=0, description="p(a better than b) = sigmoid((r_a - r_b) / T).")
+    parity: Parity | None = None
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="Base model, data files and hashes, training metrics."
+    )
+    files: dict[str, str] = Field(default_factory=dict, description="sha256 of every bundle file.")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(directory: Path, manifest: Manifest) -> Manifest:
+    """Write manifest.json for the files already in `directory`, with their checksums.
+
+    The manifest is written last, so a directory without one is an unfinished export.
+    """
+    directory = Path(directory)
+    files = {
+        p.relative_to(directory).as_posix(): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    for required in (manifest.model_file, manifest.tokenizer_file):
+        if required not in files:
+            raise BundleError(f"{directory / required}: missing from the bundle being saved")
+    manifest = manifest.model_copy(update={"files": files})
+    (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def load_bundle(directory: Path) -> Manifest:
+    """Read and verify a bundle; raise BundleError naming the first bad file."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path}: not found (is {directory} a rewardserve bundle?)")
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if isinstance(raw, dict) and raw.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(
+            f"{manifest_path}: schema_version {raw.get('schema_version')!r}, this rewardserve reads {SCHEMA_VERSION}"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{manifest_path}: invalid manifest: {exc}") from exc
+    for name in (manifest.model_file, manifest.tokenizer_file):
+        if name not in manifest.files:
+            raise BundleError(f"{manifest_path}: lists no checksum for {name}")
+    for name, expected in manifest.files.items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        if sha256_file(path) != expected:
+            raise BundleError(f"{path}: sha256 mismatch (corrupted or modified file)")
+    return manifest

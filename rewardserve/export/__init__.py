@@ -1,0 +1,1 @@
+"""Export a trained reward checkpoint to a verified ONNX bundle (needs the `train` extra)."""

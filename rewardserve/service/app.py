@@ -1,0 +1,122 @@
+"""The app factory: `create_app(settings)` builds nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from rewardserve import __version__
+from rewardserve.service.engine import ScoringService
+from rewardserve.service.errors import ERROR_STATUS, NotReadyError, TooManyItemsError
+from rewardserve.service.metrics import Metrics
+from rewardserve.service.schemas import (
+    CompareRequest,
+    CompareResponse,
+    CompareResult,
+    ErrorResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+from rewardserve.service.settings import Settings
+
+
+def get_service(request: Request) -> ScoringService:
+    service: ScoringService = request.app.state.service
+    if not service.ready:
+        raise NotReadyError("model is loading or the server is shutting down")
+    return service
+
+
+Service = Annotated[ScoringService, Depends(get_service)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ScoringService(settings, metrics)
+        app.state.service = service
+        warm_up = asyncio.create_task(service.start())
+        yield
+        warm_up.cancel()
+        await service.stop()
+
+    app = FastAPI(
+        title="rewardserve",
+        version=__version__,
+        lifespan=lifespan,
+        description="Scalar rewards and Bradley-Terry preferences from a reward-model bundle.",
+    )
+
+    for error_class, (status, error_type) in ERROR_STATUS.items():
+        app.add_exception_handler(error_class, _error_handler(status, error_type))
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        endpoint = request.scope.get("route").path if request.scope.get("route") else "unmatched"
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.post("/score", response_model=ScoreResponse, responses={503: {"model": ErrorResponse}})
+    async def score(body: ScoreRequest, service: Service) -> ScoreResponse:
+        """Scalar rewards of (prompt, response) items, in request order."""
+        _check_size(body.items, settings)
+        rewards = await service.score([i.prompt for i in body.items], [i.response for i in body.items])
+        return ScoreResponse(rewards=rewards.tolist(), model=service.model_name)
+
+    @app.post("/compare", response_model=CompareResponse, responses={503: {"model": ErrorResponse}})
+    async def compare(body: CompareRequest, service: Service) -> CompareResponse:
+        """Rewards of two responses to one prompt and the probability that `a` is preferred."""
+        _check_size(body.items, settings)
+        n = len(body.items)
+        prompts = [i.prompt for i in body.items]
+        rewards = await service.score(prompts * 2, [i.a for i in body.items] + [i.b for i in body.items])
+        reward_a, reward_b = rewards[:n], rewards[n:]
+        p_a = service.preference_probability(reward_a, reward_b)
+        return CompareResponse(
+            results=[
+                CompareResult(reward_a=a, reward_b=b, p_a_better=p)
+                for a, b, p in zip(reward_a.tolist(), reward_b.tolist(), p_a.tolist(), strict=True)
+            ],
+            model=service.model_name,
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": ErrorResponse}})
+    async def ready(request: Request) -> dict[str, str]:
+        """200 once the bundle is loaded and warmed up; 503 before and while shutting down."""
+        get_service(request)
+        return {"status": "ready"}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _check_size(items: list, settings: Settings) -> None:
+    if len(items) > settings.max_items_per_request:
+        raise TooManyItemsError(f"items: {len(items)} items, at most {settings.max_items_per_request} per request")
+
+
+def _error_handler(status: int, error_type: str):
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "error_type": error_type}, status_code=status)
+
+    return handle

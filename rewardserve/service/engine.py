@@ -1,0 +1,49 @@
+"""The scoring service the routes talk to: bundle runtime + tokenization + micro-batcher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from rewardserve.bundle import BundleRuntime, EncodedPair
+from rewardserve.service.batcher import MicroBatcher
+from rewardserve.service.metrics import Metrics
+from rewardserve.service.settings import Settings
+
+
+class ScoringService:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        # Loading verifies every checksum in the manifest, before the server accepts anything.
+        self.runtime = BundleRuntime(settings.bundle)
+        self.manifest = self.runtime.manifest
+        self.batcher = MicroBatcher(self._run_engine, settings.max_batch_size, settings.max_batch_tokens, metrics)
+        self.ready = False
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest.name
+
+    async def start(self) -> None:
+        """Start batching and warm up; `ready` turns true when the first batches have run."""
+        self.batcher.start()
+        await self.score(["warm-up"] * 4, ["a short response", "a somewhat longer response " * 8] * 2)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+
+    async def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        # Tokenize off the event loop and before queueing: a bad input fails its own request.
+        sequences = await asyncio.to_thread(self.runtime.encoder.encode, prompts, responses)
+        return await self.batcher.score(sequences)
+
+    def preference_probability(self, rewards_a: np.ndarray, rewards_b: np.ndarray) -> np.ndarray:
+        """Bradley-Terry p(a better than b) = sigmoid((r_a - r_b) / T), computed without overflow."""
+        gap = (rewards_a.astype(np.float64) - rewards_b) / self.manifest.calibration_temperature
+        return np.exp(-np.logaddexp(0.0, -gap))
+
+    def _run_engine(self, sequences: Sequence[EncodedPair]) -> np.ndarray:
+        return self.runtime.run(self.runtime.encoder.pad(sequences))

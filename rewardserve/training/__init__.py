@@ -1,0 +1,1 @@
+"""Reward-model training on preference pairs (needs the `train` extra: torch, transformers)."""

@@ -1,0 +1,93 @@
+"""The HTTP API, served in-process (lifespan included) on the tiny bundle."""
+
+import math
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rewardserve.service import Settings, create_app
+
+
+def wait_ready(client: TestClient, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle):
+    with TestClient(create_app(Settings(bundle=tiny_bundle, max_items_per_request=8))) as client:
+        wait_ready(client)
+        yield client
+
+
+ITEMS = [
+    {"prompt": "\n\nHuman: What is the capital of France?", "response": "Paris."},
+    {"prompt": "\n\nHuman: What is the capital of France?", "response": "I like turtles " * 20},
+    {"prompt": "\n\nHuman: Hi", "response": "Hello! How can I help you today?"},
+]
+
+
+def test_score_returns_one_reward_per_item_in_request_order(client):
+    body = client.post("/score", json={"items": ITEMS}).json()
+    assert body["model"] == "tiny-test-model"
+    assert len(body["rewards"]) == 3
+    reversed_body = client.post("/score", json={"items": ITEMS[::-1]}).json()
+    assert reversed_body["rewards"] == pytest.approx(body["rewards"][::-1], abs=1e-5)
+    assert len(set(body["rewards"])) == 3
+
+
+def test_compare_gives_rewards_and_bradley_terry_probability(client):
+    scored = client.post("/score", json={"items": ITEMS[:2]}).json()["rewards"]
+    item = {"prompt": ITEMS[0]["prompt"], "a": ITEMS[0]["response"], "b": ITEMS[1]["response"]}
+    (result,) = client.post("/compare", json={"items": [item]}).json()["results"]
+    assert [result["reward_a"], result["reward_b"]] == pytest.approx(scored, abs=1e-5)
+    expected = 1 / (1 + math.exp(-(result["reward_a"] - result["reward_b"])))
+    assert result["p_a_better"] == pytest.approx(expected, abs=1e-9)
+    swapped = {**item, "a": item["b"], "b": item["a"]}
+    (other,) = client.post("/compare", json={"items": [swapped]}).json()["results"]
+    assert result["p_a_better"] + other["p_a_better"] == pytest.approx(1, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"items": [{"prompt": "p"}]}, ["body", "items", 0, "response"]),
+        ({"items": [{"prompt": "p", "response": 3}]}, ["body", "items", 0, "response"]),
+        ({"items": [{"prompt": "p", "response": "r", "respones": "typo"}]}, ["body", "items", 0, "respones"]),
+        ({"items": []}, ["body", "items"]),
+        ({}, ["body", "items"]),
+    ],
+)
+def test_invalid_score_bodies_are_422_naming_the_field(client, body, field):
+    response = client.post("/score", json=body)
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [field]
+
+
+def test_invalid_json_is_422(client):
+    response = client.post("/compare", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_too_many_items_is_413_with_the_limit(client):
+    response = client.post("/score", json={"items": ITEMS * 3})
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "items: 9 items, at most 8 per request",
+        "error_type": "too_many_items",
+    }
+
+
+def test_health_ready_docs_and_metrics(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+    assert client.get("/docs").status_code == 200
+    assert "/score" in client.get("/openapi.json").json()["paths"]
+    client.post("/score", json={"items": ITEMS})
+    metrics = client.get("/metrics").text
+    assert 'rewardserve_requests_total{endpoint="/score",status="200"}' in metrics
+    assert "rewardserve_batch_size_bucket" in metrics
+    assert "rewardserve_queue_depth" in metrics
