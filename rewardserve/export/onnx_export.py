@@ -102,7 +102,7 @@ def torch_rewards(model: torch.nn.Module, encoder: PairEncoder, sequences: Seque
 
 
 def measure_parity(
-    model: torch.nn.Module, runtime: BundleRuntime, sequences: Sequence[EncodedPair], batch_size: int = 16
+    model: torch.nn.Module, runtime: BundleRuntime, sequences: Sequence[EncodedPair], batch_size: int = 32
 ) -> Parity:
     """Compare rewards in arrival-order batches of mixed lengths (padding present) and alone
     (padding absent), between PyTorch and ONNX and between alone and batched in ONNX."""
