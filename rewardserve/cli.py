@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rewardserve.training.config import TrainConfig
-from rewardserve.training.data import default_data_files
+from rewardserve.training.data import default_data_files, default_training_files
 
 PARITY_PAIRS = 128  # 256 sequences: each pair's chosen and rejected response
 
@@ -91,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a reward model on preference pairs")
     train.add_argument("--out", required=True, help="output checkpoint directory")
     train.add_argument("--base-model", help="local HF checkpoint (default: packaged all-MiniLM-L6-v2)")
-    train.add_argument("--data", nargs="+", type=Path, default=default_data_files(), help=data_help)
+    train.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        default=default_training_files(),
+        help="HH-RLHF style JSONL(.gz) files, train split (default: the helpful-* files in data/hh-rlhf/)",
+    )
     for f in _hyper_fields():
         kind = {"action": argparse.BooleanOptionalAction} if f.type == "bool" else {"type": type(f.default)}
         train.add_argument(

@@ -13,7 +13,7 @@ class TrainConfig:
     base_model: str = field(metadata={"help": "Local HF checkpoint directory to fine-tune."})
     output_dir: str = field(metadata={"help": "Where the trained checkpoint is written."})
     max_length: int = field(default=256, metadata={"help": "Max tokens per sequence (prompt cut from the left)."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
     batch_size: int = field(default=16, metadata={"help": "Preference pairs per optimiser step."})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the training pairs."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps with linear warm-up."})

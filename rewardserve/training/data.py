@@ -99,4 +99,11 @@ def load_hh(paths: Iterable[Path], split: Split = "all") -> tuple[list[Preferenc
 
 
 def default_data_files() -> list[Path]:
+    """All HH files: what `eval` and export parity read by default."""
     return [REPO_DATA / name for name in HH_FILES]
+
+
+def default_training_files() -> list[Path]:
+    """The helpfulness files: the default model is a helpfulness reward model. (HH's harmless
+    pairs often prefer a refusal where the helpful ones prefer compliance.)"""
+    return [REPO_DATA / name for name in HH_FILES if name.startswith("helpful")]
