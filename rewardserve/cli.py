@@ -83,20 +83,19 @@ def _hyper_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.name not in ("base_model", "output_dir")]
 
 
+def _data_argument(parser: argparse.ArgumentParser, flag: str, default: list[Path], purpose: str) -> None:
+    parser.add_argument(flag, nargs="+", type=Path, default=default, help=f"HH-RLHF style JSONL(.gz) files; {purpose}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rewardserve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    data_help = "HH-RLHF style JSONL(.gz) files (default: the HH-RLHF files in data/hh-rlhf/)"
 
     train = commands.add_parser("train", help="fine-tune a reward model on preference pairs")
     train.add_argument("--out", required=True, help="output checkpoint directory")
     train.add_argument("--base-model", help="local HF checkpoint (default: packaged all-MiniLM-L6-v2)")
-    train.add_argument(
-        "--data",
-        nargs="+",
-        type=Path,
-        default=default_training_files(),
-        help="HH-RLHF style JSONL(.gz) files, train split (default: the helpful-* files in data/hh-rlhf/)",
+    _data_argument(
+        train, "--data", default_training_files(), "their train split is used (default: data/hh-rlhf/helpful-*)"
     )
     for f in _hyper_fields():
         kind = {"action": argparse.BooleanOptionalAction} if f.type == "bool" else {"type": type(f.default)}
@@ -112,18 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="checkpoint directory written by `rewardserve train`")
     export.add_argument("--out", required=True, help="bundle directory to write")
     export.add_argument("--name", help="model name reported by the API (default: checkpoint folder name)")
-    export.add_argument(
-        "--parity-data",
-        nargs="+",
-        type=Path,
-        default=default_data_files(),
-        help="pairs whose held-out split checks PyTorch/ONNX parity",
+    _data_argument(
+        export, "--parity-data", default_data_files(), "their held-out split checks parity (default: data/hh-rlhf/*)"
     )
     export.set_defaults(func=cmd_export)
 
     evaluate = commands.add_parser("eval", help="pairwise accuracy of a bundle on preference pairs")
     evaluate.add_argument("--bundle", required=True)
-    evaluate.add_argument("--data", nargs="+", type=Path, default=default_data_files(), help=data_help)
+    _data_argument(evaluate, "--data", default_data_files(), "pairs to evaluate (default: data/hh-rlhf/*)")
     evaluate.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
     evaluate.set_defaults(func=cmd_eval)
 
