@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -26,6 +27,8 @@ from rewardserve.service.schemas import (
 )
 from rewardserve.service.settings import Settings
 
+logger = logging.getLogger("rewardserve")
+
 
 def get_service(request: Request) -> ScoringService:
     service: ScoringService = request.app.state.service
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         service = ScoringService(settings, metrics)
         app.state.service = service
         warm_up = asyncio.create_task(service.start())
+        warm_up.add_done_callback(_log_warm_up_failure)
         yield
         warm_up.cancel()
         await service.stop()
@@ -108,6 +112,11 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _log_warm_up_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("warm-up failed; /ready stays 503", exc_info=task.exception())
 
 
 def _check_size(items: list, settings: Settings) -> None:
