@@ -73,10 +73,6 @@ class EncodedBatch:
 
     arrays: dict[str, np.ndarray]
 
-    @property
-    def input_ids(self) -> np.ndarray:
-        return self.arrays["input_ids"]
-
 
 class PairEncoder:
     """Encodes (prompt, response) pairs with a `tokenizers.Tokenizer` and an `InputFormat`."""

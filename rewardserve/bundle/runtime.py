@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from rewardserve.bundle.formatting import EncodedBatch, EncodedPair, PairEncoder
+from rewardserve.bundle.formatting import EncodedBatch, PairEncoder
 from rewardserve.bundle.manifest import Manifest, load_bundle
 
 
@@ -41,14 +41,12 @@ class BundleRuntime:
         (rewards,) = self.session.run([self.manifest.output_name], batch.arrays)
         return rewards.reshape(-1)
 
-    def score_encoded(self, pairs: Sequence[EncodedPair], batch_size: int = 32) -> np.ndarray:
-        """Rewards of encoded pairs, batched by length to keep padding small; input order kept."""
+    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Rewards of many pairs, batched by length to keep padding small; input order kept."""
+        pairs = self.encoder.encode(prompts, responses)
         order = np.argsort([len(p) for p in pairs], kind="stable")
         rewards = np.empty(len(pairs), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             rewards[chunk] = self.run(self.encoder.pad([pairs[i] for i in chunk]))
         return rewards
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        return self.score_encoded(self.encoder.encode(prompts, responses), batch_size)
