@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rewardserve import __version__
+from rewardserve.bundle import Manifest
 from rewardserve.service.engine import ScoringService
 from rewardserve.service.errors import ERROR_STATUS, NotReadyError, TooManyItemsError
 from rewardserve.service.metrics import Metrics
@@ -40,12 +41,13 @@ def get_service(request: Request) -> ScoringService:
 Service = Annotated[ScoringService, Depends(get_service)]
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
+    """The app for `settings.bundle`; pass `manifest` when the bundle was verified already."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = ScoringService(settings, metrics)
+        service = ScoringService(settings, metrics, manifest)
         app.state.service = service
         warm_up = asyncio.create_task(service.start())
         warm_up.add_done_callback(_log_warm_up_failure)

@@ -7,16 +7,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rewardserve.bundle import BundleRuntime, EncodedPair
+from rewardserve.bundle import BundleRuntime, EncodedPair, Manifest
 from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.settings import Settings
 
 
 class ScoringService:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        # Loading verifies every checksum in the manifest, before the server accepts anything.
-        self.runtime = BundleRuntime(settings.bundle)
+    def __init__(self, settings: Settings, metrics: Metrics, manifest: Manifest | None = None) -> None:
+        # Without an already verified manifest, loading verifies every checksum in the bundle
+        # before the server accepts anything.
+        self.runtime = BundleRuntime(settings.bundle, manifest)
         self.manifest = self.runtime.manifest
         self.batcher = MicroBatcher(self._run_engine, settings.max_batch_size, settings.max_batch_tokens, metrics)
         self.ready = False

@@ -19,5 +19,6 @@ def serve(bundle: Path, host: str, port: int) -> int:
         print(f"rewardserve: cannot serve: {exc}", file=sys.stderr)
         return 2
     print(f"rewardserve: serving {manifest.name!r} from {bundle} on http://{host}:{port}", file=sys.stderr)
-    uvicorn.run(create_app(Settings(bundle=bundle, host=host, port=port)), host=host, port=port)
+    # The bundle was verified above; the app reuses that manifest instead of hashing it again.
+    uvicorn.run(create_app(Settings(bundle=bundle, host=host, port=port), manifest), host=host, port=port)
     return 0
