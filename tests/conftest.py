@@ -7,14 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from rewardserve.training.data import PreferencePair, default_data_files, load_hh
+from rewardserve.training.data import default_data_files
+from rewardserve.training.preferences import PreferenceExample, load_preferences
 
 MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 @pytest.fixture(scope="session")
-def heldout_pairs() -> list[PreferencePair]:
-    pairs, _ = load_hh(default_data_files()[:1], split="heldout")
+def heldout_pairs() -> list[PreferenceExample]:
+    pairs, _ = load_preferences(default_data_files()[:1], split="heldout")
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def train_pairs() -> list[PreferenceExample]:
+    pairs, _ = load_preferences(default_data_files()[:1], split="train")
     return pairs
 
 
@@ -41,11 +48,10 @@ def tiny_base_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_base_model, tmp_path_factory) -> Path:
+def tiny_checkpoint(tiny_base_model, train_pairs, heldout_pairs, tmp_path_factory) -> Path:
     from rewardserve.training.config import TrainConfig
     from rewardserve.training.trainer import train_reward_model
 
-    pairs, _ = load_hh(default_data_files()[:1], split="train")
     out = tmp_path_factory.mktemp("tiny-checkpoint")
     config = TrainConfig(
         base_model=str(tiny_base_model),
@@ -55,7 +61,7 @@ def tiny_checkpoint(tiny_base_model, tmp_path_factory) -> Path:
         max_steps=3,
         learning_rate=1e-3,
     )
-    train_reward_model(config, pairs[:32], provenance={"data": "test fixture"})
+    train_reward_model(config, train_pairs[:32], heldout_pairs[:8], provenance={"data": "test fixture"})
     return out
 
 
@@ -64,6 +70,6 @@ def tiny_bundle(tiny_checkpoint, heldout_pairs, tmp_path_factory) -> Path:
     from rewardserve.export.onnx_export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    parity = [(p.prompt, r) for p in heldout_pairs[:16] for r in (p.chosen, p.rejected)]
+    parity = [(p.prompt, r) for p in heldout_pairs[:16] for r in p.responses]
     export_bundle(tiny_checkpoint, out, parity, name="tiny-test-model")
     return out

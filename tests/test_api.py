@@ -6,6 +6,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from rewardserve.bundle import load_bundle
 from rewardserve.service import Settings, create_app
 
 
@@ -39,12 +40,13 @@ def test_score_returns_one_reward_per_item_in_request_order(client):
     assert len(set(body["rewards"])) == 3
 
 
-def test_compare_gives_rewards_and_bradley_terry_probability(client):
+def test_compare_gives_rewards_and_calibrated_bradley_terry_probability(client, tiny_bundle):
+    temperature = load_bundle(tiny_bundle).calibration_temperature
     scored = client.post("/score", json={"items": ITEMS[:2]}).json()["rewards"]
     item = {"prompt": ITEMS[0]["prompt"], "a": ITEMS[0]["response"], "b": ITEMS[1]["response"]}
     (result,) = client.post("/compare", json={"items": [item]}).json()["results"]
     assert [result["reward_a"], result["reward_b"]] == pytest.approx(scored, abs=1e-5)
-    expected = 1 / (1 + math.exp(-(result["reward_a"] - result["reward_b"])))
+    expected = 1 / (1 + math.exp(-(result["reward_a"] - result["reward_b"]) / temperature))
     assert result["p_a_better"] == pytest.approx(expected, abs=1e-9)
     swapped = {**item, "a": item["b"], "b": item["a"]}
     (other,) = client.post("/compare", json={"items": [swapped]}).json()["results"]

@@ -25,7 +25,7 @@ def mixed_items(heldout_pairs, tiny_checkpoint):
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     items = []
     for pair in heldout_pairs:
-        for response in (pair.chosen, pair.rejected):
+        for response in pair.responses:
             if len(tokenizer(pair.prompt, response)["input_ids"]) <= 128:
                 items.append({"prompt": pair.prompt, "response": response})
     lengths = [len(tokenizer(i["prompt"], i["response"])["input_ids"]) for i in items[:32]]

@@ -23,6 +23,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from tokenizers import Tokenizer
 
+from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE
+
 
 class InputFormat(BaseModel):
     """How a pair becomes token ids; stored in the bundle manifest."""
@@ -43,8 +45,15 @@ class InputFormat(BaseModel):
     min_prompt_tokens: int = Field(
         64, ge=0, description="Prompt tokens (its tail) kept even when the response is over-long."
     )
-    padding_side: Literal["right"] = "right"
+    padding_side: Literal["right", "left"] = Field(
+        "right", description="Rewards do not depend on it: the pooled position is the last real token either way."
+    )
     token_type_ids: bool = Field(description="Whether the model takes BERT-style segment ids (0: prompt, 1: response).")
+    position_ids: bool = Field(
+        False,
+        description="Whether position ids are passed: decoders need them so left padding does not shift positions.",
+    )
+    chat_template: str = Field(PAIR_LAYOUT_TEMPLATE, description="Jinja template that renders chat messages.")
 
     @property
     def special_length(self) -> int:
@@ -53,15 +62,24 @@ class InputFormat(BaseModel):
     @property
     def input_names(self) -> list[str]:
         names = ["input_ids", "attention_mask"]
-        return [*names, "token_type_ids"] if self.token_type_ids else names
+        if self.token_type_ids:
+            names.append("token_type_ids")
+        if self.position_ids:
+            names.append("position_ids")
+        return names
 
 
 @dataclass(frozen=True)
 class EncodedPair:
-    """One formatted sequence, unpadded; tokens from `response_start` on are the response's."""
+    """One formatted sequence, unpadded; tokens from `response_start` on are the response's.
+
+    `prompt_cut` and `response_cut` count the tokens truncation removed, so loaders can report them.
+    """
 
     ids: np.ndarray
     response_start: int
+    prompt_cut: int = 0
+    response_cut: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -105,29 +123,34 @@ class PairEncoder:
         pairs = []
         for p_enc, r_enc in zip(prompt_encodings, response_encodings, strict=True):
             p, r = p_enc.ids, r_enc.ids
-            r = r[: budget - min(len(p), fmt.min_prompt_tokens)]
-            if len(p) + len(r) > budget:
-                p = p[len(p) + len(r) - budget :]
-            head = [*fmt.prefix_ids, *p, *fmt.separator_ids]
-            ids = np.array([*head, *r, *fmt.suffix_ids], dtype=np.int64)
-            pairs.append(EncodedPair(ids, response_start=len(head)))
+            r_kept = r[: budget - min(len(p), fmt.min_prompt_tokens)]
+            p_kept = p[max(0, len(p) + len(r_kept) - budget) :]
+            head = [*fmt.prefix_ids, *p_kept, *fmt.separator_ids]
+            ids = np.array([*head, *r_kept, *fmt.suffix_ids], dtype=np.int64)
+            pairs.append(EncodedPair(ids, len(head), len(p) - len(p_kept), len(r) - len(r_kept)))
         return pairs
 
     def pad(self, pairs: Sequence[EncodedPair]) -> EncodedBatch:
-        """Right-pad sequences to the longest one and build the model's input arrays."""
+        """Pad sequences to the longest one, on the format's side, and build the model's inputs."""
         fmt = self.format
         width = max(len(pair) for pair in pairs)
         shape = (len(pairs), width)
         input_ids = np.full(shape, fmt.pad_id, dtype=np.int64)
         attention_mask = np.zeros(shape, dtype=np.int64)
         token_type_ids = np.zeros(shape, dtype=np.int64)
+        position_ids = np.zeros(shape, dtype=np.int64)
         for row, pair in enumerate(pairs):
-            input_ids[row, : len(pair)] = pair.ids
-            attention_mask[row, : len(pair)] = 1
-            token_type_ids[row, pair.response_start : len(pair)] = 1
+            start = width - len(pair) if fmt.padding_side == "left" else 0
+            real = slice(start, start + len(pair))
+            input_ids[row, real] = pair.ids
+            attention_mask[row, real] = 1
+            token_type_ids[row, start + pair.response_start : real.stop] = 1
+            position_ids[row, real] = np.arange(len(pair))
         arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
         if fmt.token_type_ids:
             arrays["token_type_ids"] = token_type_ids
+        if fmt.position_ids:
+            arrays["position_ids"] = position_ids
         return EncodedBatch(arrays)
 
     def encode_batch(self, prompts: Sequence[str], responses: Sequence[str]) -> EncodedBatch:

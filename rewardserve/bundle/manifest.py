@@ -43,6 +43,8 @@ class Manifest(BaseModel):
     input_format: InputFormat
     output_name: str = Field("reward", description="ONNX output holding one reward per sequence.")
     calibration_temperature: float = Field(1.0, gt=0, description="p(a better than b) = sigmoid((r_a - r_b) / T).")
+    reward_mean: float | None = Field(None, description="Mean reward on a reference set (for normalising).")
+    reward_std: float | None = Field(None, description="Reward standard deviation on the same set.")
     parity: Parity | None = None
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Base model, data files and hashes, training metrics."

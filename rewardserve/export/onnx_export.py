@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import warnings
@@ -14,7 +15,7 @@ from transformers import AutoModelForSequenceClassification
 
 from rewardserve.bundle import BundleRuntime, EncodedPair, Manifest, PairEncoder, save_bundle
 from rewardserve.bundle.manifest import Parity
-from rewardserve.training.checkpoint import TOKENIZER_FILE, load_input_format
+from rewardserve.training.checkpoint import STATS_FILE, TOKENIZER_FILE, load_input_format
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4  # fp32 graph vs PyTorch eager, absolute
@@ -27,13 +28,13 @@ class ParityError(RuntimeError):
 class _RewardOutput(torch.nn.Module):
     """A sequence-classification model reduced to one reward per sequence."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, input_names: Sequence[str]) -> None:
         super().__init__()
         self.model = model
+        self.input_names = list(input_names)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits[:, 0]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits[:, 0]
 
 
 def export_bundle(
@@ -62,9 +63,12 @@ def export_bundle(
     try:
         # eval(): the exporter restores the wrapper's mode afterwards, and a fresh Module is in
         # training mode, which would switch dropout on in the model that parity compares against.
-        _export_onnx(_RewardOutput(model).eval(), encoder.pad(sequences[:2]).arrays, fmt.input_names, staging)
+        wrapper = _RewardOutput(model, fmt.input_names).eval()
+        _export_onnx(wrapper, encoder.pad(sequences[:2]).arrays, fmt.input_names, staging)
         shutil.copyfile(checkpoint / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-        manifest = Manifest(name=name or checkpoint.name, input_format=fmt, provenance=provenance or {})
+        manifest = Manifest(
+            name=name or checkpoint.name, input_format=fmt, provenance=provenance or {}, **_reward_stats(checkpoint)
+        )
         manifest = save_bundle(staging, manifest)
         parity = measure_parity(model, BundleRuntime(staging, manifest), sequences)
         if parity.max_abs_diff > PARITY_TOLERANCE or parity.max_abs_diff_alone_vs_batched > PARITY_TOLERANCE:
@@ -76,6 +80,14 @@ def export_bundle(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _reward_stats(checkpoint: Path) -> dict:
+    """Reward mean/std and calibration temperature that training measured, when it did."""
+    path = checkpoint / STATS_FILE
+    stats = json.loads(path.read_text()) if path.is_file() else {}
+    keys = ("calibration_temperature", "reward_mean", "reward_std")
+    return {k: stats[k] for k in keys if k in stats}
 
 
 def _export_onnx(module: torch.nn.Module, example: dict[str, np.ndarray], names: list[str], out: Path) -> None:

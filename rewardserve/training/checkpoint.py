@@ -1,37 +1,98 @@
-"""The input format travels with a checkpoint, so export writes the format training used."""
+"""What a checkpoint needs beyond its weights: a real pad token, and the input format.
+
+The input format travels with the checkpoint (`rewardserve_input_format.json`), so export
+writes the very format training used.
+"""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import Literal
 
 from rewardserve.bundle import InputFormat
+from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE
 
 FORMAT_FILE = "rewardserve_input_format.json"
 TOKENIZER_FILE = "tokenizer.json"
+STATS_FILE = "reward_stats.json"  # reward mean/std and calibration temperature, read by export
+METRICS_FILE = "training_metrics.json"
+ADDED_PAD_TOKEN = "<|pad|>"
+
+# For decoders without a chat template: an HH-style transcript that ends the prompt with the
+# assistant's turn marker, so the response follows it as the model would generate it.
+TRANSCRIPT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{{ '\\n\\n' + {'user': 'Human', 'assistant': 'Assistant'}.get(m.role, m.role | capitalize) + ': ' + m.content }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\\n\\nAssistant:' }}{% endif %}"
+)
 
 
-def derive_input_format(model_dir: Path, max_length: int) -> InputFormat:
-    """The BERT-style pair layout `[CLS] prompt [SEP] response [SEP]` from a checkpoint's tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer
+def is_pair_encoder(tokenizer) -> bool:
+    """BERT/DeBERTa-style tokenizers, whose models read `[CLS] prompt [SEP] response [SEP]`."""
+    return tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    config = AutoConfig.from_pretrained(model_dir)
-    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-        raise ValueError(
-            f"{model_dir}: only encoder checkpoints with [CLS]/[SEP] tokens are supported so far "
-            f"(model_type {config.model_type!r})"
+
+def ensure_pad_token(tokenizer, model) -> bool:
+    """Give a decoder a pad token of its own; True when one was added.
+
+    With pad == eos (or no pad at all) the EOS that ends every sequence is read as padding, so
+    the reward is pooled from the wrong token, and with left padding from a pad position.
+    """
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    added = pad is None or (pad == eos and not is_pair_encoder(tokenizer))
+    if added:
+        tokenizer.add_special_tokens({"pad_token": ADDED_PAD_TOKEN})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return added
+
+
+def default_chat_template(tokenizer) -> str:
+    """The checkpoint's own chat template, else the one that fits its pair layout."""
+    return getattr(tokenizer, "chat_template", None) or (
+        PAIR_LAYOUT_TEMPLATE if is_pair_encoder(tokenizer) else TRANSCRIPT_TEMPLATE
+    )
+
+
+def derive_input_format(
+    tokenizer,
+    model_config,
+    max_length: int,
+    padding_side: Literal["right", "left"] = "right",
+    chat_template: str | None = None,
+) -> InputFormat:
+    """The pair layout for a checkpoint: `[CLS] prompt [SEP] response [SEP]` for encoders,
+    `[BOS] prompt response [EOS]` for decoders (pooled at the EOS, the last real token)."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; call ensure_pad_token first")
+    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    max_length = min(max_length, positions or max_length)
+    template = chat_template or default_chat_template(tokenizer)
+    if is_pair_encoder(tokenizer):
+        return InputFormat(
+            prefix_ids=[tokenizer.cls_token_id],
+            separator_ids=[tokenizer.sep_token_id],
+            suffix_ids=[tokenizer.sep_token_id],
+            pad_id=tokenizer.pad_token_id,
+            max_length=max_length,
+            padding_side=padding_side,
+            token_type_ids=getattr(model_config, "type_vocab_size", 0) >= 2,
+            chat_template=template,
         )
-    if not (tokenizer_file := Path(model_dir) / TOKENIZER_FILE).is_file():
-        raise ValueError(f"{tokenizer_file}: a fast tokenizer file is required")
-    positions = getattr(config, "max_position_embeddings", max_length)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{model_config.model_type}: a decoder needs an EOS token to pool the reward from")
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
     return InputFormat(
-        prefix_ids=[tokenizer.cls_token_id],
-        separator_ids=[tokenizer.sep_token_id],
-        suffix_ids=[tokenizer.sep_token_id],
+        prefix_ids=[tokenizer.bos_token_id] if adds_bos else [],
+        separator_ids=[],
+        suffix_ids=[tokenizer.eos_token_id],
         pad_id=tokenizer.pad_token_id,
-        max_length=min(max_length, positions),
-        token_type_ids=getattr(config, "type_vocab_size", 0) >= 2,
+        max_length=max_length,
+        padding_side=padding_side,
+        token_type_ids=False,
+        position_ids=True,
+        chat_template=template,
     )
 
 
@@ -44,10 +105,3 @@ def load_input_format(checkpoint_dir: Path) -> InputFormat:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; was this checkpoint written by `rewardserve train`?")
     return InputFormat.model_validate_json(path.read_text())
-
-
-def copy_tokenizer(source_dir: Path, checkpoint_dir: Path) -> None:
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(source_dir).save_pretrained(checkpoint_dir)
-    shutil.copyfile(Path(source_dir) / TOKENIZER_FILE, Path(checkpoint_dir) / TOKENIZER_FILE)

@@ -1,82 +1,190 @@
-"""Bradley-Terry reward-model training on top of `transformers.Trainer`.
+"""Reward-model training on top of `transformers.Trainer`.
 
-Only the loss and the sampler are overridden; the loop, schedules, accumulation and
-multi-process training are the Trainer's. Batches are built by the bundle's `PairEncoder`, the
-same code the server uses, with the chosen responses in the first half of every batch and the
-rejected ones in the second.
+Only the loss, the sampler and the evaluation step are overridden; the loop, schedules,
+accumulation, mixed precision, checkpoints and multi-process training (torchrun, accelerate,
+DeepSpeed/FSDP configs) are the Trainer's. Batches are built by the bundle's `PairEncoder`,
+the same code the server uses. A batch holds whole examples: all K responses of a ranked
+prompt are scored together, so the K-wise losses see every pair of one prompt.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from tokenizers import Tokenizer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    EvalPrediction,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
 
 from rewardserve.bundle import EncodedPair, PairEncoder
+from rewardserve.preference_metrics import fit_temperature, preference_metrics
 from rewardserve.training.checkpoint import (
-    TOKENIZER_FILE,
-    copy_tokenizer,
+    METRICS_FILE,
+    STATS_FILE,
     derive_input_format,
+    ensure_pad_token,
     save_input_format,
 )
 from rewardserve.training.config import TrainConfig
-from rewardserve.training.data import PreferencePair
-from rewardserve.training.losses import bradley_terry_loss
+from rewardserve.training.losses import ranked_pairs, reward_loss
+from rewardserve.training.preferences import PreferenceExample
+
+LOG_FILE = "metrics.jsonl"
 
 
-class PairDataset(torch.utils.data.Dataset):
-    """Preference pairs, tokenized once up front."""
+class ExampleDataset(torch.utils.data.Dataset):
+    """Examples tokenized once up front; item i is example i's encoded responses and ranks."""
 
-    def __init__(self, encoder: PairEncoder, pairs: Sequence[PreferencePair]) -> None:
-        prompts = [p.prompt for p in pairs]
-        self.chosen = encoder.encode(prompts, [p.chosen for p in pairs])
-        self.rejected = encoder.encode(prompts, [p.rejected for p in pairs])
-        # The collator pads chosen and rejected together: the pair's cost is its longer side.
-        self.lengths = [max(len(c), len(r)) for c, r in zip(self.chosen, self.rejected, strict=True)]
+    def __init__(self, encoder: PairEncoder, examples: Sequence[PreferenceExample]) -> None:
+        prompts = [e.prompt for e in examples for _ in e.responses]
+        encoded = iter(encoder.encode(prompts, [r for e in examples for r in e.responses]))
+        self.sequences = [[next(encoded) for _ in e.responses] for e in examples]
+        self.ranks = [e.ranks for e in examples]
+        self.margins = [e.margin for e in examples]
+        # A collated batch is padded to its longest sequence: an example costs its longest one.
+        self.lengths = [max(map(len, seqs)) for seqs in self.sequences]
+        flat = [s for seqs in self.sequences for s in seqs]
+        self.truncated = sum(s.prompt_cut > 0 or s.response_cut > 0 for s in flat)
+        self.responses_cut = sum(s.response_cut > 0 for s in flat)
+        self.sequence_count = len(flat)
 
     def __len__(self) -> int:
-        return len(self.chosen)
+        return len(self.sequences)
 
-    def __getitem__(self, index: int) -> dict[str, EncodedPair]:
-        return {"chosen": self.chosen[index], "rejected": self.rejected[index]}
+    def __getitem__(self, index: int) -> dict:
+        return {"sequences": self.sequences[index], "ranks": self.ranks[index], "margin": self.margins[index]}
+
+    def truncation_summary(self) -> str:
+        return (
+            f"{self.truncated} of {self.sequence_count} sequences truncated (prompt cut from the left), "
+            f"{self.responses_cut} of them with the response cut too"
+        )
 
 
-class PairCollator:
-    """Pads a list of pairs into one batch: chosen rows first, then rejected rows."""
+class ExampleCollator:
+    """Pads a list of examples into one batch.
+
+    Besides the model inputs: `layout` (G, K) indexes each example's responses in the batch
+    rows (-1: empty slot), `ranks` (G, K) their ranks (-1: empty) and `margins` (G,).
+    """
 
     def __init__(self, encoder: PairEncoder) -> None:
         self.encoder = encoder
 
-    def __call__(self, features: list[dict[str, EncodedPair]]) -> dict[str, torch.Tensor]:
-        sequences = [f["chosen"] for f in features] + [f["rejected"] for f in features]
-        batch = self.encoder.pad(sequences)
-        return {name: torch.from_numpy(array) for name, array in batch.arrays.items()}
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        sequences: list[EncodedPair] = [s for f in features for s in f["sequences"]]
+        width = max(len(f["sequences"]) for f in features)
+        layout = torch.full((len(features), width), -1, dtype=torch.long)
+        ranks = torch.full((len(features), width), -1, dtype=torch.long)
+        row = 0
+        for g, f in enumerate(features):
+            k = len(f["sequences"])
+            layout[g, :k] = torch.arange(row, row + k)
+            ranks[g, :k] = torch.tensor(f["ranks"])
+            row += k
+        batch = {name: torch.from_numpy(array) for name, array in self.encoder.pad(sequences).arrays.items()}
+        margins = [f["margin"] for f in features]
+        batch["margins"] = torch.tensor([0.0 if m is None else m for m in margins])
+        batch["layout"], batch["ranks"] = layout, ranks
+        return batch
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler[int]):
+    """Random order, but each global batch holds examples of similar length, so padding (wasted
+    compute) stays small. Seeded by (seed, epoch) alone, so a resumed run and every process of a
+    distributed run see the same order; grouping uses the global batch, which processes then
+    split, so 1 and N processes train on the same batches."""
+
+    def __init__(self, lengths: Sequence[int], global_batch: int, seed: int) -> None:
+        self.lengths = np.asarray(lengths)
+        self.global_batch = global_batch
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).numpy()
+        window = self.global_batch * 50
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.global_batch] for i in range(0, len(chunk), self.global_batch)]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield from batches[b].tolist()
+
+
+def pair_gaps(rewards: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """r_better - r_worse of every ranked pair in (G, K) grids."""
+    pairs = ranked_pairs(torch.from_numpy(ranks)).numpy()
+    g, i, j = np.nonzero(pairs)
+    return rewards[g, i] - rewards[g, j]
+
+
+def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    return preference_metrics(pair_gaps(prediction.predictions, prediction.label_ids)).as_dict()
 
 
 class RewardTrainer(Trainer):
-    """`Trainer` with the Bradley-Terry pairwise loss and length-grouped batches."""
+    """`Trainer` with a reward loss over (G, K) reward grids and length-grouped batches."""
+
+    def __init__(self, *args, loss_name: str, centering: float, global_batch: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_name, self.centering, self.global_batch = loss_name, centering, global_batch
+        self.loss_is_scaled_for_ga = False  # our losses are means: the Trainer divides by accumulation
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        rewards = model(**inputs).logits.squeeze(-1)
-        chosen, rejected = rewards.chunk(2)
-        loss = bradley_terry_loss(chosen, rejected)
-        if return_outputs:
-            return loss, {"rewards_chosen": chosen, "rewards_rejected": rejected}
-        return loss
+        inputs = dict(inputs)
+        layout, ranks, margins = inputs.pop("layout"), inputs.pop("ranks"), inputs.pop("margins")
+        rewards = model(**inputs).logits.squeeze(-1).float()
+        grid = rewards[layout.clamp(min=0)]
+        loss = reward_loss(self.loss_name, grid, ranks, margins, self.centering)
+        return (loss, {"rewards": grid}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        return loss.detach(), outputs["rewards"].detach(), inputs["ranks"]
 
     def _get_train_sampler(self, train_dataset=None):
-        # Grouping pairs of similar length keeps padding (wasted compute) small.
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return LengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps,
-            lengths=dataset.lengths,
-        )
+        return LengthGroupedSampler(dataset.lengths, self.global_batch, self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Length order: evaluation batches need almost no padding.
+        return np.argsort(eval_dataset.lengths, kind="stable").tolist()
+
+
+class JsonlLogger(TrainerCallback):
+    """Every logged metric (loss, learning rate, evaluation) as one JSON line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -85,24 +193,34 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-def train_reward_model(config: TrainConfig, pairs: Sequence[PreferencePair], provenance: dict) -> dict:
-    """Fine-tune `config.base_model` on `pairs`; write an HF checkpoint with its input format.
+def _precision_flags(precision: str) -> dict[str, bool]:
+    if precision == "auto":
+        # bf16 autocast is slower than fp32 on CPUs (measured on this project's 2-core machines).
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
-    Returns the training metrics that are also written to `training_metrics.json`.
-    """
-    base = Path(config.base_model)
-    out = Path(config.output_dir)
-    fmt = derive_input_format(base, config.max_length)
-    encoder = PairEncoder.from_file(base / TOKENIZER_FILE, fmt)
-    dataset = PairDataset(encoder, pairs)
 
-    torch.manual_seed(config.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    if config.disable_dropout:
-        disable_dropout(model)
-    args = TrainingArguments(
+def _apply_lora(model, config: TrainConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    # TaskType.SEQ_CLS puts the reward head (`classifier`/`score`) in modules_to_save: trained fully.
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear"
+    )
+    return get_peft_model(model, lora)
+
+
+def _training_arguments(config: TrainConfig, out: Path, evaluate: bool) -> TrainingArguments:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = world_size * config.gradient_accumulation_steps
+    if config.batch_size % per_step:
+        raise ValueError(f"batch size {config.batch_size} must divide by processes x accumulation steps ({per_step})")
+    every = config.checkpoint_steps
+    return TrainingArguments(
         output_dir=str(out / "trainer"),
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=config.batch_size // per_step,
+        per_device_eval_batch_size=max(1, 2 * config.batch_size // per_step),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
@@ -110,26 +228,113 @@ def train_reward_model(config: TrainConfig, pairs: Sequence[PreferencePair], pro
         weight_decay=config.weight_decay,
         lr_scheduler_type="linear",
         seed=config.seed,
+        activation_checkpointing=config.gradient_checkpointing,
         logging_steps=10,
-        save_strategy="no",
-        report_to=[],
+        report_to=["tensorboard"],  # event files under <out>/trainer/runs
+        eval_strategy="steps" if evaluate and every else "no",
+        eval_steps=every or None,
+        save_strategy="steps" if every else "no",
+        save_steps=every or None,
+        save_total_limit=2,
+        load_best_model_at_end=bool(evaluate and every),
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        label_names=["ranks"],
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
+        **_precision_flags(config.precision),
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, data_collator=PairCollator(encoder))
+
+
+def train_reward_model(
+    config: TrainConfig,
+    train_examples: Sequence[PreferenceExample],
+    validation_examples: Sequence[PreferenceExample],
+    provenance: dict,
+    resume: bool = False,
+    chat_template: str | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> dict:
+    """Fine-tune `config.base_model`; write an HF checkpoint with its input format, reward
+    statistics and calibration temperature. Returns the metrics also written to
+    `training_metrics.json`."""
+    out = Path(config.output_dir)
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(config.base_model, num_labels=1)
+    pad_added = ensure_pad_token(tokenizer, model)
+    fmt = derive_input_format(tokenizer, model.config, config.max_length, config.padding_side, chat_template)
+    encoder = PairEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
+    if config.loss == "margin" and any(e.margin is None for e in train_examples):
+        raise ValueError("--loss margin needs a `margin` or `preference_strength` on every training row")
+    train_set = ExampleDataset(encoder, train_examples)
+    validation_set = ExampleDataset(encoder, validation_examples) if validation_examples else None
+    print(f"training data: {train_set.truncation_summary()}")
+
+    if config.disable_dropout:
+        disable_dropout(model)
+    if config.lora_r:
+        model = _apply_lora(model, config)
+    args = _training_arguments(config, out, evaluate=validation_set is not None)
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=validation_set,
+        data_collator=ExampleCollator(encoder),
+        compute_metrics=compute_metrics,
+        callbacks=[JsonlLogger(out / LOG_FILE), *callbacks],
+        loss_name=config.loss,
+        centering=config.centering,
+        global_batch=config.batch_size,
+    )
+    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    if resume and checkpoint is None:
+        print(f"no checkpoint to resume from in {args.output_dir}; starting afresh")
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
     metrics = {
-        "train_pairs": len(dataset),
+        "train_examples": len(train_set),
         "train_loss": result.training_loss,
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(seconds, 1),
+        "examples_per_second": round(len(train_set) * config.epochs / seconds, 2) if config.max_steps < 0 else None,
         "steps": result.global_step,
+        "resumed_from": checkpoint,
+        "pad_token_added": pad_added,
         "config": asdict(config),
     }
+    stats = {}
+    if validation_set is not None:
+        stats = _reward_stats(trainer, validation_set)
+        metrics["validation"] = stats.pop("validation")
+        metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
     if trainer.is_world_process_zero():
-        out.mkdir(parents=True, exist_ok=True)
-        trainer.save_model(str(out))
-        copy_tokenizer(base, out)
-        save_input_format(out, fmt)
-        (out / "training_metrics.json").write_text(json.dumps({**metrics, **provenance}, indent=2) + "\n")
+        model = trainer.model.merge_and_unload() if config.lora_r else trainer.model
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        (out / METRICS_FILE).write_text(json.dumps({**metrics, **provenance}, indent=2) + "\n")
+        save_input_format(out, fmt)  # last: its presence marks a finished run
     return metrics
+
+
+def _reward_stats(trainer: RewardTrainer, validation_set: ExampleDataset) -> dict:
+    """Reward mean/std (for normalisation) and the calibration temperature fitted on validation
+    pairs, with the validation metrics before and after calibration."""
+    prediction = trainer.predict(validation_set)
+    rewards, ranks = prediction.predictions, prediction.label_ids
+    gaps = pair_gaps(rewards, ranks)
+    temperature = fit_temperature(gaps)
+    real = rewards[ranks >= 0]
+    return {
+        "reward_mean": float(real.mean()),
+        "reward_std": float(real.std()),
+        "calibration_temperature": temperature,
+        "fitted_on": f"validation split, {len(gaps)} pairs",
+        "validation": {
+            "uncalibrated": preference_metrics(gaps).as_dict(),
+            "calibrated": preference_metrics(gaps, temperature).as_dict(),
+        },
+    }

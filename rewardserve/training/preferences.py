@@ -1,0 +1,343 @@
+"""Preference data from files, in the shapes people have it, as one kind of example.
+
+Files: JSONL (optionally .gz), JSON (a list of rows), Parquet, CSV, or a local HF `datasets`
+directory (`save_to_disk`). Rows:
+
+- explicit: ``{"prompt": str, "chosen": str, "rejected": str}``;
+- implicit prompt: ``{"chosen": transcript, "rejected": transcript}`` (HH-RLHF): the prompt is
+  the transcript before its final ``"\\n\\nAssistant:"``, which both transcripts must share;
+- conversational: ``prompt``/``chosen``/``rejected`` as chat message lists (``prompt`` may be
+  missing, then the messages ``chosen`` and ``rejected`` share are the prompt), rendered with
+  the chat template;
+- ranked: ``{"prompt", "responses": [...], "ranking": [best index, ...]}`` or with
+  ``"scores": [...]`` (higher is better; equal scores are ties);
+- optional ``margin`` (a number) or ``preference_strength`` (a label mapped to a margin).
+
+Torch-free, so evaluation can run next to the server. Nothing is dropped silently: bad rows
+are reported with file, line and reason, ties are counted, and loading fails when bad rows
+exceed a set share.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE, ChatTemplateError, check_messages, split_conversation
+from rewardserve.training.data import Split, source_name, split_of, split_transcript
+
+# Llama 2's "large" margins for its four preference-strength labels (Touvron et al., 2023, table 28).
+LLAMA2_MARGINS: dict[str, float] = {
+    "significantly better": 3.0,
+    "better": 2.0,
+    "slightly better": 1.0,
+    "negligibly better": 0.0,
+    "unsure": 0.0,
+}
+LIST_COLUMNS = ("responses", "ranking", "scores")
+CHAT_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One prompt with two or more responses, best first, and their ranks (0 = best; equal = tie)."""
+
+    prompt: str
+    responses: tuple[str, ...]
+    ranks: tuple[int, ...]
+    source: str
+    margin: float | None = None
+
+    @classmethod
+    def pair(cls, prompt: str, chosen: str, rejected: str, source: str, margin: float | None = None):
+        return cls(prompt, (chosen, rejected), (0, 1), source, margin)
+
+    def ordered_pairs(self) -> list[tuple[int, int]]:
+        """(better, worse) response indices of every strictly ordered pair."""
+        k = len(self.responses)
+        return [(i, j) for i in range(k) for j in range(k) if self.ranks[i] < self.ranks[j]]
+
+
+class RowError(ValueError):
+    """A row that cannot become an example; the message is the reason."""
+
+
+class DataError(ValueError):
+    """The data as a whole is unusable (e.g. too many bad rows)."""
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    chat_template: str = PAIR_LAYOUT_TEMPLATE
+    strength_margins: Mapping[str, float] = field(default_factory=lambda: dict(LLAMA2_MARGINS))
+    max_bad_fraction: float = 0.05
+
+
+@dataclass
+class DataReport:
+    """What loading read, kept, dropped and why."""
+
+    rows: int = 0
+    kept: int = 0
+    other_split: int = 0
+    ties: int = 0
+    bad: list[str] = field(default_factory=list)  # "file:line N: reason"
+
+    @property
+    def bad_fraction(self) -> float:
+        return len(self.bad) / self.rows if self.rows else 0.0
+
+    def reasons(self) -> Counter[str]:
+        return Counter(line.split(": ", 1)[1] for line in self.bad)
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common()) or "none"
+        return (
+            f"{self.rows} rows: kept {self.kept}, other splits {self.other_split}, "
+            f"ties dropped {self.ties}, bad {len(self.bad)} ({reasons})"
+        )
+
+
+# ---------------------------------------------------------------------------- file readers
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, object]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as e:
+                yield f"line {number}", RowError(f"invalid JSON ({e.msg})")
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, object]]:
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of rows")
+    for number, row in enumerate(rows, start=1):
+        yield f"row {number}", row
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, object]]:
+    # List-valued cells (responses, ranking, scores, chat messages) are JSON text in CSV.
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            for column in LIST_COLUMNS + CHAT_COLUMNS:
+                cell = row.get(column)
+                decoded = _try_json(cell) if cell and cell.lstrip().startswith("[") else None
+                if decoded is not None and (column in LIST_COLUMNS or _looks_like_messages(decoded)):
+                    row[column] = decoded
+            if row.get("margin") not in (None, ""):
+                row["margin"] = _try_float(row["margin"])
+            yield f"line {reader.line_num}", row
+
+
+def _table_rows(rows: Iterable[dict]) -> Iterator[tuple[str, object]]:
+    for number, row in enumerate(rows, start=1):
+        yield f"row {number}", row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, object]]:
+    import pyarrow.parquet as pq
+
+    yield from _table_rows(row for batch in pq.ParquetFile(path).iter_batches() for row in batch.to_pylist())
+
+
+def _datasets_rows(path: Path) -> Iterator[tuple[str, object]]:
+    from datasets import DatasetDict, load_from_disk
+
+    data = load_from_disk(str(path))
+    if isinstance(data, DatasetDict):
+        if "train" not in data and len(data) != 1:
+            raise DataError(f"{path}: a DatasetDict needs a 'train' split or exactly one split (has {list(data)})")
+        data = data["train"] if "train" in data else next(iter(data.values()))
+    yield from _table_rows(iter(data))
+
+
+def read_rows(path: Path) -> Iterator[tuple[str, object]]:
+    """(location, row) for every row of a file; a row may be a RowError the reader raised."""
+    name = path.name.lower()
+    if path.is_dir():
+        return _datasets_rows(path)
+    if name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
+        return _jsonl_rows(path)
+    if name.endswith(".json"):
+        return _json_rows(path)
+    if name.endswith(".parquet"):
+        return _parquet_rows(path)
+    if name.endswith(".csv"):
+        return _csv_rows(path)
+    raise DataError(
+        f"{path}: unknown data format (expected .jsonl[.gz], .json, .parquet, .csv or a datasets directory)"
+    )
+
+
+def _try_json(text: str) -> object | None:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _try_float(text: str) -> object:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _looks_like_messages(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+# ---------------------------------------------------------------------------- rows -> examples
+
+
+def _text(row: Mapping, column: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, str):
+        raise RowError(f"{column}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _margin(row: Mapping, options: DataOptions) -> float | None:
+    if (margin := row.get("margin")) is not None:
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin):
+            raise RowError("margin: expected a finite number")
+        return float(margin)
+    if (label := row.get("preference_strength")) is not None:
+        key = str(label).strip().lower()
+        if key not in options.strength_margins:
+            raise RowError(f"preference_strength: unknown label {label!r}")
+        return options.strength_margins[key]
+    return None
+
+
+def _render(options: DataOptions, prompt: object, response: object, column: str) -> tuple[str, str]:
+    """(prompt text, response text) for a conversational prompt and response."""
+    prompt_messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    response_messages = [{"role": "assistant", "content": response}] if isinstance(response, str) else response
+    try:
+        return split_conversation(
+            options.chat_template, check_messages(prompt_messages, "prompt"), check_messages(response_messages, column)
+        )
+    except ChatTemplateError as e:
+        raise RowError(str(e)) from e
+
+
+def _pair_row(row: Mapping, source: str, options: DataOptions) -> PreferenceExample:
+    chosen, rejected = row["chosen"], row["rejected"]
+    margin = _margin(row, options)
+    prompt = row.get("prompt")
+    if isinstance(prompt, list) or isinstance(chosen, list) or isinstance(rejected, list):
+        if prompt is None:  # implicit conversational prompt: the messages both sides share
+            chosen, rejected = check_messages(chosen, "chosen"), check_messages(rejected, "rejected")
+            shared = 0
+            while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+                shared += 1
+            if shared == 0:
+                raise RowError("chosen and rejected share no prompt messages")
+            prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        prompt_text, chosen_text = _render(options, prompt, chosen, "chosen")
+        _, rejected_text = _render(options, prompt, rejected, "rejected")
+        return PreferenceExample.pair(prompt_text, chosen_text, rejected_text, source, margin)
+    if "prompt" in row:
+        return PreferenceExample.pair(
+            _text(row, "prompt"), _text(row, "chosen"), _text(row, "rejected"), source, margin
+        )
+    try:
+        prompt, chosen_text = split_transcript(_text(row, "chosen"))
+        rejected_prompt, rejected_text = split_transcript(_text(row, "rejected"))
+    except ValueError as e:
+        raise RowError(f"implicit prompt: {e}") from e
+    if prompt != rejected_prompt:
+        raise RowError("implicit prompt: chosen and rejected transcripts differ before the final Assistant turn")
+    return PreferenceExample.pair(prompt, chosen_text, rejected_text, source, margin)
+
+
+def _ranks_of(row: Mapping, k: int) -> tuple[int, ...]:
+    if (ranking := row.get("ranking")) is not None:
+        if not isinstance(ranking, list) or sorted(ranking) != list(range(k)):
+            raise RowError(f"ranking: expected a permutation of 0..{k - 1} (best first)")
+        ranks = [0] * k
+        for position, index in enumerate(ranking):
+            ranks[index] = position
+        return tuple(ranks)
+    scores = row.get("scores")
+    if not isinstance(scores, list) or len(scores) != k:
+        raise RowError(f"ranked rows need `ranking` or `scores` with one entry per response ({k})")
+    if not all(isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) for s in scores):
+        raise RowError("scores: expected finite numbers")
+    levels = sorted(set(scores), reverse=True)
+    return tuple(levels.index(s) for s in scores)
+
+
+def _ranked_row(row: Mapping, source: str, options: DataOptions) -> PreferenceExample:
+    responses = row["responses"]
+    if not isinstance(responses, list) or len(responses) < 2:
+        raise RowError("responses: expected a list of two or more responses")
+    ranks = _ranks_of(row, len(responses))
+    prompt = row.get("prompt")
+    if isinstance(prompt, list) or any(isinstance(r, list) for r in responses):
+        rendered = [_render(options, prompt, r, f"responses[{i}]") for i, r in enumerate(responses)]
+        prompt, texts = rendered[0][0], [response for _, response in rendered]
+    else:
+        prompt = _text(row, "prompt")
+        texts = [_text({"responses": r}, "responses") for r in responses]
+    order = sorted(range(len(texts)), key=lambda i: ranks[i])  # best first
+    return PreferenceExample(prompt, tuple(texts[i] for i in order), tuple(ranks[i] for i in order), source)
+
+
+def parse_row(row: object, source: str, options: DataOptions) -> PreferenceExample:
+    """The example a row describes; RowError with the reason when it describes none."""
+    if isinstance(row, RowError):
+        raise row
+    if not isinstance(row, Mapping):
+        raise RowError(f"expected an object, got {type(row).__name__}")
+    if "responses" in row:
+        return _ranked_row(row, source, options)
+    if "chosen" in row and "rejected" in row:
+        return _pair_row(row, source, options)
+    raise RowError("expected `chosen` and `rejected` columns, or `responses` with `ranking` or `scores`")
+
+
+def load_preferences(
+    paths: Sequence[Path], split: Split = "all", options: DataOptions | None = None
+) -> tuple[list[PreferenceExample], DataReport]:
+    """Examples of `split` from `paths`, with a report; DataError when too many rows are bad."""
+    options = options or DataOptions()
+    examples: list[PreferenceExample] = []
+    report = DataReport()
+    for path in map(Path, paths):
+        source = source_name(path)
+        for location, row in read_rows(path):
+            report.rows += 1
+            try:
+                example = parse_row(row, source, options)
+            except RowError as e:
+                report.bad.append(f"{path}:{location}: {e}")
+                continue
+            if len(set(example.ranks)) == 1 or len(set(example.responses)) == 1:
+                report.ties += 1
+            elif split != "all" and split_of(example.prompt) != split:
+                report.other_split += 1
+            else:
+                examples.append(example)
+                report.kept += 1
+    if report.bad_fraction > options.max_bad_fraction:
+        shown = "\n  ".join(report.bad[:10])
+        raise DataError(
+            f"{len(report.bad)} of {report.rows} rows are bad ({report.bad_fraction:.1%}, more than the allowed "
+            f"{options.max_bad_fraction:.1%}); first ones:\n  {shown}"
+        )
+    return examples, report
