@@ -23,7 +23,7 @@ class TrainConfig:
         default=0.0, metadata={"help": "Weight c of the reward-centering term c*mean((r_better + r_worse)^2)."}
     )
     max_length: int = field(default=256, metadata={"help": "Max tokens per sequence (prompt cut from the left)."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
     batch_size: int = field(
         default=16, metadata={"help": "Examples (pairs or ranked prompts) per optimiser step, over all processes."}
     )
@@ -35,7 +35,7 @@ class TrainConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: epochs decide)."})
     checkpoint_steps: int = field(
-        default=50,
+        default=100,
         metadata={
             "help": "Every N steps: evaluate on the validation split and save a resumable checkpoint; "
             "the best by validation accuracy is kept (0: only at the end)."
