@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="pairwise accuracy of a bundle on preference pairs")
     evaluate.add_argument("--bundle", required=True)
     _data_argument(evaluate, "--data", default_data_files(), "pairs to evaluate (default: data/hh-rlhf/*)")
-    evaluate.add_argument("--split", choices=["heldout", "train", "all"], default="heldout")
+    evaluate.add_argument("--split", choices=["heldout", "validation", "train", "all"], default="heldout")
     evaluate.set_defaults(func=cmd_eval)
 
     serve = commands.add_parser("serve", help="serve a bundle over HTTP")
