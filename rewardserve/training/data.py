@@ -51,6 +51,7 @@ def default_data_files() -> list[Path]:
 
 
 def default_training_files() -> list[Path]:
-    """All HH files: trained on helpful pairs alone, a model prefers compliance everywhere and
-    falls below chance on the harmless pairs, where refusing is usually preferred."""
-    return default_data_files()
+    """The helpfulness files: the default model is a helpfulness reward model. HH's harmless
+    pairs often prefer a refusal where the helpful ones prefer compliance; trained on all three
+    files at once, the default MiniLM recipe stays at chance (loss ln 2 after 150 steps)."""
+    return [REPO_DATA / name for name in HH_FILES if name.startswith("helpful")]
