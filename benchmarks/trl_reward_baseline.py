@@ -22,6 +22,7 @@ with open(args.pairs) as f:
     rows = [json.loads(line) for line in f]
 model = AutoModelForSequenceClassification.from_pretrained(args.base_model, num_labels=1)
 tokenizer = AutoTokenizer.from_pretrained(args.base_model)
+tokenizer.eos_token = tokenizer.eos_token or tokenizer.sep_token  # TRL appends an EOS; BERT's is [SEP]
 with tempfile.TemporaryDirectory() as out:
     config = RewardConfig(
         output_dir=out,
