@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from rewardserve.service import Settings, create_app
+from rewardserve.training.reward_model import load_reward_model
 
 TOLERANCE = 1e-4
 
@@ -37,7 +38,7 @@ def mixed_items(heldout_pairs, tiny_checkpoint):
 def torch_rewards(tiny_checkpoint, mixed_items):
     """Rewards from the trained checkpoint through transformers' own tokenizer, one item at a time."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint).eval()
+    model = load_reward_model(tiny_checkpoint).eval()
     with torch.inference_mode():
         return np.array(
             [

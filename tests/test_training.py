@@ -24,6 +24,7 @@ from rewardserve.training.checkpoint import (
 )
 from rewardserve.training.config import TrainConfig
 from rewardserve.training.preferences import PreferenceExample
+from rewardserve.training.reward_model import HEAD_WEIGHTS, load_reward_model, new_reward_model
 from rewardserve.training.trainer import LOG_FILE, train_reward_model
 
 DECODERS = ["gpt2", "llama", "qwen2"]
@@ -181,18 +182,34 @@ def test_export_carries_the_reward_stats_into_the_manifest(tiny_checkpoint, tiny
     assert (manifest.reward_mean, manifest.reward_std) == (stats["reward_mean"], stats["reward_std"])
 
 
-def test_lora_trains_adapters_and_the_full_head_then_merges(tiny_base_model, train_pairs, tmp_path):
-    config = config_for(tiny_base_model, tmp_path, lora_r=4, max_steps=3)
+def checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Every weight of a checkpoint; a mean-pooled head's as `score.*`."""
+    weights = load_file(directory / "model.safetensors")
+    if (directory / HEAD_WEIGHTS).is_file():
+        weights |= {f"score.{k}": v for k, v in load_file(directory / HEAD_WEIGHTS).items()}
+    return weights
+
+
+@pytest.mark.parametrize(
+    ("pooling", "head", "prefix"), [("mean", "score.weight", ""), ("model", "classifier.weight", "bert.")]
+)
+def test_lora_trains_adapters_and_the_full_head_then_merges(
+    pooling, head, prefix, tiny_base_model, train_pairs, tmp_path
+):
+    config = config_for(tiny_base_model, tmp_path, lora_r=4, max_steps=3, pooling=pooling)
     train_reward_model(config, train_pairs[:12], [], provenance={})
-    before = load_file(tiny_base_model / "model.safetensors")
-    after = load_file(tmp_path / "model.safetensors")
+    torch.manual_seed(config.seed)  # the head's initialisation, as training drew it
+    before = {k: v.detach() for k, v in new_reward_model(tiny_base_model, pooling).state_dict().items()}
+    before = {k.removeprefix("backbone."): v for k, v in before.items()}
+    after = checkpoint_weights(tmp_path)
     assert set(after) == set(before)  # merged: a plain checkpoint, no adapter weights
-    assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
-    query = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(after[head], before[head])
+    query = f"{prefix}encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(after[query], before[query])
-    assert torch.equal(
-        after["bert.embeddings.word_embeddings.weight"], before["bert.embeddings.word_embeddings.weight"]
-    )
+    embeddings = f"{prefix}embeddings.word_embeddings.weight"
+    assert torch.equal(after[embeddings], before[embeddings])
+    model = load_reward_model(tmp_path)
+    assert type(model).__name__ == {"mean": "MeanPooledRewardModel", "model": "BertForSequenceClassification"}[pooling]
 
 
 class Crash(TrainerCallback):
@@ -215,13 +232,14 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_base_m
         train_reward_model(interrupted, pairs, [], provenance={}, callbacks=[Crash(at_step=4)])
     metrics = train_reward_model(interrupted, pairs, [], provenance={}, resume=True)
     assert metrics["resumed_from"].endswith("checkpoint-4")
-    straight = load_file(tmp_path / "straight" / "model.safetensors")
-    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    straight = checkpoint_weights(tmp_path / "straight")
+    resumed = checkpoint_weights(tmp_path / "resumed")
+    assert set(resumed) == set(straight)
     for name, weight in straight.items():
         torch.testing.assert_close(resumed[name], weight, atol=1e-6, rtol=1e-5)
-    assert not torch.equal(
-        straight["classifier.weight"], load_file(tiny_base_model / "model.safetensors")["classifier.weight"]
-    )
+    base = load_file(tiny_base_model / "model.safetensors")
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(straight[query], base[f"bert.{query}"])
 
 
 def test_two_torchrun_processes_train_the_same_model_as_one(tiny_base_model, train_pairs, heldout_pairs, tmp_path):
@@ -240,11 +258,11 @@ def test_two_torchrun_processes_train_the_same_model_as_one(tiny_base_model, tra
     pairs = [(e.prompt, r) for e in heldout_pairs[:32] for r in e.responses]
     rewards = {}
     for name in ("one", "two"):
-        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / name).eval()
+        model = load_reward_model(tmp_path / name).eval()
         encoder = PairEncoder.from_file(tmp_path / name / "tokenizer.json", load_input_format(tmp_path / name))
         rewards[name] = rewards_of(model, encoder, pairs, batched=True)
-    base = AutoModelForSequenceClassification.from_pretrained(tiny_base_model).eval()
-    untrained = rewards_of(base, encoder, pairs, batched=True)
+    torch.manual_seed(0)  # the head's initialisation, as training drew it
+    untrained = rewards_of(new_reward_model(tiny_base_model, "mean").eval(), encoder, pairs, batched=True)
     moved = np.abs(rewards["one"] - untrained).max()
     assert moved > 1e-2
     np.testing.assert_allclose(rewards["two"], rewards["one"], atol=1e-3 * moved)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from rewardserve.bundle import BundleRuntime, EncodedPair, Manifest, PairEncoder, save_bundle
 from rewardserve.bundle.manifest import Parity
 from rewardserve.training.checkpoint import STATS_FILE, TOKENIZER_FILE, load_input_format
+from rewardserve.training.reward_model import load_reward_model
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4  # fp32 graph vs PyTorch eager, absolute
@@ -51,7 +51,7 @@ def export_bundle(
     """
     checkpoint, out = Path(checkpoint), Path(out)
     fmt = load_input_format(checkpoint)
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=1).eval()
+    model = load_reward_model(checkpoint).eval()
     encoder = PairEncoder.from_file(checkpoint / TOKENIZER_FILE, fmt)
     sequences = encoder.encode([p for p, _ in parity_pairs], [r for _, r in parity_pairs])
     if not sequences:

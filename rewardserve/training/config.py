@@ -49,6 +49,15 @@ class TrainConfig:
         },
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    pooling: Literal["auto", "mean", "model"] = field(
+        default="auto",
+        metadata={
+            "help": "Reward head input: mean of the last hidden states, or the checkpoint's own "
+            "sequence-classification head (BERT's [CLS] pooler, a decoder's last token); "
+            "auto: mean for encoders, the model's head for decoders.",
+            "choices": ("auto", "mean", "model"),
+        },
+    )
     padding_side: Literal["right", "left"] = field(
         default="right", metadata={"help": "Padding side of batches.", "choices": ("right", "left")}
     )

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from transformers import (
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     EvalPrediction,
     Trainer,
@@ -36,11 +35,13 @@ from rewardserve.training.checkpoint import (
     STATS_FILE,
     derive_input_format,
     ensure_pad_token,
+    is_pair_encoder,
     save_input_format,
 )
 from rewardserve.training.config import TrainConfig
 from rewardserve.training.losses import ranked_pairs, reward_loss
 from rewardserve.training.preferences import PreferenceExample
+from rewardserve.training.reward_model import MeanPooledRewardModel, new_reward_model, resolve_pooling
 
 LOG_FILE = "metrics.jsonl"
 
@@ -200,14 +201,28 @@ def _precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def _apply_lora(model, config: TrainConfig):
+def _apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """LoRA adapters on every linear layer of the transformer; the reward head is trained fully."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    if isinstance(model, MeanPooledRewardModel):
+        # The head lives outside the adapted backbone, so it stays fully trainable.
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
+        model.backbone = get_peft_model(model.backbone, lora)
+        return model
     # TaskType.SEQ_CLS puts the reward head (`classifier`/`score`) in modules_to_save: trained fully.
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear"
     )
     return get_peft_model(model, lora)
+
+
+def _merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """The adapters folded into the weights: a plain checkpoint that export can read."""
+    if isinstance(model, MeanPooledRewardModel):
+        model.backbone = model.backbone.merge_and_unload()
+        return model
+    return model.merge_and_unload()
 
 
 def _training_arguments(config: TrainConfig, out: Path, evaluate: bool) -> TrainingArguments:
@@ -262,7 +277,7 @@ def train_reward_model(
     out = Path(config.output_dir)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(config.base_model, num_labels=1)
+    model = new_reward_model(config.base_model, resolve_pooling(config.pooling, is_pair_encoder(tokenizer)))
     pad_added = ensure_pad_token(tokenizer, model)
     fmt = derive_input_format(tokenizer, model.config, config.max_length, config.padding_side, chat_template)
     encoder = PairEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
@@ -311,7 +326,7 @@ def train_reward_model(
         metrics["validation"] = stats.pop("validation")
         metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
     if trainer.is_world_process_zero():
-        model = trainer.model.merge_and_unload() if config.lora_r else trainer.model
+        model = _merge_lora(trainer.model) if config.lora_r else trainer.model
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")

@@ -1,0 +1,90 @@
+"""The reward model: a pretrained transformer with a scalar head on a pooled hidden state.
+
+Two poolings:
+
+- ``mean``: the mean of the last hidden states over real tokens, then a linear head. This is
+  how sentence-transformers checkpoints such as the default MiniLM were trained, so the pooled
+  vector means something from the first step. Their [CLS] state and BERT pooler were never
+  trained for it, and the pooler's tanh can saturate, which stalls training (gradient norm 1e-3).
+- ``model``: the checkpoint's own sequence-classification head (BERT's [CLS] pooler, a
+  decoder's last real token); any `AutoModelForSequenceClassification` checkpoint.
+
+Either way `model(**inputs).logits[:, 0]` is the reward, so the trainer and the exporter do not
+care which one they hold. A mean-pooled checkpoint is the backbone's own HF directory plus
+`reward_head.json` and `reward_head.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+Pooling = Literal["auto", "mean", "model"]
+HEAD_FILE = "reward_head.json"
+HEAD_WEIGHTS = "reward_head.safetensors"
+
+
+class MeanPooledRewardModel(torch.nn.Module):
+    """`score(mean of the backbone's last hidden states over attended tokens)`."""
+
+    def __init__(self, backbone: PreTrainedModel) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config  # the Trainer reads it
+        hidden = backbone.config.hidden_size
+        self.score = torch.nn.Linear(hidden, 1)
+        # Stiennon et al. (2020): a reward head drawn from N(0, 1/(d+1)) starts with rewards of
+        # about unit variance whatever the width.
+        torch.nn.init.normal_(self.score.weight, std=(hidden + 1) ** -0.5)
+        torch.nn.init.zeros_(self.score.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs) -> SequenceClassifierOutput:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return SequenceClassifierOutput(logits=self.score(pooled))
+
+    def resize_token_embeddings(self, size: int) -> None:
+        self.backbone.resize_token_embeddings(size)
+
+    def gradient_checkpointing_enable(self, **kwargs) -> None:
+        self.backbone.gradient_checkpointing_enable(**kwargs)
+
+    def save_pretrained(self, out: str | Path) -> None:
+        out = Path(out)
+        self.backbone.save_pretrained(out)
+        save_file({k: v.contiguous() for k, v in self.score.state_dict().items()}, out / HEAD_WEIGHTS)
+        (out / HEAD_FILE).write_text(json.dumps({"pooling": "mean"}, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> MeanPooledRewardModel:
+        model = cls(AutoModel.from_pretrained(path, add_pooling_layer=False))
+        model.score.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS))
+        return model
+
+
+def resolve_pooling(pooling: Pooling, is_encoder: bool) -> Literal["mean", "model"]:
+    """`auto`: mean pooling for encoders, the checkpoint's own head (last token) for decoders."""
+    if pooling == "auto":
+        return "mean" if is_encoder else "model"
+    return pooling
+
+
+def new_reward_model(base_model: str | Path, pooling: Literal["mean", "model"]) -> torch.nn.Module:
+    """A reward model to fine-tune from a pretrained checkpoint."""
+    if pooling == "mean":
+        return MeanPooledRewardModel(AutoModel.from_pretrained(base_model, add_pooling_layer=False))
+    return AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+
+
+def load_reward_model(checkpoint: str | Path) -> torch.nn.Module:
+    """A trained reward model: ours (either pooling) or any sequence-classification checkpoint."""
+    if (Path(checkpoint) / HEAD_FILE).is_file():
+        return MeanPooledRewardModel.from_pretrained(checkpoint)
+    return AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=1)
