@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 from rewardserve.bundle import PairEncoder, load_bundle
@@ -116,6 +117,23 @@ def _save_tokenizer(tokenizer, directory: Path) -> Path:
     return out / "tokenizer.json"
 
 
+def test_response_mean_pooling_averages_the_response_tokens_alone(tiny_base_model, heldout_pairs):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_model)
+    torch.manual_seed(0)
+    model = new_reward_model(tiny_base_model, "response_mean").eval()
+    encoder = PairEncoder(
+        Tokenizer.from_file(str(tiny_base_model / "tokenizer.json")), derive_input_format(tokenizer, model.config, 96)
+    )
+    pairs = [(e.prompt, e.responses[0]) for e in heldout_pairs[:4]]
+    sequences = encoder.encode([p for p, _ in pairs], [r for _, r in pairs])
+    batch = {k: torch.from_numpy(v) for k, v in encoder.pad(sequences).arrays.items()}
+    with torch.inference_mode():
+        hidden = model.backbone(**batch).last_hidden_state
+        expected = [model.score(hidden[i, s.response_start : len(s)].mean(0)) for i, s in enumerate(sequences)]
+        rewards = model(**batch).logits[:, 0]
+    torch.testing.assert_close(rewards, torch.cat(expected), atol=1e-5, rtol=1e-5)
+
+
 def config_for(base: Path, out: Path, **overrides) -> TrainConfig:
     settings = dict(max_length=96, batch_size=4, max_steps=2, learning_rate=1e-3, checkpoint_steps=0)
     return TrainConfig(base_model=str(base), output_dir=str(out), **{**settings, **overrides})
@@ -191,7 +209,8 @@ def checkpoint_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("pooling", "head", "prefix"), [("mean", "score.weight", ""), ("model", "classifier.weight", "bert.")]
+    ("pooling", "head", "prefix"),
+    [("response_mean", "score.weight", ""), ("mean", "score.weight", ""), ("model", "classifier.weight", "bert.")],
 )
 def test_lora_trains_adapters_and_the_full_head_then_merges(
     pooling, head, prefix, tiny_base_model, train_pairs, tmp_path
@@ -209,7 +228,8 @@ def test_lora_trains_adapters_and_the_full_head_then_merges(
     embeddings = f"{prefix}embeddings.word_embeddings.weight"
     assert torch.equal(after[embeddings], before[embeddings])
     model = load_reward_model(tmp_path)
-    assert type(model).__name__ == {"mean": "MeanPooledRewardModel", "model": "BertForSequenceClassification"}[pooling]
+    expected = "BertForSequenceClassification" if pooling == "model" else "MeanPooledRewardModel"
+    assert type(model).__name__ == expected
 
 
 class Crash(TrainerCallback):
@@ -262,7 +282,7 @@ def test_two_torchrun_processes_train_the_same_model_as_one(tiny_base_model, tra
         encoder = PairEncoder.from_file(tmp_path / name / "tokenizer.json", load_input_format(tmp_path / name))
         rewards[name] = rewards_of(model, encoder, pairs, batched=True)
     torch.manual_seed(0)  # the head's initialisation, as training drew it
-    untrained = rewards_of(new_reward_model(tiny_base_model, "mean").eval(), encoder, pairs, batched=True)
+    untrained = rewards_of(new_reward_model(tiny_base_model, "response_mean").eval(), encoder, pairs, batched=True)
     moved = np.abs(rewards["one"] - untrained).max()
     assert moved > 1e-2
     np.testing.assert_allclose(rewards["two"], rewards["one"], atol=1e-3 * moved)

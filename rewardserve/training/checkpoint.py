@@ -33,6 +33,11 @@ def is_pair_encoder(tokenizer) -> bool:
     return tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None
 
 
+def uses_segment_ids(model_config) -> bool:
+    """BERT-style models embed segment ids (0: prompt, 1: response); DeBERTa-v3 and decoders do not."""
+    return getattr(model_config, "type_vocab_size", 0) >= 2
+
+
 def ensure_pad_token(tokenizer, model) -> bool:
     """Give a decoder a pad token of its own; True when one was added.
 
@@ -77,7 +82,7 @@ def derive_input_format(
             pad_id=tokenizer.pad_token_id,
             max_length=max_length,
             padding_side=padding_side,
-            token_type_ids=getattr(model_config, "type_vocab_size", 0) >= 2,
+            token_type_ids=uses_segment_ids(model_config),
             chat_template=template,
         )
     if tokenizer.eos_token_id is None:

@@ -49,13 +49,14 @@ class TrainConfig:
         },
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
-    pooling: Literal["auto", "mean", "model"] = field(
+    pooling: Literal["auto", "response_mean", "mean", "model"] = field(
         default="auto",
         metadata={
-            "help": "Reward head input: mean of the last hidden states, or the checkpoint's own "
-            "sequence-classification head (BERT's [CLS] pooler, a decoder's last token); "
-            "auto: mean for encoders, the model's head for decoders.",
-            "choices": ("auto", "mean", "model"),
+            "help": "Reward head input: the mean of the last hidden states over the response's "
+            "tokens or over all tokens, or the checkpoint's own sequence-classification head "
+            "(BERT's [CLS] pooler, a decoder's last token); auto: response_mean for encoders "
+            "with segment ids, the model's head otherwise.",
+            "choices": ("auto", "response_mean", "mean", "model"),
         },
     )
     padding_side: Literal["right", "left"] = field(

@@ -1,11 +1,15 @@
 """The reward model: a pretrained transformer with a scalar head on a pooled hidden state.
 
-Two poolings:
+Three poolings:
 
-- ``mean``: the mean of the last hidden states over real tokens, then a linear head. This is
-  how sentence-transformers checkpoints such as the default MiniLM were trained, so the pooled
-  vector means something from the first step. Their [CLS] state and BERT pooler were never
-  trained for it, and the pooler's tanh can saturate, which stalls training (gradient norm 1e-3).
+- ``response_mean``: the mean of the last hidden states over the response's tokens (segment 1
+  of `[CLS] prompt [SEP] response [SEP]`), then a linear head. Mean pooling is how
+  sentence-transformers checkpoints such as the default MiniLM were trained, so the pooled
+  vector means something from the first step; their [CLS] state and BERT pooler were never
+  trained for it, and the pooler's tanh can saturate, which stalls training (gradient norm
+  1e-3). Pooling over the response alone keeps the shared prompt, often the longer part, from
+  diluting the difference between two responses; the response tokens still attend to it.
+- ``mean``: the same over all real tokens (for models without segment ids).
 - ``model``: the checkpoint's own sequence-classification head (BERT's [CLS] pooler, a
   decoder's last real token); any `AutoModelForSequenceClassification` checkpoint.
 
@@ -25,17 +29,18 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-Pooling = Literal["auto", "mean", "model"]
+Pooling = Literal["auto", "response_mean", "mean", "model"]
 HEAD_FILE = "reward_head.json"
 HEAD_WEIGHTS = "reward_head.safetensors"
 
 
 class MeanPooledRewardModel(torch.nn.Module):
-    """`score(mean of the backbone's last hidden states over attended tokens)`."""
+    """`score(mean of the backbone's last hidden states over the response's or all real tokens)`."""
 
-    def __init__(self, backbone: PreTrainedModel) -> None:
+    def __init__(self, backbone: PreTrainedModel, response_only: bool) -> None:
         super().__init__()
         self.backbone = backbone
+        self.response_only = response_only
         self.config = backbone.config  # the Trainer reads it
         hidden = backbone.config.hidden_size
         self.score = torch.nn.Linear(hidden, 1)
@@ -46,7 +51,9 @@ class MeanPooledRewardModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs) -> SequenceClassifierOutput:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        # Segment 1 is the response and its closing [SEP]; padding is segment 0.
+        mask = attention_mask * inputs["token_type_ids"] if self.response_only else attention_mask
+        mask = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return SequenceClassifierOutput(logits=self.score(pooled))
 
@@ -60,26 +67,32 @@ class MeanPooledRewardModel(torch.nn.Module):
         out = Path(out)
         self.backbone.save_pretrained(out)
         save_file({k: v.contiguous() for k, v in self.score.state_dict().items()}, out / HEAD_WEIGHTS)
-        (out / HEAD_FILE).write_text(json.dumps({"pooling": "mean"}, indent=2) + "\n")
+        pooling = "response_mean" if self.response_only else "mean"
+        (out / HEAD_FILE).write_text(json.dumps({"pooling": pooling}, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> MeanPooledRewardModel:
-        model = cls(AutoModel.from_pretrained(path, add_pooling_layer=False))
+        pooling = json.loads((Path(path) / HEAD_FILE).read_text())["pooling"]
+        model = cls(AutoModel.from_pretrained(path, add_pooling_layer=False), response_only=pooling == "response_mean")
         model.score.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS))
         return model
 
 
-def resolve_pooling(pooling: Pooling, is_encoder: bool) -> Literal["mean", "model"]:
-    """`auto`: mean pooling for encoders, the checkpoint's own head (last token) for decoders."""
+def resolve_pooling(pooling: Pooling, is_encoder: bool, segment_ids: bool) -> Pooling:
+    """`auto`: response-mean pooling for encoders with segment ids, else the checkpoint's own head
+    (a decoder's last token). Response-mean pooling needs the segment ids that mark the response."""
     if pooling == "auto":
-        return "mean" if is_encoder else "model"
+        return "response_mean" if is_encoder and segment_ids else "model"
+    if pooling == "response_mean" and not segment_ids:
+        raise ValueError("--pooling response_mean needs a model with segment ids (token_type_ids); use mean")
     return pooling
 
 
-def new_reward_model(base_model: str | Path, pooling: Literal["mean", "model"]) -> torch.nn.Module:
-    """A reward model to fine-tune from a pretrained checkpoint."""
-    if pooling == "mean":
-        return MeanPooledRewardModel(AutoModel.from_pretrained(base_model, add_pooling_layer=False))
+def new_reward_model(base_model: str | Path, pooling: Pooling) -> torch.nn.Module:
+    """A reward model to fine-tune from a pretrained checkpoint, with a resolved pooling."""
+    if pooling in ("response_mean", "mean"):
+        backbone = AutoModel.from_pretrained(base_model, add_pooling_layer=False)
+        return MeanPooledRewardModel(backbone, response_only=pooling == "response_mean")
     return AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
 
 

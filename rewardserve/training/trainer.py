@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from transformers import (
+    AutoConfig,
     AutoTokenizer,
     EvalPrediction,
     Trainer,
@@ -37,6 +38,7 @@ from rewardserve.training.checkpoint import (
     ensure_pad_token,
     is_pair_encoder,
     save_input_format,
+    uses_segment_ids,
 )
 from rewardserve.training.config import TrainConfig
 from rewardserve.training.losses import ranked_pairs, reward_loss
@@ -277,7 +279,10 @@ def train_reward_model(
     out = Path(config.output_dir)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model = new_reward_model(config.base_model, resolve_pooling(config.pooling, is_pair_encoder(tokenizer)))
+    segment_ids = uses_segment_ids(AutoConfig.from_pretrained(config.base_model))
+    model = new_reward_model(
+        config.base_model, resolve_pooling(config.pooling, is_pair_encoder(tokenizer), segment_ids)
+    )
     pad_added = ensure_pad_token(tokenizer, model)
     fmt = derive_input_format(tokenizer, model.config, config.max_length, config.padding_side, chat_template)
     encoder = PairEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
