@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="output checkpoint directory")
     train.add_argument("--base-model", help="local HF checkpoint (default: packaged all-MiniLM-L6-v2)")
     _data_argument(
-        train, "--data", default_training_files(), "their train split is used (default: data/hh-rlhf/helpful-*)"
+        train, "--data", default_training_files(), "their train split is used (default: every data/hh-rlhf file)"
     )
     _data_argument(
         train, "--validation-data", None, "evaluated during training (default: the validation split of --data)"

@@ -51,7 +51,7 @@ def default_data_files() -> list[Path]:
 
 
 def default_training_files() -> list[Path]:
-    """The helpfulness files: the default model is a helpfulness reward model. HH's harmless
-    pairs often prefer a refusal where the helpful ones prefer compliance; trained on all three
-    files at once, the default MiniLM recipe stays at chance (loss ln 2 after 150 steps)."""
-    return [REPO_DATA / name for name in HH_FILES if name.startswith("helpful")]
+    """All HH files: the default model learns helpfulness and harmlessness together. Trained on
+    the helpful files alone it ranks compliance over refusal and scores 0.39 on harmless-base
+    held-out pairs, below chance (README, "The default model")."""
+    return default_data_files()
