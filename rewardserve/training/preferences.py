@@ -88,16 +88,18 @@ class DataReport:
     other_split: int = 0
     ties: int = 0
     bad: list[str] = field(default_factory=list)  # "file:line N: reason"
+    reasons: Counter[str] = field(default_factory=Counter)  # reason -> bad rows
+
+    def add_bad(self, location: str, reason: str) -> None:
+        self.bad.append(f"{location}: {reason}")
+        self.reasons[reason] += 1
 
     @property
     def bad_fraction(self) -> float:
         return len(self.bad) / self.rows if self.rows else 0.0
 
-    def reasons(self) -> Counter[str]:
-        return Counter(line.split(": ", 1)[1] for line in self.bad)
-
     def __str__(self) -> str:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in self.reasons().most_common()) or "none"
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.reasons.most_common()) or "none"
         return (
             f"{self.rows} rows: kept {self.kept}, other splits {self.other_split}, "
             f"ties dropped {self.ties}, bad {len(self.bad)} ({reasons})"
@@ -325,7 +327,7 @@ def load_preferences(
             try:
                 example = parse_row(row, source, options)
             except RowError as e:
-                report.bad.append(f"{path}:{location}: {e}")
+                report.add_bad(f"{path}:{location}", str(e))
                 continue
             if len(set(example.ranks)) == 1 or len(set(example.responses)) == 1:
                 report.ties += 1

@@ -319,7 +319,10 @@ def train_reward_model(
         "train_examples": len(train_set),
         "train_loss": result.training_loss,
         "train_seconds": round(seconds, 1),
-        "examples_per_second": round(len(train_set) * config.epochs / seconds, 2) if config.max_steps < 0 else None,
+        # Only a whole run from step 0 has a meaningful rate.
+        "examples_per_second": round(len(train_set) * config.epochs / seconds, 2)
+        if config.max_steps < 0 and checkpoint is None
+        else None,
         "steps": result.global_step,
         "resumed_from": checkpoint,
         "pad_token_added": pad_added,
