@@ -22,7 +22,7 @@ class TrainConfig:
     centering: float = field(
         default=0.0, metadata={"help": "Weight c of the reward-centering term c*mean((r_better + r_worse)^2)."}
     )
-    max_length: int = field(default=192, metadata={"help": "Max tokens per sequence (prompt cut from the left)."})
+    max_length: int = field(default=256, metadata={"help": "Max tokens per sequence (prompt cut from the left)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
     batch_size: int = field(
         default=16, metadata={"help": "Examples (pairs or ranked prompts) per optimiser step, over all processes."}
