@@ -139,16 +139,19 @@ def config_for(base: Path, out: Path, **overrides) -> TrainConfig:
     return TrainConfig(base_model=str(base), output_dir=str(out), **{**settings, **overrides})
 
 
+@pytest.mark.parametrize("pooling", ["auto", "mean"])
 def test_a_decoder_trains_with_left_padding_into_a_checkpoint_export_can_read(
-    tiny_decoder, train_pairs, heldout_pairs, tmp_path
+    pooling, tiny_decoder, train_pairs, heldout_pairs, tmp_path
 ):
-    config = config_for(tiny_decoder, tmp_path, padding_side="left")
+    config = config_for(tiny_decoder, tmp_path, padding_side="left", pooling=pooling)
     metrics = train_reward_model(config, train_pairs[:16], heldout_pairs[:8], provenance={})
     assert metrics["pad_token_added"] and metrics["steps"] == 2
     fmt = load_input_format(tmp_path)
     assert fmt.padding_side == "left" and fmt.pad_id == AutoTokenizer.from_pretrained(tmp_path).pad_token_id
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    model = load_reward_model(tmp_path)
     assert model.config.pad_token_id == fmt.pad_id
+    expected = "MeanPooledRewardModel" if pooling == "mean" else "ForSequenceClassification"
+    assert type(model).__name__.endswith(expected)
 
 
 def ranked_examples(pairs: list[PreferenceExample], k: int = 3) -> list[PreferenceExample]:

@@ -73,9 +73,18 @@ class MeanPooledRewardModel(torch.nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> MeanPooledRewardModel:
         pooling = json.loads((Path(path) / HEAD_FILE).read_text())["pooling"]
-        model = cls(AutoModel.from_pretrained(path, add_pooling_layer=False), response_only=pooling == "response_mean")
+        model = cls(_backbone(path), response_only=pooling == "response_mean")
         model.score.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS))
         return model
+
+
+def _backbone(path: str | Path) -> PreTrainedModel:
+    """The bare transformer; BERT-style models without their [CLS] pooler, which mean pooling
+    does not use (decoders have none, and reject the argument)."""
+    try:
+        return AutoModel.from_pretrained(path, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(path)
 
 
 def resolve_pooling(pooling: Pooling, is_encoder: bool, segment_ids: bool) -> Pooling:
@@ -91,8 +100,7 @@ def resolve_pooling(pooling: Pooling, is_encoder: bool, segment_ids: bool) -> Po
 def new_reward_model(base_model: str | Path, pooling: Pooling) -> torch.nn.Module:
     """A reward model to fine-tune from a pretrained checkpoint, with a resolved pooling."""
     if pooling in ("response_mean", "mean"):
-        backbone = AutoModel.from_pretrained(base_model, add_pooling_layer=False)
-        return MeanPooledRewardModel(backbone, response_only=pooling == "response_mean")
+        return MeanPooledRewardModel(_backbone(base_model), response_only=pooling == "response_mean")
     return AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
 
 
