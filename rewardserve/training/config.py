@@ -8,6 +8,8 @@ from typing import Literal, get_args
 
 LossName = Literal["bt", "margin", "instructgpt", "plackett_luce"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+Pooling = Literal["auto", "response_mean", "mean", "model"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 
 @dataclass
@@ -49,14 +51,14 @@ class TrainConfig:
         },
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
-    pooling: Literal["auto", "response_mean", "mean", "model"] = field(
+    pooling: Pooling = field(
         default="auto",
         metadata={
             "help": "Reward head input: the mean of the last hidden states over the response's "
             "tokens or over all tokens, or the checkpoint's own sequence-classification head "
             "(BERT's [CLS] pooler, a decoder's last token); auto: response_mean for encoders "
             "with segment ids, the model's head otherwise.",
-            "choices": ("auto", "response_mean", "mean", "model"),
+            "choices": POOLINGS,
         },
     )
     padding_side: Literal["right", "left"] = field(

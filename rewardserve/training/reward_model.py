@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-Pooling = Literal["auto", "response_mean", "mean", "model"]
+from rewardserve.training.config import Pooling
+
 HEAD_FILE = "reward_head.json"
 HEAD_WEIGHTS = "reward_head.safetensors"
 
