@@ -1,4 +1,4 @@
-"""The `rewardserve` command: train, export, eval, serve.
+"""The `rewardserve` command: train, export, eval, inspect, serve.
 
 Imports are deferred into each command so that `rewardserve serve` never loads torch.
 """
@@ -104,6 +104,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from rewardserve.bundle import BundleError, load_bundle
+    from rewardserve.bundle.describe import describe_bundle
+
+    try:
+        manifest = load_bundle(Path(args.bundle))
+    except BundleError as exc:
+        print(f"rewardserve: cannot inspect: {exc}", file=sys.stderr)
+        return 2
+    print(describe_bundle(Path(args.bundle), manifest))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from rewardserve.service.main import serve
 
@@ -171,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_argument(evaluate, "--data", default_data_files(), "pairs to evaluate (default: data/hh-rlhf/*)")
     evaluate.add_argument("--split", choices=["heldout", "validation", "train", "all"], default="heldout")
     evaluate.set_defaults(func=cmd_eval)
+
+    inspect = commands.add_parser("inspect", help="verify a bundle and print its manifest readably")
+    inspect.add_argument("bundle", help="bundle directory")
+    inspect.set_defaults(func=cmd_inspect)
 
     serve = commands.add_parser("serve", help="serve a bundle over HTTP")
     serve.add_argument("--bundle", required=True, help="bundle directory")

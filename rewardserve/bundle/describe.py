@@ -1,0 +1,67 @@
+"""A bundle's manifest as text a person reads (`rewardserve inspect`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rewardserve.bundle.manifest import Manifest
+
+
+def describe_bundle(directory: Path, manifest: Manifest) -> str:
+    """One `key  value` line per fact, grouped as the manifest is; the chat template by size only."""
+    directory = Path(directory)
+    fmt = manifest.input_format
+    lines = [
+        ("bundle", f"{directory} (schema {manifest.schema_version}, every file's sha256 verified)"),
+        ("name", manifest.name),
+        ("model", f"{manifest.model_file} ({_size(directory / manifest.model_file)}), output {manifest.output_name!r}"),
+        ("tokenizer", manifest.tokenizer_file),
+        ("layout", f"{fmt.prefix_ids} prompt {fmt.separator_ids} response {fmt.suffix_ids}"),
+        ("inputs", ", ".join(fmt.input_names)),
+        ("max length", f"{fmt.max_length} tokens"),
+        (
+            "truncation",
+            f"{fmt.truncation} (the last {fmt.min_prompt_tokens} prompt tokens kept before the response is cut)",
+        ),
+        ("padding", f"{fmt.padding_side}, pad id {fmt.pad_id}"),
+        ("chat template", f"{len(fmt.chat_template)} characters"),
+        ("calibration T", f"{manifest.calibration_temperature:.4g}"),
+        ("reward mean/std", _mean_std(manifest)),
+    ]
+    if manifest.parity is not None:
+        parity = manifest.parity
+        lines.append(
+            (
+                "parity",
+                f"{parity.sequences} sequences: max |ONNX - PyTorch| {parity.max_abs_diff:.2g}, "
+                f"alone vs batched {parity.max_abs_diff_alone_vs_batched:.2g}",
+            )
+        )
+    lines += [(f"provenance.{key}", value) for key, value in _flatten(manifest.provenance)]
+    lines += [(f"sha256 {name}", digest) for name, digest in manifest.files.items()]
+    width = max(len(key) for key, _ in lines)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in lines)
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
+def _mean_std(manifest: Manifest) -> str:
+    if manifest.reward_mean is None or manifest.reward_std is None:
+        return "not measured"
+    return f"{manifest.reward_mean:.4g} / {manifest.reward_std:.4g}"
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Nested provenance as dotted keys; lists of records by index."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        for index, item in enumerate(value):
+            yield from _flatten(item, f"{prefix}[{index}]")
+    else:
+        yield prefix, str(value)
