@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -30,6 +31,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from rewardserve.training.config import Pooling
 
+MeanPooling = Literal["response_mean", "mean"]
 HEAD_FILE = "reward_head.json"
 HEAD_WEIGHTS = "reward_head.safetensors"
 
@@ -37,10 +39,10 @@ HEAD_WEIGHTS = "reward_head.safetensors"
 class MeanPooledRewardModel(torch.nn.Module):
     """`score(mean of the backbone's last hidden states over the response's or all real tokens)`."""
 
-    def __init__(self, backbone: PreTrainedModel, response_only: bool) -> None:
+    def __init__(self, backbone: PreTrainedModel, pooling: MeanPooling) -> None:
         super().__init__()
         self.backbone = backbone
-        self.response_only = response_only
+        self.pooling = pooling
         self.config = backbone.config  # the Trainer reads it
         hidden = backbone.config.hidden_size
         self.score = torch.nn.Linear(hidden, 1)
@@ -52,7 +54,7 @@ class MeanPooledRewardModel(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs) -> SequenceClassifierOutput:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
         # Segment 1 is the response and its closing [SEP]; padding is segment 0.
-        mask = attention_mask * inputs["token_type_ids"] if self.response_only else attention_mask
+        mask = attention_mask * inputs["token_type_ids"] if self.pooling == "response_mean" else attention_mask
         mask = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return SequenceClassifierOutput(logits=self.score(pooled))
@@ -67,13 +69,12 @@ class MeanPooledRewardModel(torch.nn.Module):
         out = Path(out)
         self.backbone.save_pretrained(out)
         save_file({k: v.contiguous() for k, v in self.score.state_dict().items()}, out / HEAD_WEIGHTS)
-        pooling = "response_mean" if self.response_only else "mean"
-        (out / HEAD_FILE).write_text(json.dumps({"pooling": pooling}, indent=2) + "\n")
+        (out / HEAD_FILE).write_text(json.dumps({"pooling": self.pooling}, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> MeanPooledRewardModel:
         pooling = json.loads((Path(path) / HEAD_FILE).read_text())["pooling"]
-        model = cls(_backbone(path), response_only=pooling == "response_mean")
+        model = cls(_backbone(path), pooling)
         model.score.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS))
         return model
 
@@ -100,7 +101,7 @@ def resolve_pooling(pooling: Pooling, is_encoder: bool, segment_ids: bool) -> Po
 def new_reward_model(base_model: str | Path, pooling: Pooling) -> torch.nn.Module:
     """A reward model to fine-tune from a pretrained checkpoint, with a resolved pooling."""
     if pooling in ("response_mean", "mean"):
-        return MeanPooledRewardModel(_backbone(base_model), response_only=pooling == "response_mean")
+        return MeanPooledRewardModel(_backbone(base_model), pooling)
     return AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
 
 
