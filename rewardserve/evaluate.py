@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardserve.bundle import BundleRuntime
-from rewardserve.preference_metrics import PreferenceMetrics, preference_metrics
+from rewardserve.preference_metrics import PreferenceMetrics, preference_metrics, ranking_accuracy
 from rewardserve.training.data import Split
 from rewardserve.training.preferences import DataOptions, PreferenceExample, load_preferences
 
@@ -44,9 +44,7 @@ class EvalReport:
 
 
 def _result(reward_gaps: np.ndarray, length_gaps: np.ndarray, temperature: float) -> SubsetResult:
-    # A tie (equal rewards or equal lengths) counts as half right: neither side is picked.
-    longer_wins = float(np.mean((length_gaps > 0) + 0.5 * (length_gaps == 0)))
-    return SubsetResult(preference_metrics(reward_gaps, temperature), longer_wins)
+    return SubsetResult(preference_metrics(reward_gaps, temperature), ranking_accuracy(length_gaps))
 
 
 def evaluate_examples(runtime: BundleRuntime, examples: Sequence[PreferenceExample], split: str) -> EvalReport:

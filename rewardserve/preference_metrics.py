@@ -28,11 +28,21 @@ class PreferenceMetrics:
         return asdict(self)
 
 
+def ranking_accuracy(gaps: np.ndarray) -> float:
+    """Share of pairs whose gap (better minus worse) is positive; a tie counts half, as neither
+    side is picked."""
+    return float(np.mean(_correct(gaps)))
+
+
+def _correct(gaps: np.ndarray) -> np.ndarray:
+    return (gaps > 0) + 0.5 * (gaps == 0)
+
+
 def expected_calibration_error(gaps: np.ndarray, temperature: float = 1.0) -> float:
     """ECE of the predicted winner's probability max(p, 1 - p), p = sigmoid(gap / T), in
     equal-width bins over [0.5, 1]: the mean |accuracy - confidence|, weighted by bin size."""
     confidence = 1.0 / (1.0 + np.exp(-np.abs(gaps) / temperature))
-    correct = (gaps > 0) + 0.5 * (gaps == 0)
+    correct = _correct(gaps)
     bins = np.minimum(((confidence - 0.5) * 2 * ECE_BINS).astype(int), ECE_BINS - 1)
     error = 0.0
     for b in range(ECE_BINS):
@@ -49,7 +59,7 @@ def preference_metrics(gaps: np.ndarray, temperature: float = 1.0) -> Preference
         raise ValueError("no pairs to evaluate")
     return PreferenceMetrics(
         pairs=int(gaps.size),
-        accuracy=float(np.mean((gaps > 0) + 0.5 * (gaps == 0))),
+        accuracy=ranking_accuracy(gaps),
         mean_margin=float(gaps.mean()),
         log_loss=float(-_log_sigmoid(gaps / temperature).mean()),
         ece=expected_calibration_error(gaps, temperature),
