@@ -83,18 +83,54 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rewardserve.export.onnx_export import export_bundle
-    from rewardserve.training.checkpoint import METRICS_FILE, load_input_format
-    from rewardserve.training.preferences import DataOptions, load_preferences
+    from rewardserve.export.onnx_export import ParityError, export_bundle
+    from rewardserve.export.precision import PrecisionRefused
+    from rewardserve.training.preferences import load_preferences
 
-    options = DataOptions(chat_template=load_input_format(Path(args.checkpoint)).chat_template)
-    examples, _ = load_preferences(args.parity_data, split="heldout", options=options)
-    parity_pairs = [(e.prompt, r) for e in examples[:PARITY_PAIRS] for r in e.responses]
-    metrics_file = Path(args.checkpoint) / METRICS_FILE
-    provenance = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    manifest = export_bundle(Path(args.checkpoint), Path(args.out), parity_pairs, args.name, provenance)
-    print(f"bundle {manifest.name!r} in {args.out}; parity {manifest.parity}")
+    checkpoint = Path(args.checkpoint)
+    options = _checkpoint_data_options(checkpoint)
+    heldout, _ = load_preferences(args.parity_data, split="heldout", options=options)
+    parity_pairs = [(e.prompt, r) for e in heldout[:PARITY_PAIRS] for r in e.responses]
+    calibration = load_preferences(args.calibration_data, "all", options)[0] if args.calibration_data else []
+    provenance = {"export_data": {"heldout": _data_provenance(args.parity_data)}}
+    if args.calibration_data:
+        provenance["export_data"]["calibration"] = _data_provenance(args.calibration_data)
+    try:
+        manifest = export_bundle(
+            checkpoint,
+            Path(args.out),
+            parity_pairs,
+            heldout[: args.gate_pairs] if args.gate_pairs else heldout,
+            name=args.name,
+            precision=args.precision,
+            optimize=args.optimize,
+            max_length=args.max_length,
+            padding_side=args.padding_side,
+            calibration=calibration,
+            provenance=provenance,
+        )
+    except (PrecisionRefused, ParityError) as exc:
+        print(f"rewardserve: export refused: {exc}", file=sys.stderr)
+        return 1
+    graph = manifest.graph
+    fused = ", ".join(f"{op} {n}" for op, n in graph.fused_operators.items()) or f"none ({graph.fallback})"
+    print(f"bundle {manifest.name!r} in {args.out}: {manifest.precision}, fused: {fused}")
+    print(f"parity: {manifest.parity}")
+    if manifest.agreement:
+        print(f"agreement with fp32: {manifest.agreement}")
+    if refused := manifest.provenance["export"].get("reduced_precision_refused"):
+        print(f"shipped fp32: {refused}")
     return 0
+
+
+def _checkpoint_data_options(checkpoint: Path):
+    """Chat rows are rendered as the checkpoint was trained, when we trained it."""
+    from rewardserve.training.checkpoint import FORMAT_FILE, load_input_format
+    from rewardserve.training.preferences import DataOptions
+
+    if (checkpoint / FORMAT_FILE).is_file():
+        return DataOptions(chat_template=load_input_format(checkpoint).chat_template)
+    return DataOptions()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -170,13 +206,39 @@ def build_parser() -> argparse.ArgumentParser:
         )
     train.set_defaults(func=cmd_train)
 
-    export = commands.add_parser("export", help="export a trained checkpoint to an ONNX bundle")
-    export.add_argument("checkpoint", help="checkpoint directory written by `rewardserve train`")
+    export = commands.add_parser("export", help="export a reward checkpoint to a verified ONNX bundle")
+    export.add_argument(
+        "checkpoint", help="checkpoint directory: written by `rewardserve train`, or any HF sequence-classification RM"
+    )
     export.add_argument("--out", required=True, help="bundle directory to write")
     export.add_argument("--name", help="model name reported by the API (default: checkpoint folder name)")
-    _data_argument(
-        export, "--parity-data", default_data_files(), "their held-out split checks parity (default: data/hh-rlhf/*)"
+    export.add_argument(
+        "--precision",
+        choices=["fp32", "int8", "fp16", "auto"],
+        default="fp32",
+        help="int8 (CPU) and fp16 (GPU) ship only if they pass the agreement gate, else export fails; "
+        "auto: fp16 with CUDA, int8 without, fp32 when the gate refuses (default: fp32)",
     )
+    export.add_argument(
+        "--optimize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fuse attention/LayerNorm/GELU with onnxruntime's transformer optimizer (default: on)",
+    )
+    export.add_argument("--max-length", type=int, help="tokens per sequence (default: the checkpoint's)")
+    export.add_argument(
+        "--padding-side", choices=["right", "left"], help="padding side of batches (default: the checkpoint's)"
+    )
+    _data_argument(
+        export,
+        "--parity-data",
+        default_data_files(),
+        "their held-out split checks parity and gates int8/fp16 (default: data/hh-rlhf/*)",
+    )
+    export.add_argument(
+        "--gate-pairs", type=int, default=0, help="held-out examples the agreement gate uses (default: all)"
+    )
+    _data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")
     export.set_defaults(func=cmd_export)
 
     evaluate = commands.add_parser("eval", help="pairwise accuracy of a bundle on preference pairs")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.preference_metrics import PreferenceMetrics, preference_metrics, ranking_accuracy
 from rewardserve.training.data import Split
 from rewardserve.training.preferences import DataOptions, PreferenceExample, load_preferences
@@ -47,23 +48,41 @@ def _result(reward_gaps: np.ndarray, length_gaps: np.ndarray, temperature: float
     return SubsetResult(preference_metrics(reward_gaps, temperature), ranking_accuracy(length_gaps))
 
 
-def evaluate_examples(runtime: BundleRuntime, examples: Sequence[PreferenceExample], split: str) -> EvalReport:
+@dataclass
+class ScoredPairs:
+    """Every ordered pair (better, worse) of some examples, scored by one graph, in a fixed order."""
+
+    sources: list[str]
+    reward_gaps: np.ndarray  # r(better) - r(worse)
+    length_gaps: np.ndarray  # len(better) - len(worse), in characters
+
+
+def score_pairs(runner: GraphRunner, examples: Sequence[PreferenceExample]) -> ScoredPairs:
     prompts = [e.prompt for e in examples for _ in e.responses]
-    rewards = iter(runtime.score(prompts, [r for e in examples for r in e.responses]))
-    by_source: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    rewards = iter(runner.score(prompts, [r for e in examples for r in e.responses]))
+    sources, gaps = [], []
     for e in examples:
-        scores = [next(rewards) for _ in e.responses]
+        scores = [float(next(rewards)) for _ in e.responses]
         for i, j in e.ordered_pairs():
-            gap = (scores[i] - scores[j], len(e.responses[i]) - len(e.responses[j]))
-            by_source[e.source].append(gap)
-            if e.source.startswith("helpful"):
-                by_source["helpful (all)"].append(gap)
-            by_source["all"].append(gap)
+            sources.append(e.source)
+            gaps.append((scores[i] - scores[j], len(e.responses[i]) - len(e.responses[j])))
+    gaps_array = np.array(gaps, dtype=np.float64).reshape(-1, 2)
+    return ScoredPairs(sources, gaps_array[:, 0], gaps_array[:, 1])
+
+
+def evaluate_examples(runtime: BundleRuntime, examples: Sequence[PreferenceExample], split: str) -> EvalReport:
+    scored = score_pairs(runtime, examples)
+    subsets: dict[str, list[int]] = defaultdict(list)
+    for index, source in enumerate(scored.sources):
+        subsets[source].append(index)
+        if source.startswith("helpful"):
+            subsets["helpful (all)"].append(index)
+        subsets["all"].append(index)
     temperature = runtime.manifest.calibration_temperature
     report = EvalReport(model=runtime.manifest.name, split=split)
-    for name in sorted(by_source, key=lambda n: (n == "all", n)):
-        gaps = np.array(by_source[name])
-        report.subsets[name] = _result(gaps[:, 0], gaps[:, 1], temperature)
+    for name in sorted(subsets, key=lambda n: (n == "all", n)):
+        rows = subsets[name]
+        report.subsets[name] = _result(scored.reward_gaps[rows], scored.length_gaps[rows], temperature)
     return report
 
 

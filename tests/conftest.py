@@ -73,3 +73,57 @@ def tiny_bundle(tiny_checkpoint, heldout_pairs, tmp_path_factory) -> Path:
     parity = [(p.prompt, r) for p in heldout_pairs[:16] for r in p.responses]
     export_bundle(tiny_checkpoint, out, parity, name="tiny-test-model")
     return out
+
+
+DECODERS = ["gpt2", "llama", "qwen2"]
+
+
+def build_decoder(kind: str, out: Path, texts: list[str]) -> Path:
+    """A 2-layer decoder with a byte-level BPE tokenizer trained here: GPT-2 and Llama without a
+    pad token (Llama adding BOS), Qwen2 with pad == eos, as those families ship."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import (
+        AutoModelForSequenceClassification,
+        GPT2Config,
+        LlamaConfig,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+    )
+
+    bos, eos = {"gpt2": ("<|endoftext|>",) * 2, "llama": ("<s>", "</s>"), "qwen2": (None, "<|endoftext|>")}[kind]
+    specials = sorted({t for t in (bos, eos) if t})
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=alphabet)
+    tokenizer.train_from_iterator(texts, trainer)
+    if kind == "llama":
+        bos_id = tokenizer.token_to_id(bos)
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos_id)])
+    pad = eos if kind == "qwen2" else None
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad)
+    fast.save_pretrained(out)
+    size = dict(vocab_size=len(fast), num_hidden_layers=2, num_attention_heads=2)
+    ids = dict(eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    if kind == "gpt2":
+        config = GPT2Config(n_embd=32, n_positions=512, n_layer=2, n_head=2, vocab_size=len(fast), **ids)
+    else:
+        family = LlamaConfig if kind == "llama" else Qwen2Config
+        config = family(
+            hidden_size=32, intermediate_size=64, num_key_value_heads=2, max_position_embeddings=512, **size, **ids
+        )
+    config.num_labels = 1
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.no_grad():  # a head whose rewards differ visibly between sequences and tokens
+        model.score.weight.normal_(0, 1.0)
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module", params=DECODERS)
+def tiny_decoder(request, tmp_path_factory, train_pairs) -> Path:
+    texts = [e.prompt + r for e in train_pairs[:200] for r in e.responses]
+    return build_decoder(request.param, tmp_path_factory.mktemp(request.param), texts)

@@ -17,6 +17,7 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
         ("bundle", f"{directory} (schema {manifest.schema_version}, every file's sha256 verified)"),
         ("name", manifest.name),
         ("model", f"{manifest.model_file} ({_size(directory / manifest.model_file)}), output {manifest.output_name!r}"),
+        ("precision", manifest.precision),
         ("tokenizer", manifest.tokenizer_file),
         ("layout", f"{fmt.prefix_ids} prompt {fmt.separator_ids} response {fmt.suffix_ids}"),
         ("inputs", ", ".join(fmt.input_names)),
@@ -32,13 +33,25 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
     ]
     if manifest.parity is not None:
         parity = manifest.parity
+        relative = f" ({parity.max_rel_diff:.2g} relative)" if parity.max_rel_diff is not None else ""
         lines.append(
             (
                 "parity",
-                f"{parity.sequences} sequences: max |ONNX - PyTorch| {parity.max_abs_diff:.2g}, "
+                f"{parity.sequences} sequences: max |ONNX - PyTorch| {parity.max_abs_diff:.2g}{relative}, "
                 f"alone vs batched {parity.max_abs_diff_alone_vs_batched:.2g}",
             )
         )
+    if manifest.agreement is not None:
+        gate = manifest.agreement
+        lines.append(
+            (
+                "agreement",
+                f"{gate.pairs} held-out pairs: {gate.decisions_matching:.2%} ordered as fp32 does, "
+                f"accuracy {gate.accuracy:.4f} (fp32 {gate.accuracy_fp32:.4f})",
+            )
+        )
+    if manifest.graph is not None:
+        lines += [(f"graph.{key}", value) for key, value in _flatten(manifest.graph.model_dump())]
     lines += [(f"provenance.{key}", value) for key, value in _flatten(manifest.provenance)]
     lines += [(f"sha256 {name}", digest) for name, digest in manifest.files.items()]
     width = max(len(key) for key, _ in lines)

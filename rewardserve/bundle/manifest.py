@@ -23,14 +23,38 @@ class BundleError(Exception):
     """A bundle that cannot be trusted: missing, incomplete, corrupted or of another schema."""
 
 
+Precision = Literal["fp32", "fp16", "int8"]
+
+
 class Parity(BaseModel):
-    """How closely the ONNX graph reproduces PyTorch, measured at export."""
+    """How closely the bundle's ONNX graph reproduces the PyTorch model (fp32), measured at export
+    over real sequences in arrival-order batches of mixed lengths (padding present) and alone."""
 
     sequences: int
-    max_abs_diff: float = Field(description="Max |reward_onnx - reward_torch| over mixed-length batches.")
+    max_abs_diff: float = Field(description="Max |reward_onnx - reward_torch|, batched and alone.")
+    max_rel_diff: float | None = Field(None, description="max_abs_diff / max |reward_torch|.")
     max_abs_diff_alone_vs_batched: float = Field(
         description="Max |reward alone - reward inside a padded batch| in the ONNX graph."
     )
+
+
+class Agreement(BaseModel):
+    """A reduced-precision graph against the fp32 graph it came from, on held-out preference pairs."""
+
+    pairs: int
+    decisions_matching: float = Field(description="Share of pairs both graphs order the same way.")
+    accuracy_fp32: float
+    accuracy: float = Field(description="Pairwise accuracy of this bundle's graph on the same pairs.")
+
+
+class GraphInfo(BaseModel):
+    """How the bundle's graph was produced."""
+
+    opset: int
+    optimizer: str | None = Field(None, description="onnxruntime.transformers model type whose fusions were applied.")
+    fused_operators: dict[str, int] = Field(default_factory=dict, description="Fused nodes by operator type.")
+    fallback: str | None = Field(None, description="Why the unfused graph was kept, when it was.")
+    external_data: bool = Field(False, description="Weights in a side file (graphs over 2 GB).")
 
 
 class Manifest(BaseModel):
@@ -42,10 +66,13 @@ class Manifest(BaseModel):
     tokenizer_file: str = "tokenizer.json"
     input_format: InputFormat
     output_name: str = Field("reward", description="ONNX output holding one reward per sequence.")
+    precision: Precision = Field("fp32", description="Weights: fp32, fp16 (GPU) or int8 (dynamic, CPU).")
+    graph: GraphInfo | None = None
     calibration_temperature: float = Field(1.0, gt=0, description="p(a better than b) = sigmoid((r_a - r_b) / T).")
     reward_mean: float | None = Field(None, description="Mean reward on a reference set (for normalising).")
     reward_std: float | None = Field(None, description="Reward standard deviation on the same set.")
     parity: Parity | None = None
+    agreement: Agreement | None = Field(None, description="Reduced precision only: its gate figures.")
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Base model, data files and hashes, training metrics."
     )

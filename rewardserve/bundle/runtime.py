@@ -1,4 +1,4 @@
-"""Run a bundle's ONNX graph: the scoring code shared by the server, export parity and eval."""
+"""Run a reward graph with ONNX Runtime: the scoring code shared by the server, export and eval."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rewardserve.bundle.formatting import EncodedBatch, PairEncoder
-from rewardserve.bundle.manifest import Manifest, load_bundle
+from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 
 
 def available_cpus() -> int:
@@ -18,28 +18,33 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class BundleRuntime:
-    """A verified bundle with its tokenizer and an ONNX Runtime session.
+def providers_for(precision: Precision) -> list[str]:
+    """fp32 and fp16 graphs run on CUDA when this onnxruntime has it. int8 graphs stay on the CPU:
+    their dynamic-quantisation operators have no CUDA kernels, so the GPU would only copy."""
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers() and precision != "int8"
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+
+
+class GraphRunner:
+    """An ONNX Runtime session on a reward graph, with the encoder that builds its inputs.
 
     Not thread-safe for concurrent `run` calls by design: the server's batcher owns one.
     """
 
-    def __init__(self, directory: Path, manifest: Manifest | None = None) -> None:
-        directory = Path(directory)
-        self.directory = directory
-        self.manifest = manifest or load_bundle(directory)
-        self.encoder = PairEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
+    def __init__(
+        self, graph: Path, encoder: PairEncoder, output_name: str = "reward", providers: Sequence[str] | None = None
+    ) -> None:
+        self.encoder = encoder
+        self.output_name = output_name
         options = ort.SessionOptions()
         options.intra_op_num_threads = available_cpus()
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(directory / self.manifest.model_file), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(graph), options, providers=list(providers or providers_for("fp32")))
 
     def run(self, batch: EncodedBatch) -> np.ndarray:
         """Rewards (float32, one per row) of a padded batch."""
-        (rewards,) = self.session.run([self.manifest.output_name], batch.arrays)
-        return rewards.reshape(-1)
+        (rewards,) = self.session.run([self.output_name], batch.arrays)
+        return rewards.reshape(-1).astype(np.float32)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Rewards of many pairs, batched by length to keep padding small; input order kept."""
@@ -50,3 +55,15 @@ class BundleRuntime:
             chunk = order[start : start + batch_size]
             rewards[chunk] = self.run(self.encoder.pad([pairs[i] for i in chunk]))
         return rewards
+
+
+class BundleRuntime(GraphRunner):
+    """A verified bundle: its graph, tokenizer and manifest."""
+
+    def __init__(self, directory: Path, manifest: Manifest | None = None) -> None:
+        directory = Path(directory)
+        self.directory = directory
+        self.manifest = manifest or load_bundle(directory)
+        encoder = PairEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
+        graph = directory / self.manifest.model_file
+        super().__init__(graph, encoder, self.manifest.output_name, providers_for(self.manifest.precision))

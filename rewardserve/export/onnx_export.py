@@ -1,79 +1,125 @@
-"""Checkpoint -> ONNX bundle, with PyTorch/ONNX parity measured on real sequences."""
+"""Checkpoint -> verified ONNX bundle.
+
+The steps, each checked before the next builds on it:
+
+1. trace the reward function to ONNX (fp32);
+2. fuse it with onnxruntime's transformer optimizer, keeping the traced graph when the
+   architecture has no fusions or the fused graph fails parity;
+3. for int8 or fp16, derive the reduced graph and put it through the agreement gate;
+4. measure parity of the shipped graph against PyTorch, fit what calibration asks for, and
+   write the bundle, moved into place only once complete.
+"""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+import transformers
 
-from rewardserve.bundle import BundleRuntime, EncodedPair, Manifest, PairEncoder, save_bundle
-from rewardserve.bundle.manifest import Parity
-from rewardserve.training.checkpoint import STATS_FILE, TOKENIZER_FILE, load_input_format
-from rewardserve.training.reward_model import load_reward_model
+from rewardserve.bundle import EncodedPair, Manifest, PairEncoder, save_bundle
+from rewardserve.bundle.manifest import GraphInfo, Parity, Precision
+from rewardserve.bundle.runtime import GraphRunner, providers_for
+from rewardserve.evaluate import score_pairs
+from rewardserve.export import graph as graphs
+from rewardserve.export.precision import PrecisionRefused, agreement, convert_fp16, passes, quantize_int8
+from rewardserve.export.source import ExportSource, load_source
+from rewardserve.preference_metrics import fit_temperature
+from rewardserve.training.checkpoint import TOKENIZER_FILE
+from rewardserve.training.preferences import PreferenceExample
 
-OPSET = 18
-PARITY_TOLERANCE = 1e-4  # fp32 graph vs PyTorch eager, absolute
+RequestedPrecision = Literal["fp32", "fp16", "int8", "auto"]
+FP32_TOLERANCE = 1e-4  # absolute: fp32 graph vs PyTorch eager
+FP16_TOLERANCE = 1e-2  # relative to the largest |reward|: fp16 graph vs PyTorch fp32
+MIN_PARITY_SEQUENCES = 256
 
 
 class ParityError(RuntimeError):
     """The exported graph does not reproduce the PyTorch model's rewards."""
 
 
-class _RewardOutput(torch.nn.Module):
-    """A sequence-classification model reduced to one reward per sequence."""
-
-    def __init__(self, model: torch.nn.Module, input_names: Sequence[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = list(input_names)
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits[:, 0]
-
-
 def export_bundle(
     checkpoint: Path,
     out: Path,
     parity_pairs: Sequence[tuple[str, str]],
+    heldout: Sequence[PreferenceExample] = (),
+    *,
     name: str | None = None,
+    precision: RequestedPrecision = "fp32",
+    optimize: bool = True,
+    max_length: int | None = None,
+    padding_side: Literal["right", "left"] | None = None,
+    calibration: Sequence[PreferenceExample] = (),
     provenance: dict | None = None,
 ) -> Manifest:
-    """Export `checkpoint` to a bundle in `out`, after checking parity on `parity_pairs`.
+    """Export `checkpoint` into the bundle directory `out`.
 
-    The bundle is assembled in a temporary directory and moved into place only once it has
-    passed, so `out` never holds a half-written bundle.
+    `parity_pairs` are the (prompt, response) texts parity is measured on; `heldout` the
+    preference pairs a reduced precision must keep agreeing on (and where reward statistics are
+    measured when training left none); `calibration`, when given, the pairs the temperature is
+    fitted on. `precision="auto"` ships fp16 where CUDA is available and int8 elsewhere when the
+    gate passes, and fp32 when it does not.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    fmt = load_input_format(checkpoint)
-    model = load_reward_model(checkpoint).eval()
-    encoder = PairEncoder.from_file(checkpoint / TOKENIZER_FILE, fmt)
+    source = load_source(checkpoint, max_length, padding_side)
+    encoder = PairEncoder(source.tokenizer, source.input_format)
     sequences = encoder.encode([p for p, _ in parity_pairs], [r for _, r in parity_pairs])
     if not sequences:
         raise ValueError("parity needs at least one (prompt, response) pair")
+    if precision != "fp32" and not heldout:
+        raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is read by other users (containers)
     try:
-        # eval(): the exporter restores the wrapper's mode afterwards, and a fresh Module is in
-        # training mode, which would switch dropout on in the model that parity compares against.
-        wrapper = _RewardOutput(model, fmt.input_names).eval()
-        _export_onnx(wrapper, encoder.pad(sequences[:2]).arrays, fmt.input_names, staging)
-        shutil.copyfile(checkpoint / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
+            work = Path(scratch)
+            fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, work, optimize)
+            shipped, chosen, gate, refused = fp32, "fp32", None, None
+            if precision != "fp32":
+                reduced_precision = _reduced(precision)
+                reduced = work / f"{reduced_precision}.onnx"
+                (quantize_int8 if reduced_precision == "int8" else convert_fp16)(fp32, reduced)
+                gate = agreement(
+                    score_pairs(GraphRunner(fp32, encoder), heldout).reward_gaps,
+                    score_pairs(
+                        GraphRunner(reduced, encoder, providers=providers_for(reduced_precision)), heldout
+                    ).reward_gaps,
+                )
+                if passes(gate):
+                    shipped, chosen = reduced, reduced_precision
+                elif precision == "auto":
+                    refused, gate = str(PrecisionRefused(reduced_precision, gate)), None
+                else:
+                    raise PrecisionRefused(reduced_precision, gate)
+            external = graphs.save(onnx.load(str(shipped)), staging / graphs.GRAPH_FILE)
+        source.tokenizer.save(str(staging / TOKENIZER_FILE))
+        runner = GraphRunner(staging / graphs.GRAPH_FILE, encoder, providers=providers_for(chosen))
+        parity = fp32_parity if chosen == "fp32" else measure_parity(source, runner, sequences)
+        _check_parity(parity, chosen)
         manifest = Manifest(
-            name=name or checkpoint.name, input_format=fmt, provenance=provenance or {}, **_reward_stats(checkpoint)
+            name=name or checkpoint.name,
+            input_format=source.input_format,
+            precision=chosen,
+            graph=info.model_copy(update={"external_data": external}),
+            parity=parity,
+            agreement=gate,
+            **_reward_statistics(source, runner, heldout, calibration),
+            provenance={
+                **source.training,
+                **(provenance or {}),
+                "export": _export_record(checkpoint, precision, refused),
+            },
         )
         manifest = save_bundle(staging, manifest)
-        parity = measure_parity(model, BundleRuntime(staging, manifest), sequences)
-        if parity.max_abs_diff > PARITY_TOLERANCE or parity.max_abs_diff_alone_vs_batched > PARITY_TOLERANCE:
-            raise ParityError(f"ONNX graph differs from PyTorch beyond {PARITY_TOLERANCE}: {parity}")
-        manifest = save_bundle(staging, manifest.model_copy(update={"parity": parity}))
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -82,55 +128,98 @@ def export_bundle(
     return manifest
 
 
-def _reward_stats(checkpoint: Path) -> dict:
-    """Reward mean/std and calibration temperature that training measured, when it did."""
-    path = checkpoint / STATS_FILE
-    stats = json.loads(path.read_text()) if path.is_file() else {}
-    keys = ("calibration_temperature", "reward_mean", "reward_std")
-    return {k: stats[k] for k in keys if k in stats}
+def _reduced(precision: RequestedPrecision) -> Precision:
+    if precision == "auto":
+        return "fp16" if "CUDAExecutionProvider" in ort.get_available_providers() else "int8"
+    return precision
 
 
-def _export_onnx(module: torch.nn.Module, example: dict[str, np.ndarray], names: list[str], out: Path) -> None:
-    args = tuple(torch.from_numpy(example[n]) for n in names)
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(out / "model.onnx"),
-            input_names=names,
-            output_names=["reward"],
-            dynamic_axes={**axes, "reward": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+def _fp32_graph(
+    source: ExportSource, encoder: PairEncoder, sequences: Sequence[EncodedPair], work: Path, optimize: bool
+) -> tuple[Path, GraphInfo, Parity]:
+    """The fused fp32 graph when fusion is possible and keeps parity, else the traced one."""
+    traced = work / "traced.onnx"
+    graphs.trace(source, encoder.pad(sequences[:2]).arrays, traced)
+
+    def unfused(why: str) -> tuple[Path, GraphInfo, Parity]:
+        parity = measure_parity(source, GraphRunner(traced, encoder), sequences)
+        return traced, GraphInfo(opset=graphs.OPSET, fallback=why), parity
+
+    if not optimize:
+        return unfused("optimisation switched off (--no-optimize)")
+    fused = work / "fused.onnx"
+    try:
+        info = graphs.optimize(source, traced, fused)
+    except Exception as exc:  # noqa: BLE001 - any optimiser failure means: keep the traced graph
+        return unfused(f"{type(exc).__name__}: {exc}"[:500])
+    parity = measure_parity(source, GraphRunner(fused, encoder), sequences)
+    if problem := _parity_problem(parity, "fp32"):
+        return unfused(f"the fused graph failed parity: {problem}")
+    return fused, info, parity
 
 
 @torch.inference_mode()
-def torch_rewards(model: torch.nn.Module, encoder: PairEncoder, sequences: Sequence[EncodedPair]) -> np.ndarray:
-    batch = {k: torch.from_numpy(v) for k, v in encoder.pad(sequences).arrays.items()}
-    return model(**batch).logits[:, 0].float().numpy()
+def torch_rewards(source: ExportSource, encoder: PairEncoder, sequences: Sequence[EncodedPair]) -> np.ndarray:
+    arrays = encoder.pad(sequences).arrays
+    return source.reward(*(torch.from_numpy(arrays[n]) for n in source.input_format.input_names)).float().numpy()
 
 
 def measure_parity(
-    model: torch.nn.Module, runtime: BundleRuntime, sequences: Sequence[EncodedPair], batch_size: int = 32
+    source: ExportSource, runner: GraphRunner, sequences: Sequence[EncodedPair], batch_size: int = 32
 ) -> Parity:
     """Compare rewards in arrival-order batches of mixed lengths (padding present) and alone
     (padding absent), between PyTorch and ONNX and between alone and batched in ONNX."""
-    encoder = runtime.encoder
+    encoder = runner.encoder
     batched_onnx, batched_torch = [], []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start : start + batch_size]
-        batched_onnx.append(runtime.run(encoder.pad(chunk)))
-        batched_torch.append(torch_rewards(model, encoder, chunk))
+        batched_onnx.append(runner.run(encoder.pad(chunk)))
+        batched_torch.append(torch_rewards(source, encoder, chunk))
     onnx_batched = np.concatenate(batched_onnx)
     torch_batched = np.concatenate(batched_torch)
     alone = sequences[: min(len(sequences), 64)]
-    onnx_alone = np.array([runtime.run(encoder.pad([s]))[0] for s in alone])
-    torch_alone = np.array([torch_rewards(model, encoder, [s])[0] for s in alone])
+    onnx_alone = np.array([runner.run(encoder.pad([s]))[0] for s in alone])
+    torch_alone = np.array([torch_rewards(source, encoder, [s])[0] for s in alone])
+    max_abs = float(max(np.abs(onnx_batched - torch_batched).max(), np.abs(onnx_alone - torch_alone).max()))
     return Parity(
         sequences=len(sequences),
-        max_abs_diff=float(max(np.abs(onnx_batched - torch_batched).max(), np.abs(onnx_alone - torch_alone).max())),
+        max_abs_diff=max_abs,
+        max_rel_diff=max_abs / max(float(np.abs(torch_batched).max()), 1e-12),
         max_abs_diff_alone_vs_batched=float(np.abs(onnx_alone - onnx_batched[: len(alone)]).max()),
     )
+
+
+def _parity_problem(parity: Parity, precision: Precision) -> str | None:
+    """What is wrong with `parity` for a graph of `precision`, or None. int8 is judged by the
+    agreement gate instead: dynamic quantisation's per-batch scales make rewards batch-dependent."""
+    if precision == "fp32" and max(parity.max_abs_diff, parity.max_abs_diff_alone_vs_batched) > FP32_TOLERANCE:
+        return f"fp32 graph differs from PyTorch beyond {FP32_TOLERANCE} (absolute): {parity}"
+    if precision == "fp16" and parity.max_rel_diff > FP16_TOLERANCE:
+        return f"fp16 graph differs from PyTorch beyond {FP16_TOLERANCE} (relative): {parity}"
+    return None
+
+
+def _check_parity(parity: Parity, precision: Precision) -> None:
+    if problem := _parity_problem(parity, precision):
+        raise ParityError(problem)
+
+
+def _reward_statistics(
+    source: ExportSource, runner: GraphRunner, heldout: Sequence[PreferenceExample], calibration: Sequence
+) -> dict:
+    """Reward mean/std and temperature: training's, else measured here on the shipped graph."""
+    stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
+    if "reward_mean" not in stats and heldout:
+        prompts = [e.prompt for e in heldout for _ in e.responses]
+        rewards = runner.score(prompts, [r for e in heldout for r in e.responses])
+        stats.update(reward_mean=float(rewards.mean()), reward_std=float(rewards.std()))
+    if calibration:
+        stats["calibration_temperature"] = fit_temperature(score_pairs(runner, calibration).reward_gaps)
+    return stats
+
+
+def _export_record(checkpoint: Path, requested: str, refused: str | None) -> dict:
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    versions |= {"onnx": onnx.__version__, "onnxruntime": ort.__version__}
+    record = {"checkpoint": checkpoint.name, "requested_precision": requested, "versions": versions}
+    return record | ({"reduced_precision_refused": refused} if refused else {})

