@@ -25,8 +25,9 @@ $(INSTALLED): pyproject.toml
 $(CHECKPOINT)/rewardserve_input_format.json: | $(INSTALLED)
 	$(BIN)/rewardserve train --out $(CHECKPOINT)
 
+# int8 (fp16 on a CUDA machine) if it passes the agreement gate on held-out pairs, else fp32.
 $(BUNDLE)/manifest.json: | $(CHECKPOINT)/rewardserve_input_format.json
-	$(BIN)/rewardserve export $(CHECKPOINT) --out $(BUNDLE) --name rewardserve-minilm-hh
+	$(BIN)/rewardserve export $(CHECKPOINT) --out $(BUNDLE) --name rewardserve-minilm-hh --precision auto
 
 bundle: $(BUNDLE)/manifest.json
 

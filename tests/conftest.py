@@ -70,7 +70,7 @@ def tiny_bundle(tiny_checkpoint, heldout_pairs, tmp_path_factory) -> Path:
     from rewardserve.export.onnx_export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    parity = [(p.prompt, r) for p in heldout_pairs[:16] for r in p.responses]
+    parity = [(p.prompt, r) for p in heldout_pairs[:128] for r in p.responses]
     export_bundle(tiny_checkpoint, out, parity, name="tiny-test-model")
     return out
 

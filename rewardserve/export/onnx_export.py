@@ -25,7 +25,7 @@ import torch
 import transformers
 
 from rewardserve.bundle import EncodedPair, Manifest, PairEncoder, save_bundle
-from rewardserve.bundle.manifest import GraphInfo, Parity, Precision
+from rewardserve.bundle.manifest import Agreement, GraphInfo, Parity, Precision
 from rewardserve.bundle.runtime import GraphRunner, providers_for
 from rewardserve.evaluate import score_pairs
 from rewardserve.export import graph as graphs
@@ -71,8 +71,8 @@ def export_bundle(
     source = load_source(checkpoint, max_length, padding_side)
     encoder = PairEncoder(source.tokenizer, source.input_format)
     sequences = encoder.encode([p for p, _ in parity_pairs], [r for _, r in parity_pairs])
-    if not sequences:
-        raise ValueError("parity needs at least one (prompt, response) pair")
+    if len(sequences) < MIN_PARITY_SEQUENCES:
+        raise ValueError(f"parity needs at least {MIN_PARITY_SEQUENCES} sequences, got {len(sequences)}")
     if precision != "fp32" and not heldout:
         raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
 
@@ -85,21 +85,8 @@ def export_bundle(
             fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, work, optimize)
             shipped, chosen, gate, refused = fp32, "fp32", None, None
             if precision != "fp32":
-                reduced_precision = _reduced(precision)
-                reduced = work / f"{reduced_precision}.onnx"
-                (quantize_int8 if reduced_precision == "int8" else convert_fp16)(fp32, reduced)
-                gate = agreement(
-                    score_pairs(GraphRunner(fp32, encoder), heldout).reward_gaps,
-                    score_pairs(
-                        GraphRunner(reduced, encoder, providers=providers_for(reduced_precision)), heldout
-                    ).reward_gaps,
-                )
-                if passes(gate):
-                    shipped, chosen = reduced, reduced_precision
-                elif precision == "auto":
-                    refused, gate = str(PrecisionRefused(reduced_precision, gate)), None
-                else:
-                    raise PrecisionRefused(reduced_precision, gate)
+                target = _reduced_precision(precision)
+                shipped, chosen, gate, refused = _reduce(fp32, target, precision == "auto", encoder, heldout)
             external = graphs.save(onnx.load(str(shipped)), staging / graphs.GRAPH_FILE)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         runner = GraphRunner(staging / graphs.GRAPH_FILE, encoder, providers=providers_for(chosen))
@@ -128,7 +115,24 @@ def export_bundle(
     return manifest
 
 
-def _reduced(precision: RequestedPrecision) -> Precision:
+def _reduce(
+    fp32: Path, precision: Precision, fall_back: bool, encoder: PairEncoder, heldout: Sequence[PreferenceExample]
+) -> tuple[Path, Precision, Agreement | None, str | None]:
+    """The reduced graph with its gate figures if it passes the agreement gate; else the fp32
+    graph and the refusal when `fall_back`, else PrecisionRefused."""
+    reduced = fp32.with_name(f"{precision}.onnx")
+    (quantize_int8 if precision == "int8" else convert_fp16)(fp32, reduced)
+    reference = score_pairs(GraphRunner(fp32, encoder), heldout).reward_gaps
+    runner = GraphRunner(reduced, encoder, providers=providers_for(precision))
+    gate = agreement(reference, score_pairs(runner, heldout).reward_gaps)
+    if passes(gate):
+        return reduced, precision, gate, None
+    if fall_back:
+        return fp32, "fp32", None, str(PrecisionRefused(precision, gate))
+    raise PrecisionRefused(precision, gate)
+
+
+def _reduced_precision(precision: RequestedPrecision) -> Precision:
     if precision == "auto":
         return "fp16" if "CUDAExecutionProvider" in ort.get_available_providers() else "int8"
     return precision

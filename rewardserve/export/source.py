@@ -83,14 +83,21 @@ class RewardGraph(torch.nn.Module):
 
 
 def load_source(
-    checkpoint: Path, max_length: int | None = None, padding_side: Literal["right", "left"] | None = None
+    checkpoint: Path,
+    max_length: int | None = None,
+    padding_side: Literal["right", "left"] | None = None,
+    eager_attention: bool = True,
 ) -> ExportSource:
-    """Read a checkpoint for export; `max_length` and `padding_side` override what it declares."""
+    """Read a checkpoint for export; `max_length` and `padding_side` override what it declares.
+
+    `eager_attention`: onnxruntime fuses attention from the eager pattern (MatMul, scale, mask
+    Add, Softmax, MatMul); a traced scaled_dot_product_attention matches none of its fusions.
+    Off, the model keeps transformers' default attention (for comparing with PyTorch as users run it).
+    """
     checkpoint = Path(checkpoint)
     model = load_reward_model(checkpoint).eval()
-    # onnxruntime fuses attention from the eager pattern (MatMul, scale, mask Add, Softmax,
-    # MatMul); a traced scaled_dot_product_attention matches none of its fusions.
-    getattr(model, "backbone", model).set_attn_implementation("eager")
+    if eager_attention:
+        getattr(model, "backbone", model).set_attn_implementation("eager")
     if (checkpoint / FORMAT_FILE).is_file():
         fmt = load_input_format(checkpoint)
         tokenizer = Tokenizer.from_file(str(checkpoint / TOKENIZER_FILE))
