@@ -213,14 +213,18 @@ def test_fp16_keeps_int64_inputs_and_an_fp32_output_within_relative_parity(
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
 def test_large_graphs_keep_their_weights_in_checksummed_external_data(
-    tiny_checkpoint, parity_pairs, tmp_path, monkeypatch
+    kind, tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, monkeypatch, gate
 ):
+    gate(0.0, 1.0)
     monkeypatch.setattr(graphs, "EXTERNAL_DATA_LIMIT", 0)  # as if the graph were over 2 GB
-    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs)
-    assert manifest.graph.external_data and "model.onnx.data" in manifest.files
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:16], precision=kind)
+    assert manifest.precision == kind and manifest.graph.external_data
+    assert set(manifest.files) == {"model.onnx", "model.onnx.data", "tokenizer.json"}
     assert (tmp_path / "b" / "model.onnx").stat().st_size < 100_000
-    assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
+    if kind == "fp32":
+        assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
     BundleRuntime(tmp_path / "b").score(["a prompt"], ["a response"])
     with (tmp_path / "b" / "model.onnx.data").open("r+b") as f:
         f.seek(1000)

@@ -49,7 +49,7 @@ def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> b
     args = tuple(torch.from_numpy(example[n]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     # The exporter writes a large model's tensors as loose files beside the graph: keep them apart.
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(), torch.inference_mode():
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch, warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         raw = Path(scratch) / GRAPH_FILE
         torch.onnx.export(
@@ -69,10 +69,15 @@ def save(model: onnx.ModelProto, path: Path) -> bool:
     """Write `model` to `path`; weights go to `<path>.data` when the graph is too large for
     one protobuf file. True when they did."""
     external = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_LIMIT
-    data = path.with_name(f"{path.name}.data")
+    data = data_file(path)
     data.unlink(missing_ok=True)
     onnx.save_model(model, str(path), save_as_external_data=external, location=data.name, size_threshold=1024)
     return external
+
+
+def data_file(graph: Path) -> Path:
+    """Where the weights of `graph` are when they are external data."""
+    return graph.with_name(f"{graph.name}.data")
 
 
 def optimize(source: ExportSource, traced: Path, out: Path) -> GraphInfo:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from rewardserve.bundle.manifest import Agreement
-from rewardserve.export.graph import save
+from rewardserve.export.graph import data_file, save
 from rewardserve.preference_metrics import ranking_accuracy
 
 MIN_DECISIONS_MATCHING = 0.99
@@ -46,6 +46,7 @@ def quantize_int8(fp32: Path, out: Path) -> None:
         op_types_to_quantize=["MatMul", "Attention"],
         # Shape inference cannot type the outputs of fused contrib ops; they are all float.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        use_external_data_format=data_file(fp32).exists(),  # past 2 GB
     )
     # quantize_dynamic writes protobuf directly; re-save so graphs past 2 GB move to external data.
     save(onnx.load(str(out)), out)
