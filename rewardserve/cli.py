@@ -112,6 +112,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (PrecisionRefused, ParityError) as exc:
         print(f"rewardserve: export refused: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a setting the checkpoint cannot take
+        print(f"rewardserve: cannot export: {exc}", file=sys.stderr)
+        return 2
     graph = manifest.graph
     fused = ", ".join(f"{op} {n}" for op, n in graph.fused_operators.items()) or f"none ({graph.fallback})"
     print(f"bundle {manifest.name!r} in {args.out}: {manifest.precision}, fused: {fused}")

@@ -266,3 +266,12 @@ def test_export_cli_refuses_with_the_gate_figures(tiny_checkpoint, tmp_path, cap
     assert main([*args, "--gate-pairs", "16"]) == 1
     assert "rewardserve: export refused: int8 refused: on 16 held-out pairs" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_export_cli_rejects_left_padding_for_a_cls_head_encoder(checkpoint, tmp_path, capsys):
+    args = ["export", str(checkpoint("bert")), "--out", str(tmp_path / "b"), "--padding-side", "left"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "rewardserve: cannot export: bert: its head reads [CLS] at position 0; export with right padding"
+    )
+    assert not (tmp_path / "b").exists()
