@@ -15,7 +15,7 @@ def test_manifest_lists_the_sha256_of_every_file_and_the_parity_report(tiny_bund
     manifest = load_bundle(tiny_bundle)
     assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
     assert all(len(digest) == 64 for digest in manifest.files.values())
-    assert manifest.parity.sequences == 32
+    assert manifest.parity.sequences == 256  # the fixture's 128 pairs, both responses
     assert manifest.parity.max_abs_diff <= 1e-4
     assert manifest.input_format.truncation == "prompt_left"
 
