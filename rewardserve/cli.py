@@ -10,9 +10,13 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rewardserve.training.config import TrainConfig
 from rewardserve.training.data import default_data_files, default_training_files
+
+if TYPE_CHECKING:
+    from rewardserve.training.preferences import DataOptions
 
 PARITY_PAIRS = 128  # 256 sequences: each pair's chosen and rejected response
 
@@ -126,7 +130,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_data_options(checkpoint: Path):
+def _checkpoint_data_options(checkpoint: Path) -> DataOptions:
     """Chat rows are rendered as the checkpoint was trained, when we trained it."""
     from rewardserve.training.checkpoint import FORMAT_FILE, load_input_format
     from rewardserve.training.preferences import DataOptions

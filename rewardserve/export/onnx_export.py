@@ -209,7 +209,10 @@ def _check_parity(parity: Parity, precision: Precision) -> None:
 
 
 def _reward_statistics(
-    source: ExportSource, runner: GraphRunner, heldout: Sequence[PreferenceExample], calibration: Sequence
+    source: ExportSource,
+    runner: GraphRunner,
+    heldout: Sequence[PreferenceExample],
+    calibration: Sequence[PreferenceExample],
 ) -> dict:
     """Reward mean/std and temperature: training's, else measured here on the shipped graph."""
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
