@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from rewardserve.bundle import EncodedPair, PairEncoder
-from rewardserve.bundle.runtime import GraphRunner, available_cpus
+from rewardserve.bundle.runtime import GraphRunner, available_cpus, providers_for
 from rewardserve.export import graph as graphs
 from rewardserve.export.onnx_export import torch_rewards
 from rewardserve.export.precision import quantize_int8
@@ -52,14 +52,13 @@ def build_engines(checkpoint: Path, work: Path) -> tuple[ExportSource, dict[str,
     info = graphs.optimize(export, traced, fused)
     quantize_int8(fused, int8)
     print(f"fused operators: {info.fused_operators}")
-    runners = {name: GraphRunner(path, encoder) for name, path in [("traced", traced), ("fused", fused)]}
-    runners["int8"] = GraphRunner(int8, encoder, providers=["CPUExecutionProvider"])
-    engines = {"torch eager fp32": lambda batch: torch_rewards(torch_source, encoder, batch)}
-    engines |= {
-        "onnx traced fp32": lambda batch: runners["traced"].run(encoder.pad(batch)),
-        "onnx fused fp32": lambda batch: runners["fused"].run(encoder.pad(batch)),
-        "onnx fused int8": lambda batch: runners["int8"].run(encoder.pad(batch)),
+    runners = {
+        "onnx traced fp32": GraphRunner(traced, encoder, providers=providers_for("fp32")),
+        "onnx fused fp32": GraphRunner(fused, encoder, providers=providers_for("fp32")),
+        "onnx fused int8": GraphRunner(int8, encoder, providers=providers_for("int8")),
     }
+    engines = {"torch eager fp32": lambda batch: torch_rewards(torch_source, encoder, batch)}
+    engines |= {name: (lambda batch, r=runner: r.run(encoder.pad(batch))) for name, runner in runners.items()}
     return export, engines
 
 

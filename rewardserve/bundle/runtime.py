@@ -44,7 +44,7 @@ class GraphRunner:
     def run(self, batch: EncodedBatch) -> np.ndarray:
         """Rewards (float32, one per row) of a padded batch."""
         (rewards,) = self.session.run([self.output_name], batch.arrays)
-        return rewards.reshape(-1).astype(np.float32)
+        return rewards.reshape(-1).astype(np.float32, copy=False)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Rewards of many pairs, batched by length to keep padding small; input order kept."""

@@ -42,9 +42,8 @@ OPTIMIZER_MODEL_TYPES = {
 }
 
 
-def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> bool:
-    """Trace the reward function to ONNX at `path`, with dynamic batch and sequence axes;
-    True when the weights went to external data."""
+def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> None:
+    """Trace the reward function to ONNX at `path`, with dynamic batch and sequence axes."""
     names = source.input_format.input_names
     args = tuple(torch.from_numpy(example[n]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
@@ -62,7 +61,7 @@ def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> b
             opset_version=OPSET,
             dynamo=False,
         )
-        return save(onnx.load(str(raw)), path)
+        save(onnx.load(str(raw)), path)
 
 
 def save(model: onnx.ModelProto, path: Path) -> bool:

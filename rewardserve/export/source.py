@@ -109,6 +109,8 @@ def load_source(
         raise ValueError(f"--max-length {fmt.max_length} is over the model's {limit} positions")
     config = model.config
     return ExportSource(
+        # eval(): a fresh Module is in training mode, and dropout would then be on in the
+        # PyTorch model that parity compares the graph against.
         reward=RewardGraph(_pool_by_mask(model, fmt), fmt.input_names).eval(),
         input_format=fmt,
         tokenizer=tokenizer,
