@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from rewardserve.bundle import EncodedPair, PairEncoder
-from rewardserve.bundle.runtime import GraphRunner, available_cpus, providers_for
+from rewardserve.bundle.cpus import available_cpus
+from rewardserve.bundle.runtime import GraphRunner, providers_for
 from rewardserve.export import graph as graphs
 from rewardserve.export.onnx_export import torch_rewards
 from rewardserve.export.precision import quantize_int8

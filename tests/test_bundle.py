@@ -40,3 +40,24 @@ def test_missing_manifest_and_other_schema_versions_are_refused(bundle_copy, tmp
     (bundle_copy / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
     with pytest.raises(BundleError, match="schema_version 99"):
         load_bundle(bundle_copy)
+
+
+def test_io_binding_gives_the_same_rewards_as_a_plain_run(tiny_bundle):
+    # The CUDA path runs batches through IO binding; here it is exercised on the CPU provider.
+    from rewardserve.bundle import BundleRuntime
+
+    plain = BundleRuntime(tiny_bundle)
+    bound = BundleRuntime(tiny_bundle)
+    bound.io_binding = True
+    batch = plain.encoder.encode_batch(["\n\nHuman: Hi", "\n\nHuman: Why?"], ["Hello there.", "Because " * 30])
+    assert not plain.io_binding
+    assert bound.run(batch).tolist() == pytest.approx(plain.run(batch).tolist(), abs=1e-6)
+
+
+def test_bundle_digest_identifies_the_files(tiny_bundle, bundle_copy):
+    from rewardserve.bundle import bundle_digest
+
+    manifest = load_bundle(tiny_bundle)
+    assert bundle_digest(manifest) == bundle_digest(load_bundle(bundle_copy))
+    changed = manifest.model_copy(update={"files": {**manifest.files, "model.onnx": "0" * 64}})
+    assert bundle_digest(changed) != bundle_digest(manifest)

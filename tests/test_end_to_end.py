@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
@@ -49,7 +49,8 @@ def torch_rewards(tiny_checkpoint, mixed_items):
 
 
 def test_served_rewards_equal_pytorch_alone_and_in_a_mixed_length_batch(tiny_bundle, mixed_items, torch_rewards):
-    with TestClient(create_app(Settings(bundle=tiny_bundle))) as client:
+    # No cache: the second pass must run the engine again, one sequence per call.
+    with TestClient(create_app(Settings(bundle=tiny_bundle, cache_size=0))) as client:
         while client.get("/ready").status_code != 200:
             time.sleep(0.05)
         batched = np.array(client.post("/score", json={"items": mixed_items}).json()["rewards"])
@@ -57,12 +58,6 @@ def test_served_rewards_equal_pytorch_alone_and_in_a_mixed_length_batch(tiny_bun
     assert np.abs(alone - torch_rewards).max() <= TOLERANCE
     assert np.abs(batched - torch_rewards).max() <= TOLERANCE
     assert np.abs(batched - alone).max() <= TOLERANCE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ imports neither torch nor the service; training, export and service all import i
 """
 
 from rewardserve.bundle.formatting import EncodedBatch, EncodedPair, InputFormat, PairEncoder
-from rewardserve.bundle.manifest import BundleError, Manifest, load_bundle, save_bundle
+from rewardserve.bundle.manifest import BundleError, Manifest, bundle_digest, load_bundle, save_bundle
 from rewardserve.bundle.runtime import BundleRuntime
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "InputFormat",
     "Manifest",
     "PairEncoder",
+    "bundle_digest",
     "load_bundle",
     "save_bundle",
 ]

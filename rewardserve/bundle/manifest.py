@@ -87,6 +87,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bundle_digest(manifest: Manifest) -> str:
+    """sha256 identifying a bundle's contents: over the checksums of all its files."""
+    listing = "\n".join(f"{name} {sha}" for name, sha in sorted(manifest.files.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def save_bundle(directory: Path, manifest: Manifest) -> Manifest:
     """Write manifest.json for the files already in `directory`, with their checksums.
 

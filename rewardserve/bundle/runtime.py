@@ -2,48 +2,72 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.formatting import EncodedBatch, PairEncoder
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CUDA = "CUDAExecutionProvider"
 
 
 def providers_for(precision: Precision) -> list[str]:
     """fp32 and fp16 graphs run on CUDA when this onnxruntime has it. int8 graphs stay on the CPU:
     their dynamic-quantisation operators have no CUDA kernels, so the GPU would only copy."""
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers() and precision != "int8"
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+    cuda = CUDA in ort.get_available_providers() and precision != "int8"
+    return [CUDA, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """One call uses every CPU the process may use (quota-aware), and nothing more: the server
+    runs one engine call at a time, so inter-op parallelism would only oversubscribe."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cpus()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
 
 
 class GraphRunner:
     """An ONNX Runtime session on a reward graph, with the encoder that builds its inputs.
 
+    On CUDA, batches go through IO binding: inputs are copied to the GPU once, and the rewards
+    stay there until one copy back, instead of onnxruntime staging every tensor per call.
     Not thread-safe for concurrent `run` calls by design: the server's batcher owns one.
     """
 
     def __init__(
-        self, graph: Path, encoder: PairEncoder, output_name: str = "reward", providers: Sequence[str] | None = None
+        self,
+        graph: Path,
+        encoder: PairEncoder,
+        output_name: str = "reward",
+        providers: Sequence[str] | None = None,
+        *,
+        threads: int | None = None,
+        io_binding: bool | None = None,
     ) -> None:
         self.encoder = encoder
         self.output_name = output_name
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = available_cpus()
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(graph), options, providers=list(providers or providers_for("fp32")))
+        providers = list(providers or providers_for("fp32"))
+        self.session = ort.InferenceSession(str(graph), session_options(threads), providers=providers)
+        self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
 
     def run(self, batch: EncodedBatch) -> np.ndarray:
         """Rewards (float32, one per row) of a padded batch."""
-        (rewards,) = self.session.run([self.output_name], batch.arrays)
+        if self.io_binding:
+            binding = self.session.io_binding()
+            for name, array in batch.arrays.items():
+                binding.bind_cpu_input(name, array)
+            binding.bind_output(self.output_name, self.device)
+            self.session.run_with_iobinding(binding)
+            (rewards,) = binding.copy_outputs_to_cpu()
+        else:
+            (rewards,) = self.session.run([self.output_name], batch.arrays)
         return rewards.reshape(-1).astype(np.float32, copy=False)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -60,10 +84,11 @@ class GraphRunner:
 class BundleRuntime(GraphRunner):
     """A verified bundle: its graph, tokenizer and manifest."""
 
-    def __init__(self, directory: Path, manifest: Manifest | None = None) -> None:
+    def __init__(self, directory: Path, manifest: Manifest | None = None, *, threads: int | None = None) -> None:
         directory = Path(directory)
         self.directory = directory
         self.manifest = manifest or load_bundle(directory)
         encoder = PairEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
         graph = directory / self.manifest.model_file
-        super().__init__(graph, encoder, self.manifest.output_name, providers_for(self.manifest.precision))
+        providers = providers_for(self.manifest.precision)
+        super().__init__(graph, encoder, self.manifest.output_name, providers, threads=threads)

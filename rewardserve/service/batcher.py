@@ -1,9 +1,14 @@
 """MicroBatcher: per-sequence entries from concurrent requests, re-batched into engine calls.
 
-A request's sequences are queued as separate entries; whenever the engine is free, the worker
-takes queued entries in arrival order up to a count and a padded-token budget, runs them in
-one engine call on a worker thread and hands each reward back to its request. Sequences of a
-request whose caller has gone (its future cancelled) are dropped before they cost compute.
+Every sequence of every request is a queue entry of its own. Whenever the engine is free, the
+worker builds the next batch around the oldest waiting entry (so nothing starves) from the
+queued entries nearest to it in length (so padding stays small), up to a count and a budget of
+padded tokens (longest x count). It runs the batch on the engine thread and hands each reward
+back to its request; a request gets its rewards in its own order whatever batches they ran in.
+
+Entries whose callers have all gone (their futures cancelled, e.g. the client disconnected)
+are dropped before they cost compute. With a cache, a sequence scored before is answered at
+once, and one identical to a sequence still queued or running joins it instead of running twice.
 
 Knows nothing of HTTP; the engine is any callable from sequences to rewards.
 """
@@ -12,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,48 +24,118 @@ from dataclasses import dataclass
 import numpy as np
 
 from rewardserve.bundle import EncodedPair
+from rewardserve.service.cache import RewardCache
 from rewardserve.service.metrics import Metrics
 
 Engine = Callable[[Sequence[EncodedPair]], np.ndarray]
 
 
-class _Request:
-    """Rewards of one caller's sequences, filled in as their batches finish."""
+class ShuttingDownError(Exception):
+    """The batcher stopped before this request's sequences were scored."""
 
-    def __init__(self, size: int, future: asyncio.Future[np.ndarray]) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A request's rewards, in its order, and where its time went."""
+
+    rewards: np.ndarray
+    queue_seconds: float = 0.0  # in the batcher but not in one of its own batches
+    inference_seconds: float = 0.0  # engine time of the batches that held its sequences
+    cached: int = 0  # sequences answered without running them: cached, or joined to an identical one
+    tokenization_seconds: float = 0.0
+
+
+class _Request:
+    """One caller's rewards, filled in as their batches finish."""
+
+    __slots__ = ("rewards", "remaining", "future", "enqueued_at", "inference_seconds", "last_batch", "cached")
+
+    def __init__(self, size: int, future: asyncio.Future[Scored]) -> None:
         self.rewards = np.empty(size, dtype=np.float32)
         self.remaining = size
         self.future = future
+        self.enqueued_at = time.perf_counter()
+        self.inference_seconds = 0.0
+        self.last_batch = -1
+        self.cached = 0
+
+    def ran_in(self, batch: int, seconds: float) -> None:
+        if batch != self.last_batch:  # several of its sequences in one batch count that batch once
+            self.last_batch = batch
+            self.inference_seconds += seconds
 
     def set(self, index: int, reward: float) -> None:
         self.rewards[index] = reward
         self.remaining -= 1
         if self.remaining == 0 and not self.future.done():
-            self.future.set_result(self.rewards)
+            waited = time.perf_counter() - self.enqueued_at - self.inference_seconds
+            self.future.set_result(Scored(self.rewards, max(waited, 0.0), self.inference_seconds, self.cached))
 
     def fail(self, error: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(error)
 
 
-@dataclass(frozen=True, slots=True)
 class _Entry:
-    sequence: EncodedPair
-    request: _Request
-    index: int
+    """One sequence to run, and every (request, index) waiting for its reward."""
+
+    __slots__ = ("sequence", "key", "targets", "enqueued_at")
+
+    def __init__(self, sequence: EncodedPair, key: bytes | None, request: _Request, index: int) -> None:
+        self.sequence = sequence
+        self.key = key
+        self.targets = [(request, index)]
+        self.enqueued_at = request.enqueued_at
+
+    def wanted(self) -> bool:
+        return any(not request.future.done() for request, _ in self.targets)
+
+
+def length_window(sorted_lengths: np.ndarray, anchor: int, max_count: int, max_tokens: int) -> tuple[int, int]:
+    """The slice [lo, hi) of length-sorted sequences around `anchor` that a batch takes.
+
+    Grows one neighbour at a time, always the one that adds less padding: a shorter neighbour
+    pads itself up to the longest; a longer one pads every sequence already taken up to itself.
+    Stops at `max_count` sequences or when either neighbour would take the padded size
+    (longest x count) over `max_tokens`; the anchor alone is always taken.
+    """
+    lo, hi = anchor, anchor + 1
+    longest = int(sorted_lengths[anchor])
+    while hi - lo < max_count:
+        count = hi - lo + 1
+        left = int(sorted_lengths[lo - 1]) if lo > 0 and longest * count <= max_tokens else None
+        right = int(sorted_lengths[hi]) if hi < len(sorted_lengths) else None
+        if right is not None and right * count > max_tokens:
+            right = None
+        if left is None and right is None:
+            break
+        if right is None or (left is not None and longest - left <= (right - longest) * (hi - lo)):
+            lo -= 1
+        else:
+            hi += 1
+            longest = right
+    return lo, hi
 
 
 class MicroBatcher:
     def __init__(
-        self, engine: Engine, max_batch_size: int, max_batch_tokens: int, metrics: Metrics | None = None
+        self,
+        engine: Engine,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        metrics: Metrics | None = None,
+        cache: RewardCache | None = None,
     ) -> None:
         self._engine = engine
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
         self._metrics = metrics
-        self._queue: deque[_Entry] = deque()
+        self._cache = cache
+        self._queue: list[_Entry] = []  # arrival order
+        self._pending: dict[bytes, _Entry] = {}  # queued or running entries by cache key
+        self._batches = 0
         self._wakeup = asyncio.Event()
-        # One engine thread: ONNX Runtime already spreads one call over all cores.
+        # One engine thread: ONNX Runtime already spreads one call over every core it may use.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._worker: asyncio.Task | None = None
 
@@ -73,30 +147,77 @@ class MicroBatcher:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
         self._executor.shutdown(wait=True)
+        for entry in self._queue:
+            for request, _ in entry.targets:
+                request.fail(ShuttingDownError("the server stopped before scoring this request"))
+        self._queue.clear()
 
-    async def score(self, sequences: Sequence[EncodedPair]) -> np.ndarray:
+    @property
+    def queued(self) -> int:
+        """Sequences waiting for the engine."""
+        return len(self._queue)
+
+    async def score(self, sequences: Sequence[EncodedPair]) -> Scored:
         """Rewards of `sequences`, in order, once every batch holding one of them has run."""
         if not sequences:
-            return np.empty(0, dtype=np.float32)
+            return Scored(np.empty(0, dtype=np.float32))
         request = _Request(len(sequences), asyncio.get_running_loop().create_future())
-        self._queue.extend(_Entry(seq, request, i) for i, seq in enumerate(sequences))
+        request.future.add_done_callback(self._forget_if_cancelled)
+        for index, sequence in enumerate(sequences):
+            self._enqueue(request, index, sequence)
         self._set_queue_depth()
         self._wakeup.set()
         return await request.future
 
+    def _enqueue(self, request: _Request, index: int, sequence: EncodedPair) -> None:
+        key = None
+        if self._cache is not None:
+            key = self._cache.key(sequence)
+            reward = self._cache.get(key)
+            joined = self._pending.get(key) if reward is None else None
+            self._count_cache(hit=reward is not None or joined is not None)
+            if reward is not None:
+                request.cached += 1
+                request.set(index, reward)
+                return
+            if joined is not None:
+                request.cached += 1
+                joined.targets.append((request, index))
+                return
+        entry = _Entry(sequence, key, request, index)
+        self._queue.append(entry)
+        if key is not None:
+            self._pending[key] = entry
+
+    def _forget_if_cancelled(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self._drop_unwanted()
+            self._set_queue_depth()
+
+    def _drop_unwanted(self) -> None:
+        """Remove queued entries no live request waits for: their callers have gone."""
+        kept = [entry for entry in self._queue if entry.wanted()]
+        dropped = len(self._queue) - len(kept)
+        if dropped:
+            for entry in self._queue:
+                if entry.key is not None and not entry.wanted():
+                    self._pending.pop(entry.key, None)
+            self._queue = kept
+            if self._metrics:
+                self._metrics.dropped_sequences.inc(dropped)
+
     def _take_batch(self) -> list[_Entry]:
-        batch: list[_Entry] = []
-        longest = 0
-        while self._queue and len(batch) < self._max_batch_size:
-            entry = self._queue[0]
-            if entry.request.future.done():  # caller gone or already failed
-                self._queue.popleft()
-                continue
-            padded = max(longest, len(entry.sequence)) * (len(batch) + 1)
-            if batch and padded > self._max_batch_tokens:
-                break
-            longest = max(longest, len(entry.sequence))
-            batch.append(self._queue.popleft())
+        """The oldest entry and its nearest neighbours in length, within the count and token budget."""
+        self._drop_unwanted()
+        if not self._queue:
+            return []
+        lengths = np.fromiter((len(e.sequence) for e in self._queue), dtype=np.int64, count=len(self._queue))
+        by_length = np.argsort(lengths, kind="stable")  # equal lengths stay in arrival order
+        anchor = int(np.flatnonzero(by_length == 0)[0])  # the oldest entry
+        lo, hi = length_window(lengths[by_length], anchor, self._max_batch_size, self._max_batch_tokens)
+        chosen = set(by_length[lo:hi].tolist())
+        batch = [self._queue[i] for i in by_length[lo:hi]]
+        self._queue = [entry for i, entry in enumerate(self._queue) if i not in chosen]
         self._set_queue_depth()
         return batch
 
@@ -106,6 +227,7 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while batch := self._take_batch():
+                self._batches += 1
                 started = time.perf_counter()
                 try:
                     rewards = await loop.run_in_executor(self._executor, self._engine, [e.sequence for e in batch])
@@ -113,17 +235,41 @@ class MicroBatcher:
                         raise RuntimeError(f"engine returned {len(rewards)} rewards for {len(batch)} sequences")
                 except Exception as error:  # only this batch's requests fail; the worker lives on
                     for entry in batch:
-                        entry.request.fail(error)
+                        self._finish(entry)
+                        for request, _ in entry.targets:
+                            request.fail(error)
                     continue
-                for entry, reward in zip(batch, rewards, strict=True):
-                    entry.request.set(entry.index, float(reward))
-                self._observe(len(batch), time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                for entry, reward in zip(batch, rewards.tolist(), strict=True):
+                    self._finish(entry, reward)
+                    for request, index in entry.targets:
+                        request.ran_in(self._batches, seconds)
+                        request.set(index, reward)
+                self._observe(batch, started, seconds)
 
-    def _observe(self, size: int, seconds: float) -> None:
+    def _finish(self, entry: _Entry, reward: float | None = None) -> None:
+        if entry.key is not None:
+            self._pending.pop(entry.key, None)
+            if reward is not None:
+                self._cache.put(entry.key, reward)
+
+    def _observe(self, batch: list[_Entry], started: float, seconds: float) -> None:
+        if not self._metrics:
+            return
+        real = sum(len(e.sequence) for e in batch)
+        padded = max(len(e.sequence) for e in batch) * len(batch)
+        m = self._metrics
+        m.batch_size.observe(len(batch))
+        m.batch_tokens.observe(padded)
+        m.padding_tokens.inc(padded - real)
+        m.batch_padding_ratio.observe(1 - real / padded)
+        m.inference_seconds.observe(seconds)
+        for entry in batch:
+            m.queue_seconds.observe(started - entry.enqueued_at)
+
+    def _count_cache(self, hit: bool) -> None:
         if self._metrics:
-            self._metrics.batch_size.observe(size)
-            self._metrics.sequences.inc(size)
-            self._metrics.inference_seconds.observe(seconds)
+            (self._metrics.cache_hits if hit else self._metrics.cache_misses).inc()
 
     def _set_queue_depth(self) -> None:
         if self._metrics:

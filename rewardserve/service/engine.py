@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from rewardserve.bundle import BundleRuntime, EncodedPair, Manifest
-from rewardserve.service.batcher import MicroBatcher
+from rewardserve.bundle import BundleRuntime, EncodedPair, Manifest, bundle_digest
+from rewardserve.service.batcher import MicroBatcher, Scored
+from rewardserve.service.cache import RewardCache
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.settings import Settings
 
@@ -17,9 +20,13 @@ class ScoringService:
     def __init__(self, settings: Settings, metrics: Metrics, manifest: Manifest | None = None) -> None:
         # Without an already verified manifest, loading verifies every checksum in the bundle
         # before the server accepts anything.
-        self.runtime = BundleRuntime(settings.bundle, manifest)
+        self.runtime = BundleRuntime(settings.bundle, manifest, threads=settings.threads)
         self.manifest = self.runtime.manifest
-        self.batcher = MicroBatcher(self._run_engine, settings.max_batch_size, settings.max_batch_tokens, metrics)
+        self.metrics = metrics
+        cache = RewardCache(bundle_digest(self.manifest), settings.cache_size) if settings.cache_size else None
+        self.batcher = MicroBatcher(
+            self._run_engine, settings.max_batch_size, settings.max_batch_tokens, metrics, cache
+        )
         self.ready = False
 
     @property
@@ -36,10 +43,16 @@ class ScoringService:
         self.ready = False
         await self.batcher.stop()
 
-    async def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        # Tokenize off the event loop and before queueing: a bad input fails its own request.
+    async def score(self, prompts: Sequence[str], responses: Sequence[str]) -> Scored:
+        """Rewards in request order, with where the time went."""
+        # Tokenize in one batch call on a thread (tokenizers releases the GIL) and before
+        # queueing: the engine keeps running meanwhile, and a bad input fails its own request.
+        started = time.perf_counter()
         sequences = await asyncio.to_thread(self.runtime.encoder.encode, prompts, responses)
-        return await self.batcher.score(sequences)
+        tokenized = time.perf_counter() - started
+        self.metrics.tokenization_seconds.observe(tokenized)
+        scored = await self.batcher.score(sequences)
+        return dataclasses.replace(scored, tokenization_seconds=tokenized)
 
     def preference_probability(self, rewards_a: np.ndarray, rewards_b: np.ndarray) -> np.ndarray:
         """Bradley-Terry p(a better than b) = sigmoid((r_a - r_b) / T), computed without overflow."""

@@ -1,40 +1,85 @@
-"""Prometheus metrics, one registry per app so that several apps can live in one process."""
+"""Prometheus metrics, one registry per app so that several apps can live in one process.
+
+Where the time goes: tokenization and end-to-end per request, queue per sequence, inference
+per engine call. What the engine computes: sequences and padded tokens per call, and how many
+of those tokens were padding (`padding_tokens_total / batch_tokens_sum` is the padding share).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKEN_BUCKETS = tuple(2**i for i in range(4, 18))
+RATIO_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = registry = CollectorRegistry()
+        by_endpoint = ["endpoint", "status"]
         self.requests = Counter(
-            "rewardserve_requests",
-            "HTTP requests by endpoint and status code.",
-            ["endpoint", "status"],
-            registry=self.registry,
+            "rewardserve_requests", "HTTP requests by endpoint and status code.", by_endpoint, registry=registry
+        )
+        self.request_sequences = Counter(
+            "rewardserve_sequences",
+            "Sequences asked for (items, twice for /compare) by endpoint and status code.",
+            by_endpoint,
+            registry=registry,
         )
         self.request_seconds = Histogram(
             "rewardserve_request_duration_seconds",
-            "End-to-end request latency.",
+            "End-to-end request latency, from the first byte in to the response.",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
-        self.sequences = Counter("rewardserve_sequences", "Sequences scored by the engine.", registry=self.registry)
-        self.batch_size = Histogram(
-            "rewardserve_batch_size",
-            "Sequences per engine call.",
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
+        self.tokenization_seconds = Histogram(
+            "rewardserve_tokenization_duration_seconds",
+            "Tokenizing one request's texts.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_seconds = Histogram(
+            "rewardserve_queue_duration_seconds",
+            "Per sequence: from queued to its engine call starting.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.inference_seconds = Histogram(
             "rewardserve_inference_duration_seconds",
             "Engine time per batch.",
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
-        self.queue_depth = Gauge("rewardserve_queue_depth", "Sequences waiting for the engine.", registry=self.registry)
+        self.batch_size = Histogram(
+            "rewardserve_batch_size", "Sequences per engine call.", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.batch_tokens = Histogram(
+            "rewardserve_batch_tokens",
+            "Padded tokens (longest sequence x count) per engine call.",
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.batch_padding_ratio = Histogram(
+            "rewardserve_batch_padding_ratio",
+            "Share of an engine call's tokens that are padding.",
+            buckets=RATIO_BUCKETS,
+            registry=registry,
+        )
+        self.padding_tokens = Counter(
+            "rewardserve_padding_tokens", "Padding tokens computed by the engine.", registry=registry
+        )
+        self.queue_depth = Gauge("rewardserve_queue_depth", "Sequences waiting for the engine.", registry=registry)
+        self.dropped_sequences = Counter(
+            "rewardserve_dropped_sequences",
+            "Queued sequences dropped unscored because their client went away.",
+            registry=registry,
+        )
+        self.cache_hits = Counter(
+            "rewardserve_cache_hits",
+            "Sequences answered without running them: from the cache, or joined to an identical queued one.",
+            registry=registry,
+        )
+        self.cache_misses = Counter("rewardserve_cache_misses", "Sequences the cache did not hold.", registry=registry)

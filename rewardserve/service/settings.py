@@ -19,3 +19,9 @@ class Settings(BaseSettings):
         16384, ge=1, description="Most padded tokens (longest sequence x count) in one engine call."
     )
     max_items_per_request: int = Field(1024, ge=1, description="Most items in one /score or /compare body.")
+    cache_size: int = Field(
+        65536, ge=0, description="Rewards of distinct formatted sequences kept for exact duplicates; 0 turns it off."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="Engine threads (default: the CPUs this process may use, honouring a CPU quota)."
+    )

@@ -1,0 +1,48 @@
+"""An exact-duplicate reward cache: GRPO groups share prompts, and trainers re-score.
+
+Keyed by the bundle's digest and the formatted input (the token ids the model sees and where
+the response starts), so two texts that format to the same ids share a reward, and a reward
+can never be served for another bundle's model. Rewards of fp32/fp16 graphs do not depend on
+their batch-mates (parity "alone vs batched" in the manifest), so a cached reward is the
+reward. int8 graphs scale activations per batch: there a cached reward may differ from a fresh
+one by that same manifest figure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+from rewardserve.bundle import EncodedPair
+
+
+class RewardCache:
+    """Least-recently-used rewards of formatted sequences (the batcher counts hits and misses)."""
+
+    def __init__(self, bundle_digest: str, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1 (leave the cache out to disable it)")
+        self._salt = bytes.fromhex(bundle_digest)[:64]
+        self.capacity = capacity
+        self._rewards: OrderedDict[bytes, float] = OrderedDict()
+
+    def key(self, sequence: EncodedPair) -> bytes:
+        digest = hashlib.blake2b(key=self._salt, digest_size=16)
+        digest.update(sequence.response_start.to_bytes(4, "little"))
+        digest.update(sequence.ids.tobytes())
+        return digest.digest()
+
+    def get(self, key: bytes) -> float | None:
+        reward = self._rewards.get(key)
+        if reward is not None:
+            self._rewards.move_to_end(key)
+        return reward
+
+    def put(self, key: bytes, reward: float) -> None:
+        self._rewards[key] = reward
+        self._rewards.move_to_end(key)
+        if len(self._rewards) > self.capacity:
+            self._rewards.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._rewards)
