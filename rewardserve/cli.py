@@ -1,4 +1,4 @@
-"""The `rewardserve` command: train, export, eval, inspect, serve.
+"""The `rewardserve` command: train, export, eval, inspect, serve, bench.
 
 Imports are deferred into each command so that `rewardserve serve` never loads torch.
 """
@@ -166,6 +166,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(bundle=Path(args.bundle), host=args.host, port=args.port)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rewardserve.bench.run import BenchOptions, bench
+
+    options = BenchOptions(
+        bundle=Path(args.bundle),
+        url=args.url,
+        concurrency=args.concurrency,
+        items_per_request=args.items,
+        sequences=args.sequences,
+        single_requests=args.single_requests,
+        baseline_checkpoint=Path(args.baseline_checkpoint) if args.baseline_checkpoint else None,
+        baseline=args.baseline,
+    )
+    return bench(options)
+
+
 def _hyper_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.name not in ("base_model", "output_dir")]
 
@@ -263,6 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
+
+    bench = commands.add_parser(
+        "bench", help="load-test the server on real HH texts against the raw engine and a naive server"
+    )
+    bench.add_argument("--bundle", required=True, help="bundle to serve (and to run the raw engine on)")
+    bench.add_argument("--url", help="load this running server instead of starting one on the bundle")
+    bench.add_argument("--concurrency", type=int, default=64, help="clients, each with one request in flight")
+    bench.add_argument("--items", type=int, default=8, help="items per request (default: 8)")
+    bench.add_argument("--sequences", type=int, default=2048, help="distinct HH sequences sent (default: 2048)")
+    bench.add_argument(
+        "--single-requests", type=int, default=64, help="1-item requests timed on the idle server (default: 64)"
+    )
+    bench.add_argument(
+        "--baseline-checkpoint", help="checkpoint for the naive server (default: the one beside the bundle)"
+    )
+    bench.add_argument(
+        "--baseline", action=argparse.BooleanOptionalAction, default=True, help="measure the naive baseline server"
+    )
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

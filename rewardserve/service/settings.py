@@ -15,8 +15,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind; loopback unless asked otherwise.")
     port: int = Field(8000, ge=0, le=65535)
     max_batch_size: int = Field(32, ge=1, description="Most sequences in one engine call.")
-    max_batch_tokens: int = Field(
-        16384, ge=1, description="Most padded tokens (longest sequence x count) in one engine call."
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Most padded tokens (longest sequence x count) in one engine call "
+        "(default: 2048 on CPU, 32768 on GPU).",
     )
     max_items_per_request: int = Field(1024, ge=1, description="Most items in one /score or /compare body.")
     cache_size: int = Field(

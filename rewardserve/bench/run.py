@@ -1,0 +1,199 @@
+"""`rewardserve bench`: one run, three measurements on the same HH sequences, one report."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from rewardserve.bench.engine import EngineRun, batch1_latencies, best_batch_run
+from rewardserve.bench.load import (
+    TIMING_HEADERS,
+    LoadResult,
+    ServerCounts,
+    one_at_a_time,
+    run_load,
+    scrape,
+    server_counts,
+)
+from rewardserve.bench.workload import hh_items
+from rewardserve.bundle import BundleRuntime, load_bundle
+from rewardserve.bundle.cpus import available_cpus
+
+MAX_TOKENS = 512  # HH items up to this untruncated length, as the issue's workload
+READY_TIMEOUT = 600
+WARM_UP = 16  # requests before measuring
+
+
+@dataclass
+class BenchOptions:
+    bundle: Path
+    url: str | None = None
+    concurrency: int = 64
+    items_per_request: int = 8
+    sequences: int = 2048
+    single_requests: int = 64
+    baseline_checkpoint: Path | None = None
+    baseline: bool = True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _process(command: list[str], port: int, what: str) -> Iterator[str]:
+    """Start a server process on `port` and yield its URL once /ready answers 200."""
+    url = f"http://127.0.0.1:{port}"
+    # Its output goes to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{what} exited: {log.read().decode(errors='replace')[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} not ready after {READY_TIMEOUT} s")
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                        break
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def _rewardserve(bundle: Path) -> contextlib.AbstractContextManager[str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "rewardserve.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
+    return _process(command, port, "rewardserve serve")
+
+
+def _naive(checkpoint: Path, max_length: int) -> contextlib.AbstractContextManager[str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "rewardserve.bench.naive_server", "--checkpoint", str(checkpoint)]
+    command += ["--port", str(port), "--max-length", str(max_length)]
+    return _process(command, port, "naive baseline server")
+
+
+def _baseline_checkpoint(options: BenchOptions, provenance: dict) -> Path | None:
+    if not options.baseline:
+        return None
+    if options.baseline_checkpoint:
+        return options.baseline_checkpoint
+    name = provenance.get("export", {}).get("checkpoint")  # the folder export read, beside the bundle
+    guess = options.bundle.parent / name if name else None
+    return guess if guess and guess.is_dir() else None
+
+
+def bench(options: BenchOptions) -> int:
+    manifest = load_bundle(options.bundle)
+    runtime = BundleRuntime(options.bundle, manifest)
+    items = hh_items(runtime.encoder, MAX_TOKENS)
+    # Three disjoint sets, so that no measured request is answered from the server's cache.
+    needed = WARM_UP + options.sequences + options.single_requests
+    if len(items) < needed:
+        raise SystemExit(f"rewardserve: only {len(items)} distinct HH items, {needed} asked for")
+    warm_up, items = items[:WARM_UP], items[WARM_UP:needed]
+    load_items, single_items = items[: options.sequences], items[options.sequences :]
+    pairs = runtime.encoder.encode([i["prompt"] for i in load_items], [i["response"] for i in load_items])
+    single_pairs = runtime.encoder.encode([i["prompt"] for i in single_items], [i["response"] for i in single_items])
+    lengths = np.array([len(p) for p in pairs])
+    print(
+        f"rewardserve bench: {manifest.name} ({manifest.precision}), {available_cpus()} CPUs; "
+        f"{len(load_items)} distinct HH sequences (tokens mean {lengths.mean():.0f}, max {lengths.max()} "
+        f"after the bundle's {manifest.input_format.max_length}-token truncation); "
+        f"{options.concurrency} clients x {options.items_per_request} items",
+        flush=True,
+    )
+
+    server = contextlib.nullcontext(options.url) if options.url else _rewardserve(options.bundle)
+    with server as url:
+        run_load(url, warm_up, 8, 1, "warm-up")
+        before = scrape(url)
+        load = run_load(url, load_items, options.concurrency, options.items_per_request, "server")
+        counts = server_counts(before, scrape(url))
+        single = one_at_a_time(url, single_items, "1-item requests")
+    engine, probes = best_batch_run(runtime, pairs)
+    engine_batch1 = batch1_latencies(runtime, single_pairs)
+    del runtime  # free its threads and memory before the baseline starts
+
+    naive = None
+    checkpoint = _baseline_checkpoint(options, manifest.provenance)
+    if checkpoint is not None:
+        with _naive(checkpoint, manifest.input_format.max_length) as url:
+            run_load(url, warm_up, 8, 1, "baseline warm-up")
+            naive = run_load(url, load_items, options.concurrency, options.items_per_request, "naive baseline")
+    _report(manifest.precision, load, counts, single, engine, probes, engine_batch1, naive, int(lengths.sum()))
+    return 0
+
+
+def _report(
+    precision: str,
+    load: LoadResult,
+    counts: ServerCounts,
+    single: LoadResult,
+    engine: EngineRun,
+    probes: list[EngineRun],
+    engine_batch1: np.ndarray,
+    naive: LoadResult | None,
+    tokens: int,
+) -> None:
+    def throughput(result: LoadResult) -> str:
+        return (
+            f"{result.sequences_per_second:7.1f} seq/s {tokens / result.seconds:8.0f} tokens/s   "
+            f"latency p50 {result.latency_ms(50):.0f} ms, p95 {result.latency_ms(95):.0f}, "
+            f"p99 {result.latency_ms(99):.0f}   errors {result.errors}"
+        )
+
+    def line(label: str, text: str) -> None:
+        print(f"  {label:<34} {text}")
+
+    sizes = ", ".join(f"<={float(bound):.0f}: {n:.0f}" for bound, n in counts.batch_sizes.items() if n)
+    engine_p50 = float(np.median(engine_batch1) * 1000)
+    server_parts = ", ".join(
+        f"{header[2:-5].lower()} {single.server_median_ms(header):.1f}" for header in TIMING_HEADERS
+    )
+    print("\nserver (rewardserve serve)")
+    line("throughput", throughput(load))
+    line("padding", f"{counts.padding_ratio:.1%} of computed tokens")
+    line("engine calls", f"{counts.batches:.0f}, {counts.sequences / max(counts.batches, 1):.1f} sequences on average")
+    line("batch sizes", sizes)
+    line("1-item requests, idle server", f"p50 {single.latency_ms(50):.1f} ms, p99 {single.latency_ms(99):.1f} ms")
+    line("  server's own p50 (ms)", server_parts)
+    print("raw engine (ONNX Runtime alone, same sequences, length-sorted)")
+    line("probe (seq/s)", ", ".join(f"batch {p.batch_size}: {p.sequences_per_second:.1f}" for p in probes))
+    line(
+        f"best batch, {engine.batch_size}",
+        f"{engine.sequences_per_second:7.1f} seq/s {engine.tokens_per_second:8.0f} tokens/s   "
+        f"padding {engine.padding_ratio:.1%}",
+    )
+    line("batch 1, same items as 1-item requests", f"p50 {engine_p50:.1f} ms")
+    if naive is not None:
+        print("naive baseline (FastAPI + transformers, one forward pass per request)")
+        line("throughput", throughput(naive))
+    print("ratios")
+    line(
+        "server / engine throughput",
+        f"{load.sequences_per_second / engine.sequences_per_second:5.2f}  (target >= 0.90)",
+    )
+    if naive is not None:
+        target = 4 if precision == "int8" else 2
+        ratio = load.sequences_per_second / naive.sequences_per_second
+        line("server / naive throughput", f"{ratio:5.2f}  (target >= {target} for {precision})")
+    line("padding", f"{counts.padding_ratio:5.1%}  (target <= 10%)")
+    line("1-item p50 / engine batch-1 p50", f"{single.latency_ms(50) / engine_p50:5.2f}  (target <= 1.3)")
