@@ -178,6 +178,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         single_requests=args.single_requests,
         baseline_checkpoint=Path(args.baseline_checkpoint) if args.baseline_checkpoint else None,
         baseline=args.baseline,
+        rounds=args.rounds,
     )
     return bench(options)
 
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--baseline", action=argparse.BooleanOptionalAction, default=True, help="measure the naive baseline server"
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="slices measured in turn on server, engine and baseline (default: 3)"
     )
     bench.set_defaults(func=cmd_bench)
     return parser

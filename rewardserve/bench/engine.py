@@ -25,6 +25,16 @@ class EngineRun:
     padded_tokens: int
     seconds: float
 
+    @classmethod
+    def combine(cls, runs: Sequence[EngineRun]) -> EngineRun:
+        return cls(
+            runs[0].batch_size,
+            sum(r.sequences for r in runs),
+            sum(r.tokens for r in runs),
+            sum(r.padded_tokens for r in runs),
+            sum(r.seconds for r in runs),
+        )
+
     @property
     def sequences_per_second(self) -> float:
         return self.sequences / self.seconds
@@ -51,11 +61,13 @@ def sorted_run(runner: GraphRunner, pairs: Sequence[EncodedPair], batch_size: in
 
 
 def best_batch_run(
-    runner: GraphRunner, pairs: Sequence[EncodedPair], seed: int = 0
-) -> tuple[EngineRun, list[EngineRun]]:
+    runner: GraphRunner, pairs: Sequence[EncodedPair], seed: int = 0, probe_only: bool = False
+) -> tuple[EngineRun | None, list[EngineRun]]:
     """The engine at its best batch size: each size probed on a random sample, the fastest run on all."""
     sample = random.Random(seed).sample(list(pairs), min(PROBE_SEQUENCES, len(pairs)))
     probes = [sorted_run(runner, sample, size, f"engine probe, batch {size}") for size in BATCH_SIZES]
+    if probe_only:
+        return None, probes
     best = max(probes, key=lambda run: run.sequences_per_second)
     return sorted_run(runner, pairs, best.batch_size, f"engine, batch {best.batch_size}"), probes
 

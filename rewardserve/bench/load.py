@@ -28,6 +28,17 @@ class LoadResult:
     def server_median_ms(self, header: str) -> float:
         return float(np.median(self.server_ms[header])) if len(self.server_ms.get(header, ())) else float("nan")
 
+    @classmethod
+    def combine(cls, results: list[LoadResult]) -> LoadResult:
+        headers = {h for r in results for h in r.server_ms}
+        return cls(
+            sum(r.sequences for r in results),
+            sum(r.seconds for r in results),
+            np.concatenate([r.latencies for r in results]),
+            sum(r.errors for r in results),
+            {h: np.concatenate([r.server_ms.get(h, np.empty(0)) for r in results]) for h in headers},
+        )
+
     @property
     def sequences_per_second(self) -> float:
         return self.sequences / self.seconds
@@ -101,6 +112,20 @@ class ServerCounts:
     @property
     def padding_ratio(self) -> float:
         return self.padding_tokens / self.batch_tokens if self.batch_tokens else 0.0
+
+    @classmethod
+    def combine(cls, counts: list[ServerCounts]) -> ServerCounts:
+        sizes: dict[str, float] = {}
+        for c in counts:
+            for bound, n in c.batch_sizes.items():
+                sizes[bound] = sizes.get(bound, 0.0) + n
+        return cls(
+            sum(c.batches for c in counts),
+            sum(c.sequences for c in counts),
+            sum(c.batch_tokens for c in counts),
+            sum(c.padding_tokens for c in counts),
+            sizes,
+        )
 
 
 def server_counts(before: Scrape, after: Scrape) -> ServerCounts:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from rewardserve.bench.engine import EngineRun, batch1_latencies, best_batch_run
+from rewardserve.bench.engine import EngineRun, batch1_latencies, best_batch_run, sorted_run
 from rewardserve.bench.load import (
     TIMING_HEADERS,
     LoadResult,
@@ -44,6 +44,7 @@ class BenchOptions:
     single_requests: int = 64
     baseline_checkpoint: Path | None = None
     baseline: bool = True
+    rounds: int = 3
 
 
 def _free_port() -> int:
@@ -121,38 +122,55 @@ def bench(options: BenchOptions) -> int:
         flush=True,
     )
 
-    server = contextlib.nullcontext(options.url) if options.url else _rewardserve(options.bundle)
-    with server as url:
-        run_load(url, warm_up, 8, 1, "warm-up")
-        before = scrape(url)
-        load = run_load(url, load_items, options.concurrency, options.items_per_request, "server")
-        counts = server_counts(before, scrape(url))
-        single = one_at_a_time(url, single_items, "1-item requests")
-    engine, probes = best_batch_run(runtime, pairs)
-    engine_batch1 = batch1_latencies(runtime, single_pairs)
-    del runtime  # free its threads and memory before the baseline starts
-
-    naive = None
+    # The engine's best batch size first, on a sample, while no server is running.
+    _, probes = best_batch_run(runtime, pairs, probe_only=True)
+    best_batch = max(probes, key=lambda run: run.sequences_per_second).batch_size
+    # Then the three side by side: each round sends its own slice of the sequences to the
+    # server, the raw engine and the naive server, one after the other, so that the machine's
+    # drift over minutes hits all three alike. Idle servers cost nothing meanwhile.
     checkpoint = _baseline_checkpoint(options, manifest.provenance)
-    if checkpoint is not None:
-        with _naive(checkpoint, manifest.input_format.max_length) as url:
-            run_load(url, warm_up, 8, 1, "baseline warm-up")
-            naive = run_load(url, load_items, options.concurrency, options.items_per_request, "naive baseline")
-    _report(manifest.precision, load, counts, single, engine, probes, engine_batch1, naive, int(lengths.sum()))
+    server = contextlib.nullcontext(options.url) if options.url else _rewardserve(options.bundle)
+    naive_server = _naive(checkpoint, manifest.input_format.max_length) if checkpoint else contextlib.nullcontext()
+    rounds: list[Round] = []
+    with server as url, naive_server as naive_url:
+        run_load(url, warm_up, 8, 1, "warm-up")
+        if naive_url:
+            run_load(naive_url, warm_up, 8, 1, "baseline warm-up")
+        for number, indices in enumerate(np.array_split(np.arange(len(load_items)), options.rounds), 1):
+            chunk = [load_items[i] for i in indices]
+            before = scrape(url)
+            load = run_load(url, chunk, options.concurrency, options.items_per_request, f"round {number}: server")
+            counts = server_counts(before, scrape(url))
+            engine = sorted_run(runtime, [pairs[i] for i in indices], best_batch, f"round {number}: engine")
+            naive = None
+            if naive_url:
+                label = f"round {number}: naive baseline"
+                naive = run_load(naive_url, chunk, options.concurrency, options.items_per_request, label)
+            rounds.append(Round(load, counts, engine, naive, int(lengths[indices].sum())))
+        single = one_at_a_time(url, single_items, "1-item requests")
+    engine_batch1 = batch1_latencies(runtime, single_pairs)
+    _report(manifest.precision, rounds, single, probes, engine_batch1)
     return 0
 
 
+@dataclass(frozen=True)
+class Round:
+    server: LoadResult
+    counts: ServerCounts
+    engine: EngineRun
+    naive: LoadResult | None
+    tokens: int
+
+
 def _report(
-    precision: str,
-    load: LoadResult,
-    counts: ServerCounts,
-    single: LoadResult,
-    engine: EngineRun,
-    probes: list[EngineRun],
-    engine_batch1: np.ndarray,
-    naive: LoadResult | None,
-    tokens: int,
+    precision: str, rounds: list[Round], single: LoadResult, probes: list[EngineRun], engine_batch1: np.ndarray
 ) -> None:
+    tokens = sum(r.tokens for r in rounds)
+    server = LoadResult.combine([r.server for r in rounds])
+    counts = ServerCounts.combine([r.counts for r in rounds])
+    engine = EngineRun.combine([r.engine for r in rounds])
+    has_naive = all(r.naive is not None for r in rounds)
+
     def throughput(result: LoadResult) -> str:
         return (
             f"{result.sequences_per_second:7.1f} seq/s {tokens / result.seconds:8.0f} tokens/s   "
@@ -163,13 +181,18 @@ def _report(
     def line(label: str, text: str) -> None:
         print(f"  {label:<34} {text}")
 
+    def ratio(label: str, per_round: list[float], target: str) -> None:
+        spread = ", ".join(f"{value:.2f}" for value in per_round)
+        line(label, f"{float(np.median(per_round)):5.2f}  (rounds: {spread}; target {target})")
+
     sizes = ", ".join(f"<={float(bound):.0f}: {n:.0f}" for bound, n in counts.batch_sizes.items() if n)
     engine_p50 = float(np.median(engine_batch1) * 1000)
     server_parts = ", ".join(
         f"{header[2:-5].lower()} {single.server_median_ms(header):.1f}" for header in TIMING_HEADERS
     )
-    print("\nserver (rewardserve serve)")
-    line("throughput", throughput(load))
+    print(f"\nall {len(rounds)} rounds together")
+    print("server (rewardserve serve)")
+    line("throughput", throughput(server))
     line("padding", f"{counts.padding_ratio:.1%} of computed tokens")
     line("engine calls", f"{counts.batches:.0f}, {counts.sequences / max(counts.batches, 1):.1f} sequences on average")
     line("batch sizes", sizes)
@@ -183,17 +206,18 @@ def _report(
         f"padding {engine.padding_ratio:.1%}",
     )
     line("batch 1, same items as 1-item requests", f"p50 {engine_p50:.1f} ms")
-    if naive is not None:
+    if has_naive:
         print("naive baseline (FastAPI + transformers, one forward pass per request)")
-        line("throughput", throughput(naive))
-    print("ratios")
-    line(
+        line("throughput", throughput(LoadResult.combine([r.naive for r in rounds])))
+    print("ratios, median of the rounds")
+    ratio(
         "server / engine throughput",
-        f"{load.sequences_per_second / engine.sequences_per_second:5.2f}  (target >= 0.90)",
+        [r.server.sequences_per_second / r.engine.sequences_per_second for r in rounds],
+        ">= 0.90",
     )
-    if naive is not None:
+    if has_naive:
         target = 4 if precision == "int8" else 2
-        ratio = load.sequences_per_second / naive.sequences_per_second
-        line("server / naive throughput", f"{ratio:5.2f}  (target >= {target} for {precision})")
+        per_round = [r.server.sequences_per_second / r.naive.sequences_per_second for r in rounds]
+        ratio("server / naive throughput", per_round, f">= {target} for {precision}")
     line("padding", f"{counts.padding_ratio:5.1%}  (target <= 10%)")
     line("1-item p50 / engine batch-1 p50", f"{single.latency_ms(50) / engine_p50:5.2f}  (target <= 1.3)")
