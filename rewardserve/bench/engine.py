@@ -60,16 +60,10 @@ def sorted_run(runner: GraphRunner, pairs: Sequence[EncodedPair], batch_size: in
     return EngineRun(batch_size, len(pairs), sum(map(len, pairs)), padded, seconds)
 
 
-def best_batch_run(
-    runner: GraphRunner, pairs: Sequence[EncodedPair], seed: int = 0, probe_only: bool = False
-) -> tuple[EngineRun | None, list[EngineRun]]:
-    """The engine at its best batch size: each size probed on a random sample, the fastest run on all."""
+def probe_batch_sizes(runner: GraphRunner, pairs: Sequence[EncodedPair], seed: int = 0) -> list[EngineRun]:
+    """Each batch size of BATCH_SIZES on the same random sample of `pairs`, length-sorted."""
     sample = random.Random(seed).sample(list(pairs), min(PROBE_SEQUENCES, len(pairs)))
-    probes = [sorted_run(runner, sample, size, f"engine probe, batch {size}") for size in BATCH_SIZES]
-    if probe_only:
-        return None, probes
-    best = max(probes, key=lambda run: run.sequences_per_second)
-    return sorted_run(runner, pairs, best.batch_size, f"engine, batch {best.batch_size}"), probes
+    return [sorted_run(runner, sample, size, f"engine probe, batch {size}") for size in BATCH_SIZES]
 
 
 def batch1_latencies(runner: GraphRunner, pairs: Sequence[EncodedPair]) -> np.ndarray:

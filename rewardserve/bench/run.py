@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from rewardserve.bench.engine import EngineRun, batch1_latencies, best_batch_run, sorted_run
+from rewardserve.bench.engine import EngineRun, batch1_latencies, probe_batch_sizes, sorted_run
 from rewardserve.bench.load import (
     TIMING_HEADERS,
     LoadResult,
@@ -31,7 +31,7 @@ from rewardserve.bundle.cpus import available_cpus
 
 MAX_TOKENS = 512  # HH items up to this untruncated length, as the workload
 READY_TIMEOUT = 600
-WARM_UP = 16  # requests before measuring
+WARM_UP = 256  # sequences sent under full load before measuring: first calls at new shapes are slow
 
 
 @dataclass
@@ -123,7 +123,7 @@ def bench(options: BenchOptions) -> int:
     )
 
     # The engine's best batch size first, on a sample, while no server is running.
-    _, probes = best_batch_run(runtime, pairs, probe_only=True)
+    probes = probe_batch_sizes(runtime, pairs)
     best_batch = max(probes, key=lambda run: run.sequences_per_second).batch_size
     # Then the three side by side: each round sends its own slice of the sequences to the
     # server, the raw engine and the naive server, one after the other, so that the machine's
@@ -133,9 +133,9 @@ def bench(options: BenchOptions) -> int:
     naive_server = _naive(checkpoint, manifest.input_format.max_length) if checkpoint else contextlib.nullcontext()
     rounds: list[Round] = []
     with server as url, naive_server as naive_url:
-        run_load(url, warm_up, 8, 1, "warm-up")
+        run_load(url, warm_up, options.concurrency, options.items_per_request, "warm-up")
         if naive_url:
-            run_load(naive_url, warm_up, 8, 1, "baseline warm-up")
+            run_load(naive_url, warm_up, options.concurrency, options.items_per_request, "baseline warm-up")
         for number, indices in enumerate(np.array_split(np.arange(len(load_items)), options.rounds), 1):
             chunk = [load_items[i] for i in indices]
             before = scrape(url)
