@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import free_port
+from conftest import free_port, wait_until_ready
 from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
@@ -70,16 +70,11 @@ def server(tiny_bundle):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def alive() -> None:
         assert process.poll() is None, process.stdout.read().decode()
-        assert time.monotonic() < deadline, "server never became ready"
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+
+    wait_until_ready(url, timeout=60, check=alive)
     yield process, url
     process.terminate()
     process.wait(timeout=30)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 import uvicorn
-from conftest import free_port
+from conftest import free_port, wait_until_ready
 
 from rewardserve.service import Settings, create_app
 
@@ -66,15 +66,7 @@ def serve(settings: Settings) -> Iterator[Server]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert time.monotonic() < deadline, "server never became ready"
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
+    wait_until_ready(url, timeout=30)
     yield Server(url, app)
     server.should_exit = True
     thread.join(timeout=30)
