@@ -196,15 +196,17 @@ class MicroBatcher:
 
     def _drop_unwanted(self) -> None:
         """Remove queued entries no live request waits for: their callers have gone."""
-        kept = [entry for entry in self._queue if entry.wanted()]
-        dropped = len(self._queue) - len(kept)
+        kept: list[_Entry] = []
+        dropped: list[_Entry] = []
+        for entry in self._queue:
+            (kept if entry.wanted() else dropped).append(entry)
         if dropped:
-            for entry in self._queue:
-                if entry.key is not None and not entry.wanted():
+            for entry in dropped:
+                if entry.key is not None:
                     self._pending.pop(entry.key, None)
             self._queue = kept
             if self._metrics:
-                self._metrics.dropped_sequences.inc(dropped)
+                self._metrics.dropped_sequences.inc(len(dropped))
 
     def _take_batch(self) -> list[_Entry]:
         """The oldest entry and its nearest neighbours in length, within the count and token budget."""
