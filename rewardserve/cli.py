@@ -163,7 +163,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rewardserve.service.main import serve
 
-    return serve(bundle=Path(args.bundle), host=args.host, port=args.port)
+    return serve(bundle=args.bundle, host=args.host, port=args.port)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -275,10 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("bundle", help="bundle directory")
     inspect.set_defaults(func=cmd_inspect)
 
-    serve = commands.add_parser("serve", help="serve a bundle over HTTP")
-    serve.add_argument("--bundle", required=True, help="bundle directory")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = commands.add_parser(
+        "serve", help="serve a bundle over HTTP (every other setting: REWARDSERVE_* variables, see the README)"
+    )
+    serve.add_argument("--bundle", help="bundle directory (or REWARDSERVE_BUNDLE)")
+    serve.add_argument("--host", help="interface to bind (default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, help="default: 8000")
     serve.set_defaults(func=cmd_serve)
 
     bench = commands.add_parser(

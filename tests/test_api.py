@@ -78,7 +78,7 @@ def test_too_many_items_is_413_with_the_limit(client):
     response = client.post("/score", json={"items": ITEMS * 3})
     assert response.status_code == 413
     assert response.json() == {
-        "error": "items: 9 items, at most 8 per request",
+        "error": "items: 9 items, at most 8 per request (max_items_per_request)",
         "error_type": "too_many_items",
     }
 

@@ -6,13 +6,14 @@ imports neither torch nor the service; training, export and service all import i
 
 from rewardserve.bundle.formatting import EncodedBatch, EncodedPair, InputFormat, PairEncoder
 from rewardserve.bundle.manifest import BundleError, Manifest, bundle_digest, load_bundle, save_bundle
-from rewardserve.bundle.runtime import BundleRuntime
+from rewardserve.bundle.runtime import BundleRuntime, GraphRunner
 
 __all__ = [
     "BundleError",
     "BundleRuntime",
     "EncodedBatch",
     "EncodedPair",
+    "GraphRunner",
     "InputFormat",
     "Manifest",
     "PairEncoder",

@@ -52,10 +52,19 @@ class GraphRunner:
     ) -> None:
         self.encoder = encoder
         self.output_name = output_name
-        providers = list(providers or providers_for("fp32"))
-        self.session = ort.InferenceSession(str(graph), session_options(threads), providers=providers)
+        self.graph = graph
+        self.providers = list(providers or providers_for("fp32"))
+        self.threads = threads
+        self.session = self._open()
         self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+
+    def _open(self) -> ort.InferenceSession:
+        return ort.InferenceSession(str(self.graph), session_options(self.threads), providers=self.providers)
+
+    def reopen(self) -> None:
+        """Replace the session with a fresh one on the same graph (after a fault left it broken)."""
+        self.session = self._open()
 
     def run(self, batch: EncodedBatch) -> np.ndarray:
         """Rewards (float32, one per row) of a padded batch."""

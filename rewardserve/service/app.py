@@ -1,24 +1,32 @@
-"""The app factory: `create_app(settings)` builds nothing at import time."""
+"""The app factory: `create_app(settings)` builds nothing at import time.
+
+A request passes, outermost first: RequestContext (id, metrics, access log, last-resort 500),
+RequireApiKey (401 before the body is read), BodyLimit (413), then the route: item and text
+limits (413), admission to the queue (429), tokenization, the batcher, and its deadline (504).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rewardserve import __version__
-from rewardserve.bundle import Manifest
+from rewardserve.bundle import BundleRuntime
+from rewardserve.service.auth import ApiKeys, RequireApiKey
 from rewardserve.service.batcher import Scored
-from rewardserve.service.engine import ScoringService
-from rewardserve.service.errors import ERROR_STATUS, ClientDisconnectedError, NotReadyError, TooManyItemsError
+from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, NotReadyError
+from rewardserve.service.handlers import install_error_handlers
+from rewardserve.service.limits import BodyLimit, check_items
 from rewardserve.service.metrics import Metrics
-from rewardserve.service.middleware import RequestMetrics, milliseconds
+from rewardserve.service.middleware import RequestContext, milliseconds
 from rewardserve.service.schemas import (
     CompareRequest,
     CompareResponse,
@@ -27,29 +35,55 @@ from rewardserve.service.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from rewardserve.service.scoring import ScoringService
 from rewardserve.service.settings import Settings
 
 logger = logging.getLogger("rewardserve")
 T = TypeVar("T")
 
+# Paths anyone may call when keys are set: probes, and the API's own description.
+OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        401: "Missing or unknown API key (when keys are set).",
+        413: "Body, item count, a text or (with truncate=false) a sequence over its limit.",
+        429: "The queue is full; retry after `Retry-After` seconds.",
+        500: "The engine failed on this request's batch; `error_id` is logged with the traceback.",
+        503: "Warming up or shutting down.",
+        504: "The X-Request-Timeout deadline passed; the request's queued work was dropped.",
+    }.items()
+}
+
+RequestTimeout = Annotated[
+    float | None,
+    Header(
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds from arrival after which the request is answered 504 and its queued work dropped.",
+    ),
+]
+
 
 def get_service(request: Request) -> ScoringService:
     service: ScoringService = request.app.state.service
     if not service.ready:
-        raise NotReadyError("model is loading or the server is shutting down")
+        raise NotReadyError("model is loading, the engine is broken, or the server is shutting down")
     return service
 
 
 Service = Annotated[ScoringService, Depends(get_service)]
 
 
-def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
-    """The app for `settings.bundle`; pass `manifest` when the bundle was verified already."""
+def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> FastAPI:
+    """The app for `settings.bundle`; pass `runtime` when the bundle was opened and checked already."""
     metrics = Metrics()
+    keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None, settings.api_keys_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = ScoringService(settings, metrics, manifest)
+        service = ScoringService(settings, metrics, runtime)
         app.state.service = service
         warm_up = asyncio.create_task(service.start())
         warm_up.add_done_callback(_log_warm_up_failure)
@@ -63,32 +97,43 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         lifespan=lifespan,
         description="Scalar rewards and Bradley-Terry preferences from a reward-model bundle.",
     )
+    install_error_handlers(app)
 
-    for error_class, (status, error_type) in ERROR_STATUS.items():
-        app.add_exception_handler(error_class, _error_handler(status, error_type))
-
-    app.add_middleware(RequestMetrics, metrics=metrics)
-
-    @app.post("/score", response_model=ScoreResponse, responses={503: {"model": ErrorResponse}})
-    async def score(body: ScoreRequest, service: Service, request: Request, response: Response) -> ScoreResponse:
+    @app.post("/score", response_model=ScoreResponse, responses=ERRORS)
+    async def score(
+        body: ScoreRequest,
+        service: Service,
+        request: Request,
+        response: Response,
+        x_request_timeout: RequestTimeout = None,
+    ) -> ScoreResponse:
         """Scalar rewards of (prompt, response) items, in request order."""
-        _check_size(body.items, settings)
-        request.state.sequences = len(body.items)
-        work = service.score([i.prompt for i in body.items], [i.response for i in body.items])
-        scored = await _unless_disconnected(request, work)
-        _timing_headers(response, scored)
+        _report(request, items=len(body.items), sequences=len(body.items))
+        check_items(body.items, ("prompt", "response"), settings)
+        work = service.score([i.prompt for i in body.items], [i.response for i in body.items], truncate=body.truncate)
+        scored = await _answer(request, work, _deadline(request, x_request_timeout, settings))
+        _timing_headers(request, response, scored)
         return ScoreResponse(rewards=scored.rewards.tolist(), model=service.model_name)
 
-    @app.post("/compare", response_model=CompareResponse, responses={503: {"model": ErrorResponse}})
-    async def compare(body: CompareRequest, service: Service, request: Request, response: Response) -> CompareResponse:
+    @app.post("/compare", response_model=CompareResponse, responses=ERRORS)
+    async def compare(
+        body: CompareRequest,
+        service: Service,
+        request: Request,
+        response: Response,
+        x_request_timeout: RequestTimeout = None,
+    ) -> CompareResponse:
         """Rewards of two responses to one prompt and the probability that `a` is preferred."""
-        _check_size(body.items, settings)
         n = len(body.items)
-        request.state.sequences = 2 * n
+        _report(request, items=n, sequences=2 * n)
+        check_items(body.items, ("prompt", "a", "b"), settings)
         prompts = [i.prompt for i in body.items]
-        work = service.score(prompts * 2, [i.a for i in body.items] + [i.b for i in body.items])
-        scored = await _unless_disconnected(request, work)
-        _timing_headers(response, scored)
+        responses = [i.a for i in body.items] + [i.b for i in body.items]
+        work = service.score(
+            prompts * 2, responses, truncate=body.truncate, where=lambda k: f"items[{k % n}].{'ab'[k // n]}"
+        )
+        scored = await _answer(request, work, _deadline(request, x_request_timeout, settings))
+        _timing_headers(request, response, scored)
         reward_a, reward_b = scored.rewards[:n], scored.rewards[n:]
         p_a = service.preference_probability(reward_a, reward_b)
         return CompareResponse(
@@ -99,21 +144,33 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
             model=service.model_name,
         )
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """The process is alive."""
+    @app.get("/health", responses={503: {"model": ErrorResponse}})
+    async def health(request: Request) -> Any:
+        """200 while the process can serve (liveness); 503 once the engine is broken beyond repair."""
+        service: ScoringService | None = getattr(request.app.state, "service", None)
+        if service is not None and not service.healthy:
+            return JSONResponse({"error": "the engine is broken", "error_type": "unhealthy"}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/ready", responses={503: {"model": ErrorResponse}})
     async def ready(request: Request) -> dict[str, str]:
-        """200 once the bundle is loaded and warmed up; 503 before and while shutting down."""
+        """200 once the bundle is loaded and warmed up; 503 before, and at once on SIGTERM."""
         get_service(request)
         return {"status": "ready"}
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
+        """Prometheus metrics (needs a key when `protect_metrics` is set)."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Added innermost first. Known paths let a 401 or 413 be counted under its endpoint.
+    open_paths = OPEN_PATHS if settings.protect_metrics else OPEN_PATHS | {"/metrics"}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequireApiKey, keys=keys, open_paths=open_paths)
+    known_paths = frozenset(route.path for route in app.routes)
+    app.add_middleware(RequestContext, metrics=metrics, known_paths=known_paths)
+    if keys.enabled:
+        _declare_bearer_auth(app, open_paths)
     return app
 
 
@@ -122,20 +179,37 @@ def _log_warm_up_failure(task: asyncio.Task) -> None:
         logger.error("warm-up failed; /ready stays 503", exc_info=task.exception())
 
 
-async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """`work`'s result, or ClientDisconnectedError as soon as the client goes away. Cancelling
-    the work cancels its batcher request, whose queued sequences are then dropped unscored."""
+def _report(request: Request, **counts: int) -> None:
+    """What the access log and metrics say about this request (items, sequences, tokens)."""
+    for name, value in counts.items():
+        setattr(request.state, name, value)
+
+
+def _deadline(request: Request, timeout: float | None, settings: Settings) -> float | None:
+    """When the request must be answered by (perf_counter time), counted from its arrival."""
+    timeout = timeout or settings.request_timeout
+    return None if timeout is None else request.state.arrived + timeout
+
+
+async def _answer(request: Request, work: Coroutine[Any, Any, T], deadline: float | None) -> T:
+    """`work`'s result; or ClientDisconnectedError as soon as the client goes away, or
+    DeadlineExceededError at the deadline. Either way the work is cancelled, and so is its
+    batcher request, whose queued sequences are then dropped unscored."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_client_gone(request))
+    wait = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
     try:
-        done, _ = await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait((task, watcher), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
         if not task.done():
             task.cancel()
-    if task not in done:
+    if task in done:
+        return task.result()
+    if watcher in done:
         raise ClientDisconnectedError("the client disconnected before its rewards were ready")
-    return task.result()
+    waited = time.perf_counter() - request.state.arrived
+    raise DeadlineExceededError(f"deadline: no rewards after {waited:.3f} s; the request's queued work was dropped")
 
 
 async def _client_gone(request: Request) -> None:
@@ -145,21 +219,29 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-def _timing_headers(response: Response, scored: Scored) -> None:
+def _timing_headers(request: Request, response: Response, scored: Scored) -> None:
     """Where the request's time went, in milliseconds, as text-embeddings-inference reports it."""
+    request.state.tokens = scored.tokens
     response.headers["X-Tokenization-Time"] = milliseconds(scored.tokenization_seconds)
     response.headers["X-Queue-Time"] = milliseconds(scored.queue_seconds)
     response.headers["X-Inference-Time"] = milliseconds(scored.inference_seconds)
     response.headers["X-Cached-Sequences"] = str(scored.cached)
 
 
-def _check_size(items: list, settings: Settings) -> None:
-    if len(items) > settings.max_items_per_request:
-        raise TooManyItemsError(f"items: {len(items)} items, at most {settings.max_items_per_request} per request")
+def _declare_bearer_auth(app: FastAPI, open_paths: frozenset[str]) -> None:
+    """Say in the OpenAPI document which operations need `Authorization: Bearer`, so /docs and
+    schema-driven clients send the key (the check itself is RequireApiKey's)."""
+    build = app.openapi
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema["paths"].items():
+                if path not in open_paths:
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
 
-def _error_handler(status: int, error_type: str):
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "error_type": error_type}, status_code=status)
-
-    return handle
+    app.openapi = openapi  # type: ignore[method-assign]

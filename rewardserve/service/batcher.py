@@ -43,6 +43,7 @@ class Scored:
     inference_seconds: float = 0.0  # engine time of the batches that held its sequences
     cached: int = 0  # sequences answered without running them: cached, or joined to an identical one
     tokenization_seconds: float = 0.0
+    tokens: int = 0  # in the request's sequences, after truncation
 
 
 class _Request:
@@ -134,6 +135,8 @@ class MicroBatcher:
         self._queue: list[_Entry] = []  # arrival order
         self._pending: dict[bytes, _Entry] = {}  # queued or running entries by cache key
         self._batches = 0
+        self._throughput: float | None = None
+        self._closed = False
         self._wakeup = asyncio.Event()
         # One engine thread: ONNX Runtime already spreads one call over every core it may use.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -143,22 +146,36 @@ class MicroBatcher:
         self._worker = asyncio.create_task(self._run_forever(), name="micro-batcher")
 
     async def stop(self) -> None:
+        """Stop the worker; requests not yet answered (queued or running) fail with ShuttingDownError."""
         if self._worker:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
         self._executor.shutdown(wait=True)
-        for entry in self._queue:
-            for request, _ in entry.targets:
-                request.fail(ShuttingDownError("the server stopped before scoring this request"))
-        self._queue.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Take no more work: queued and later requests fail with ShuttingDownError; the running
+        batch still finishes."""
+        self._closed = True
+        self._fail(self._queue, ShuttingDownError("the server stopped before scoring this request"))
+        self._queue = []
+        self._pending.clear()
+        self._set_queue_depth()
 
     @property
     def queued(self) -> int:
         """Sequences waiting for the engine."""
         return len(self._queue)
 
+    @property
+    def throughput(self) -> float | None:
+        """Sequences per second of engine time, smoothed over recent batches (None before the first)."""
+        return self._throughput
+
     async def score(self, sequences: Sequence[EncodedPair]) -> Scored:
         """Rewards of `sequences`, in order, once every batch holding one of them has run."""
+        if self._closed:
+            raise ShuttingDownError("the server is shutting down")
         if not sequences:
             return Scored(np.empty(0, dtype=np.float32))
         request = _Request(len(sequences), asyncio.get_running_loop().create_future())
@@ -235,19 +252,27 @@ class MicroBatcher:
                     rewards = await loop.run_in_executor(self._executor, self._engine, [e.sequence for e in batch])
                     if len(rewards) != len(batch):
                         raise RuntimeError(f"engine returned {len(rewards)} rewards for {len(batch)} sequences")
+                except asyncio.CancelledError:  # stopped mid-batch: its requests must not wait forever
+                    self._fail(batch, ShuttingDownError("the server stopped before scoring this request"))
+                    raise
                 except Exception as error:  # only this batch's requests fail; the worker lives on
-                    for entry in batch:
-                        self._finish(entry)
-                        for request, _ in entry.targets:
-                            request.fail(error)
+                    self._fail(batch, error)
                     continue
                 seconds = time.perf_counter() - started
+                rate = len(batch) / max(seconds, 1e-6)
+                self._throughput = rate if self._throughput is None else 0.8 * self._throughput + 0.2 * rate
                 for entry, reward in zip(batch, rewards.tolist(), strict=True):
                     self._finish(entry, reward)
                     for request, index in entry.targets:
                         request.ran_in(self._batches, seconds)
                         request.set(index, reward)
                 self._observe(batch, started, seconds)
+
+    def _fail(self, entries: list[_Entry], error: BaseException) -> None:
+        for entry in entries:
+            self._finish(entry)
+            for request, _ in entry.targets:
+                request.fail(error)
 
     def _finish(self, entry: _Entry, reward: float | None = None) -> None:
         if entry.key is not None:

@@ -1,68 +1,81 @@
-"""The scoring service the routes talk to: bundle runtime + tokenization + micro-batcher."""
+"""The engine the batcher calls from its one thread: padded batches through the bundle's
+ONNX Runtime session, and what happens when that fails.
+
+A failed batch is logged once, with its traceback, under a fresh error id; its requests get
+EngineError carrying that id. Then a probe batch tells a bad batch from a broken session: if
+the probe fails too, the session is reopened from the graph file, and if the new session fails
+the probe as well the engine is marked broken, so /health fails and the orchestrator restarts
+the process. Knows nothing of asyncio or HTTP.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import time
+import logging
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
 
-from rewardserve.bundle import BundleRuntime, EncodedPair, Manifest, bundle_digest
-from rewardserve.service.batcher import MicroBatcher, Scored
-from rewardserve.service.cache import RewardCache
+from rewardserve.bundle import EncodedPair, GraphRunner
+from rewardserve.service.errors import EngineError
 from rewardserve.service.metrics import Metrics
-from rewardserve.service.settings import Settings
 
-# On a CPU an engine call costs about its padded tokens whatever the batch size (measured: HH
-# sequences sorted by length run at the same speed in batches of 256 to 8192 tokens), so small
-# batches lose nothing and let the batcher group closer lengths. A GPU needs large batches to
-# fill its cores.
-DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
+logger = logging.getLogger("rewardserve.engine")
+
+# Two lengths, so a probe exercises padding as real batches do.
+PROBE_PROMPTS = ["warm-up", "warm-up"]
+PROBE_RESPONSES = ["a short response", "a somewhat longer response " * 8]
 
 
-class ScoringService:
-    def __init__(self, settings: Settings, metrics: Metrics, manifest: Manifest | None = None) -> None:
-        # Without an already verified manifest, loading verifies every checksum in the bundle
-        # before the server accepts anything.
-        self.runtime = BundleRuntime(settings.bundle, manifest, threads=settings.threads)
-        self.manifest = self.runtime.manifest
+class Engine:
+    def __init__(self, runtime: GraphRunner, metrics: Metrics | None = None) -> None:
+        self.runtime = runtime
         self.metrics = metrics
-        cache = RewardCache(bundle_digest(self.manifest), settings.cache_size) if settings.cache_size else None
-        batch_tokens = settings.max_batch_tokens or DEFAULT_BATCH_TOKENS[self.runtime.device]
-        self.batcher = MicroBatcher(self._run_engine, settings.max_batch_size, batch_tokens, metrics, cache)
-        self.ready = False
+        self.broken = False
+        self._probe = runtime.encoder.pad(runtime.encoder.encode(PROBE_PROMPTS, PROBE_RESPONSES))
 
-    @property
-    def model_name(self) -> str:
-        return self.manifest.name
+    def probe(self) -> None:
+        """Score one known batch; raises when the session cannot."""
+        _check(self.runtime.run(self._probe), expected=len(PROBE_PROMPTS))
 
-    async def start(self) -> None:
-        """Start batching and warm up; `ready` turns true when the first batches have run."""
-        self.batcher.start()
-        await self.score(["warm-up"] * 4, ["a short response", "a somewhat longer response " * 8] * 2)
-        self.ready = True
+    def __call__(self, sequences: Sequence[EncodedPair]) -> np.ndarray:
+        """Finite rewards of `sequences`, or EngineError."""
+        try:
+            return _check(self.runtime.run(self.runtime.encoder.pad(sequences)), expected=len(sequences))
+        except Exception as error:
+            error_id = uuid.uuid4().hex[:16]
+            logger.exception(
+                "engine failed on a batch of %d sequences", len(sequences), extra={"fields": {"error_id": error_id}}
+            )
+            if self.metrics:
+                self.metrics.engine_failures.inc()
+            self._recover()
+            message = f"the engine failed on a batch holding this request's sequences (error id {error_id})"
+            raise EngineError(message, error_id) from error
 
-    async def stop(self) -> None:
-        self.ready = False
-        await self.batcher.stop()
+    def _recover(self) -> None:
+        try:
+            self.probe()
+            self.broken = False
+            return  # the session still scores: only that batch failed
+        except Exception:
+            logger.warning("the probe batch fails too; reopening the ONNX Runtime session")
+        try:
+            self.runtime.reopen()
+            self.probe()
+        except Exception:
+            self.broken = True
+            logger.exception("the reopened session fails the probe too; the engine is broken")
+            return
+        self.broken = False
+        if self.metrics:
+            self.metrics.engine_restarts.inc()
+        logger.warning("ONNX Runtime session reopened; serving again")
 
-    async def score(self, prompts: Sequence[str], responses: Sequence[str]) -> Scored:
-        """Rewards in request order, with where the time went."""
-        # Tokenize in one batch call on a thread (tokenizers releases the GIL) and before
-        # queueing: the engine keeps running meanwhile, and a bad input fails its own request.
-        started = time.perf_counter()
-        sequences = await asyncio.to_thread(self.runtime.encoder.encode, prompts, responses)
-        tokenized = time.perf_counter() - started
-        self.metrics.tokenization_seconds.observe(tokenized)
-        scored = await self.batcher.score(sequences)
-        return dataclasses.replace(scored, tokenization_seconds=tokenized)
 
-    def preference_probability(self, rewards_a: np.ndarray, rewards_b: np.ndarray) -> np.ndarray:
-        """Bradley-Terry p(a better than b) = sigmoid((r_a - r_b) / T), computed without overflow."""
-        gap = (rewards_a.astype(np.float64) - rewards_b) / self.manifest.calibration_temperature
-        return np.exp(-np.logaddexp(0.0, -gap))
-
-    def _run_engine(self, sequences: Sequence[EncodedPair]) -> np.ndarray:
-        return self.runtime.run(self.runtime.encoder.pad(sequences))
+def _check(rewards: np.ndarray, expected: int) -> np.ndarray:
+    if rewards.shape != (expected,):
+        raise RuntimeError(f"engine returned {rewards.shape[0]} rewards for {expected} sequences")
+    if not np.isfinite(rewards).all():
+        raise FloatingPointError(f"engine returned {int((~np.isfinite(rewards)).sum())} non-finite rewards")
+    return rewards

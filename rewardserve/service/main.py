@@ -1,24 +1,96 @@
-"""`rewardserve serve`: check the bundle, then run uvicorn."""
+"""`rewardserve serve`: check everything up front, then run uvicorn until SIGTERM, drain, exit 0."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import logging.config
 import sys
-from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
 
-from rewardserve.bundle import BundleError, load_bundle
+from rewardserve.bundle import BundleRuntime
 from rewardserve.service.app import create_app
+from rewardserve.service.engine import Engine
+from rewardserve.service.logs import logging_config
 from rewardserve.service.settings import Settings
 
+logger = logging.getLogger("rewardserve")
 
-def serve(bundle: Path, host: str, port: int) -> int:
+
+def serve(**overrides: Any) -> int:
+    """Serve with `overrides` over the REWARDSERVE_* environment. Returns the exit status: 0
+    after a clean shutdown, 2 when the settings, the bundle or the keys file are unusable."""
     try:
-        manifest = load_bundle(bundle)
-    except BundleError as exc:
-        print(f"rewardserve: cannot serve: {exc}", file=sys.stderr)
-        return 2
-    print(f"rewardserve: serving {manifest.name!r} from {bundle} on http://{host}:{port}", file=sys.stderr)
-    # The bundle was verified above; the app reuses that manifest instead of hashing it again.
-    uvicorn.run(create_app(Settings(bundle=bundle, host=host, port=port), manifest), host=host, port=port)
+        settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        return _cannot_serve("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    try:
+        # Before binding the port, so a bad bundle is a one-line reason and not a crash loop
+        # of half-started servers: checksums, the session, and one probe batch through it.
+        runtime = BundleRuntime(settings.bundle, threads=settings.threads)
+        Engine(runtime).probe()
+        app = create_app(settings, runtime)
+    except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return _cannot_serve(f"{settings.bundle}: {reason}")
+
+    logging.config.dictConfig(logging_config())
+    logger.info(
+        "serving %r from %s on http://%s:%d", runtime.manifest.name, settings.bundle, settings.host, settings.port
+    )
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+    )
+    DrainingServer(config, app, settings.drain_timeout).run()
     return 0
+
+
+def _cannot_serve(reason: str) -> int:
+    print(f"rewardserve: cannot serve: {reason}", file=sys.stderr)
+    return 2
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM (or Ctrl-C) drains before shutting down: /ready
+    turns 503 at once and new requests get 503 while every accepted request is answered (up to
+    the drain timeout); then uvicorn closes its sockets as usual. A second signal exits at once.
+
+    uvicorn re-raises a caught signal after shutting down, which would end the process with
+    status 143; after a drain the shutdown was asked for and went well, so the status is 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain_timeout = drain_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+        self._drain: asyncio.Task | None = None  # held so the task is not garbage-collected
+
+    async def startup(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        service = getattr(self.app.state, "service", None)
+        if self._draining or service is None or self._loop is None:
+            self.should_exit = True
+            self.force_exit = self._draining
+            return
+        self._draining = True
+        logger.info("signal %d: draining before shutdown", sig)
+        self._loop.call_soon_threadsafe(self._start_drain, service)
+
+    def _start_drain(self, service: Any) -> None:
+        self._drain = asyncio.ensure_future(self._drain_then_exit(service))
+
+    async def _drain_then_exit(self, service: Any) -> None:
+        try:
+            await service.drain(self.drain_timeout)
+        finally:
+            self.should_exit = True

@@ -74,7 +74,7 @@ class Metrics:
         self.queue_depth = Gauge("rewardserve_queue_depth", "Sequences waiting for the engine.", registry=registry)
         self.dropped_sequences = Counter(
             "rewardserve_dropped_sequences",
-            "Queued sequences dropped unscored because their client went away.",
+            "Queued sequences dropped unscored because their client went away or their deadline passed.",
             registry=registry,
         )
         self.cache_hits = Counter(
@@ -83,3 +83,16 @@ class Metrics:
             registry=registry,
         )
         self.cache_misses = Counter("rewardserve_cache_misses", "Sequences the cache did not hold.", registry=registry)
+        self.in_flight_sequences = Gauge(
+            "rewardserve_in_flight_sequences",
+            "Sequences accepted and not yet answered (tokenizing, queued or running); bounded by max_queued_sequences.",
+            registry=registry,
+        )
+        self.engine_failures = Counter(
+            "rewardserve_engine_failures", "Engine calls that failed (their requests got 500).", registry=registry
+        )
+        self.engine_restarts = Counter(
+            "rewardserve_engine_restarts",
+            "ONNX Runtime sessions reopened after a failure left the old one broken.",
+            registry=registry,
+        )

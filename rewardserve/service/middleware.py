@@ -1,49 +1,106 @@
-"""Request metrics as plain ASGI middleware: no extra task or body copy per request, and the
-app's own `receive` stays untouched, so routes can still see a client disconnect."""
+"""The outermost layer of every request, as plain ASGI middleware: no extra task or body copy
+per request, and the app's own `receive` stays untouched, so routes can still see a client
+disconnect."""
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+import uuid
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rewardserve.service.handlers import internal_error_response
 from rewardserve.service.metrics import Metrics
+
+access_log = logging.getLogger("rewardserve.access")
+logger = logging.getLogger("rewardserve")
+
+# Echoed only if it is a plain token: it lands in log lines and response headers.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Probes and scrapes every few seconds would drown the access log; they go to DEBUG.
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Nothing was sent: the client left before there was an answer (nginx's code for it).
+CLIENT_CLOSED = 499
 
 
 def milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
 
-class RequestMetrics:
-    """Counts requests (and the sequences routes report in `request.state.sequences`) by
-    endpoint and status, times them end to end, and adds the `X-Total-Time` header (ms)."""
+def new_id() -> str:
+    return uuid.uuid4().hex
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+
+class RequestContext:
+    """Gives every request an id (`X-Request-ID` echoed, or a new one) and the `X-Total-Time`
+    header (ms); counts and times it by endpoint and status, with the sequences routes report
+    in `request.state.sequences`; writes one JSON access line (id, status, items, sequences,
+    tokens, latency; never the body or the key); and answers any fault nothing else handled
+    with 500 and an error id, under which the traceback is logged."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        self.known_paths = known_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the server answers if the app raises before responding
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else new_id()
+        state = scope.setdefault("state", {})
+        state["request_id"], state["arrived"] = request_id, started
+        status: int | None = None
+        error_id: str | None = None
 
-        async def send_with_total_time(message: Message) -> None:
+        async def send_with_context(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Total-Time", milliseconds(time.perf_counter() - started))
+                headers = MutableHeaders(scope=message)
+                headers.append("X-Request-ID", request_id)
+                headers.append("X-Total-Time", milliseconds(time.perf_counter() - started))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_total_time)
+            await self.app(scope, receive, send_with_context)
+        except Exception:
+            error_id = new_id()[:16]
+            logger.exception("unhandled error", extra={"fields": {"error_id": error_id, "request_id": request_id}})
+            if status is not None:
+                raise  # the answer is half sent; only dropping the connection is left
+            await internal_error_response(error_id)(scope, receive, send_with_context)
         finally:
-            route = scope.get("route")
-            endpoint = route.path if route is not None else "unmatched"
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
-            sequences = scope.get("state", {}).get("sequences")
-            if sequences:
-                self.metrics.request_sequences.labels(endpoint, str(status)).inc(sequences)
+            self._record(scope, status or CLIENT_CLOSED, time.perf_counter() - started, error_id)
+
+    def _record(self, scope: Scope, status: int, seconds: float, error_id: str | None) -> None:
+        route = scope.get("route")
+        path = scope["path"]
+        endpoint = route.path if route is not None else path if path in self.known_paths else "unmatched"
+        state = scope["state"]
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.request_seconds.labels(endpoint).observe(seconds)
+        if state.get("sequences"):
+            self.metrics.request_sequences.labels(endpoint, str(status)).inc(state["sequences"])
+        client = scope.get("client")
+        fields = {
+            "request_id": state["request_id"],
+            "method": scope["method"],
+            "path": endpoint,
+            "status": status,
+            "items": state.get("items"),
+            "sequences": state.get("sequences"),
+            "tokens": state.get("tokens"),
+            "latency_ms": round(seconds * 1000, 3),
+            "client": client[0] if client else None,
+        }
+        error_id = error_id or state.get("error_id")
+        if error_id:
+            fields["error_id"] = error_id
+        quiet = path in _QUIET_PATHS and status == 200
+        access_log.log(logging.DEBUG if quiet else logging.INFO, "request", extra={"fields": fields})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class _Body(BaseModel):
@@ -10,13 +12,33 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _encodable(text: str) -> str:
+    # JSON can spell lone surrogates ("\ud800"), which are not Unicode text and which the
+    # tokenizer cannot take: refuse them here, naming the field, instead of failing later.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode text: a lone surrogate at character {exc.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+TRUNCATE = Field(
+    True,
+    description="Cut sequences over the model's length by the bundle's policy (the prompt from the left); "
+    "false answers 413 naming the item instead.",
+)
+
+
 class ScoreItem(_Body):
-    prompt: str = Field(description="The conversation so far, e.g. '\\n\\nHuman: How do I ...?'")
-    response: str = Field(description="The response to score.")
+    prompt: Text = Field(description="The conversation so far, e.g. '\\n\\nHuman: How do I ...?'")
+    response: Text = Field(description="The response to score.")
 
 
 class ScoreRequest(_Body):
     items: list[ScoreItem] = Field(min_length=1)
+    truncate: bool = TRUNCATE
 
 
 class ScoreResponse(BaseModel):
@@ -25,13 +47,14 @@ class ScoreResponse(BaseModel):
 
 
 class CompareItem(_Body):
-    prompt: str
-    a: str = Field(description="First candidate response.")
-    b: str = Field(description="Second candidate response.")
+    prompt: Text
+    a: Text = Field(description="First candidate response.")
+    b: Text = Field(description="Second candidate response.")
 
 
 class CompareRequest(_Body):
     items: list[CompareItem] = Field(min_length=1)
+    truncate: bool = TRUNCATE
 
 
 class CompareResult(BaseModel):
@@ -46,5 +69,7 @@ class CompareResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    error_type: str
+    error: str = Field(description="What went wrong, starting with the field it is about.")
+    error_type: str = Field(description="Stable machine-readable kind, e.g. overloaded, too_many_items.")
+    error_id: str | None = Field(None, description="Server faults only: the id logged with the traceback.")
+    detail: list[dict[str, Any]] | None = Field(None, description="Validation errors only: FastAPI's list.")

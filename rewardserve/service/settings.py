@@ -1,10 +1,14 @@
-"""Server settings, from arguments or REWARDSERVE_* environment variables."""
+"""Server settings, from arguments or REWARDSERVE_* environment variables.
+
+Every limit has a default sized for the default bundle on a small CPU box; the README lists
+them all. Keys are secrets: they never appear in a repr, a log line or an error message.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +18,8 @@ class Settings(BaseSettings):
     bundle: Path = Field(description="Bundle directory written by `rewardserve export`.")
     host: str = Field("127.0.0.1", description="Interface to bind; loopback unless asked otherwise.")
     port: int = Field(8000, ge=0, le=65535)
+
+    # batching
     max_batch_size: int = Field(32, ge=1, description="Most sequences in one engine call.")
     max_batch_tokens: int | None = Field(
         None,
@@ -21,10 +27,49 @@ class Settings(BaseSettings):
         description="Most padded tokens (longest sequence x count) in one engine call "
         "(default: 2048 on CPU, 32768 on GPU).",
     )
-    max_items_per_request: int = Field(1024, ge=1, description="Most items in one /score or /compare body.")
     cache_size: int = Field(
         65536, ge=0, description="Rewards of distinct formatted sequences kept for exact duplicates; 0 turns it off."
     )
     threads: int | None = Field(
         None, ge=1, description="Engine threads (default: the CPUs this process may use, honouring a CPU quota)."
     )
+
+    # limits on one request (413 beyond them)
+    max_body_bytes: int = Field(16 * 2**20, ge=1, description="Largest request body, in bytes.")
+    max_items_per_request: int = Field(1024, ge=1, description="Most items in one /score or /compare body.")
+    max_text_chars: int = Field(
+        100_000, ge=1, description="Longest prompt or response, in characters (longer inputs are truncated in tokens)."
+    )
+
+    # backpressure
+    max_queued_sequences: int = Field(
+        4096,
+        ge=1,
+        description="Most sequences accepted and not yet answered; beyond it, requests get 429 at once. "
+        "Size it as throughput x the wait clients accept.",
+    )
+    request_timeout: float | None = Field(
+        None, gt=0, description="Deadline in seconds for requests without an X-Request-Timeout header (none: no limit)."
+    )
+    drain_timeout: float = Field(
+        20.0, ge=0, description="On SIGTERM, seconds to finish accepted requests before failing the rest with 503."
+    )
+
+    # auth
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated API keys; when set (or api_keys_file is), requests need a Bearer key."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one per line ('#' comments); re-read when it changes."
+    )
+    protect_metrics: bool = Field(False, description="Require an API key for /metrics too.")
+
+    @model_validator(mode="after")
+    def _largest_request_fits_the_queue(self) -> Settings:
+        # A /compare request queues two sequences per item: the queue must hold the largest one.
+        if self.max_queued_sequences < 2 * self.max_items_per_request:
+            raise ValueError(
+                f"max_queued_sequences ({self.max_queued_sequences}) must hold the largest request: "
+                f"at least 2 x max_items_per_request ({2 * self.max_items_per_request})"
+            )
+        return self

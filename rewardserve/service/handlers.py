@@ -1,0 +1,81 @@
+"""Every error the app answers, in one shape: `{"error": message, "error_type": kind}`, plus
+`error_id` for server faults (the same id is logged with the traceback) and `detail` for
+validation errors (FastAPI's list, so clients written for FastAPI keep working). Messages name
+the field they are about: `items[3].prompt: ...`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from rewardserve.service.errors import ERROR_STATUS, EngineError
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """The response for a domain error of `service/errors.py`."""
+    http = ERROR_STATUS[type(exc)]
+    body: dict[str, Any] = {"error": str(exc), "error_type": http.error_type}
+    if isinstance(exc, EngineError):
+        body["error_id"] = exc.error_id
+    headers = {**http.headers, **getattr(exc, "headers", {})}
+    return JSONResponse(body, status_code=http.status, headers=headers)
+
+
+def internal_error_response(error_id: str) -> JSONResponse:
+    """The answer to a fault nothing else handled; the traceback is logged under `error_id`."""
+    body = {"error": f"internal error (error id {error_id})", "error_type": "internal", "error_id": error_id}
+    return JSONResponse(body, status_code=500)
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """`("body", "items", 3, "prompt")` -> `items[3].prompt`; headers as `header x-request-timeout`."""
+    if loc and loc[0] == "header":
+        return "header " + ".".join(map(str, loc[1:]))
+    path = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "body"
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Inputs are not echoed back: a wrong type on `items` would return the whole body.
+    errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    message = f"{field_path(first['loc'])}: {first['msg']}{more}"
+    body = {"error": message, "error_type": "validation_error", "detail": errors}
+    return JSONResponse(jsonable_encoder(body), status_code=422)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    message = str(exc.detail)
+    if exc.status_code == 400:  # FastAPI could not parse the body; say why
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):
+            message = f"body: not valid UTF-8 ({cause.reason} at byte {cause.start})"
+        elif isinstance(cause, RecursionError):
+            message = "body: JSON nested too deeply"
+    error_type = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    return JSONResponse({"error": message, "error_type": error_type}, exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error the app raises answers in the one shape above."""
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, EngineError):
+            request.state.error_id = exc.error_id  # for the access log line
+        return error_response(exc)
+
+    for error_class in ERROR_STATUS:
+        app.add_exception_handler(error_class, domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
