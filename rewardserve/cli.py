@@ -1,4 +1,4 @@
-"""The `rewardserve` command: train, export, eval, inspect, serve, bench.
+"""The `rewardserve` command: train, export, eval, inspect, serve, bench, soak.
 
 Imports are deferred into each command so that `rewardserve serve` never loads torch.
 """
@@ -166,6 +166,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(bundle=args.bundle, host=args.host, port=args.port)
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from rewardserve.bench.overload import soak
+
+    return soak(Path(args.bundle), factor=args.factor, seconds=args.seconds, per_request=args.items)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from rewardserve.bench.run import BenchOptions, bench
 
@@ -304,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=3, help="slices measured in turn on server, engine and baseline (default: 3)"
     )
     bench.set_defaults(func=cmd_bench)
+
+    soak = commands.add_parser(
+        "soak", help="offer a multiple of the server's capacity for a while: statuses, 429 latency, memory"
+    )
+    soak.add_argument("--bundle", required=True, help="bundle to serve (REWARDSERVE_* variables apply)")
+    soak.add_argument("--factor", type=float, default=4.0, help="offered load / measured capacity (default: 4)")
+    soak.add_argument("--seconds", type=float, default=600, help="how long to offer it (default: 600)")
+    soak.add_argument("--items", type=int, default=8, help="items per request (default: 8)")
+    soak.set_defaults(func=cmd_soak)
     return parser
 
 

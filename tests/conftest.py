@@ -3,37 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from rewardserve.training.data import default_data_files
 from rewardserve.training.preferences import PreferenceExample, load_preferences
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_ready(url: str, timeout: float, check: Callable[[], None] = lambda: None) -> None:
-    """Poll `url`/ready until it answers 200; `check` runs every turn (e.g. asserts the process lives)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        check()
-        assert time.monotonic() < deadline, "server never became ready"
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-
 
 MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, wait_until_ready
 from fastapi.testclient import TestClient
+from live import free_port, wait_until_ready
 from transformers import AutoTokenizer
 
 from rewardserve.service import Settings, create_app

@@ -5,71 +5,19 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
-from conftest import free_port, wait_until_ready
+from live import Server, free_port, serve, wait_for
 
-from rewardserve.service import Settings, create_app
+from rewardserve.service import Settings
 
 ITEMS = [
     {"prompt": "\n\nHuman: What is the capital of France?", "response": "Paris."},
     {"prompt": "\n\nHuman: What is the capital of France?", "response": "I like turtles " * 20},
     {"prompt": "\n\nHuman: Hi", "response": "Hello! How can I help you today?"},
 ]
-
-
-@dataclass
-class Gate:
-    """Holds every engine call until opened, and records the batch sizes that ran."""
-
-    opened: threading.Event = field(default_factory=threading.Event)
-    entered: threading.Event = field(default_factory=threading.Event)
-    batches: list[int] = field(default_factory=list)
-
-    def wrap(self, run: Callable) -> Callable:
-        def gated(batch):
-            self.entered.set()
-            assert self.opened.wait(timeout=30), "test never opened the gate"
-            self.batches.append(len(batch.arrays["input_ids"]))
-            return run(batch)
-
-        return gated
-
-
-@dataclass
-class Server:
-    url: str
-    app: object
-
-    def metric(self, name: str, **labels: str) -> float:
-        selector = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
-        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
-            if line.startswith(selector + " "):
-                return float(line.split()[-1])
-        return 0.0
-
-    def gate_engine(self) -> Gate:
-        gate = Gate()
-        runtime = self.app.state.service.runtime
-        runtime.run = gate.wrap(runtime.run)
-        return gate
-
-
-def serve(settings: Settings) -> Iterator[Server]:
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{settings.port}"
-    wait_until_ready(url, timeout=30)
-    yield Server(url, app)
-    server.should_exit = True
-    thread.join(timeout=30)
 
 
 @pytest.fixture
@@ -80,13 +28,6 @@ def uncached_server(tiny_bundle) -> Iterator[Server]:
 @pytest.fixture
 def cached_server(tiny_bundle) -> Iterator[Server]:
     yield from serve(Settings(bundle=tiny_bundle, port=free_port(), cache_size=1000))
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def raw_score_request(url: str, items: list[dict]) -> socket.socket:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from rewardserve.bench.engine import EngineRun, batch1_latencies, probe_batch_sizes, sorted_run
@@ -25,12 +20,12 @@ from rewardserve.bench.load import (
     scrape,
     server_counts,
 )
+from rewardserve.bench.process import ServerProcess, free_port, rewardserve_process, server_process
 from rewardserve.bench.workload import hh_items
 from rewardserve.bundle import BundleRuntime, load_bundle
 from rewardserve.bundle.cpus import available_cpus
 
 MAX_TOKENS = 512  # HH items up to this untruncated length, as the issue's workload
-READY_TIMEOUT = 600
 WARM_UP = 256  # sequences sent under full load before measuring: first calls at new shapes are slow
 
 
@@ -47,48 +42,21 @@ class BenchOptions:
     rounds: int = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rewardserve(bundle: Path) -> contextlib.AbstractContextManager[str]:
+    return _url(rewardserve_process(bundle))
 
 
 @contextlib.contextmanager
-def _process(command: list[str], port: int, what: str) -> Iterator[str]:
-    """Start a server process on `port` and yield its URL once /ready answers 200."""
-    url = f"http://127.0.0.1:{port}"
-    # Its output goes to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"{what} exited: {log.read().decode(errors='replace')[-2000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{what} not ready after {READY_TIMEOUT} s")
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                        break
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
-
-
-def _rewardserve(bundle: Path) -> contextlib.AbstractContextManager[str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "rewardserve.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
-    return _process(command, port, "rewardserve serve")
+def _url(process: contextlib.AbstractContextManager[ServerProcess]) -> Iterator[str]:
+    with process as server:
+        yield server.url
 
 
 def _naive(checkpoint: Path, max_length: int) -> contextlib.AbstractContextManager[str]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "rewardserve.bench.naive_server", "--checkpoint", str(checkpoint)]
     command += ["--port", str(port), "--max-length", str(max_length)]
-    return _process(command, port, "naive baseline server")
+    return _url(server_process(command, port, "naive baseline server"))
 
 
 def _baseline_checkpoint(options: BenchOptions, provenance: dict) -> Path | None:
