@@ -3,6 +3,7 @@ bundle's real ONNX Runtime session, and a gate to hold its engine."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import uvicorn
 from rewardserve.bench.process import free_port
 from rewardserve.service import Settings, create_app
 
-__all__ = ["Gate", "Server", "free_port", "serve", "wait_for", "wait_until_ready"]
+__all__ = ["Gate", "Server", "free_port", "running", "serve", "wait_for", "wait_until_ready"]
 
 
 def wait_until_ready(url: str, timeout: float, check: Callable[[], None] = lambda: None) -> None:
@@ -91,3 +92,6 @@ def serve(settings: Settings, headers: dict[str, str] | None = None) -> Iterator
     yield Server(url, app, headers or {})
     server.should_exit = True
     thread.join(timeout=30)
+
+
+running = contextlib.contextmanager(serve)  # `with running(settings) as server:` outside fixtures

@@ -37,7 +37,7 @@ class ApiKeys:
     """The keys the server accepts now: the fixed ones plus the file's current content."""
 
     def __init__(self, keys: str | None = None, keys_file: Path | None = None) -> None:
-        self._fixed = [_digest(k) for k in (keys or "").split(",") if k.strip()]
+        self._fixed = [_digest(k.strip()) for k in (keys or "").split(",") if k.strip()]
         self._file = keys_file
         self._file_digests: list[bytes] = []
         self._file_version: tuple[int, int, int] | None = None

@@ -48,9 +48,15 @@ def field_path(loc: Sequence[str | int]) -> str:
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     # Inputs are not echoed back: a wrong type on `items` would return the whole body.
     errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+    for error in errors:  # a custom validator's ValueError would otherwise encode as {}
+        if "ctx" in error:
+            error["ctx"] = {k: str(v) if isinstance(v, Exception) else v for k, v in error["ctx"].items()}
     first = errors[0]
     more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-    message = f"{field_path(first['loc'])}: {first['msg']}{more}"
+    if first["type"] == "json_invalid":
+        message = f"body: invalid JSON at character {first['loc'][-1]}: {first['ctx']['error']}"
+    else:
+        message = f"{field_path(first['loc'])}: {first['msg']}{more}"
     body = {"error": message, "error_type": "validation_error", "detail": errors}
     return JSONResponse(jsonable_encoder(body), status_code=422)
 

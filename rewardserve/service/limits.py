@@ -39,7 +39,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(f"over {self.max_bytes} bytes", scope, receive, send)
+                await self._refuse(f"more than {self.max_bytes} bytes", scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -56,7 +56,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, size: str, scope: Scope, receive: Receive, send: Send) -> None:
-        error = BodyTooLargeError(f"body: {size}, at most {self.max_bytes} bytes (max_body_bytes)")
+        error = BodyTooLargeError(f"body: {size}; the limit is {self.max_bytes} bytes (max_body_bytes)")
         await error_response(error)(scope, receive, send)
 
 
