@@ -11,7 +11,7 @@ import pytest
 from live import free_port, running
 
 from rewardserve.service import Settings
-from rewardserve.service.auth import ApiKeys
+from rewardserve.service.auth import ApiKeys, KeysFileError
 
 ITEMS = {"items": [{"prompt": "\n\nHuman: Hi", "response": "Hello!"}]}
 
@@ -77,5 +77,5 @@ def test_an_empty_keys_file_lets_nobody_in(tmp_path: Path):
 
 
 def test_a_missing_keys_file_at_start_up_is_an_error(tmp_path: Path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(KeysFileError, match="absent: No such file"):
         ApiKeys(keys_file=tmp_path / "absent")

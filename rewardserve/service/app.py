@@ -1,8 +1,9 @@
 """The app factory: `create_app(settings)` builds nothing at import time.
 
 A request passes, outermost first: RequestContext (id, metrics, access log, last-resort 500),
-RequireApiKey (401 before the body is read), BodyLimit (413), then the route: item and text
-limits (413), admission to the queue (429), tokenization, the batcher, and its deadline (504).
+RequireApiKey (401 before the body is read), RefuseWhenFull (429 before the body is read),
+BodyLimit (413), then the route: item and text limits (413), admission to the queue (429),
+tokenization, the batcher, and its deadline (504).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rewardserve import __version__
 from rewardserve.bundle import BundleRuntime
 from rewardserve.service.auth import ApiKeys, RequireApiKey
-from rewardserve.service.batcher import Scored
+from rewardserve.service.batcher import Scored, ShuttingDownError
 from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, NotReadyError
 from rewardserve.service.handlers import install_error_handlers
 from rewardserve.service.limits import BodyLimit, check_items
 from rewardserve.service.metrics import Metrics
-from rewardserve.service.middleware import RequestContext, milliseconds
+from rewardserve.service.middleware import RefuseWhenFull, RequestContext, milliseconds
 from rewardserve.service.schemas import (
     CompareRequest,
     CompareResponse,
@@ -43,6 +44,8 @@ T = TypeVar("T")
 
 # Paths anyone may call when keys are set: probes, and the API's own description.
 OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+SCORING_PATHS = frozenset({"/score", "/compare"})
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -66,11 +69,19 @@ RequestTimeout = Annotated[
 ]
 
 
-def get_service(request: Request) -> ScoringService:
+def ready_service(request: Request) -> ScoringService:
+    """The service, if it takes work now; else ShuttingDownError or NotReadyError (503)."""
     service: ScoringService = request.app.state.service
+    if service.draining:
+        raise ShuttingDownError("the server is shutting down; retry on another replica")
     if not service.ready:
-        raise NotReadyError("model is loading, the engine is broken, or the server is shutting down")
+        raise NotReadyError("the model is warming up, or the engine is broken")
     return service
+
+
+async def get_service(request: Request) -> ScoringService:
+    # async: FastAPI would run a plain function on a worker thread for every request
+    return ready_service(request)
 
 
 Service = Annotated[ScoringService, Depends(get_service)]
@@ -155,7 +166,7 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
     @app.get("/ready", responses={503: {"model": ErrorResponse}})
     async def ready(request: Request) -> dict[str, str]:
         """200 once the bundle is loaded and warmed up; 503 before, and at once on SIGTERM."""
-        get_service(request)
+        ready_service(request)
         return {"status": "ready"}
 
     @app.get("/metrics")
@@ -166,6 +177,8 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
     # Added innermost first. Known paths let a 401 or 413 be counted under its endpoint.
     open_paths = OPEN_PATHS if settings.protect_metrics else OPEN_PATHS | {"/metrics"}
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    service = lambda: getattr(app.state, "service", None)  # noqa: E731 - set by the lifespan
+    app.add_middleware(RefuseWhenFull, paths=SCORING_PATHS, service=service)
     app.add_middleware(RequireApiKey, keys=keys, open_paths=open_paths)
     known_paths = frozenset(route.path for route in app.routes)
     app.add_middleware(RequestContext, metrics=metrics, known_paths=known_paths)

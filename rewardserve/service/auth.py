@@ -24,6 +24,10 @@ from rewardserve.service.handlers import error_response
 logger = logging.getLogger("rewardserve")
 
 
+class KeysFileError(Exception):
+    """The API keys file cannot be read at start-up."""
+
+
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
@@ -64,7 +68,7 @@ class ApiKeys:
             digests = [_digest(k) for k in read_keys_file(self._file)]
         except OSError as exc:
             if startup:
-                raise
+                raise KeysFileError(f"api_keys_file {self._file}: {exc.strerror}") from exc
             # A file briefly missing mid-rotation must not lock everyone out, nor let anyone in.
             logger.warning("cannot re-read the API keys file (%s); keeping the keys read before", exc.strerror)
             return

@@ -80,10 +80,11 @@ class _Request:
 class _Entry:
     """One sequence to run, and every (request, index) waiting for its reward."""
 
-    __slots__ = ("sequence", "key", "targets", "enqueued_at")
+    __slots__ = ("sequence", "length", "key", "targets", "enqueued_at")
 
     def __init__(self, sequence: EncodedPair, key: bytes | None, request: _Request, index: int) -> None:
         self.sequence = sequence
+        self.length = len(sequence)
         self.key = key
         self.targets = [(request, index)]
         self.enqueued_at = request.enqueued_at
@@ -126,6 +127,7 @@ class MicroBatcher:
         max_batch_tokens: int,
         metrics: Metrics | None = None,
         cache: RewardCache | None = None,
+        thread_initializer: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._max_batch_size = max_batch_size
@@ -139,7 +141,7 @@ class MicroBatcher:
         self._closed = False
         self._wakeup = asyncio.Event()
         # One engine thread: ONNX Runtime already spreads one call over every core it may use.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine", initializer=thread_initializer)
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -179,7 +181,7 @@ class MicroBatcher:
         if not sequences:
             return Scored(np.empty(0, dtype=np.float32))
         request = _Request(len(sequences), asyncio.get_running_loop().create_future())
-        request.future.add_done_callback(self._forget_if_cancelled)
+        request.future.add_done_callback(self._forget_if_gone)
         for index, sequence in enumerate(sequences):
             self._enqueue(request, index, sequence)
         self._set_queue_depth()
@@ -206,8 +208,10 @@ class MicroBatcher:
         if key is not None:
             self._pending[key] = entry
 
-    def _forget_if_cancelled(self, future: asyncio.Future) -> None:
-        if future.cancelled():
+    def _forget_if_gone(self, future: asyncio.Future) -> None:
+        # A request cancelled (its client left, its deadline passed) or failed (an engine error
+        # in one of its batches) wants none of its other sequences any more.
+        if future.cancelled() or future.exception() is not None:
             self._drop_unwanted()
             self._set_queue_depth()
 
@@ -227,15 +231,19 @@ class MicroBatcher:
 
     def _take_batch(self) -> list[_Entry]:
         """The oldest entry and its nearest neighbours in length, within the count and token budget."""
-        self._drop_unwanted()
         if not self._queue:
             return []
-        lengths = np.fromiter((len(e.sequence) for e in self._queue), dtype=np.int64, count=len(self._queue))
+        lengths = np.fromiter((e.length for e in self._queue), dtype=np.int64, count=len(self._queue))
         by_length = np.argsort(lengths, kind="stable")  # equal lengths stay in arrival order
         anchor = int(np.flatnonzero(by_length == 0)[0])  # the oldest entry
         lo, hi = length_window(lengths[by_length], anchor, self._max_batch_size, self._max_batch_tokens)
         chosen = set(by_length[lo:hi].tolist())
         batch = [self._queue[i] for i in by_length[lo:hi]]
+        if not all(entry.wanted() for entry in batch):
+            # A caller left since the last look (its done-callback has not run yet): drop its
+            # entries and choose again. Checking only the chosen few keeps a long queue cheap.
+            self._drop_unwanted()
+            return self._take_batch()
         self._queue = [entry for i, entry in enumerate(self._queue) if i not in chosen]
         self._set_queue_depth()
         return batch
@@ -283,8 +291,8 @@ class MicroBatcher:
     def _observe(self, batch: list[_Entry], started: float, seconds: float) -> None:
         if not self._metrics:
             return
-        real = sum(len(e.sequence) for e in batch)
-        padded = max(len(e.sequence) for e in batch) * len(batch)
+        real = sum(e.length for e in batch)
+        padded = max(e.length for e in batch) * len(batch)
         m = self._metrics
         m.batch_size.observe(len(batch))
         m.batch_tokens.observe(padded)

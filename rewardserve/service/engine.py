@@ -32,11 +32,11 @@ class Engine:
         self.runtime = runtime
         self.metrics = metrics
         self.broken = False
-        self._probe = runtime.encoder.pad(runtime.encoder.encode(PROBE_PROMPTS, PROBE_RESPONSES))
 
     def probe(self) -> None:
         """Score one known batch; raises when the session cannot."""
-        _check(self.runtime.run(self._probe), expected=len(PROBE_PROMPTS))
+        batch = self.runtime.encoder.pad(self.runtime.encoder.encode(PROBE_PROMPTS, PROBE_RESPONSES))
+        _check(self.runtime.run(batch), expected=len(PROBE_PROMPTS))
 
     def __call__(self, sequences: Sequence[EncodedPair]) -> np.ndarray:
         """Finite rewards of `sequences`, or EngineError."""

@@ -18,6 +18,7 @@ from rewardserve.service.app import create_app
 from rewardserve.service.engine import Engine
 from rewardserve.service.logs import logging_config
 from rewardserve.service.settings import Settings
+from rewardserve.service.threads import in_lower_priority_thread
 
 logger = logging.getLogger("rewardserve")
 
@@ -31,13 +32,13 @@ def serve(**overrides: Any) -> int:
         return _cannot_serve("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     try:
         # Before binding the port, so a bad bundle is a one-line reason and not a crash loop
-        # of half-started servers: checksums, the session, and one probe batch through it.
-        runtime = BundleRuntime(settings.bundle, threads=settings.threads)
-        Engine(runtime).probe()
+        # of half-started servers: checksums, the session, and one probe batch through it. On a
+        # low-priority thread, so the thread pools it starts are low-priority (threads.py).
+        runtime = in_lower_priority_thread(settings.worker_nice, lambda: _checked_runtime(settings))
         app = create_app(settings, runtime)
     except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return _cannot_serve(f"{settings.bundle}: {reason}")
+        return _cannot_serve(reason)
 
     logging.config.dictConfig(logging_config())
     logger.info(
@@ -48,6 +49,12 @@ def serve(**overrides: Any) -> int:
     )
     DrainingServer(config, app, settings.drain_timeout).run()
     return 0
+
+
+def _checked_runtime(settings: Settings) -> BundleRuntime:
+    runtime = BundleRuntime(settings.bundle, threads=settings.threads)
+    Engine(runtime).probe()
+    return runtime
 
 
 def _cannot_serve(reason: str) -> int:

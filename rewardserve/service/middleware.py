@@ -8,12 +8,17 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardserve.service.handlers import internal_error_response
+from rewardserve.service.handlers import error_response, internal_error_response
 from rewardserve.service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from rewardserve.service.scoring import ScoringService
 
 access_log = logging.getLogger("rewardserve.access")
 logger = logging.getLogger("rewardserve")
@@ -104,3 +109,22 @@ class RequestContext:
             fields["error_id"] = error_id
         quiet = path in _QUIET_PATHS and status == 200
         access_log.log(logging.DEBUG if quiet else logging.INFO, "request", extra={"fields": fields})
+
+
+class RefuseWhenFull:
+    """429 for scoring requests while the queue has no room at all, before their body is read:
+    under overload most of the excess is refused for the price of its headers, so the event
+    loop stays free for the work it accepted. (A request that needs more room than is left is
+    refused after parsing, when its size is known.)"""
+
+    def __init__(self, app: ASGIApp, paths: frozenset[str], service: Callable[[], ScoringService | None]) -> None:
+        self.app = app
+        self.paths = paths
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = self.service() if scope["type"] == "http" and scope["path"] in self.paths else None
+        if service is not None and service.full:
+            await error_response(service.overloaded(1))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES, Engine
 from rewardserve.service.errors import QueueFullError, SequenceTooLongError
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.settings import Settings
+from rewardserve.service.threads import in_lower_priority_thread, lower_this_thread
 
 logger = logging.getLogger("rewardserve")
 
@@ -39,13 +42,21 @@ class ScoringService:
     def __init__(self, settings: Settings, metrics: Metrics, runtime: BundleRuntime | None = None) -> None:
         # Without a runtime opened already, loading verifies every checksum in the bundle
         # before the server accepts anything.
-        self.runtime = runtime or BundleRuntime(settings.bundle, threads=settings.threads)
+        nice = settings.worker_nice
+        self.runtime = runtime or in_lower_priority_thread(
+            nice, lambda: BundleRuntime(settings.bundle, threads=settings.threads)
+        )
         self.manifest = self.runtime.manifest
         self.metrics = metrics
         self.engine = Engine(self.runtime, metrics)
         cache = RewardCache(bundle_digest(self.manifest), settings.cache_size) if settings.cache_size else None
         batch_tokens = settings.max_batch_tokens or DEFAULT_BATCH_TOKENS[self.runtime.device]
-        self.batcher = MicroBatcher(self.engine, settings.max_batch_size, batch_tokens, metrics, cache)
+        lower = functools.partial(lower_this_thread, nice)
+        self.batcher = MicroBatcher(self.engine, settings.max_batch_size, batch_tokens, metrics, cache, lower)
+        # One tokenizer thread: tokenizers already spreads a batch call over the cores, and more
+        # threads would only contend for them and for the GIL. Workers run below the event
+        # loop's priority (service/threads.py), so that the loop answers 429s at once.
+        self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="tokenizer", initializer=lower)
         self.max_in_flight = settings.max_queued_sequences
         self.in_flight_sequences = 0
         self.in_flight_requests = 0
@@ -92,6 +103,7 @@ class ScoringService:
     async def stop(self) -> None:
         self.draining = True
         await self.batcher.stop()
+        self._tokenizer.shutdown(wait=False, cancel_futures=True)
 
     async def score(
         self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True, where: Where = item_path
@@ -105,10 +117,11 @@ class ScoringService:
         count = len(prompts)
         self._admit(count)
         try:
-            # Tokenize in one batch call on a thread (tokenizers releases the GIL) and before
-            # queueing: the engine keeps running meanwhile, and a bad input fails its own request.
+            # Tokenize in one batch call on the tokenizer thread and before queueing: the engine
+            # keeps running meanwhile, and a bad input fails its own request.
             started = time.perf_counter()
-            sequences = await asyncio.to_thread(self.runtime.encoder.encode, prompts, responses)
+            loop = asyncio.get_running_loop()
+            sequences = await loop.run_in_executor(self._tokenizer, self.runtime.encoder.encode, prompts, responses)
             tokenized = time.perf_counter() - started
             self.metrics.tokenization_seconds.observe(tokenized)
             if not truncate:
@@ -124,16 +137,25 @@ class ScoringService:
         gap = (rewards_a.astype(np.float64) - rewards_b) / self.manifest.calibration_temperature
         return np.exp(-np.logaddexp(0.0, -gap))
 
+    @property
+    def full(self) -> bool:
+        """No room for even one more sequence."""
+        return self.in_flight_sequences >= self.max_in_flight
+
+    def overloaded(self, count: int) -> QueueFullError:
+        """The 429 for a request of `count` sequences that the queue cannot take now."""
+        return QueueFullError(
+            f"overloaded: {self.in_flight_sequences} sequences in flight, {count} more would pass "
+            f"the limit of {self.max_in_flight}",
+            retry_after=self._seconds_until_room(count),
+        )
+
     def _admit(self, count: int) -> None:
         """Take `count` sequences in, or refuse at once: nothing waits for room in the queue."""
         if self.draining:
             raise ShuttingDownError("the server is shutting down; retry on another replica")
         if self.in_flight_sequences + count > self.max_in_flight:
-            raise QueueFullError(
-                f"overloaded: {self.in_flight_sequences} sequences in flight, {count} more would pass "
-                f"the limit of {self.max_in_flight}",
-                retry_after=self._seconds_until_room(count),
-            )
+            raise self.overloaded(count)
         self.in_flight_sequences += count
         self.in_flight_requests += 1
         self._idle.clear()

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="Engine threads (default: the CPUs this process may use, honouring a CPU quota)."
     )
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower the CPU priority of tokenizer and engine threads is than the event loop's "
+        "(Linux nice); keeps 429s fast when accepted work fills the CPUs. 0: equal.",
+    )
 
     # limits on one request (413 beyond them)
     max_body_bytes: int = Field(16 * 2**20, ge=1, description="Largest request body, in bytes.")
