@@ -2,6 +2,7 @@
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -93,3 +94,9 @@ def test_health_ready_docs_and_metrics(client):
     assert 'rewardserve_requests_total{endpoint="/score",status="200"}' in metrics
     assert "rewardserve_batch_size_bucket" in metrics
     assert "rewardserve_queue_depth" in metrics
+
+
+def test_every_server_setting_is_in_the_readme_table():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"| `{name.upper()}` |" not in readme]
+    assert not missing
