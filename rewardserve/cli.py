@@ -169,7 +169,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_soak(args: argparse.Namespace) -> int:
     from rewardserve.bench.overload import soak
 
-    return soak(Path(args.bundle), factor=args.factor, seconds=args.seconds, per_request=args.items)
+    return soak(
+        Path(args.bundle),
+        factor=args.factor,
+        seconds=args.seconds,
+        per_request=args.items,
+        max_outstanding=args.max_outstanding,
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -318,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--factor", type=float, default=4.0, help="offered load / measured capacity (default: 4)")
     soak.add_argument("--seconds", type=float, default=600, help="how long to offer it (default: 600)")
     soak.add_argument("--items", type=int, default=8, help="items per request (default: 8)")
+    soak.add_argument(
+        "--max-outstanding",
+        type=int,
+        default=2048,
+        help="most requests in flight from the load generator; keep it above the server's queue in requests "
+        "(default: 2048)",
+    )
     soak.set_defaults(func=cmd_soak)
     return parser
 

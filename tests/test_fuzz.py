@@ -39,12 +39,11 @@ def test_over_a_thousand_generated_requests_get_no_5xx(tiny_bundle, tmp_path: Pa
                 "0",
                 "--workers",
                 "1",
-                "--report-dir",
-                str(tmp_path),
             ],
             capture_output=True,
             text=True,
             timeout=900,
+            cwd=tmp_path,  # its cache of cases
         )
         metrics = httpx.get(f"{server.url}/metrics").text
     assert fuzz.returncode == 0, fuzz.stdout[-4000:]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import resource
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -155,8 +156,8 @@ async def _offer(
                 report.rss.append((now - started, server.memory()[0]))
                 bar.update(min(round(now - started), bar.total) - bar.n)
                 next_sample += 0.5
-            if due > now:
-                await asyncio.sleep(due - now)
+            # Always yield, also when behind schedule: the launched requests run on this loop.
+            await asyncio.sleep(max(due - now, 0.0))
             if len(tasks) >= max_outstanding:
                 report.not_launched += 1
                 continue
@@ -188,10 +189,23 @@ def overload(
     return report
 
 
-def soak(bundle: Path, *, factor: float, seconds: float, per_request: int, env: dict[str, str] | None = None) -> int:
-    """`rewardserve soak`: start a server on `bundle`, overload it, print the report."""
+def soak(bundle: Path, *, factor: float, seconds: float, per_request: int, max_outstanding: int) -> int:
+    """`rewardserve soak`: start a server on `bundle` (REWARDSERVE_* settings apply), overload
+    it, print the report. `max_outstanding` must exceed the server's queue in requests
+    (max_queued_sequences / per_request), or the client, not the server, bounds the load."""
+    _allow_sockets(max_outstanding + 64)
     items = hh_items(BundleRuntime(bundle).encoder, max_tokens=512)
-    with rewardserve_process(bundle, env) as server:
-        report = overload(server, items, factor=factor, seconds=seconds, per_request=per_request)
+    with rewardserve_process(bundle) as server:
+        report = overload(
+            server, items, factor=factor, seconds=seconds, per_request=per_request, max_outstanding=max_outstanding
+        )
     print(report.render())
     return 1 if report.server_errors else 0
+
+
+def _allow_sockets(count: int) -> None:
+    """Raise this process's open-file limit (soft, up to the hard one) for `count` connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count if hard == resource.RLIM_INFINITY else min(count, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

@@ -16,14 +16,18 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rewardserve import __version__
 from rewardserve.bundle import BundleRuntime
 from rewardserve.service.auth import ApiKeys, RequireApiKey
 from rewardserve.service.batcher import Scored, ShuttingDownError
-from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, NotReadyError
+from rewardserve.service.errors import (
+    ClientDisconnectedError,
+    DeadlineExceededError,
+    NotReadyError,
+    UnhealthyError,
+)
 from rewardserve.service.handlers import install_error_handlers
 from rewardserve.service.limits import BodyLimit, check_items
 from rewardserve.service.metrics import Metrics
@@ -156,11 +160,11 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
         )
 
     @app.get("/health", responses={503: {"model": ErrorResponse}})
-    async def health(request: Request) -> Any:
+    async def health(request: Request) -> dict[str, str]:
         """200 while the process can serve (liveness); 503 once the engine is broken beyond repair."""
         service: ScoringService | None = getattr(request.app.state, "service", None)
         if service is not None and not service.healthy:
-            return JSONResponse({"error": "the engine is broken", "error_type": "unhealthy"}, status_code=503)
+            raise UnhealthyError("the engine is broken: its reopened session fails too; restart the process")
         return {"status": "ok"}
 
     @app.get("/ready", responses={503: {"model": ErrorResponse}})

@@ -15,6 +15,10 @@ class NotReadyError(Exception):
     """The model is still warming up, the engine is broken, or the server is draining."""
 
 
+class UnhealthyError(Exception):
+    """The engine is broken beyond reopening its session: the process should be restarted."""
+
+
 class BodyTooLargeError(Exception):
     """The request body is over `max_body_bytes`."""
 
@@ -78,6 +82,7 @@ _GO_ELSEWHERE = {"Connection": "close", "Retry-After": "1"}
 ERROR_STATUS: dict[type[Exception], HttpError] = {
     NotReadyError: HttpError(503, "not_ready", _GO_ELSEWHERE),
     ShuttingDownError: HttpError(503, "shutting_down", _GO_ELSEWHERE),
+    UnhealthyError: HttpError(503, "unhealthy"),
     BodyTooLargeError: HttpError(413, "body_too_large"),
     TooManyItemsError: HttpError(413, "too_many_items"),
     TextTooLongError: HttpError(413, "text_too_long"),
