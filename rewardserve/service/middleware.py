@@ -1,6 +1,6 @@
-"""The outermost layer of every request, as plain ASGI middleware: no extra task or body copy
-per request, and the app's own `receive` stays untouched, so routes can still see a client
-disconnect."""
+"""Middleware around every request, as plain ASGI: no extra task or body copy per request, and
+the app's own `receive` stays untouched, so routes can still see a client disconnect.
+RequestContext is the outermost layer; RefuseWhenFull sheds load before a body is read."""
 
 from __future__ import annotations
 
