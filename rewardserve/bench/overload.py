@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import resource
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ class LoadReport:
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
     peak_rss: int = 0
     not_launched: int = 0  # launches skipped because the client's own connection cap was reached
+    server_side: list[Outcome] = field(default_factory=list)  # from the server's access log
 
     def count(self, status: int) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -52,8 +54,9 @@ class LoadReport:
     def statuses(self) -> Counter[int]:
         return Counter(o.status for o in self.outcomes)
 
-    def latency_ms(self, status: int, percentile: float) -> float:
-        seconds = [o.seconds for o in self.outcomes if o.status == status]
+    def latency_ms(self, status: int, percentile: float, server_side: bool = False) -> float:
+        outcomes = self.server_side if server_side else self.outcomes
+        seconds = [o.seconds for o in outcomes if o.status == status]
         return float(np.percentile(seconds, percentile) * 1000) if seconds else float("nan")
 
     @property
@@ -79,7 +82,8 @@ class LoadReport:
             f"answered {self.answered_per_second:.1f} seq/s "
             f"({self.answered_per_second / self.capacity:.2f} of capacity)",
             f"429 latency ms: p50 {self.latency_ms(429, 50):.1f}, p99 {self.latency_ms(429, 99):.1f}, "
-            f"max {self.latency_ms(429, 100):.1f}",
+            f"max {self.latency_ms(429, 100):.1f} (in the server: p50 {self.latency_ms(429, 50, True):.1f}, "
+            f"p99 {self.latency_ms(429, 99, True):.1f}, max {self.latency_ms(429, 100, True):.1f})",
             f"200 latency ms: p50 {self.latency_ms(200, 50):.0f}, p99 {self.latency_ms(200, 99):.0f}",
             f"server RSS: peak {self.peak_rss / mib:.0f} MiB; growth after warm-up {self.rss_growth() / mib:+.1f} MiB",
             f"5xx and transport errors: {self.server_errors}",
@@ -186,7 +190,19 @@ def overload(
     capacity = asyncio.run(_capacity(server.url, requests, capacity_clients, capacity_seconds))
     report = LoadReport(capacity, factor * capacity, seconds, per_request)
     asyncio.run(_offer(server, requests, report, max_outstanding, timeout))
+    report.server_side = _access_log(server)
     return report
+
+
+def _access_log(server: ServerProcess) -> list[Outcome]:
+    """Each scoring request's status and latency as the server logged them (JSON access lines)."""
+    outcomes = []
+    for line in server.log_text().splitlines():
+        if line.startswith("{") and '"rewardserve.access"' in line:
+            entry = json.loads(line)
+            if entry["path"] == "/score":
+                outcomes.append(Outcome(entry["status"], entry["latency_ms"] / 1000))
+    return outcomes
 
 
 def soak(bundle: Path, *, factor: float, seconds: float, per_request: int, max_outstanding: int) -> int:
