@@ -5,8 +5,8 @@ The event loop reads every request and answers the excess with 429. Under overlo
 workers have more accepted work than the CPUs can do, and the kernel shares CPU time per
 thread: at equal priority one loop thread among busy workers gets a sliver, requests wait
 unread in socket buffers, and a 429 takes seconds. Measured on 2 cores at 4x capacity with the
-tiny test model, two runs each: 429 p99 of 18 and 26 s at equal priority, 9 and 11 ms with
-workers at nice +10.
+tiny test model (`rewardserve soak`), two runs each: 429 p99 of 10.9 and 12.7 s at equal
+priority, 13.5 ms in both with workers at nice +10.
 When the loop is idle the workers still get every CPU, so throughput does not change.
 
 Linux nice values are per thread and inherited by the threads a thread creates, so a worker
