@@ -14,6 +14,7 @@ import uvicorn
 
 from rewardserve.bench.process import free_port
 from rewardserve.service import Settings, create_app
+from rewardserve.service.scoring import ScoringService
 
 __all__ = ["Gate", "Server", "free_port", "running", "serve", "wait_for", "wait_until_ready"]
 
@@ -64,7 +65,7 @@ class Server:
     headers: dict[str, str] = field(default_factory=dict)  # what /metrics needs, when it is protected
 
     @property
-    def service(self):
+    def service(self) -> ScoringService:
         return self.app.state.service
 
     def metric(self, name: str, **labels: str) -> float:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def hh(tiny_bundle) -> list[Item]:
 
 def damaged(bundle: Path, tmp_path: Path, file: str, damage) -> Path:
     copy = tmp_path / "bundle"
-    subprocess.run(["cp", "-r", str(bundle), str(copy)], check=True)
+    shutil.copytree(bundle, copy)
     target = copy / file
     target.write_bytes(damage(target.read_bytes()))
     return copy
