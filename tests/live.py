@@ -16,7 +16,17 @@ from rewardserve.bench.process import free_port
 from rewardserve.service import Settings, create_app
 from rewardserve.service.scoring import ScoringService
 
-__all__ = ["Gate", "Server", "free_port", "running", "serve", "wait_for", "wait_until_ready"]
+__all__ = [
+    "Gate",
+    "Server",
+    "free_port",
+    "hold_engine",
+    "post_in_background",
+    "running",
+    "serve",
+    "wait_for",
+    "wait_until_ready",
+]
 
 
 def wait_until_ready(url: str, timeout: float, check: Callable[[], None] = lambda: None) -> None:
@@ -96,3 +106,24 @@ def serve(settings: Settings, headers: dict[str, str] | None = None) -> Iterator
 
 
 running = contextlib.contextmanager(serve)  # `with running(settings) as server:` outside fixtures
+
+
+def post_in_background(url: str, body: dict, headers: dict | None = None) -> tuple[threading.Thread, dict]:
+    """POST /score on a thread; the dict gets the answer's status, body and headers."""
+    answer: dict = {}
+
+    def run() -> None:
+        response = httpx.post(f"{url}/score", json=body, headers=headers, timeout=30)
+        answer.update(status=response.status_code, body=response.json(), headers=response.headers)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, answer
+
+
+def hold_engine(server: Server, body: dict) -> tuple[Gate, threading.Thread, dict]:
+    """A request whose batch is on the engine, held there until the gate opens."""
+    gate = server.gate_engine()
+    thread, answer = post_in_background(server.url, body)
+    assert gate.entered.wait(timeout=10), "the request never reached the engine"
+    return gate, thread, answer

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from live import Gate, Server, free_port, serve, wait_for
+from live import Gate, Server, free_port, hold_engine, post_in_background, serve, wait_for
 
 from rewardserve.service import Settings
 from rewardserve.service.batcher import ShuttingDownError
@@ -35,28 +35,13 @@ def server(tiny_bundle) -> Iterator[Server]:
     yield from serve(settings)
 
 
-def post_in_background(url: str, body: dict, headers: dict | None = None) -> tuple[threading.Thread, dict]:
-    answer: dict = {}
-
-    def run() -> None:
-        response = httpx.post(f"{url}/score", json=body, headers=headers, timeout=30)
-        answer.update(status=response.status_code, body=response.json(), headers=response.headers)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, answer
-
-
-def hold_engine(server: Server) -> tuple[Gate, threading.Thread, dict]:
+def hold_one(server: Server) -> tuple[Gate, threading.Thread, dict]:
     """A 1-item request on the engine, held there until the gate opens."""
-    gate = server.gate_engine()
-    thread, answer = post_in_background(server.url, {"items": items(1, "held")})
-    assert gate.entered.wait(timeout=10), "the first request never reached the engine"
-    return gate, thread, answer
+    return hold_engine(server, {"items": items(1, "held")})
 
 
 def test_a_full_queue_answers_429_at_once_with_retry_after_and_accepted_requests_complete(server):
-    gate, first, first_answer = hold_engine(server)  # 1 of 8 sequences in flight
+    gate, first, first_answer = hold_one(server)  # 1 of 8 sequences in flight
     queued, queued_answer = post_in_background(server.url, {"items": items(4, "q")})
     wait_for(lambda: server.service.in_flight_sequences == 5, "5 sequences in flight")
 
@@ -78,7 +63,7 @@ def test_a_full_queue_answers_429_at_once_with_retry_after_and_accepted_requests
 
 
 def test_a_request_past_its_deadline_gets_504_and_its_queued_sequences_are_dropped(server):
-    gate, first, _ = hold_engine(server)
+    gate, first, _ = hold_one(server)
     late = httpx.post(
         f"{server.url}/score", json={"items": items(3, "late")}, headers={"X-Request-Timeout": "0.3"}, timeout=10
     )

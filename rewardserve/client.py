@@ -1,0 +1,244 @@
+"""Python clients for a rewardserve server, sync and async, on httpx.
+
+    with RewardClient("http://127.0.0.1:8000", api_key="...") as client:
+        rewards = client.score(prompts, responses)            # list[float], in order
+        results = client.compare(prompts, responses_a, responses_b)  # list[Comparison]
+
+Large inputs are sent in chunks of `chunk_size` items (the async client sends up to
+`concurrency` chunks at once), so a 100,000-item scoring job is one call. A 429 or 503 answer,
+or a connection that failed, is retried with exponential backoff and jitter, waiting at least
+what `Retry-After` asks; other errors raise RewardServerError with the server's error type
+and message at once. One connection pool serves every call of a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 503})
+
+
+class RewardServerError(Exception):
+    """The server refused a request (or kept refusing it through every retry)."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(f"{status} {error_type}: {message}")
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Comparison:
+    reward_a: float
+    reward_b: float
+    p_a_better: float  # Bradley-Terry sigmoid((reward_a - reward_b) / T), with the bundle's T
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How failed attempts are retried: `attempts` in all, delays doubling from `backoff` up
+    to `max_backoff` seconds with full jitter, never shorter than the server's Retry-After."""
+
+    attempts: int = 8
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        jittered = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+        asked = float(retry_after) if retry_after and retry_after.strip().isdigit() else 0.0
+        return max(jittered, asked)
+
+
+def _chunks(count: int, size: int) -> Iterator[slice]:
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+def _score_body(prompts: Sequence[str], responses: Sequence[str], truncate: bool) -> dict[str, Any]:
+    items = [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
+    return {"items": items, "truncate": truncate}
+
+
+def _compare_body(prompts: Sequence[str], a: Sequence[str], b: Sequence[str], truncate: bool) -> dict[str, Any]:
+    items = [{"prompt": p, "a": x, "b": y} for p, x, y in zip(prompts, a, b, strict=True)]
+    return {"items": items, "truncate": truncate}
+
+
+def _comparisons(body: dict[str, Any]) -> list[Comparison]:
+    return [Comparison(r["reward_a"], r["reward_b"], r["p_a_better"]) for r in body["results"]]
+
+
+def _error(response: httpx.Response) -> RewardServerError:
+    try:
+        body = response.json()
+        return RewardServerError(response.status_code, body.get("error_type", "unknown"), body.get("error", ""))
+    except ValueError:
+        return RewardServerError(response.status_code, "unknown", response.text[:200])
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None,
+        timeout: float,
+        chunk_size: int,
+        retry: Retry | None,
+        request_timeout: float | None,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.url = url.rstrip("/")
+        self.chunk_size = chunk_size
+        self.retry = retry or Retry()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if request_timeout is not None:
+            headers["X-Request-Timeout"] = str(request_timeout)
+        self._options = {"base_url": self.url, "headers": headers, "timeout": timeout}
+
+    def _wait_before_retry(self, attempt: int, failure: httpx.Response | httpx.TransportError) -> float:
+        """Seconds to wait before attempt `attempt + 1`; raises what failed when it is not worth
+        retrying (any status but 429 and 503) or the attempts are spent."""
+        if isinstance(failure, httpx.Response) and failure.status_code not in RETRY_STATUSES:
+            raise _error(failure)
+        if attempt + 1 >= self.retry.attempts:
+            raise _error(failure) if isinstance(failure, httpx.Response) else failure
+        retry_after = failure.headers.get("Retry-After") if isinstance(failure, httpx.Response) else None
+        return self.retry.delay(attempt, retry_after)
+
+
+class RewardClient(_Base):
+    """Blocking client; thread-safe (httpx's pool is)."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 300.0,
+        chunk_size: int = 256,
+        retry: Retry | None = None,
+        request_timeout: float | None = None,
+    ) -> None:
+        super().__init__(
+            url,
+            api_key=api_key,
+            timeout=timeout,
+            chunk_size=chunk_size,
+            retry=retry,
+            request_timeout=request_timeout,
+        )
+        self._http = httpx.Client(**self._options)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True) -> list[float]:
+        """One reward per (prompt, response), in order."""
+        rewards: list[float] = []
+        for part in _chunks(len(prompts), self.chunk_size):
+            body = _score_body(prompts[part], responses[part], truncate)
+            rewards += self._post("/score", body)["rewards"]
+        return rewards
+
+    def compare(
+        self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str], *, truncate: bool = True
+    ) -> list[Comparison]:
+        """Both rewards and p(a better than b) for each (prompt, a, b), in order."""
+        results: list[Comparison] = []
+        for part in _chunks(len(prompts), self.chunk_size):
+            body = _compare_body(prompts[part], responses_a[part], responses_b[part], truncate)
+            results += _comparisons(self._post("/compare", body))
+        return results
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        for attempt in itertools.count():
+            try:
+                response = self._http.post(path, json=body)
+            except httpx.TransportError as error:
+                time.sleep(self._wait_before_retry(attempt, error))
+                continue
+            if response.status_code == 200:
+                return response.json()
+            time.sleep(self._wait_before_retry(attempt, response))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncRewardClient(_Base):
+    """asyncio client; sends up to `concurrency` chunks of one call at once."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 300.0,
+        chunk_size: int = 256,
+        concurrency: int = 4,
+        retry: Retry | None = None,
+        request_timeout: float | None = None,
+    ) -> None:
+        super().__init__(
+            url,
+            api_key=api_key,
+            timeout=timeout,
+            chunk_size=chunk_size,
+            retry=retry,
+            request_timeout=request_timeout,
+        )
+        self._http = httpx.AsyncClient(**self._options)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def score(self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True) -> list[float]:
+        """One reward per (prompt, response), in order."""
+        parts = _chunks(len(prompts), self.chunk_size)
+        bodies = [_score_body(prompts[part], responses[part], truncate) for part in parts]
+        answers = await asyncio.gather(*(self._post("/score", body) for body in bodies))
+        return [reward for answer in answers for reward in answer["rewards"]]
+
+    async def compare(
+        self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str], *, truncate: bool = True
+    ) -> list[Comparison]:
+        """Both rewards and p(a better than b) for each (prompt, a, b), in order."""
+        parts = _chunks(len(prompts), self.chunk_size)
+        bodies = [_compare_body(prompts[part], responses_a[part], responses_b[part], truncate) for part in parts]
+        answers = await asyncio.gather(*(self._post("/compare", body) for body in bodies))
+        return [result for answer in answers for result in _comparisons(answer)]
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._slots:
+            for attempt in itertools.count():
+                try:
+                    response = await self._http.post(path, json=body)
+                except httpx.TransportError as error:
+                    await asyncio.sleep(self._wait_before_retry(attempt, error))
+                    continue
+                if response.status_code == 200:
+                    return response.json()
+                await asyncio.sleep(self._wait_before_retry(attempt, response))
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncRewardClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
