@@ -29,7 +29,7 @@ from rewardserve.service.errors import (
     UnhealthyError,
 )
 from rewardserve.service.handlers import install_error_handlers
-from rewardserve.service.limits import BodyLimit, check_items
+from rewardserve.service.limits import BodyLimit, check_items, check_lists
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.middleware import RefuseWhenFull, RequestContext, milliseconds
 from rewardserve.service.schemas import (
@@ -37,6 +37,8 @@ from rewardserve.service.schemas import (
     CompareResponse,
     CompareResult,
     ErrorResponse,
+    OpenRLHFRewardRequest,
+    OpenRLHFRewardResponse,
     ScoreRequest,
     ScoreResponse,
 )
@@ -49,7 +51,7 @@ T = TypeVar("T")
 # Paths anyone may call when keys are set: probes, and the API's own description.
 OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
-SCORING_PATHS = frozenset({"/score", "/compare"})
+SCORING_PATHS = frozenset({"/score", "/compare", "/get_reward"})
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -158,6 +160,24 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
             ],
             model=service.model_name,
         )
+
+    @app.post("/get_reward", response_model=OpenRLHFRewardResponse, responses=ERRORS)
+    async def get_reward(
+        body: OpenRLHFRewardRequest,
+        service: Service,
+        request: Request,
+        response: Response,
+        x_request_timeout: RequestTimeout = None,
+    ) -> OpenRLHFRewardResponse:
+        """OpenRLHF's remote reward protocol: pass `--remote_rm_url http://HOST:PORT/get_reward`."""
+        _report(request, items=len(body.query), sequences=len(body.query))
+        check_lists({"query": body.query, "prompts": body.prompts or []}, settings)
+        prompts, responses = body.pairs()
+        work = service.score(prompts, responses, where=lambda k: f"query[{k}]")
+        scored = await _answer(request, work, _deadline(request, x_request_timeout, settings))
+        _timing_headers(request, response, scored)
+        rewards = scored.rewards.tolist()
+        return OpenRLHFRewardResponse(rewards=rewards, scores=rewards)
 
     @app.get("/health", responses={503: {"model": ErrorResponse}})
     async def health(request: Request) -> dict[str, str]:

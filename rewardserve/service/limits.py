@@ -62,14 +62,27 @@ class BodyLimit:
 
 def check_items(items: Sequence[BaseModel], text_fields: Sequence[str], settings: Settings) -> None:
     """TooManyItemsError or TextTooLongError, naming the field and the limit."""
-    if len(items) > settings.max_items_per_request:
-        raise TooManyItemsError(
-            f"items: {len(items)} items, at most {settings.max_items_per_request} per request (max_items_per_request)"
-        )
+    _check_count("items", len(items), settings)
     for index, item in enumerate(items):
         for name in text_fields:
-            length = len(getattr(item, name))
-            if length > settings.max_text_chars:
-                raise TextTooLongError(
-                    f"items[{index}].{name}: {length} characters, at most {settings.max_text_chars} (max_text_chars)"
-                )
+            _check_text(f"items[{index}].{name}", getattr(item, name), settings)
+
+
+def check_lists(texts: dict[str, Sequence[str]], settings: Settings) -> None:
+    """The same for a body of parallel lists (OpenRLHF's `query` and `prompts`)."""
+    for name, values in texts.items():
+        _check_count(name, len(values), settings)
+        for index, text in enumerate(values):
+            _check_text(f"{name}[{index}]", text, settings)
+
+
+def _check_count(field: str, count: int, settings: Settings) -> None:
+    if count > settings.max_items_per_request:
+        raise TooManyItemsError(
+            f"{field}: {count} items, at most {settings.max_items_per_request} per request (max_items_per_request)"
+        )
+
+
+def _check_text(path: str, text: str, settings: Settings) -> None:
+    if len(text) > settings.max_text_chars:
+        raise TextTooLongError(f"{path}: {len(text)} characters, at most {settings.max_text_chars} (max_text_chars)")

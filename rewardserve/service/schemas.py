@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class _Body(BaseModel):
@@ -73,3 +73,37 @@ class ErrorResponse(BaseModel):
     error_type: str = Field(description="Stable machine-readable kind, e.g. overloaded, too_many_items.")
     error_id: str | None = Field(None, description="Server faults only: the id logged with the traceback.")
     detail: list[dict[str, Any]] | None = Field(None, description="Validation errors only: FastAPI's list.")
+
+
+class OpenRLHFRewardRequest(BaseModel):
+    """OpenRLHF's remote reward protocol (`--remote_rm_url http://host:port/get_reward`)."""
+
+    # Other fields OpenRLHF versions send are ignored, so its requests work unchanged.
+    model_config = ConfigDict(extra="ignore")
+    query: list[Text] = Field(min_length=1, description="Full texts: each prompt followed by its response.")
+    prompts: list[Text] | None = Field(
+        None, description="The prompt each query starts with; without it, a whole query is scored as the response."
+    )
+    labels: list[Any] | None = Field(None, description="Accepted and unused: a reward model needs no labels.")
+
+    @model_validator(mode="after")
+    def _queries_start_with_their_prompts(self) -> OpenRLHFRewardRequest:
+        if self.prompts is None:
+            return self
+        if len(self.prompts) != len(self.query):
+            raise ValueError(f"prompts: {len(self.prompts)} prompts for {len(self.query)} queries")
+        for index, (query, prompt) in enumerate(zip(self.query, self.prompts, strict=True)):
+            if not query.startswith(prompt):
+                raise ValueError(f"query[{index}] does not start with prompts[{index}]")
+        return self
+
+    def pairs(self) -> tuple[list[str], list[str]]:
+        """(prompts, responses): each query split after its prompt."""
+        prompts = self.prompts or [""] * len(self.query)
+        return list(prompts), [query[len(prompt) :] for query, prompt in zip(self.query, prompts, strict=True)]
+
+
+class OpenRLHFRewardResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float] = Field(description="The same rewards: OpenRLHF filters samples by these.")
+    extra_logs: dict[str, list[float]] = Field(default_factory=dict)
