@@ -86,15 +86,17 @@ def _error(response: httpx.Response) -> RewardServerError:
 
 
 class _Base:
+    _http_class: type[httpx.Client] | type[httpx.AsyncClient]
+
     def __init__(
         self,
-        url: str,
+        url: str = "http://127.0.0.1:8000",
         *,
-        api_key: str | None,
-        timeout: float,
-        chunk_size: int,
-        retry: Retry | None,
-        request_timeout: float | None,
+        api_key: str | None = None,
+        timeout: float = 300.0,
+        chunk_size: int = 256,
+        retry: Retry | None = None,
+        request_timeout: float | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -104,7 +106,7 @@ class _Base:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         if request_timeout is not None:
             headers["X-Request-Timeout"] = str(request_timeout)
-        self._options = {"base_url": self.url, "headers": headers, "timeout": timeout}
+        self._http = self._http_class(base_url=self.url, headers=headers, timeout=timeout)
 
     def _wait_before_retry(self, attempt: int, failure: httpx.Response | httpx.TransportError) -> float:
         """Seconds to wait before attempt `attempt + 1`; raises what failed when it is not worth
@@ -120,25 +122,7 @@ class _Base:
 class RewardClient(_Base):
     """Blocking client; thread-safe (httpx's pool is)."""
 
-    def __init__(
-        self,
-        url: str = "http://127.0.0.1:8000",
-        *,
-        api_key: str | None = None,
-        timeout: float = 300.0,
-        chunk_size: int = 256,
-        retry: Retry | None = None,
-        request_timeout: float | None = None,
-    ) -> None:
-        super().__init__(
-            url,
-            api_key=api_key,
-            timeout=timeout,
-            chunk_size=chunk_size,
-            retry=retry,
-            request_timeout=request_timeout,
-        )
-        self._http = httpx.Client(**self._options)
+    _http_class = httpx.Client
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True) -> list[float]:
         """One reward per (prompt, response), in order."""
@@ -181,28 +165,13 @@ class RewardClient(_Base):
 
 
 class AsyncRewardClient(_Base):
-    """asyncio client; sends up to `concurrency` chunks of one call at once."""
+    """asyncio client; sends up to `concurrency` chunks of one call at once. Other options are
+    RewardClient's."""
 
-    def __init__(
-        self,
-        url: str = "http://127.0.0.1:8000",
-        *,
-        api_key: str | None = None,
-        timeout: float = 300.0,
-        chunk_size: int = 256,
-        concurrency: int = 4,
-        retry: Retry | None = None,
-        request_timeout: float | None = None,
-    ) -> None:
-        super().__init__(
-            url,
-            api_key=api_key,
-            timeout=timeout,
-            chunk_size=chunk_size,
-            retry=retry,
-            request_timeout=request_timeout,
-        )
-        self._http = httpx.AsyncClient(**self._options)
+    _http_class = httpx.AsyncClient
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", *, concurrency: int = 4, **options: Any) -> None:
+        super().__init__(url, **options)
         self._slots = asyncio.Semaphore(concurrency)
 
     async def score(self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True) -> list[float]:
