@@ -128,8 +128,7 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
         _report(request, items=len(body.items), sequences=len(body.items))
         check_items(body.items, ("prompt", "response"), settings)
         work = service.score([i.prompt for i in body.items], [i.response for i in body.items], truncate=body.truncate)
-        scored = await _answer(request, work, _deadline(request, x_request_timeout, settings))
-        _timing_headers(request, response, scored)
+        scored = await _scored(request, response, work, x_request_timeout or settings.request_timeout)
         return ScoreResponse(rewards=scored.rewards.tolist(), model=service.model_name)
 
     @app.post("/compare", response_model=CompareResponse, responses=ERRORS)
@@ -149,8 +148,7 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
         work = service.score(
             prompts * 2, responses, truncate=body.truncate, where=lambda k: f"items[{k % n}].{'ab'[k // n]}"
         )
-        scored = await _answer(request, work, _deadline(request, x_request_timeout, settings))
-        _timing_headers(request, response, scored)
+        scored = await _scored(request, response, work, x_request_timeout or settings.request_timeout)
         reward_a, reward_b = scored.rewards[:n], scored.rewards[n:]
         p_a = service.preference_probability(reward_a, reward_b)
         return CompareResponse(
@@ -174,8 +172,7 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
         check_lists({"query": body.query, "prompts": body.prompts or []}, settings)
         prompts, responses = body.pairs()
         work = service.score(prompts, responses, where=lambda k: f"query[{k}]")
-        scored = await _answer(request, work, _deadline(request, x_request_timeout, settings))
-        _timing_headers(request, response, scored)
+        scored = await _scored(request, response, work, x_request_timeout or settings.request_timeout)
         rewards = scored.rewards.tolist()
         return OpenRLHFRewardResponse(rewards=rewards, scores=rewards)
 
@@ -222,10 +219,15 @@ def _report(request: Request, **counts: int) -> None:
         setattr(request.state, name, value)
 
 
-def _deadline(request: Request, timeout: float | None, settings: Settings) -> float | None:
-    """When the request must be answered by (perf_counter time), counted from its arrival."""
-    timeout = timeout or settings.request_timeout
-    return None if timeout is None else request.state.arrived + timeout
+async def _scored(
+    request: Request, response: Response, work: Coroutine[Any, Any, Scored], timeout: float | None
+) -> Scored:
+    """`work`'s rewards within `timeout` seconds of the request's arrival (None: no deadline),
+    with the timing headers set on `response`."""
+    deadline = None if timeout is None else request.state.arrived + timeout
+    scored = await _answer(request, work, deadline)
+    _timing_headers(request, response, scored)
+    return scored
 
 
 async def _answer(request: Request, work: Coroutine[Any, Any, T], deadline: float | None) -> T:
