@@ -55,19 +55,28 @@ def test_compare_gives_rewards_and_calibrated_bradley_terry_probability(client, 
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "message"),
     [
-        ({"items": [{"prompt": "p"}]}, ["body", "items", 0, "response"]),
-        ({"items": [{"prompt": "p", "response": 3}]}, ["body", "items", 0, "response"]),
-        ({"items": [{"prompt": "p", "response": "r", "respones": "typo"}]}, ["body", "items", 0, "respones"]),
-        ({"items": []}, ["body", "items"]),
-        ({}, ["body", "items"]),
+        ({"items": [{"prompt": "p"}]}, "items[0].response: required (or messages, the chat form)"),
+        ({"items": [{"prompt": "p", "response": 3}]}, "items[0].response: Input should be a valid string"),
+        ({"items": [{"prompt": "p", "response": "r", "respones": "typo"}]}, "items[0].respones: Extra inputs"),
+        (
+            {"items": [{"prompt": "p", "response": "r", "messages": [{"role": "assistant", "content": "r"}]}]},
+            "items[0].prompt: not with messages",
+        ),
+        (
+            {"items": [{"messages": [{"role": "user", "content": "hi"}]}]},
+            "items[0].messages: the last message is the response: an assistant's, not a user's",
+        ),
+        ({"items": [{"messages": []}]}, "items[0].messages: List should have at least 1 item"),
+        ({"items": []}, "items: List should have at least 1 item"),
+        ({}, "items: Field required"),
     ],
 )
-def test_invalid_score_bodies_are_422_naming_the_field(client, body, field):
+def test_invalid_score_bodies_are_422_naming_the_field(client, body, message):
     response = client.post("/score", json=body)
     assert response.status_code == 422
-    assert [error["loc"] for error in response.json()["detail"]] == [field]
+    assert response.json()["error"].startswith(message)
 
 
 def test_invalid_json_is_422(client):

@@ -93,7 +93,7 @@ HOSTILE = [
         dict(content=b'{"items": [{"prompt": "p", "response": "\\ud800"}]}', headers=JSON),
         422,
         "validation_error",
-        "items[0].response: Value error, not valid Unicode text",
+        "items[0].response: not valid Unicode text",
     ),
     (
         "NaN deadline",

@@ -43,7 +43,7 @@ def test_without_prompts_a_whole_query_is_the_response(url):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"query": QUERIES, "prompts": PROMPTS[::-1]}, "query[0] does not start with prompts[0]"),
+        ({"query": QUERIES, "prompts": PROMPTS[::-1]}, "query[0]: does not start with prompts[0]"),
         ({"query": QUERIES, "prompts": PROMPTS[:1]}, "prompts: 1 prompts for 2 queries"),
         ({"query": []}, "query: List should have at least 1 item"),
     ],

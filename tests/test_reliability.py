@@ -16,6 +16,7 @@ from live import Gate, Server, free_port, hold_engine, post_in_background, serve
 
 from rewardserve.service import Settings
 from rewardserve.service.batcher import ShuttingDownError
+from rewardserve.service.inputs import Pairs
 from rewardserve.service.logs import JsonFormatter
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.scoring import ScoringService
@@ -184,15 +185,15 @@ def drain_scenario(tiny_bundle, drain_timeout: float) -> dict:
         await service.start()
         gate = Gate()
         service.runtime.run = gate.wrap(service.runtime.run)
-        running = asyncio.ensure_future(service.score(["p"], ["running"]))
+        running = asyncio.ensure_future(service.score(Pairs.of_texts(["p"], ["running"])))
         await asyncio.to_thread(gate.entered.wait, 10)
-        queued = asyncio.ensure_future(service.score(["p", "p"], ["queued", "queued too"]))
+        queued = asyncio.ensure_future(service.score(Pairs.of_texts(["p", "p"], ["queued", "queued too"])))
         await asyncio.sleep(0.05)
         drain = asyncio.ensure_future(service.drain(drain_timeout))
         await asyncio.sleep(0.05)
         seen = {"ready_while_draining": service.ready}
         try:
-            await service.score(["p"], ["new"])
+            await service.score(Pairs.of_texts(["p"], ["new"]))
         except ShuttingDownError:
             seen["new_request"] = "refused"
         threading.Timer(0.5, gate.opened.set).start()  # the engine comes back after 0.5 s

@@ -15,10 +15,11 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any, TypeVar
 
+import numpy as np
 from fastapi import Depends, FastAPI, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from rewardserve import __version__
+from rewardserve import __version__, choice
 from rewardserve.bundle import BundleRuntime
 from rewardserve.service.auth import ApiKeys, RequireApiKey
 from rewardserve.service.batcher import Scored, ShuttingDownError
@@ -29,7 +30,7 @@ from rewardserve.service.errors import (
     UnhealthyError,
 )
 from rewardserve.service.handlers import install_error_handlers
-from rewardserve.service.limits import BodyLimit, check_items, check_lists
+from rewardserve.service.limits import BodyLimit
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.middleware import RefuseWhenFull, RequestContext, milliseconds
 from rewardserve.service.schemas import (
@@ -39,6 +40,7 @@ from rewardserve.service.schemas import (
     ErrorResponse,
     OpenRLHFRewardRequest,
     OpenRLHFRewardResponse,
+    RankingResponse,
     ScoreRequest,
     ScoreResponse,
 )
@@ -124,33 +126,34 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
         response: Response,
         x_request_timeout: RequestTimeout = None,
     ) -> ScoreResponse:
-        """Scalar rewards of (prompt, response) items, in request order."""
+        """Scalar rewards of (prompt, response) or chat `messages` items, in request order."""
         _report(request, items=len(body.items), sequences=len(body.items))
-        check_items(body.items, ("prompt", "response"), settings)
-        work = service.score([i.prompt for i in body.items], [i.response for i in body.items], truncate=body.truncate)
+        work = service.score(service.inputs.score(body.items), truncate=body.truncate)
         scored = await _scored(request, response, work, x_request_timeout or settings.request_timeout)
         return ScoreResponse(rewards=scored.rewards.tolist(), model=service.model_name)
 
-    @app.post("/compare", response_model=CompareResponse, responses=ERRORS)
+    @app.post("/compare", response_model=CompareResponse | RankingResponse, responses=ERRORS)
     async def compare(
         body: CompareRequest,
         service: Service,
         request: Request,
         response: Response,
         x_request_timeout: RequestTimeout = None,
-    ) -> CompareResponse:
-        """Rewards of two responses to one prompt and the probability that `a` is preferred."""
+    ) -> CompareResponse | RankingResponse:
+        """Pairs (`items`): both rewards and the probability that `a` is preferred. One prompt
+        with K `responses`: rewards, the ranking, and Plackett-Luce and pairwise probabilities."""
+        timeout = x_request_timeout or settings.request_timeout
+        if body.ranked:
+            pairs = service.inputs.ranking(body)
+            _report(request, items=1, sequences=len(pairs))
+            scored = await _scored(request, response, service.score(pairs, truncate=body.truncate), timeout)
+            return _ranking(scored.rewards, service, body.pairwise)
         n = len(body.items)
         _report(request, items=n, sequences=2 * n)
-        check_items(body.items, ("prompt", "a", "b"), settings)
-        prompts = [i.prompt for i in body.items]
-        responses = [i.a for i in body.items] + [i.b for i in body.items]
-        work = service.score(
-            prompts * 2, responses, truncate=body.truncate, where=lambda k: f"items[{k % n}].{'ab'[k // n]}"
-        )
-        scored = await _scored(request, response, work, x_request_timeout or settings.request_timeout)
+        work = service.score(service.inputs.compare(body.items), truncate=body.truncate)
+        scored = await _scored(request, response, work, timeout)
         reward_a, reward_b = scored.rewards[:n], scored.rewards[n:]
-        p_a = service.preference_probability(reward_a, reward_b)
+        p_a = choice.p_better(reward_a, reward_b, service.temperature)
         return CompareResponse(
             results=[
                 CompareResult(reward_a=a, reward_b=b, p_a_better=p)
@@ -169,9 +172,7 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
     ) -> OpenRLHFRewardResponse:
         """OpenRLHF's remote reward protocol: pass `--remote_rm_url http://HOST:PORT/get_reward`."""
         _report(request, items=len(body.query), sequences=len(body.query))
-        check_lists({"query": body.query, "prompts": body.prompts or []}, settings)
-        prompts, responses = body.pairs()
-        work = service.score(prompts, responses, where=lambda k: f"query[{k}]")
+        work = service.score(service.inputs.openrlhf(body))
         scored = await _scored(request, response, work, x_request_timeout or settings.request_timeout)
         rewards = scored.rewards.tolist()
         return OpenRLHFRewardResponse(rewards=rewards, scores=rewards)
@@ -211,6 +212,18 @@ def create_app(settings: Settings, runtime: BundleRuntime | None = None) -> Fast
 def _log_warm_up_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("warm-up failed; /ready stays 503", exc_info=task.exception())
+
+
+def _ranking(rewards: np.ndarray, service: ScoringService, pairwise: bool) -> RankingResponse:
+    temperature = service.temperature
+    matrix = choice.p_better(rewards[:, None], rewards[None, :], temperature).tolist() if pairwise else None
+    return RankingResponse(
+        rewards=rewards.tolist(),
+        ranking=choice.ranking(rewards).tolist(),
+        p_best=choice.p_first(rewards, temperature).tolist(),
+        p_better=matrix,
+        model=service.model_name,
+    )
 
 
 def _report(request: Request, **counts: int) -> None:

@@ -35,6 +35,10 @@ class SequenceTooLongError(Exception):
     """A sequence over the model's length in a request that asked not to truncate."""
 
 
+class UnrenderableChatError(Exception):
+    """Chat messages that the bundle's chat template refuses or cannot split into prompt and response."""
+
+
 class QueueFullError(Exception):
     """Accepting the request would take the queue over `max_queued_sequences`."""
 
@@ -87,6 +91,7 @@ ERROR_STATUS: dict[type[Exception], HttpError] = {
     TooManyItemsError: HttpError(413, "too_many_items"),
     TextTooLongError: HttpError(413, "text_too_long"),
     SequenceTooLongError: HttpError(413, "sequence_too_long"),
+    UnrenderableChatError: HttpError(422, "invalid_conversation"),
     QueueFullError: HttpError(429, "overloaded"),
     DeadlineExceededError: HttpError(504, "deadline_exceeded"),
     UnauthorizedError: HttpError(401, "unauthorized"),

@@ -6,6 +6,7 @@ the field they are about: `items[3].prompt: ...`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -45,6 +46,23 @@ def field_path(loc: Sequence[str | int]) -> str:
     return path or "body"
 
 
+# A model validator's message may start with the field it is about, relative to its model
+# ("prompt: required ..."); that field joins the path instead of following it.
+_LEADING_FIELD = re.compile(r"(?P<field>[A-Za-z_][\w\[\]]*): (?P<rest>.*)", re.DOTALL)
+
+
+def _message(error: dict[str, Any]) -> str:
+    """`items[0].prompt: required ...` for one of FastAPI's validation errors."""
+    path, message = field_path(error["loc"]), error["msg"]
+    if error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+        if leading := _LEADING_FIELD.fullmatch(message):
+            field = leading["field"]
+            path = field if path == "body" else f"{path}{field}" if field.startswith("[") else f"{path}.{field}"
+            message = leading["rest"]
+    return f"{path}: {message}"
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     # Inputs are not echoed back: a wrong type on `items` would return the whole body.
     errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
@@ -56,7 +74,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     if first["type"] == "json_invalid":
         message = f"body: invalid JSON at character {first['loc'][-1]}: {first['ctx']['error']}"
     else:
-        message = f"{field_path(first['loc'])}: {first['msg']}{more}"
+        message = f"{_message(first)}{more}"
     body = {"error": message, "error_type": "validation_error", "detail": errors}
     return JSONResponse(jsonable_encoder(body), status_code=422)
 

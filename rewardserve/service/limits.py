@@ -1,16 +1,12 @@
-"""Size limits on requests, checked before any work is queued: body bytes, items, characters."""
+"""The body size limit, checked before the body is read (items and characters: service/inputs.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardserve.service.errors import BodyTooLargeError, TextTooLongError, TooManyItemsError
+from rewardserve.service.errors import BodyTooLargeError
 from rewardserve.service.handlers import error_response
-from rewardserve.service.settings import Settings
 
 
 class BodyLimit:
@@ -58,31 +54,3 @@ class BodyLimit:
     async def _refuse(self, size: str, scope: Scope, receive: Receive, send: Send) -> None:
         error = BodyTooLargeError(f"body: {size}; the limit is {self.max_bytes} bytes (max_body_bytes)")
         await error_response(error)(scope, receive, send)
-
-
-def check_items(items: Sequence[BaseModel], text_fields: Sequence[str], settings: Settings) -> None:
-    """TooManyItemsError or TextTooLongError, naming the field and the limit."""
-    _check_count("items", len(items), settings)
-    for index, item in enumerate(items):
-        for name in text_fields:
-            _check_text(f"items[{index}].{name}", getattr(item, name), settings)
-
-
-def check_lists(texts: dict[str, Sequence[str]], settings: Settings) -> None:
-    """The same for a body of parallel lists (OpenRLHF's `query` and `prompts`)."""
-    for name, values in texts.items():
-        _check_count(name, len(values), settings)
-        for index, text in enumerate(values):
-            _check_text(f"{name}[{index}]", text, settings)
-
-
-def _check_count(field: str, count: int, settings: Settings) -> None:
-    if count > settings.max_items_per_request:
-        raise TooManyItemsError(
-            f"{field}: {count} items, at most {settings.max_items_per_request} per request (max_items_per_request)"
-        )
-
-
-def _check_text(path: str, text: str, settings: Settings) -> None:
-    if len(text) > settings.max_text_chars:
-        raise TextTooLongError(f"{path}: {len(text)} characters, at most {settings.max_text_chars} (max_text_chars)")

@@ -31,9 +31,29 @@ TRUNCATE = Field(
 )
 
 
+class Message(_Body):
+    role: str = Field(description="user, assistant, system, ...")
+    content: Text
+
+
+Messages = Annotated[list[Message], Field(min_length=1)]
+
+
 class ScoreItem(_Body):
-    prompt: Text = Field(description="The conversation so far, e.g. '\\n\\nHuman: How do I ...?'")
-    response: Text = Field(description="The response to score.")
+    """Either `prompt` and `response`, or `messages`: a conversation whose last (assistant)
+    message is the response, rendered with the bundle's chat template."""
+
+    prompt: Text | None = Field(None, description="The conversation so far, e.g. '\\n\\nHuman: How do I ...?'")
+    response: Text | None = Field(None, description="The response to score.")
+    messages: Messages | None = Field(None, description="Chat form: the last message is the assistant's response.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ScoreItem:
+        _one_form(self, texts=("prompt", "response"))
+        if self.messages is not None and self.messages[-1].role != "assistant":
+            role = self.messages[-1].role
+            raise ValueError(f"messages: the last message is the response: an assistant's, not a {role}'s")
+        return self
 
 
 class ScoreRequest(_Body):
@@ -47,14 +67,44 @@ class ScoreResponse(BaseModel):
 
 
 class CompareItem(_Body):
-    prompt: Text
+    """`prompt` (text) or `messages` (chat form: the conversation so far), and two responses."""
+
+    prompt: Text | None = None
+    messages: Messages | None = Field(None, description="Chat form of the prompt; a and b are assistant replies.")
     a: Text = Field(description="First candidate response.")
     b: Text = Field(description="Second candidate response.")
 
+    @model_validator(mode="after")
+    def _one_form(self) -> CompareItem:
+        _one_form(self, texts=("prompt",))
+        return self
+
 
 class CompareRequest(_Body):
-    items: list[CompareItem] = Field(min_length=1)
+    """Pairs as `items`, or K responses to one prompt (`prompt` or `messages`, and `responses`)."""
+
+    items: list[CompareItem] | None = Field(None, min_length=1, description="Pairs: (prompt, a, b) each.")
+    prompt: Text | None = Field(None, description="K-wise: the prompt every response answers.")
+    messages: Messages | None = Field(None, description="K-wise, chat form of the prompt.")
+    responses: list[Text] | None = Field(None, min_length=2, description="K-wise: the candidate responses.")
+    pairwise: bool = Field(True, description="K-wise: include the K x K matrix p_better (false for a large K).")
     truncate: bool = TRUNCATE
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CompareRequest:
+        if self.items is not None:
+            extra = [name for name in ("prompt", "messages", "responses") if getattr(self, name) is not None]
+            if extra:
+                raise ValueError(f"{extra[0]}: not with items (send pairs as items, or one prompt with responses)")
+            return self
+        if self.responses is None:
+            raise ValueError("items: required (or one prompt or messages with responses)")
+        _one_form(self, texts=("prompt",))
+        return self
+
+    @property
+    def ranked(self) -> bool:
+        return self.items is None
 
 
 class CompareResult(BaseModel):
@@ -66,6 +116,29 @@ class CompareResult(BaseModel):
 class CompareResponse(BaseModel):
     results: list[CompareResult]
     model: str
+
+
+class RankingResponse(BaseModel):
+    """K responses to one prompt, for best-of-n selection."""
+
+    rewards: list[float] = Field(description="One reward per response, in request order.")
+    ranking: list[int] = Field(description="Indices of the responses, best first (ties in request order).")
+    p_best: list[float] = Field(description="Plackett-Luce first-choice probabilities softmax(rewards / T).")
+    p_better: list[list[float]] | None = Field(
+        None, description="p_better[i][j] = sigmoid((rewards[i] - rewards[j]) / T); omitted when pairwise is false."
+    )
+    model: str
+
+
+def _one_form(body: ScoreItem | CompareItem | CompareRequest, texts: tuple[str, ...]) -> None:
+    """Either every field of `texts`, or `messages` (the chat form), never both."""
+    given = [name for name in texts if getattr(body, name) is not None]
+    if body.messages is not None:
+        if given:
+            raise ValueError(f"{given[0]}: not with messages (send text fields or messages, not both)")
+    elif len(given) < len(texts):
+        missing = next(name for name in texts if name not in given)
+        raise ValueError(f"{missing}: required (or messages, the chat form)")
 
 
 class ErrorResponse(BaseModel):
@@ -94,13 +167,8 @@ class OpenRLHFRewardRequest(BaseModel):
             raise ValueError(f"prompts: {len(self.prompts)} prompts for {len(self.query)} queries")
         for index, (query, prompt) in enumerate(zip(self.query, self.prompts, strict=True)):
             if not query.startswith(prompt):
-                raise ValueError(f"query[{index}] does not start with prompts[{index}]")
+                raise ValueError(f"query[{index}]: does not start with prompts[{index}]")
         return self
-
-    def pairs(self) -> tuple[list[str], list[str]]:
-        """(prompts, responses): each query split after its prompt."""
-        prompts = self.prompts or [""] * len(self.query)
-        return list(prompts), [query[len(prompt) :] for query, prompt in zip(self.query, prompts, strict=True)]
 
 
 class OpenRLHFRewardResponse(BaseModel):

@@ -9,7 +9,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,7 +19,9 @@ from rewardserve.service.batcher import MicroBatcher, Scored, ShuttingDownError
 from rewardserve.service.cache import RewardCache
 from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES, Engine
 from rewardserve.service.errors import QueueFullError, SequenceTooLongError
+from rewardserve.service.inputs import Pairs, RequestInputs
 from rewardserve.service.metrics import Metrics
+from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.settings import Settings
 from rewardserve.service.threads import in_lower_priority_thread, lower_this_thread
 
@@ -30,12 +32,6 @@ logger = logging.getLogger("rewardserve")
 # batches lose nothing and let the batcher group closer lengths. A GPU needs large batches to
 # fill its cores.
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
-
-Where = Callable[[int], str]  # a sequence's index -> its field path, for error messages
-
-
-def item_path(index: int) -> str:
-    return f"items[{index}]"
 
 
 class ScoringService:
@@ -48,6 +44,8 @@ class ScoringService:
         )
         self.manifest = self.runtime.manifest
         self.metrics = metrics
+        self.inputs = RequestInputs(settings, self.manifest.input_format.chat_template)
+        self.monitor = RewardMonitor(metrics.registry, self.manifest.reward_mean, self.manifest.reward_std)
         self.engine = Engine(self.runtime, metrics)
         cache = RewardCache(bundle_digest(self.manifest), settings.cache_size) if settings.cache_size else None
         batch_tokens = settings.max_batch_tokens or DEFAULT_BATCH_TOKENS[self.runtime.device]
@@ -70,6 +68,11 @@ class ScoringService:
         return self.manifest.name
 
     @property
+    def temperature(self) -> float:
+        """The calibration temperature T of the bundle's choice probabilities."""
+        return self.manifest.calibration_temperature
+
+    @property
     def healthy(self) -> bool:
         """False once the engine is broken beyond reopening its session: restart the process."""
         return not self.engine.broken
@@ -81,7 +84,7 @@ class ScoringService:
     async def start(self) -> None:
         """Start batching and warm up; `ready` turns true when the first batches have run."""
         self.batcher.start()
-        await self.score(PROBE_PROMPTS * 2, PROBE_RESPONSES * 2)
+        await self.score(Pairs.of_texts(PROBE_PROMPTS * 2, PROBE_RESPONSES * 2), monitored=False)
         self.warmed_up = True
 
     async def drain(self, timeout: float) -> None:
@@ -105,37 +108,41 @@ class ScoringService:
         await self.batcher.stop()
         self._tokenizer.shutdown(wait=False, cancel_futures=True)
 
-    async def score(
-        self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True, where: Where = item_path
-    ) -> Scored:
-        """Rewards in request order, with where the time went.
+    async def score(self, pairs: Pairs, *, truncate: bool = True, monitored: bool = True) -> Scored:
+        """Rewards in request order, with where the time went; `monitored` rewards count in the
+        reward monitor's metrics.
 
         Raises QueueFullError (the queue cannot take this many sequences now), ShuttingDownError
-        (draining) and SequenceTooLongError (a sequence over the model's length when `truncate`
-        is false, named with `where`).
+        (draining), UnrenderableChatError and SequenceTooLongError (when `truncate` is false),
+        the last two naming the sequence's field.
         """
-        count = len(prompts)
+        count = len(pairs)
         self._admit(count)
         try:
-            # Tokenize in one batch call on the tokenizer thread and before queueing: the engine
-            # keeps running meanwhile, and a bad input fails its own request.
+            # Render and tokenize in one batch call on the tokenizer thread, before queueing: the
+            # engine keeps running meanwhile, and a bad input fails its own request.
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
-            sequences = await loop.run_in_executor(self._tokenizer, self.runtime.encoder.encode, prompts, responses)
+            sequences = await loop.run_in_executor(self._tokenizer, self._encode, pairs)
             tokenized = time.perf_counter() - started
             self.metrics.tokenization_seconds.observe(tokenized)
             if not truncate:
-                self._reject_truncated(sequences, where)
+                self._reject_truncated(sequences, pairs)
             scored = await self.batcher.score(sequences)
+            if monitored:
+                self.monitor.observe(scored.rewards, self._response_tokens(sequences))
             tokens = sum(len(s) for s in sequences)
             return dataclasses.replace(scored, tokenization_seconds=tokenized, tokens=tokens)
         finally:
             self._release(count)
 
-    def preference_probability(self, rewards_a: np.ndarray, rewards_b: np.ndarray) -> np.ndarray:
-        """Bradley-Terry p(a better than b) = sigmoid((r_a - r_b) / T), computed without overflow."""
-        gap = (rewards_a.astype(np.float64) - rewards_b) / self.manifest.calibration_temperature
-        return np.exp(-np.logaddexp(0.0, -gap))
+    def _encode(self, pairs: Pairs) -> list[EncodedPair]:
+        return self.runtime.encoder.encode(*pairs.texts())
+
+    def _response_tokens(self, sequences: Sequence[EncodedPair]) -> np.ndarray:
+        """Each response's length in tokens, as sent (what truncation cut counts)."""
+        suffix = len(self.manifest.input_format.suffix_ids)
+        return np.array([len(s) - s.response_start - suffix + s.response_cut for s in sequences], dtype=np.float64)
 
     @property
     def full(self) -> bool:
@@ -174,12 +181,12 @@ class ScoringService:
         rate = self.batcher.throughput or 1.0
         return min(max(math.ceil(excess / rate), 1), 60)
 
-    def _reject_truncated(self, sequences: Sequence[EncodedPair], where: Where) -> None:
+    def _reject_truncated(self, sequences: Sequence[EncodedPair], pairs: Pairs) -> None:
         limit = self.runtime.encoder.format.max_length
         for index, sequence in enumerate(sequences):
             if sequence.prompt_cut or sequence.response_cut:
                 tokens = len(sequence) + sequence.prompt_cut + sequence.response_cut
                 raise SequenceTooLongError(
-                    f'{where(index)}: {tokens} tokens, over the model\'s {limit}; send "truncate": true '
+                    f'{pairs.where(index)}: {tokens} tokens, over the model\'s {limit}; send "truncate": true '
                     "to cut the prompt from the left"
                 )
