@@ -2,7 +2,9 @@
 
     with RewardClient("http://127.0.0.1:8000", api_key="...") as client:
         rewards = client.score(prompts, responses)            # list[float], in order
+        rewards = client.score_chats(conversations)          # each ends with the assistant's reply
         results = client.compare(prompts, responses_a, responses_b)  # list[Comparison]
+        best = client.rank(prompt, candidates).ranking[0]     # best-of-n
 
 Large inputs are sent in chunks of `chunk_size` items (the async client sends up to
 `concurrency` chunks at once), so a 100,000-item scoring job is one call. A 429 or 503 answer,
@@ -17,7 +19,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,14 +60,45 @@ class Retry:
         return max(jittered, asked)
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """K responses to one prompt, scored together."""
+
+    rewards: list[float]  # in request order
+    ranking: list[int]  # indices, best first
+    p_best: list[float]  # Plackett-Luce first-choice probabilities softmax(rewards / T)
+    p_better: list[list[float]] | None  # [i][j] = sigmoid((rewards[i] - rewards[j]) / T)
+
+
+Conversation = Sequence[Mapping[str, str]]
+
+
 def _chunks(count: int, size: int) -> Iterator[slice]:
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
 
 
-def _score_body(prompts: Sequence[str], responses: Sequence[str], truncate: bool) -> dict[str, Any]:
-    items = [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
-    return {"items": items, "truncate": truncate}
+def _text_items(prompts: Sequence[str], responses: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
+
+
+def _chat_items(conversations: Sequence[Conversation]) -> list[dict[str, Any]]:
+    return [{"messages": [{"role": m["role"], "content": m["content"]} for m in c]} for c in conversations]
+
+
+def _ranking_body(
+    prompt: str | Conversation, responses: Sequence[str], pairwise: bool, truncate: bool
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"responses": list(responses), "pairwise": pairwise, "truncate": truncate}
+    if isinstance(prompt, str):
+        body["prompt"] = prompt
+    else:
+        body["messages"] = _chat_items([prompt])[0]["messages"]
+    return body
+
+
+def _ranking(body: dict[str, Any]) -> Ranking:
+    return Ranking(body["rewards"], body["ranking"], body["p_best"], body.get("p_better"))
 
 
 def _compare_body(prompts: Sequence[str], a: Sequence[str], b: Sequence[str], truncate: bool) -> dict[str, Any]:
@@ -126,11 +159,25 @@ class RewardClient(_Base):
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True) -> list[float]:
         """One reward per (prompt, response), in order."""
+        return self.score_items(_text_items(prompts, responses), truncate=truncate)
+
+    def score_chats(self, conversations: Sequence[Conversation], *, truncate: bool = True) -> list[float]:
+        """One reward per conversation ({role, content} messages ending with the assistant's
+        response), rendered by the server with its bundle's chat template."""
+        return self.score_items(_chat_items(conversations), truncate=truncate)
+
+    def score_items(self, items: Sequence[dict[str, Any]], *, truncate: bool = True) -> list[float]:
+        """One reward per `/score` item (text or chat form), in order."""
         rewards: list[float] = []
-        for part in _chunks(len(prompts), self.chunk_size):
-            body = _score_body(prompts[part], responses[part], truncate)
-            rewards += self._post("/score", body)["rewards"]
+        for part in _chunks(len(items), self.chunk_size):
+            rewards += self._post("/score", {"items": items[part], "truncate": truncate})["rewards"]
         return rewards
+
+    def rank(
+        self, prompt: str | Conversation, responses: Sequence[str], *, pairwise: bool = True, truncate: bool = True
+    ) -> Ranking:
+        """K responses to one prompt (text, or chat messages): rewards, best first, and choice probabilities."""
+        return _ranking(self._post("/compare", _ranking_body(prompt, responses, pairwise, truncate)))
 
     def compare(
         self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str], *, truncate: bool = True
@@ -176,10 +223,24 @@ class AsyncRewardClient(_Base):
 
     async def score(self, prompts: Sequence[str], responses: Sequence[str], *, truncate: bool = True) -> list[float]:
         """One reward per (prompt, response), in order."""
-        parts = _chunks(len(prompts), self.chunk_size)
-        bodies = [_score_body(prompts[part], responses[part], truncate) for part in parts]
+        return await self.score_items(_text_items(prompts, responses), truncate=truncate)
+
+    async def score_chats(self, conversations: Sequence[Conversation], *, truncate: bool = True) -> list[float]:
+        """One reward per conversation ({role, content} messages ending with the assistant's
+        response), rendered by the server with its bundle's chat template."""
+        return await self.score_items(_chat_items(conversations), truncate=truncate)
+
+    async def score_items(self, items: Sequence[dict[str, Any]], *, truncate: bool = True) -> list[float]:
+        """One reward per `/score` item (text or chat form), in order."""
+        bodies = [{"items": items[part], "truncate": truncate} for part in _chunks(len(items), self.chunk_size)]
         answers = await asyncio.gather(*(self._post("/score", body) for body in bodies))
         return [reward for answer in answers for reward in answer["rewards"]]
+
+    async def rank(
+        self, prompt: str | Conversation, responses: Sequence[str], *, pairwise: bool = True, truncate: bool = True
+    ) -> Ranking:
+        """K responses to one prompt (text, or chat messages): rewards, best first, and choice probabilities."""
+        return _ranking(await self._post("/compare", _ranking_body(prompt, responses, pairwise, truncate)))
 
     async def compare(
         self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str], *, truncate: bool = True

@@ -49,6 +49,33 @@ def test_the_async_client_sends_chunks_concurrently_and_keeps_the_order(server):
     assert asyncio.run(run()) == pytest.approx(expected, abs=1e-6)
 
 
+def test_chats_score_as_their_transcripts_and_extra_message_keys_are_dropped(server):
+    conversations = [
+        [{"role": "user", "content": f"question {i}?"}, {"role": "assistant", "content": r, "name": "bot"}]
+        for i, r in enumerate(RESPONSES[:4])
+    ]
+    with RewardClient(server.url, chunk_size=3) as client:
+        expected = client.score(PROMPTS[:4], RESPONSES[:4])
+        assert client.score_chats(conversations) == pytest.approx(expected, abs=1e-6)
+
+    async def run() -> list[float]:
+        async with AsyncRewardClient(server.url, chunk_size=3) as client:
+            return await client.score_chats(conversations)
+
+    assert asyncio.run(run()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_rank_picks_the_best_of_n(server):
+    with RewardClient(server.url) as client:
+        ranking = client.rank(PROMPTS[0], RESPONSES[:4])
+        chat_ranking = client.rank([{"role": "user", "content": "question 0?"}], RESPONSES[:4], pairwise=False)
+        rewards = client.score(PROMPTS[:1] * 4, RESPONSES[:4])
+    assert ranking.rewards == pytest.approx(rewards, abs=1e-6)
+    assert ranking.ranking[0] == max(range(4), key=rewards.__getitem__)
+    assert sum(ranking.p_best) == pytest.approx(1) and len(ranking.p_better) == 4
+    assert chat_ranking.rewards == pytest.approx(rewards, abs=1e-6) and chat_ranking.p_better is None
+
+
 def test_compare_gives_typed_results(server):
     with RewardClient(server.url, chunk_size=4) as client:
         results = client.compare(PROMPTS, RESPONSES, RESPONSES[::-1])

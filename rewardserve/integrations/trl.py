@@ -1,0 +1,73 @@
+"""A `reward_funcs` entry for TRL's GRPOTrainer (and its other online trainers):
+
+    from rewardserve.integrations.trl import RewardFunction
+    trainer = GRPOTrainer(model=..., reward_funcs=RewardFunction("http://reward:8000"), ...)
+
+TRL calls it with the batch's `prompts` and `completions`: strings for plain-text datasets, or
+lists of {role, content} messages for conversational ones, which the server renders with its
+bundle's chat template. TRL itself is not imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rewardserve.client import Retry, RewardClient
+
+Messages = Sequence[Mapping[str, Any]]
+
+
+def _turns(messages: Messages) -> list[dict[str, str]]:
+    # Only role and content reach the template; tool-call messages carry content None.
+    return [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+
+
+def score_item(prompt: str | Messages, completion: str | Messages) -> dict[str, Any]:
+    """The `/score` item of one prompt and completion, text or conversational."""
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return {"prompt": prompt, "response": completion}
+    if isinstance(prompt, str) or isinstance(completion, str):
+        raise TypeError("prompt and completion must both be text or both be message lists")
+    return {"messages": _turns(prompt) + _turns(completion)}
+
+
+class RewardFunction:
+    """Scores GRPO completions on a rewardserve server: `(prompts, completions, **kwargs) -> list[float]`.
+
+    Picklable (the HTTP client is made on first use in each process), so it survives
+    accelerate's and torchrun's worker processes. Extra keyword arguments (dataset columns,
+    `trainer_state`, ...) are accepted and ignored. Rewards are logged under `name`.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        name: str = "rewardserve",
+        chunk_size: int = 256,
+        retry: Retry | None = None,
+        request_timeout: float | None = None,
+    ) -> None:
+        self.__name__ = name  # TRL logs rewards/<__name__>/mean
+        self._options: dict[str, Any] = dict(
+            url=url, api_key=api_key, chunk_size=chunk_size, retry=retry, request_timeout=request_timeout
+        )
+        self._client: RewardClient | None = None
+
+    def __call__(
+        self, prompts: Sequence[str | Messages], completions: Sequence[str | Messages], **_: Any
+    ) -> list[float]:
+        if self._client is None:
+            self._client = RewardClient(**self._options)
+        items = [score_item(p, c) for p, c in zip(prompts, completions, strict=True)]
+        return self._client.score_items(items)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,74 @@
+"""verl: `compute_score` and `compute_score_batch` called as verl's naive and batch reward
+managers call them (keywords, with `reward_kwargs` bound as verl binds them) on a live server."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from live import free_port, running
+
+from rewardserve.client import RewardClient, RewardServerError
+from rewardserve.integrations import verl
+
+PROMPT = "\n\nHuman: What is the capital of France?\n\nAssistant:"
+SOLUTIONS = [" Paris.", " I like turtles.", " The capital is Paris."]
+
+
+@pytest.fixture(scope="module")
+def url(tiny_bundle):
+    from rewardserve.service import Settings
+
+    with running(Settings(bundle=tiny_bundle, port=free_port(), cache_size=0)) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def expected(url) -> list[float]:
+    with RewardClient(url) as client:
+        return client.score([PROMPT] * 3, SOLUTIONS)
+
+
+def test_the_naive_manager_scores_one_response_at_a_time(url, expected):
+    compute_score = functools.partial(verl.compute_score, url=url)  # custom_reward_function.reward_kwargs
+    rewards = [
+        compute_score(data_source="hh", solution_str=s, ground_truth=None, extra_info={"prompt": PROMPT, "index": i})
+        for i, s in enumerate(SOLUTIONS)
+    ]
+    assert all(isinstance(r, float) for r in rewards)
+    assert rewards == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_batch_manager_scores_a_batch_in_one_call(url, expected):
+    rewards = verl.compute_score_batch(
+        data_sources=["hh"] * 3,
+        solution_strs=SOLUTIONS,
+        ground_truths=[None] * 3,
+        extra_infos=[{"prompt": PROMPT}] * 3,
+        url=url,
+    )
+    assert rewards == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_chat_prompt_in_extra_info_is_rendered_with_the_bundles_template(url, expected):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    with RewardClient(url) as client:
+        hh_text = client.score(["\n\nHuman: What is the capital of France?"], SOLUTIONS[:1])
+    reward = verl.compute_score("hh", SOLUTIONS[0], None, {"prompt": messages}, url=url)
+    assert reward == pytest.approx(hh_text[0], abs=1e-6)
+
+
+def test_the_url_comes_from_the_environment_and_without_a_prompt_the_response_is_scored_alone(url, monkeypatch):
+    monkeypatch.setenv("REWARDSERVE_URL", url)
+    with RewardClient(url) as client:
+        alone = client.score([""], SOLUTIONS[:1])
+    assert verl.compute_score("hh", SOLUTIONS[0], "Paris") == pytest.approx(alone[0], abs=1e-6)
+
+
+def test_no_url_is_a_clear_error_and_server_errors_are_raised(url, monkeypatch):
+    monkeypatch.delenv("REWARDSERVE_URL", raising=False)
+    with pytest.raises(ValueError, match="REWARDSERVE_URL"):
+        verl.compute_score("hh", "x", None)
+    messages = [{"role": "user", "content": "x" * 200_000}]
+    with pytest.raises(RewardServerError, match="413 text_too_long"):
+        verl.compute_score("hh", "x", None, {"prompt": messages}, url=url)
