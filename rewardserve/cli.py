@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -147,6 +148,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from rewardserve.batch_scoring import Columns, ScoringJobError, score_table
+    from rewardserve.client import RewardServerError
+    from rewardserve.scorers import open_scorer
+    from rewardserve.tables import TableError
+
+    columns = Columns(args.prompt_column, args.response_column, args.messages_column, args.output_column)
+    try:
+        scorer = open_scorer(args.url, Path(args.bundle) if args.bundle else None, args.api_key)
+        try:
+            report = score_table(
+                Path(args.input),
+                Path(args.output),
+                scorer,
+                columns=columns,
+                batch_rows=args.batch_rows,
+                in_flight=args.in_flight if args.url else 1,
+                overwrite=args.overwrite,
+            )
+        finally:
+            scorer.close()
+    except (ScoringJobError, TableError, RewardServerError, OSError, ValueError) as exc:
+        print(f"rewardserve: cannot score: {exc}", file=sys.stderr)
+        return 2
+    resumed = f" (resumed after row {report.resumed_from})" if report.resumed_from else ""
+    new_rows = report.rows - report.resumed_from
+    rate = new_rows / report.seconds if report.seconds else 0.0
+    print(
+        f"{args.output}: {report.rows} rows{resumed}, {new_rows} scored in {report.seconds:.1f} s ({rate:.1f} rows/s)"
+    )
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rewardserve.bundle import BundleError, load_bundle
     from rewardserve.bundle.describe import describe_bundle
@@ -282,6 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
     _data_argument(evaluate, "--data", default_data_files(), "pairs to evaluate (default: data/hh-rlhf/*)")
     evaluate.add_argument("--split", choices=["heldout", "validation", "train", "all"], default="heldout")
     evaluate.set_defaults(func=cmd_eval)
+
+    score = commands.add_parser(
+        "score", help="add a reward column to every row of a JSONL, CSV or Parquet file (resumable)"
+    )
+    score.add_argument("input", help="rows to score: .jsonl[.gz], .json, .csv, .parquet or a datasets directory")
+    score.add_argument("output", help=".jsonl, .csv or .parquet; every input column is kept")
+    where = score.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="score on this rewardserve server")
+    where.add_argument("--bundle", help="score in this process on this bundle")
+    score.add_argument("--api-key", default=os.environ.get("REWARDSERVE_API_KEY"), help="default: REWARDSERVE_API_KEY")
+    score.add_argument("--prompt-column", default="prompt", help="default: prompt (a row without it has prompt '')")
+    score.add_argument("--response-column", default="response", help="default: response")
+    score.add_argument(
+        "--messages-column", default="messages", help="chat form, used when a row has it (default: messages)"
+    )
+    score.add_argument("--output-column", default="reward", help="default: reward")
+    score.add_argument("--batch-rows", type=int, default=1024, help="rows read, scored and committed at once")
+    score.add_argument("--in-flight", type=int, default=4, help="with --url: batches sent at once (default: 4)")
+    score.add_argument("--overwrite", action="store_true", help="start again instead of resuming or refusing")
+    score.set_defaults(func=cmd_score)
 
     inspect = commands.add_parser("inspect", help="verify a bundle and print its manifest readably")
     inspect.add_argument("bundle", help="bundle directory")

@@ -142,7 +142,7 @@ def test_loading_fails_when_too_many_rows_are_bad(tmp_path):
 def test_an_unknown_file_type_is_refused_by_name(tmp_path):
     path = tmp_path / "prefs.xlsx"
     path.write_text("")
-    with pytest.raises(DataError, match="prefs.xlsx: unknown data format"):
+    with pytest.raises(DataError, match="prefs.xlsx: unknown format"):
         load(path)
 
 

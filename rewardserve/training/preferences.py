@@ -20,16 +20,15 @@ exceed a set share.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rewardserve import tables
 from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE, ChatTemplateError, check_messages, split_conversation
+from rewardserve.tables import BadRow, TableError, decode_json_cell, table_format
 from rewardserve.training.data import Split, source_name, split_of, split_transcript
 
 # Llama 2's "large" margins for its four preference-strength labels (Touvron et al., 2023, table 28).
@@ -109,86 +108,29 @@ class DataReport:
 # ---------------------------------------------------------------------------- file readers
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, object]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"line {number}", json.loads(line)
-            except json.JSONDecodeError as e:
-                yield f"line {number}", RowError(f"invalid JSON ({e.msg})")
-
-
-def _json_rows(path: Path) -> Iterator[tuple[str, object]]:
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(rows, list):
-        raise DataError(f"{path}: expected a JSON list of rows")
-    for number, row in enumerate(rows, start=1):
-        yield f"row {number}", row
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[str, object]]:
-    # List-valued cells (responses, ranking, scores, chat messages) are JSON text in CSV.
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            for column in LIST_COLUMNS + CHAT_COLUMNS:
-                cell = row.get(column)
-                decoded = _try_json(cell) if cell and cell.lstrip().startswith("[") else None
-                if decoded is not None and (column in LIST_COLUMNS or _looks_like_messages(decoded)):
-                    row[column] = decoded
-            if row.get("margin") not in (None, ""):
-                row["margin"] = _try_float(row["margin"])
-            yield f"line {reader.line_num}", row
-
-
-def _table_rows(rows: Iterable[dict]) -> Iterator[tuple[str, object]]:
-    for number, row in enumerate(rows, start=1):
-        yield f"row {number}", row
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[str, object]]:
-    import pyarrow.parquet as pq
-
-    yield from _table_rows(row for batch in pq.ParquetFile(path).iter_batches() for row in batch.to_pylist())
-
-
-def _datasets_rows(path: Path) -> Iterator[tuple[str, object]]:
-    from datasets import DatasetDict, load_from_disk
-
-    data = load_from_disk(str(path))
-    if isinstance(data, DatasetDict):
-        if "train" not in data and len(data) != 1:
-            raise DataError(f"{path}: a DatasetDict needs a 'train' split or exactly one split (has {list(data)})")
-        data = data["train"] if "train" in data else next(iter(data.values()))
-    yield from _table_rows(iter(data))
-
-
 def read_rows(path: Path) -> Iterator[tuple[str, object]]:
-    """(location, row) for every row of a file; a row may be a RowError the reader raised."""
-    name = path.name.lower()
-    if path.is_dir():
-        return _datasets_rows(path)
-    if name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-        return _jsonl_rows(path)
-    if name.endswith(".json"):
-        return _json_rows(path)
-    if name.endswith(".parquet"):
-        return _parquet_rows(path)
-    if name.endswith(".csv"):
-        return _csv_rows(path)
-    raise DataError(
-        f"{path}: unknown data format (expected .jsonl[.gz], .json, .parquet, .csv or a datasets directory)"
-    )
-
-
-def _try_json(text: str) -> object | None:
+    """(location, row) for every row of a file; a line that is no row comes as a RowError.
+    In CSV, list-valued cells (responses, ranking, scores, chat messages) are JSON text."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
+        kind = table_format(path)
+        for location, row in tables.read_rows(path):
+            if isinstance(row, BadRow):
+                yield location, RowError(str(row))
+                continue
+            if kind == "csv":
+                _decode_csv_cells(row)
+            yield location, row
+    except TableError as e:
+        raise DataError(str(e)) from None
+
+
+def _decode_csv_cells(row: dict) -> None:
+    for column in LIST_COLUMNS + CHAT_COLUMNS:
+        decoded = decode_json_cell(row.get(column))
+        if isinstance(decoded, list) and (column in LIST_COLUMNS or _looks_like_messages(decoded)):
+            row[column] = decoded
+    if row.get("margin") not in (None, ""):
+        row["margin"] = _try_float(row["margin"])
 
 
 def _try_float(text: str) -> object:

@@ -1,0 +1,69 @@
+"""Where offline jobs (batch scoring, evaluation) get rewards: a server, or the bundle in-process.
+
+Both take `/score` items, `{"prompt", "response"}` or `{"messages"}`, so a job gives the same
+rewards either way: the in-process scorer renders conversations with the bundle's chat template
+exactly as the server does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle.chat import ChatTemplateError, check_messages, split_conversation
+from rewardserve.client import RewardClient
+
+
+class Scorer(Protocol):
+    name: str  # the model, or the server's URL
+
+    def score_items(self, items: Sequence[Mapping[str, Any]]) -> list[float]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalScorer:
+    """A bundle's ONNX graph in this process: length-sorted batches on every CPU it may use."""
+
+    def __init__(self, bundle: Path, *, threads: int | None = None, batch_size: int = 32) -> None:
+        self.runtime = BundleRuntime(bundle, threads=threads)
+        self.name = self.runtime.manifest.name
+        self.batch_size = batch_size
+
+    def texts(self, item: Mapping[str, Any]) -> tuple[str, str]:
+        """(prompt, response) of a `/score` item; ValueError naming what is wrong."""
+        if "messages" in item:
+            messages = check_messages(item["messages"], "messages")
+            if messages[-1]["role"] != "assistant":
+                raise ChatTemplateError("messages: the last message is the response: an assistant's")
+            template = self.runtime.manifest.input_format.chat_template
+            return split_conversation(template, messages[:-1], messages[-1:])
+        prompt, response = item.get("prompt", ""), item.get("response")
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise ValueError("expected string prompt and response, or messages")
+        return prompt, response
+
+    def score_items(self, items: Sequence[Mapping[str, Any]]) -> list[float]:
+        pairs = [self.texts(item) for item in items]
+        prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+        return self.runtime.score(prompts, responses, batch_size=self.batch_size).tolist()
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteScorer(RewardClient):
+    """A rewardserve server (RewardClient: chunked, retried)."""
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+
+def open_scorer(url: str | None, bundle: Path | None, api_key: str | None = None) -> Scorer:
+    """The server at `url`, else the bundle in-process."""
+    if (url is None) == (bundle is None):
+        raise ValueError("give a server --url or a --bundle to score in-process (one of them)")
+    return RemoteScorer(url, api_key=api_key) if url else LocalScorer(bundle)
