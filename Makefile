@@ -17,7 +17,10 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[train,test]'
+	$(BIN)/pip install -e '.[train,eval,test]'
+	# Debian's Chromium: the test that renders the evaluation report in a headless browser
+	command -v chromium >/dev/null || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)
 	touch $@
 
 # The checkpoint's input-format file is written last by `rewardserve train`: its presence
@@ -35,7 +38,7 @@ serve: $(INSTALLED) $(BUNDLE)/manifest.json
 	$(BIN)/rewardserve serve --bundle $(BUNDLE) --port $(PORT)
 
 eval: $(BUNDLE)/manifest.json
-	$(BIN)/rewardserve eval --bundle $(BUNDLE)
+	$(BIN)/rewardserve eval --bundle $(BUNDLE) --report $(MODEL_DIR)/eval.html
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .

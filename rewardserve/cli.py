@@ -6,6 +6,7 @@ Imports are deferred into each command so that `rewardserve serve` never loads t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -142,9 +143,37 @@ def _checkpoint_data_options(checkpoint: Path) -> DataOptions:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rewardserve.evaluate import evaluate_bundle
+    from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE
+    from rewardserve.client import RewardServerError
+    from rewardserve.eval_report import render_html
+    from rewardserve.evaluate import build_report, compare_pairs
+    from rewardserve.scorers import LocalScorer, open_scorer
+    from rewardserve.training.preferences import DataError, DataOptions, load_preferences
 
-    print(evaluate_bundle(Path(args.bundle), args.data, args.split).table())
+    try:
+        scorer = open_scorer(args.url, Path(args.bundle) if args.bundle else None, args.api_key)
+        # Conversational rows are rendered to text here: with the bundle's template in-process;
+        # a server's template cannot be asked for, so --chat-template names it.
+        if isinstance(scorer, LocalScorer):
+            template = scorer.runtime.manifest.input_format.chat_template
+        else:
+            template = args.chat_template.read_text() if args.chat_template else PAIR_LAYOUT_TEMPLATE
+        examples, data_report = load_preferences(args.data, split=args.split, options=DataOptions(template))
+        print(f"data: {data_report}", file=sys.stderr)
+        with contextlib.closing(scorer):
+            pairs = compare_pairs(scorer, examples)
+            report = build_report(
+                pairs, model=scorer.name, scorer=args.url or args.bundle, data=args.data, split=args.split
+            )
+    except (DataError, RewardServerError, OSError, ValueError) as exc:
+        print(f"rewardserve: cannot evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.report:
+        page, figures = Path(args.report), report.as_dict()
+        page.write_text(render_html(figures), encoding="utf-8")
+        page.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"report: {page} and {page.with_suffix('.json')}")
     return 0
 
 
@@ -311,10 +340,27 @@ def build_parser() -> argparse.ArgumentParser:
     _data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")
     export.set_defaults(func=cmd_export)
 
-    evaluate = commands.add_parser("eval", help="pairwise accuracy of a bundle on preference pairs")
-    evaluate.add_argument("--bundle", required=True)
-    _data_argument(evaluate, "--data", default_data_files(), "pairs to evaluate (default: data/hh-rlhf/*)")
+    evaluate = commands.add_parser(
+        "eval", help="pairwise accuracy, calibration and length bias on preference pairs, with an HTML report"
+    )
+    evaluate.add_argument(
+        "data",
+        nargs="*",
+        type=Path,
+        default=default_data_files(),
+        help="preference files (.jsonl[.gz], .json, .parquet, .csv) or datasets directories (default: data/hh-rlhf/*)",
+    )
+    where = evaluate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="evaluate the model this rewardserve server serves (through /compare)")
+    where.add_argument("--bundle", help="evaluate this bundle in-process")
+    evaluate.add_argument(
+        "--api-key", default=os.environ.get("REWARDSERVE_API_KEY"), help="default: REWARDSERVE_API_KEY"
+    )
     evaluate.add_argument("--split", choices=["heldout", "validation", "train", "all"], default="heldout")
+    evaluate.add_argument("--report", help="write this HTML page, and the figures as JSON beside it (.json)")
+    evaluate.add_argument(
+        "--chat-template", type=Path, help="with --url: Jinja template for conversational rows (the server's)"
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     score = commands.add_parser(

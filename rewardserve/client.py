@@ -134,12 +134,18 @@ class _Base:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.url = url.rstrip("/")
+        self.model: str | None = None  # the server's model name, once it has answered
         self.chunk_size = chunk_size
         self.retry = retry or Retry()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         if request_timeout is not None:
             headers["X-Request-Timeout"] = str(request_timeout)
         self._http = self._http_class(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _answer(self, response: httpx.Response) -> dict[str, Any]:
+        body = response.json()
+        self.model = body.get("model", self.model)
+        return body
 
     def _wait_before_retry(self, attempt: int, failure: httpx.Response | httpx.TransportError) -> float:
         """Seconds to wait before attempt `attempt + 1`; raises what failed when it is not worth
@@ -197,7 +203,7 @@ class RewardClient(_Base):
                 time.sleep(self._wait_before_retry(attempt, error))
                 continue
             if response.status_code == 200:
-                return response.json()
+                return self._answer(response)
             time.sleep(self._wait_before_retry(attempt, response))
         raise AssertionError("unreachable")
 
@@ -260,7 +266,7 @@ class AsyncRewardClient(_Base):
                     await asyncio.sleep(self._wait_before_retry(attempt, error))
                     continue
                 if response.status_code == 200:
-                    return response.json()
+                    return self._answer(response)
                 await asyncio.sleep(self._wait_before_retry(attempt, response))
         raise AssertionError("unreachable")
 

@@ -38,31 +38,63 @@ def _correct(gaps: np.ndarray) -> np.ndarray:
     return (gaps > 0) + 0.5 * (gaps == 0)
 
 
-def expected_calibration_error(gaps: np.ndarray, temperature: float = 1.0) -> float:
-    """ECE of the predicted winner's probability max(p, 1 - p), p = sigmoid(gap / T), in
-    equal-width bins over [0.5, 1]: the mean |accuracy - confidence|, weighted by bin size."""
-    confidence = 1.0 / (1.0 + np.exp(-np.abs(gaps) / temperature))
-    correct = _correct(gaps)
-    bins = np.minimum(((confidence - 0.5) * 2 * ECE_BINS).astype(int), ECE_BINS - 1)
-    error = 0.0
-    for b in range(ECE_BINS):
-        in_bin = bins == b
+@dataclass(frozen=True)
+class CalibrationBin:
+    low: float  # confidence range of the bin, within [0.5, 1]
+    high: float
+    pairs: int
+    confidence: float  # mean predicted probability of the predicted winner
+    accuracy: float  # share of those pairs whose predicted winner the humans preferred
+
+
+def calibration_curve(p_better: np.ndarray, bins: int = ECE_BINS) -> list[CalibrationBin]:
+    """Reliability of the predicted winner of each (better, worse) pair, whose probability of
+    being right is max(p, 1 - p) for p = p(better wins): pairs in equal-width confidence bins
+    over [0.5, 1], each with its mean confidence and accuracy. Empty bins are left out."""
+    p_better = np.asarray(p_better, dtype=np.float64)
+    confidence = np.maximum(p_better, 1 - p_better)
+    correct = _correct(p_better - 0.5)
+    index = np.minimum(((confidence - 0.5) * 2 * bins).astype(int), bins - 1)
+    curve = []
+    for b in range(bins):
+        in_bin = index == b
         if in_bin.any():
-            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(error)
+            low, high = 0.5 + b / (2 * bins), 0.5 + (b + 1) / (2 * bins)
+            curve.append(
+                CalibrationBin(
+                    low, high, int(in_bin.sum()), float(confidence[in_bin].mean()), float(correct[in_bin].mean())
+                )
+            )
+    return curve
 
 
-def preference_metrics(gaps: np.ndarray, temperature: float = 1.0) -> PreferenceMetrics:
-    """Metrics of the reward gaps r_better - r_worse of human-labelled pairs."""
+def expected_calibration_error(p_better: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the mean |accuracy - confidence| of the calibration curve's bins, weighted by size."""
+    curve = calibration_curve(p_better, bins)
+    total = sum(b.pairs for b in curve)
+    return float(sum(b.pairs / total * abs(b.accuracy - b.confidence) for b in curve))
+
+
+def preference_metrics(
+    gaps: np.ndarray, temperature: float = 1.0, p_better: np.ndarray | None = None
+) -> PreferenceMetrics:
+    """Metrics of the reward gaps r_better - r_worse of human-labelled pairs, with
+    p(better wins) = sigmoid(gap / T), or `p_better` as given (e.g. served by /compare)."""
     gaps = np.asarray(gaps, dtype=np.float64)
     if gaps.size == 0:
         raise ValueError("no pairs to evaluate")
+    if p_better is None:
+        p_better = np.exp(_log_sigmoid(gaps / temperature))
+        log_loss = float(-_log_sigmoid(gaps / temperature).mean())
+    else:
+        p_better = np.asarray(p_better, dtype=np.float64)
+        log_loss = float(-np.log(np.clip(p_better, 1e-300, 1.0)).mean())
     return PreferenceMetrics(
         pairs=int(gaps.size),
         accuracy=ranking_accuracy(gaps),
         mean_margin=float(gaps.mean()),
-        log_loss=float(-_log_sigmoid(gaps / temperature).mean()),
-        ece=expected_calibration_error(gaps, temperature),
+        log_loss=log_loss,
+        ece=expected_calibration_error(p_better),
     )
 
 

@@ -11,15 +11,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from rewardserve import choice
 from rewardserve.bundle import BundleRuntime
 from rewardserve.bundle.chat import ChatTemplateError, check_messages, split_conversation
-from rewardserve.client import RewardClient
+from rewardserve.client import Comparison, RewardClient
 
 
 class Scorer(Protocol):
     name: str  # the model, or the server's URL
 
     def score_items(self, items: Sequence[Mapping[str, Any]]) -> list[float]: ...
+
+    def compare(
+        self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]
+    ) -> list[Comparison]: ...
 
     def close(self) -> None: ...
 
@@ -50,6 +55,17 @@ class LocalScorer:
         prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
         return self.runtime.score(prompts, responses, batch_size=self.batch_size).tolist()
 
+    def compare(
+        self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]
+    ) -> list[Comparison]:
+        """As `/compare` answers: both rewards and p(a better than b) with the bundle's temperature."""
+        n = len(prompts)
+        rewards = self.runtime.score([*prompts, *prompts], [*responses_a, *responses_b], batch_size=self.batch_size)
+        p_a = choice.p_better(rewards[:n], rewards[n:], self.runtime.manifest.calibration_temperature)
+        return [
+            Comparison(*values) for values in zip(rewards[:n].tolist(), rewards[n:].tolist(), p_a.tolist(), strict=True)
+        ]
+
     def close(self) -> None:
         pass
 
@@ -59,7 +75,7 @@ class RemoteScorer(RewardClient):
 
     @property
     def name(self) -> str:
-        return self.url
+        return self.model or self.url
 
 
 def open_scorer(url: str | None, bundle: Path | None, api_key: str | None = None) -> Scorer:
