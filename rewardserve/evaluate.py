@@ -72,7 +72,7 @@ class ComparedPairs:
 
 
 def compare_pairs(
-    scorer: Scorer, examples: Sequence[PreferenceExample], chunk: int = 1024, progress: bool = True
+    scorer: Scorer, examples: Sequence[PreferenceExample], chunk: int = 256, progress: bool = True
 ) -> ComparedPairs:
     pairs = [(e, i, j) for e in examples for i, j in e.ordered_pairs()]
     results = []

@@ -129,3 +129,17 @@ def build_decoder(kind: str, out: Path, texts: list[str]) -> Path:
 def tiny_decoder(request, tmp_path_factory, train_pairs) -> Path:
     texts = [e.prompt + r for e in train_pairs[:200] for r in e.responses]
     return build_decoder(request.param, tmp_path_factory.mktemp(request.param), texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory, train_pairs) -> Path:
+    """A 2-layer Qwen2 causal LM with random weights and a BPE tokenizer trained on HH text: the
+    policy that TRL's GRPOTrainer trains in the tests."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("policy")
+    build_decoder("qwen2", out, [e.prompt + r for e in train_pairs[:200] for r in e.responses])
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out)).save_pretrained(out)
+    return out

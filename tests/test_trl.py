@@ -4,13 +4,11 @@ live rewardserve server through `RewardFunction`, with plain-text and conversati
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
-import torch
-from conftest import build_decoder
 from datasets import Dataset
 from live import free_port, running
-from transformers import AutoConfig, AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
 from rewardserve.client import RewardClient
@@ -31,16 +29,6 @@ def server(tiny_bundle):
         yield server
 
 
-@pytest.fixture(scope="module")
-def policy(tmp_path_factory, train_pairs):
-    """A 2-layer Qwen2 causal LM with random weights and a BPE tokenizer trained on HH text."""
-    out = tmp_path_factory.mktemp("policy")
-    build_decoder("qwen2", out, [e.prompt + r for e in train_pairs[:200] for r in e.responses])
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out)).save_pretrained(out)
-    return out
-
-
 class Recorded(RewardFunction):
     """Keeps what TRL passed and what the server answered, step by step."""
 
@@ -54,7 +42,7 @@ class Recorded(RewardFunction):
         return rewards
 
 
-def train(policy, tmp_path, reward: RewardFunction, prompts: list) -> GRPOTrainer:
+def train(policy: Path, tmp_path: Path, reward: RewardFunction, prompts: list) -> GRPOTrainer:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(policy, padding_side="left")
@@ -86,11 +74,11 @@ def logged_reward_means(trainer: GRPOTrainer) -> list[float]:
     ]
 
 
-def test_grpo_trains_on_plain_text_prompts_with_server_rewards(server, policy, tmp_path):
+def test_grpo_trains_on_plain_text_prompts_with_server_rewards(server, tiny_policy, tmp_path):
     prompts = [f"\n\nHuman: {q}\n\nAssistant:" for q in QUESTIONS]
     before = server.metric("rewardserve_sequences_total", endpoint="/score", status="200")
     reward = Recorded(server.url)
-    trainer = train(policy, tmp_path, reward, prompts)
+    trainer = train(tiny_policy, tmp_path, reward, prompts)
     assert len(reward.calls) == 2  # one generation batch per step: 2 prompts x 2 completions
     assert server.metric("rewardserve_sequences_total", endpoint="/score", status="200") - before == 8
     with RewardClient(server.url) as client:
@@ -101,10 +89,10 @@ def test_grpo_trains_on_plain_text_prompts_with_server_rewards(server, policy, t
     assert logged_reward_means(trainer) == pytest.approx(expected, abs=1e-5)
 
 
-def test_grpo_trains_on_conversational_prompts(server, policy, tmp_path):
+def test_grpo_trains_on_conversational_prompts(server, tiny_policy, tmp_path):
     prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
     reward = Recorded(server.url)
-    trainer = train(policy, tmp_path, reward, prompts)
+    trainer = train(tiny_policy, tmp_path, reward, prompts)
     assert len(reward.calls) == 2
     with RewardClient(server.url) as client:
         for sent_prompts, completions, rewards in reward.calls:
