@@ -1,0 +1,28 @@
+#!/bin/sh
+# The image's install step, also run by the tests in a fresh virtual environment, so the recipe
+# cannot rot unseen: a virtual environment at VENV with rewardserve's serving dependencies only
+# (no torch, no transformers), for the cpu or the gpu image.
+#
+#   docker/install.sh VENV WHEEL cpu|gpu
+set -eu
+venv=$1 wheel=$2 variant=$3
+python3 -m venv "$venv"
+pip="$venv/bin/pip"
+"$pip" install --upgrade pip
+case "$variant" in
+  cpu) "$pip" install "$wheel" ;;
+  gpu)
+    # onnxruntime and onnxruntime-gpu install the same `onnxruntime` module: keep only the
+    # CUDA build (its CPU provider serves int8 bundles, which have no CUDA kernels).
+    "$pip" install "$wheel[gpu]"
+    "$pip" uninstall --yes onnxruntime
+    "$pip" install --force-reinstall --no-deps onnxruntime-gpu
+    ;;
+  *) echo "install.sh: variant must be cpu or gpu, not $variant" >&2; exit 2 ;;
+esac
+# Fail the build here, not at the first request, if a training package slipped in.
+if "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  echo "install.sh: torch is installed; the serving image must not carry it" >&2
+  exit 1
+fi
+"$venv/bin/rewardserve" --help > /dev/null
