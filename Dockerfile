@@ -2,6 +2,8 @@
 # Serving images: onnxruntime + tokenizers + FastAPI, no torch.
 #   docker build -t rewardserve:0.1.0-cpu .
 #   docker build --build-arg VARIANT=gpu -t rewardserve:0.1.0-gpu .     # CUDA 12 + onnxruntime-gpu
+# and, for the training Job in k8s/training (torch with CUDA; its command is torchrun):
+#   docker build --build-arg VARIANT=train -t rewardserve:0.1.0-train .
 # The bundle is mounted at /models/bundle at run time, or baked in with BUNDLE:
 #   docker build --build-arg BUNDLE=models/default/bundle -t rewardserve:0.1.0-cpu .
 #   docker run -p 8000:8000 -v $PWD/models/default/bundle:/models/bundle:ro rewardserve:0.1.0-cpu
@@ -29,6 +31,8 @@ FROM ${CUDA_IMAGE} AS gpu-base
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
+
+FROM gpu-base AS train-base
 
 # ---------------------------------------------------------------- the image (only the chosen base is built)
 FROM ${VARIANT}-base

@@ -8,9 +8,11 @@ MODEL_DIR := models/default
 CHECKPOINT := $(MODEL_DIR)/checkpoint
 BUNDLE := $(MODEL_DIR)/bundle
 
+CHECKOV := .venv-checkov/.installed
+
 .PHONY: install bundle serve test lint eval clean-model
 
-install: $(INSTALLED)
+install: $(INSTALLED) $(CHECKOV)
 
 # Everything (serving, training/export, tests) in one venv; torch is pinned in pyproject.toml
 # so pip takes the CPU build instead of GBs of CUDA wheels.
@@ -18,9 +20,18 @@ $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[train,eval,test]'
-	# Debian's Chromium: the test that renders the evaluation report in a headless browser
-	command -v chromium >/dev/null || (apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)
+	# Debian's packages for the tests: chromium renders the evaluation report; prometheus
+	# brings promtool, which checks the alert rules and dashboard queries in k8s/monitoring.
+	command -v chromium >/dev/null && command -v promtool >/dev/null || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium prometheus)
+	# kubectl (its built-in kustomize) renders k8s/ for the tests
+	command -v kubectl >/dev/null || (echo "kubectl is needed to render k8s/: https://kubernetes.io/docs/tasks/tools/" && false)
+	touch $@
+
+# checkov scans k8s/ in its own environment: its pinned dependencies would fight the project's.
+$(CHECKOV):
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install 'checkov>=3.2,<4'
 	touch $@
 
 # The checkpoint's input-format file is written last by `rewardserve train`: its presence
@@ -40,7 +51,7 @@ serve: $(INSTALLED) $(BUNDLE)/manifest.json
 eval: $(BUNDLE)/manifest.json
 	$(BIN)/rewardserve eval --bundle $(BUNDLE) --report $(MODEL_DIR)/eval.html
 
-test: $(INSTALLED)
+test: $(INSTALLED) $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

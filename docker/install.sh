@@ -1,9 +1,9 @@
 #!/bin/sh
 # The image's install step, also run by the tests in a fresh virtual environment, so the recipe
 # cannot rot unseen: a virtual environment at VENV with rewardserve's serving dependencies only
-# (no torch, no transformers), for the cpu or the gpu image.
+# (no torch, no transformers) for the cpu and gpu images, or with training's for the train image.
 #
-#   docker/install.sh VENV WHEEL cpu|gpu
+#   docker/install.sh VENV WHEEL cpu|gpu|train
 set -eu
 venv=$1 wheel=$2 variant=$3
 python3 -m venv "$venv"
@@ -18,10 +18,12 @@ case "$variant" in
     "$pip" uninstall --yes onnxruntime
     "$pip" install --force-reinstall --no-deps onnxruntime-gpu
     ;;
-  *) echo "install.sh: variant must be cpu or gpu, not $variant" >&2; exit 2 ;;
+  # torch==2.13.0 from the registry is its CUDA build on Linux: what GPU training wants.
+  train) "$pip" install "$wheel[train]" ;;
+  *) echo "install.sh: variant must be cpu, gpu or train, not $variant" >&2; exit 2 ;;
 esac
-# Fail the build here, not at the first request, if a training package slipped in.
-if "$venv/bin/python" -c "import torch" 2>/dev/null; then
+# Fail the build here, not at the first request, if a training package slipped into a server.
+if [ "$variant" != train ] && "$venv/bin/python" -c "import torch" 2>/dev/null; then
   echo "install.sh: torch is installed; the serving image must not carry it" >&2
   exit 1
 fi

@@ -88,6 +88,11 @@ class Metrics:
             "Sequences accepted and not yet answered (tokenizing, queued or running); bounded by max_queued_sequences.",
             registry=registry,
         )
+        self.queue_limit = Gauge(
+            "rewardserve_queue_limit_sequences",
+            "max_queued_sequences: in-flight sequences past which requests get 429 (for saturation alerts).",
+            registry=registry,
+        )
         self.engine_failures = Counter(
             "rewardserve_engine_failures", "Engine calls that failed (their requests got 500).", registry=registry
         )

@@ -94,6 +94,14 @@ class RewardMonitor:
             f"Mean reward over the last {window} sequences (NaN before the first): drift shows here.",
             registry=registry,
         )
+        for stat, value in (("mean", reward_mean), ("std", reward_std)):
+            reference = Gauge(
+                f"rewardserve_reward_reference_{stat}",
+                f"Reward {stat} on the bundle's reference (held-out) set, from its manifest; NaN when absent. "
+                "Drift alerts compare rewardserve_reward_recent_mean with it.",
+                registry=registry,
+            )
+            reference.set(math.nan if value is None else value)
         recent_mean.set_function(lambda: float(self._recent[0, : self._filled].mean()) if self._filled else math.nan)
 
     def observe(self, rewards: np.ndarray, lengths: np.ndarray) -> None:

@@ -56,6 +56,7 @@ class ScoringService:
         # loop's priority (service/threads.py), so that the loop answers 429s at once.
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="tokenizer", initializer=lower)
         self.max_in_flight = settings.max_queued_sequences
+        metrics.queue_limit.set(self.max_in_flight)
         self.in_flight_sequences = 0
         self.in_flight_requests = 0
         self._idle = asyncio.Event()  # no accepted request unanswered
