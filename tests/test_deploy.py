@@ -22,7 +22,7 @@ from rewardserve.service import Settings, create_app
 ROOT = Path(__file__).parents[1]
 K8S = ROOT / "k8s"
 KUBERNETES_VERSION = "1.34.0"
-KUSTOMIZATIONS = ["overlays/cpu", "overlays/gpu", "training"]
+KUSTOMIZATIONS = ["overlays/cpu", "overlays/gpu", "training", "secrets"]
 TOOLS = Path(sys.executable).parent
 
 
@@ -32,17 +32,36 @@ def tool(name: str, where: str) -> str:
     return found
 
 
-@pytest.fixture(scope="module", params=KUSTOMIZATIONS)
-def rendered(request, tmp_path_factory) -> tuple[str, Path, list[dict]]:
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory) -> Path:
+    """A copy of k8s/ with the git-ignored keys file made from its example, as a user would."""
+    copy = tmp_path_factory.mktemp("k8s") / "k8s"
+    shutil.copytree(K8S, copy)
+    shutil.copy(copy / "secrets" / "api-keys.txt.example", copy / "secrets" / "api-keys.txt")
+    return copy
+
+
+def render(k8s: Path, kustomization: str) -> str:
     kubectl = tool("kubectl", "kubectl kustomize renders k8s/")
-    text = subprocess.run([kubectl, "kustomize", str(K8S / request.param)], capture_output=True, text=True, check=True)
+    done = subprocess.run([kubectl, "kustomize", str(k8s / kustomization)], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+@pytest.fixture(scope="module", params=KUSTOMIZATIONS)
+def rendered(request, k8s, tmp_path_factory) -> tuple[str, Path, list[dict]]:
+    text = render(k8s, request.param)
     path = tmp_path_factory.mktemp("rendered") / f"{request.param.replace('/', '-')}.yaml"
-    path.write_text(text.stdout)
-    return request.param, path, [d for d in yaml.safe_load_all(text.stdout) if d]
+    path.write_text(text)
+    return request.param, path, [d for d in yaml.safe_load_all(text) if d]
 
 
 def find(objects: list[dict], kind: str, name: str | None = None) -> dict:
-    return next(o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name))
+    """The object of `kind` named `name`, or `name-<hash>` as kustomize's generators name it."""
+
+    def named(o: dict) -> bool:
+        return name is None or re.fullmatch(rf"{re.escape(name)}(-[a-z0-9]{{10}})?", o["metadata"]["name"]) is not None
+
+    return next(o for o in objects if o["kind"] == kind and named(o))
 
 
 def test_objects_validate_against_the_pinned_kubernetes_version(rendered):
@@ -73,8 +92,8 @@ def server_container(objects: list[dict]) -> dict:
 
 
 @pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu"])
-def test_a_replica_is_probed_drained_and_locked_down(overlay):
-    objects = [d for d in yaml.safe_load_all(render(overlay)) if d]
+def test_a_replica_is_probed_drained_and_locked_down(k8s, overlay):
+    objects = [d for d in yaml.safe_load_all(render(k8s, overlay)) if d]
     pod = find(objects, "Deployment", "rewardserve")["spec"]["template"]["spec"]
     container = server_container(objects)
     settings = find(objects, "ConfigMap", "rewardserve-settings")["data"]
@@ -88,19 +107,15 @@ def test_a_replica_is_probed_drained_and_locked_down(overlay):
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     keys = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
     assert settings["REWARDSERVE_API_KEYS_FILE"] == f"{keys['mountPath']}/api-keys"
+    (secret,) = [d for d in yaml.safe_load_all(render(k8s, "secrets")) if d and d["kind"] == "Secret"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert secret["metadata"]["name"] == volume["secret"]["secretName"] and list(secret["data"]) == ["api-keys"]
     gpus = container["resources"]["limits"].get("nvidia.com/gpu")
     assert gpus == (1 if overlay.endswith("gpu") else None)
 
 
-def render(kustomization: str) -> str:
-    kubectl = tool("kubectl", "kubectl kustomize renders k8s/")
-    return subprocess.run(
-        [kubectl, "kustomize", str(K8S / kustomization)], capture_output=True, text=True, check=True
-    ).stdout
-
-
-def test_the_service_the_servicemonitor_and_the_pdb_select_the_replicas():
-    objects = [d for d in yaml.safe_load_all(render("overlays/cpu")) if d]
+def test_the_service_the_servicemonitor_and_the_pdb_select_the_replicas(k8s):
+    objects = [d for d in yaml.safe_load_all(render(k8s, "overlays/cpu")) if d]
     pod_labels = find(objects, "Deployment", "rewardserve")["spec"]["template"]["metadata"]["labels"]
     service = find(objects, "Service", "rewardserve")
     assert service["spec"]["selector"].items() <= pod_labels.items()
