@@ -4,7 +4,8 @@
 #   docker build --build-arg VARIANT=gpu -t rewardserve:0.1.0-gpu .     # CUDA 12 + onnxruntime-gpu
 # and, for the training Job in k8s/training (torch with CUDA; its command is torchrun):
 #   docker build --build-arg VARIANT=train -t rewardserve:0.1.0-train .
-# The bundle is mounted at /models/bundle at run time, or baked in with BUNDLE:
+# The bundle is mounted at /models/bundle at run time, or baked in with BUNDLE (a directory
+# models/NAME/bundle: .dockerignore lets no other model files into the build context):
 #   docker build --build-arg BUNDLE=models/default/bundle -t rewardserve:0.1.0-cpu .
 #   docker run -p 8000:8000 -v $PWD/models/default/bundle:/models/bundle:ro rewardserve:0.1.0-cpu
 # The install and start steps are docker/install.sh and docker/start.sh, which the tests run
