@@ -91,3 +91,15 @@ def test_malformed_k_wise_bodies_name_the_field(client, body, status, message):
     answer = client.post("/compare", json=body)
     assert answer.status_code == status
     assert answer.json()["error"].startswith(message)
+
+
+def test_the_matrix_has_a_size_limit_and_the_rest_does_not(tiny_bundle):
+    settings = Settings(bundle=tiny_bundle, cache_size=0, max_items_per_request=300)
+    responses = [f" answer {i}" for i in range(257)]
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        refused = client.post("/compare", json={"prompt": PROMPT, "responses": responses})
+        assert refused.status_code == 413
+        assert refused.json()["error"].startswith("responses: 257 responses would answer a 257 x 257 p_better matrix")
+        ranked = client.post("/compare", json={"prompt": PROMPT, "responses": responses, "pairwise": False})
+        assert ranked.status_code == 200 and len(ranked.json()["ranking"]) == 257

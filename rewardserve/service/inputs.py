@@ -18,6 +18,10 @@ from rewardserve.service.settings import Settings
 
 Turns = list[dict[str, str]]
 
+# The K x K matrix of a K-wise /compare is serialized on the event loop: 256 responses take
+# ~20 ms and 1.2 MiB of JSON, 1024 would take ~0.3 s (every other request waiting) and 19 MiB.
+MAX_PAIRWISE_RESPONSES = 256
+
 
 @dataclass
 class Pairs:
@@ -111,6 +115,12 @@ class RequestInputs:
         """K-wise: each of `responses` after the one prompt."""
         assert body.responses is not None
         self._check_count("responses", len(body.responses))
+        k = len(body.responses)
+        if body.pairwise and k > MAX_PAIRWISE_RESPONSES:
+            raise TooManyItemsError(
+                f"responses: {k} responses would answer a {k} x {k} p_better matrix; at most "
+                f'{MAX_PAIRWISE_RESPONSES} with "pairwise": true (send false for more)'
+            )
         prompt = self._prompt("prompt", body.prompt, body.messages, "messages")
         pairs = Pairs(self.chat_template)
         for k, response in enumerate(body.responses):
