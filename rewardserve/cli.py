@@ -147,11 +147,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rewardserve.client import RewardServerError
     from rewardserve.eval_report import render_html
     from rewardserve.evaluate import build_report, compare_pairs
-    from rewardserve.scorers import LocalScorer, open_scorer
+    from rewardserve.scorers import LocalScorer
     from rewardserve.training.preferences import DataError, DataOptions, load_preferences
 
     try:
-        scorer = open_scorer(args.url, Path(args.bundle) if args.bundle else None, args.api_key)
+        scorer = _open_scorer(args)
         # Conversational rows are rendered to text here: with the bundle's template in-process;
         # a server's template cannot be asked for, so --chat-template names it.
         if isinstance(scorer, LocalScorer):
@@ -180,13 +180,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from rewardserve.batch_scoring import Columns, ScoringJobError, score_table
     from rewardserve.client import RewardServerError
-    from rewardserve.scorers import open_scorer
     from rewardserve.tables import TableError
 
     columns = Columns(args.prompt_column, args.response_column, args.messages_column, args.output_column)
     try:
-        scorer = open_scorer(args.url, Path(args.bundle) if args.bundle else None, args.api_key)
-        try:
+        with contextlib.closing(_open_scorer(args)) as scorer:
             report = score_table(
                 Path(args.input),
                 Path(args.output),
@@ -196,8 +194,6 @@ def cmd_score(args: argparse.Namespace) -> int:
                 in_flight=args.in_flight if args.url else 1,
                 overwrite=args.overwrite,
             )
-        finally:
-            scorer.close()
     except (ScoringJobError, TableError, RewardServerError, OSError, ValueError) as exc:
         print(f"rewardserve: cannot score: {exc}", file=sys.stderr)
         return 2
@@ -208,6 +204,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"{args.output}: {report.rows} rows{resumed}, {new_rows} scored in {report.seconds:.1f} s ({rate:.1f} rows/s)"
     )
     return 0
+
+
+def _open_scorer(args: argparse.Namespace):
+    from rewardserve.scorers import open_scorer
+
+    return open_scorer(args.url, Path(args.bundle) if args.bundle else None, args.api_key)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -270,6 +272,14 @@ def _data_argument(parser: argparse.ArgumentParser, flag: str, default: list[Pat
         default=default,
         help=f"preference files (.jsonl[.gz], .json, .parquet, .csv) or datasets directories; {purpose}",
     )
+
+
+def _scorer_arguments(parser: argparse.ArgumentParser, url: str, bundle: str) -> None:
+    """Where `score` and `eval` get rewards: a server (--url, --api-key) or a bundle in-process."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help=url)
+    where.add_argument("--bundle", help=bundle)
+    parser.add_argument("--api-key", default=os.environ.get("REWARDSERVE_API_KEY"), help="default: REWARDSERVE_API_KEY")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,11 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_data_files(),
         help="preference files (.jsonl[.gz], .json, .parquet, .csv) or datasets directories (default: data/hh-rlhf/*)",
     )
-    where = evaluate.add_mutually_exclusive_group(required=True)
-    where.add_argument("--url", help="evaluate the model this rewardserve server serves (through /compare)")
-    where.add_argument("--bundle", help="evaluate this bundle in-process")
-    evaluate.add_argument(
-        "--api-key", default=os.environ.get("REWARDSERVE_API_KEY"), help="default: REWARDSERVE_API_KEY"
+    _scorer_arguments(
+        evaluate,
+        url="evaluate the model this rewardserve server serves (through /compare)",
+        bundle="evaluate this bundle in-process",
     )
     evaluate.add_argument("--split", choices=["heldout", "validation", "train", "all"], default="heldout")
     evaluate.add_argument("--report", help="write this HTML page, and the figures as JSON beside it (.json)")
@@ -368,10 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("input", help="rows to score: .jsonl[.gz], .json, .csv, .parquet or a datasets directory")
     score.add_argument("output", help=".jsonl, .csv or .parquet; every input column is kept")
-    where = score.add_mutually_exclusive_group(required=True)
-    where.add_argument("--url", help="score on this rewardserve server")
-    where.add_argument("--bundle", help="score in this process on this bundle")
-    score.add_argument("--api-key", default=os.environ.get("REWARDSERVE_API_KEY"), help="default: REWARDSERVE_API_KEY")
+    _scorer_arguments(score, url="score on this rewardserve server", bundle="score in this process on this bundle")
     score.add_argument("--prompt-column", default="prompt", help="default: prompt (a row without it has prompt '')")
     score.add_argument("--response-column", default="response", help="default: response")
     score.add_argument(

@@ -82,8 +82,14 @@ def _text_items(prompts: Sequence[str], responses: Sequence[str]) -> list[dict[s
     return [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
 
 
+def chat_item(conversation: Conversation) -> dict[str, Any]:
+    """The `/score` item of a conversation: its messages, with only the role and content the
+    server takes (it refuses unknown fields)."""
+    return {"messages": [{"role": m["role"], "content": m["content"]} for m in conversation]}
+
+
 def _chat_items(conversations: Sequence[Conversation]) -> list[dict[str, Any]]:
-    return [{"messages": [{"role": m["role"], "content": m["content"]} for m in c]} for c in conversations]
+    return [chat_item(c) for c in conversations]
 
 
 def _ranking_body(
@@ -93,7 +99,7 @@ def _ranking_body(
     if isinstance(prompt, str):
         body["prompt"] = prompt
     else:
-        body["messages"] = _chat_items([prompt])[0]["messages"]
+        body["messages"] = chat_item(prompt)["messages"]
     return body
 
 

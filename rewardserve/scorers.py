@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from rewardserve import choice
 from rewardserve.bundle import BundleRuntime
-from rewardserve.bundle.chat import ChatTemplateError, check_messages, split_conversation
+from rewardserve.bundle.chat import check_messages, split_conversation
 from rewardserve.client import Comparison, RewardClient
 
 
@@ -40,9 +40,8 @@ class LocalScorer:
     def texts(self, item: Mapping[str, Any]) -> tuple[str, str]:
         """(prompt, response) of a `/score` item; ValueError naming what is wrong."""
         if "messages" in item:
+            # split_conversation refuses a last message that is not the assistant's, as the server does
             messages = check_messages(item["messages"], "messages")
-            if messages[-1]["role"] != "assistant":
-                raise ChatTemplateError("messages: the last message is the response: an assistant's")
             template = self.runtime.manifest.input_format.chat_template
             return split_conversation(template, messages[:-1], messages[-1:])
         prompt, response = item.get("prompt", ""), item.get("response")

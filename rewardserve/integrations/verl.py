@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewardserve.client import RewardClient
+from rewardserve.client import RewardClient, chat_item
 
 
 @functools.cache
@@ -39,8 +39,7 @@ def score_item(solution_str: str, extra_info: Mapping[str, Any] | None) -> dict[
     prompt = (extra_info or {}).get("prompt", "")
     if isinstance(prompt, str):
         return {"prompt": prompt, "response": solution_str}
-    turns = [{"role": m["role"], "content": m["content"]} for m in prompt]
-    return {"messages": [*turns, {"role": "assistant", "content": solution_str}]}
+    return chat_item([*prompt, {"role": "assistant", "content": solution_str}])
 
 
 def compute_score(
