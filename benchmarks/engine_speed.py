@@ -24,29 +24,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rewardserve.bundle import EncodedPair, PairEncoder
+from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.runtime import GraphRunner, providers_for
+from rewardserve.data.hh import default_data_files
+from rewardserve.data.preferences import load_preferences
 from rewardserve.export import graph as graphs
 from rewardserve.export.onnx_export import torch_rewards
 from rewardserve.export.precision import quantize_int8
 from rewardserve.export.source import ExportSource, load_source
-from rewardserve.training.data import default_data_files
-from rewardserve.training.preferences import load_preferences
 
 DEFAULT_CHECKPOINT = Path("models/default/checkpoint")
 
 
-def batches(sequences: Sequence[EncodedPair], size: int) -> list[list[EncodedPair]]:
+def batches(sequences: Sequence[EncodedSequence], size: int) -> list[list[EncodedSequence]]:
     ordered = sorted(sequences, key=len)
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 def build_engines(checkpoint: Path, work: Path) -> tuple[ExportSource, dict[str, Callable]]:
-    """name -> function scoring one padded batch of EncodedPairs."""
+    """name -> function scoring one padded batch of EncodedSequences."""
     export = load_source(checkpoint)  # eager attention: what the fusions match
     torch_source = load_source(checkpoint, eager_attention=False)  # transformers' default, as users run it
-    encoder = PairEncoder(export.tokenizer, export.input_format)
+    encoder = SequenceEncoder(export.tokenizer, export.input_format)
     sample = encoder.pad(encoder.encode(["a prompt"] * 2, ["a response", "a longer response"])).arrays
     traced, fused, int8 = work / "traced.onnx", work / "fused.onnx", work / "int8.onnx"
     graphs.trace(export, sample, traced)
@@ -63,14 +63,16 @@ def build_engines(checkpoint: Path, work: Path) -> tuple[ExportSource, dict[str,
     return export, engines
 
 
-def input_sets(source: ExportSource, count: int) -> dict[str, list[EncodedPair]]:
+def input_sets(source: ExportSource, count: int) -> dict[str, list[EncodedSequence]]:
     examples, _ = load_preferences(default_data_files(), split="heldout")
     pairs = [(e.prompt, r) for e in examples for r in e.responses]
     rng = np.random.default_rng(0)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
-    natural = PairEncoder(source.tokenizer, source.input_format).encode(*zip(*pairs[:count], strict=True))
+    natural = SequenceEncoder(source.tokenizer, source.input_format).encode(*zip(*pairs[:count], strict=True))
     fixed_format = source.input_format.model_copy(update={"max_length": 128})
-    at_128 = [s for s in PairEncoder(source.tokenizer, fixed_format).encode(*zip(*pairs, strict=True)) if len(s) == 128]
+    at_128 = [
+        s for s in SequenceEncoder(source.tokenizer, fixed_format).encode(*zip(*pairs, strict=True)) if len(s) == 128
+    ]
     return {f"natural lengths (max {source.input_format.max_length})": natural, "128 tokens": at_128[:count]}
 
 

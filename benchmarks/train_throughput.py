@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from rewardserve.cli import default_base_model
+from rewardserve.data.hh import default_training_files
+from rewardserve.data.preferences import load_preferences
 from rewardserve.training.config import TrainConfig
-from rewardserve.training.data import default_training_files
-from rewardserve.training.preferences import load_preferences
 from rewardserve.training.trainer import train_reward_model
 
 BASELINE = Path(__file__).with_name("trl_reward_baseline.py")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rewardserve.training.data import default_data_files
-from rewardserve.training.preferences import PreferenceExample, load_preferences
+from rewardserve.data.hh import default_data_files
+from rewardserve.data.preferences import PreferenceExample, load_preferences
 
 MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 

@@ -14,7 +14,7 @@ import uvicorn
 
 from rewardserve.bench.process import free_port
 from rewardserve.service import Settings, create_app
-from rewardserve.service.scoring import ScoringService
+from rewardserve.service.pipeline import ScoringPipeline
 
 __all__ = [
     "Gate",
@@ -75,8 +75,13 @@ class Server:
     headers: dict[str, str] = field(default_factory=dict)  # what /metrics needs, when it is protected
 
     @property
-    def service(self) -> ScoringService:
-        return self.app.state.service
+    def pipeline(self) -> ScoringPipeline:
+        return self.app.state.pipeline
+
+    @property
+    def runtime(self):
+        """The bundle's graph runner, under the engine."""
+        return self.pipeline.batcher.engine.runtime
 
     def metric(self, name: str, **labels: str) -> float:
         selector = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
@@ -87,7 +92,7 @@ class Server:
 
     def gate_engine(self) -> Gate:
         gate = Gate()
-        runtime = self.app.state.service.runtime
+        runtime = self.runtime
         runtime.run = gate.wrap(runtime.run)
         return gate
 
@@ -99,6 +104,8 @@ def serve(settings: Settings, headers: dict[str, str] | None = None) -> Iterator
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"
+    # Warmed up before the first HTTP look, so that probes of the warm-up (503) count in no test's metrics.
+    wait_for(lambda: app.state.pipeline.admission.warmed_up, "the warm-up", timeout=30)
     wait_until_ready(url, timeout=30)
     yield Server(url, app, headers or {})
     server.should_exit = True

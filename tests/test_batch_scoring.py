@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from live import free_port, running
 
-from rewardserve.batch_scoring import Columns, ScoringJobError, score_table
 from rewardserve.client import RewardClient
-from rewardserve.scorers import LocalScorer, RemoteScorer
+from rewardserve.client.batch_scoring import Columns, ScoringJobError, score_table
+from rewardserve.client.scorers import LocalScorer, RemoteScorer
 from rewardserve.service import Settings
 
 ROWS = [

@@ -6,16 +6,17 @@ import asyncio
 import numpy as np
 import pytest
 
-from rewardserve.bundle import EncodedPair
-from rewardserve.service.batcher import MicroBatcher, ShuttingDownError, length_window
+from rewardserve.bundle import EncodedSequence
+from rewardserve.service.batcher import MicroBatcher, length_window
 from rewardserve.service.cache import RewardCache
+from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.metrics import Metrics
 
 DIGEST = "ab" * 32
 
 
-def seq(length: int, fill: int = 1, response_start: int = 1) -> EncodedPair:
-    return EncodedPair(np.full(length, fill, dtype=np.int64), response_start=response_start)
+def seq(length: int, fill: int = 1, response_start: int = 1) -> EncodedSequence:
+    return EncodedSequence(np.full(length, fill, dtype=np.int64), response_start=response_start)
 
 
 class SumEngine:

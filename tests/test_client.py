@@ -91,7 +91,7 @@ def fill_the_queue(server: Server):
     """Two 2-item requests, one held on the engine and one queued: 4 of 4 sequences in flight."""
     gate, first, _ = hold_engine(server, {"items": [{"prompt": "p", "response": "held"}] * 2})
     second, _ = post_in_background(server.url, {"items": [{"prompt": "p", "response": "queued"}] * 2})
-    wait_for(lambda: server.service.in_flight_sequences == 4, "a full queue")
+    wait_for(lambda: server.pipeline.admission.in_flight_sequences == 4, "a full queue")
     return gate, [first, second]
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE
+from rewardserve.data.hh import default_data_files, split_of, split_transcript
+from rewardserve.data.preferences import DataError, DataOptions, PreferenceExample, load_preferences
 from rewardserve.training.checkpoint import TRANSCRIPT_TEMPLATE
-from rewardserve.training.data import default_data_files, split_of, split_transcript
-from rewardserve.training.preferences import DataError, DataOptions, PreferenceExample, load_preferences
 
 HH_ROW = {"chosen": "\n\nHuman: Q\n\nAssistant: good", "rejected": "\n\nHuman: Q\n\nAssistant: bad"}
 EXPLICIT_ROW = {"prompt": "\n\nHuman: Q", "chosen": "good", "rejected": "bad"}

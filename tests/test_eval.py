@@ -17,10 +17,10 @@ from live import free_port, running
 from PIL import Image
 
 from rewardserve.client import RewardClient
-from rewardserve.evaluate import build_report, compare_pairs, wilson_interval
-from rewardserve.preference_metrics import calibration_curve, expected_calibration_error
+from rewardserve.data.preferences import PreferenceExample
+from rewardserve.eval.evaluate import build_report, compare_pairs, wilson_interval
+from rewardserve.eval.metrics import calibration_curve, expected_calibration_error
 from rewardserve.service import Settings
-from rewardserve.training.preferences import PreferenceExample
 
 DATA = Path(__file__).parents[1] / "data" / "hh-rlhf"
 
@@ -60,7 +60,7 @@ def report(url, data, tmp_path_factory) -> tuple[Path, dict]:
 
 def hh_pairs(files: list[Path]) -> list[tuple[str, str, str, str]]:
     """(source, prompt, chosen, rejected) as the HH transcripts split (the implicit prompt)."""
-    from rewardserve.training.preferences import load_preferences
+    from rewardserve.data.preferences import load_preferences
 
     examples, _ = load_preferences(files, split="all")
     return [(e.source, e.prompt, e.responses[0], e.responses[1]) for e in examples]

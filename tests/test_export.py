@@ -14,14 +14,14 @@ from transformers import AutoModelForSequenceClassification, BertConfig, Deberta
 
 from rewardserve.bundle import BundleError, BundleRuntime, load_bundle
 from rewardserve.cli import main
-from rewardserve.evaluate import score_pairs
+from rewardserve.data.hh import default_data_files
+from rewardserve.data.preferences import PreferenceExample
+from rewardserve.eval.metrics import fit_temperature, ranking_accuracy
 from rewardserve.export import graph as graphs
 from rewardserve.export import precision
+from rewardserve.export.gaps import reward_gaps
 from rewardserve.export.onnx_export import FP32_TOLERANCE, export_bundle
 from rewardserve.export.precision import PrecisionRefused, agreement
-from rewardserve.preference_metrics import fit_temperature, ranking_accuracy
-from rewardserve.training.data import default_data_files
-from rewardserve.training.preferences import PreferenceExample
 
 MAX_LENGTH = 96
 
@@ -174,8 +174,8 @@ def test_int8_that_passes_the_gate_ships_with_its_figures(tiny_checkpoint, parit
     assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
     fp32 = export_bundle(tiny_checkpoint, tmp_path / "fp32", parity_pairs)
     expected = agreement(
-        score_pairs(BundleRuntime(tmp_path / "fp32"), examples).reward_gaps,
-        score_pairs(BundleRuntime(tmp_path / "b"), examples).reward_gaps,
+        reward_gaps(BundleRuntime(tmp_path / "fp32"), examples),
+        reward_gaps(BundleRuntime(tmp_path / "b"), examples),
     )
     assert manifest.agreement == expected and manifest.agreement.pairs == 48
     assert manifest.parity.max_abs_diff > 0  # measured against PyTorch, not copied from fp32
@@ -236,13 +236,13 @@ def test_large_graphs_keep_their_weights_in_checksummed_external_data(
 def test_calibration_pairs_given_at_export_set_the_temperature(tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path):
     trained = export_bundle(tiny_checkpoint, tmp_path / "trained", parity_pairs)
     # Pairs labelled so that the model is right on 3 in 4 of them: a finite temperature fits.
-    gaps = score_pairs(BundleRuntime(tmp_path / "trained"), heldout_pairs[:64]).reward_gaps
+    gaps = reward_gaps(BundleRuntime(tmp_path / "trained"), heldout_pairs[:64])
     examples = [
         PreferenceExample.pair(e.prompt, *(e.responses if (gap > 0) == (i % 4 != 0) else e.responses[::-1]), "test")
         for i, (e, gap) in enumerate(zip(heldout_pairs[:64], gaps, strict=True))
     ]
     fitted = export_bundle(tiny_checkpoint, tmp_path / "fitted", parity_pairs, calibration=examples)
-    gaps = score_pairs(BundleRuntime(tmp_path / "fitted"), examples).reward_gaps
+    gaps = reward_gaps(BundleRuntime(tmp_path / "fitted"), examples)
     assert ranking_accuracy(gaps) == 0.75
     assert fitted.calibration_temperature == pytest.approx(fit_temperature(gaps))
     assert fitted.calibration_temperature != pytest.approx(trained.calibration_temperature, rel=1e-2)

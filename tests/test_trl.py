@@ -12,7 +12,7 @@ from live import free_port, running
 from trl import GRPOConfig, GRPOTrainer
 
 from rewardserve.client import RewardClient
-from rewardserve.integrations.trl import RewardFunction
+from rewardserve.client.trl import RewardFunction
 from rewardserve.service import Settings
 
 QUESTIONS = ["What is the capital of France?", "How do I bake bread?", "Tell me a joke.", "Is the sea salty?"]

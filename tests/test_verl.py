@@ -8,8 +8,7 @@ import functools
 import pytest
 from live import free_port, running
 
-from rewardserve.client import RewardClient, RewardServerError
-from rewardserve.integrations import verl
+from rewardserve.client import RewardClient, RewardServerError, verl
 
 PROMPT = "\n\nHuman: What is the capital of France?\n\nAssistant:"
 SOLUTIONS = [" Paris.", " I like turtles.", " The capital is Paris."]

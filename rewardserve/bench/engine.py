@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from rewardserve.bundle import EncodedPair
+from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.runtime import GraphRunner
 
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
@@ -48,7 +48,7 @@ class EngineRun:
         return 1 - self.tokens / self.padded_tokens
 
 
-def sorted_run(runner: GraphRunner, pairs: Sequence[EncodedPair], batch_size: int, label: str = "") -> EngineRun:
+def sorted_run(runner: GraphRunner, pairs: Sequence[EncodedSequence], batch_size: int, label: str = "") -> EngineRun:
     """All `pairs` in length-sorted batches of `batch_size`: the least padding any batching gets."""
     ordered = sorted(pairs, key=len)
     batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
@@ -60,13 +60,13 @@ def sorted_run(runner: GraphRunner, pairs: Sequence[EncodedPair], batch_size: in
     return EngineRun(batch_size, len(pairs), sum(map(len, pairs)), padded, seconds)
 
 
-def probe_batch_sizes(runner: GraphRunner, pairs: Sequence[EncodedPair], seed: int = 0) -> list[EngineRun]:
+def probe_batch_sizes(runner: GraphRunner, pairs: Sequence[EncodedSequence], seed: int = 0) -> list[EngineRun]:
     """Each batch size of BATCH_SIZES on the same random sample of `pairs`, length-sorted."""
     sample = random.Random(seed).sample(list(pairs), min(PROBE_SEQUENCES, len(pairs)))
     return [sorted_run(runner, sample, size, f"engine probe, batch {size}") for size in BATCH_SIZES]
 
 
-def batch1_latencies(runner: GraphRunner, pairs: Sequence[EncodedPair]) -> np.ndarray:
+def batch1_latencies(runner: GraphRunner, pairs: Sequence[EncodedSequence]) -> np.ndarray:
     """Seconds per single-sequence engine call (padding included: it is what a request pays)."""
     latencies = []
     for pair in pairs:

@@ -43,6 +43,36 @@ class ServerProcess:
                 fields[name] = int(value.split()[0]) * 1024
         return fields["VmRSS"], fields["VmHWM"]
 
+    def cpu_seconds(self) -> CpuTime:
+        """CPU time used so far by the event loop's thread (the main thread) and by the rest."""
+        return cpu_seconds(self.process.pid)
+
+
+@dataclass(frozen=True)
+class CpuTime:
+    """User + system CPU seconds of a server process: its event loop (HTTP, JSON, validation,
+    middleware, logging, metrics, futures) apart from its workers (tokenizer, engine, ONNX
+    Runtime's pool)."""
+
+    event_loop: float
+    workers: float
+
+    def __sub__(self, other: CpuTime) -> CpuTime:
+        return CpuTime(self.event_loop - other.event_loop, self.workers - other.workers)
+
+
+def _stat_seconds(path: Path) -> float:
+    # The fields after the command name, which may hold spaces and parentheses itself.
+    fields = path.read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def cpu_seconds(pid: int) -> CpuTime:
+    """The process's CPU time (its threads', exited ones included), split at its main thread."""
+    total = _stat_seconds(Path(f"/proc/{pid}/stat"))
+    main = _stat_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return CpuTime(main, total - main)
+
 
 @contextlib.contextmanager
 def server_process(
@@ -82,8 +112,11 @@ def server_process(
 Server = contextlib.AbstractContextManager[ServerProcess]
 
 
-def rewardserve_process(bundle: Path, env: dict[str, str] | None = None) -> Server:
-    """`rewardserve serve` on `bundle`; `env` adds REWARDSERVE_* settings."""
+def rewardserve_process(bundle: Path, env: dict[str, str] | None = None, source: Path | None = None) -> Server:
+    """`rewardserve serve` on `bundle`; `env` adds REWARDSERVE_* settings; `source`, a checkout
+    of rewardserve to serve from instead of this one (e.g. a worktree of an earlier commit)."""
     port = free_port()
     command = [sys.executable, "-m", "rewardserve.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
-    return server_process(command, port, "rewardserve serve", env)
+    if source is not None:
+        env = {**(env or {}), "PYTHONPATH": str(Path(source).resolve())}
+    return server_process(command, port, f"rewardserve serve ({source or 'this checkout'})", env)

@@ -6,14 +6,16 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from rewardserve.bundle import PairEncoder
-from rewardserve.training.data import default_data_files
-from rewardserve.training.preferences import load_preferences
+from rewardserve.bundle import SequenceEncoder
+from rewardserve.data.hh import default_data_files
+from rewardserve.data.preferences import load_preferences
 
 Item = dict[str, str]
 
 
-def hh_items(encoder: PairEncoder, max_tokens: int, paths: Sequence[Path] | None = None, seed: int = 0) -> list[Item]:
+def hh_items(
+    encoder: SequenceEncoder, max_tokens: int, paths: Sequence[Path] | None = None, seed: int = 0
+) -> list[Item]:
     """Distinct HH items whose untruncated formatted length is at most `max_tokens`.
 
     Distinct, so that the server's duplicate cache answers nothing the raw engine must compute.

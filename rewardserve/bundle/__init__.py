@@ -4,7 +4,7 @@ A bundle is a directory with the ONNX graph, `tokenizer.json` and `manifest.json
 imports neither torch nor the service; training, export and service all import it.
 """
 
-from rewardserve.bundle.formatting import EncodedBatch, EncodedPair, InputFormat, PairEncoder
+from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, InputFormat, SequenceEncoder
 from rewardserve.bundle.manifest import BundleError, Manifest, bundle_digest, load_bundle, save_bundle
 from rewardserve.bundle.runtime import BundleRuntime, GraphRunner
 
@@ -12,11 +12,11 @@ __all__ = [
     "BundleError",
     "BundleRuntime",
     "EncodedBatch",
-    "EncodedPair",
+    "EncodedSequence",
     "GraphRunner",
     "InputFormat",
     "Manifest",
-    "PairEncoder",
+    "SequenceEncoder",
     "bundle_digest",
     "load_bundle",
     "save_bundle",

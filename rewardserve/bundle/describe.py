@@ -1,7 +1,9 @@
-"""A bundle's manifest as text a person reads (`rewardserve inspect`)."""
+"""`rewardserve inspect`: a bundle's manifest as text a person reads."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +80,21 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
             yield from _flatten(item, f"{prefix}[{index}]")
     else:
         yield prefix, str(value)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """`rewardserve inspect BUNDLE`."""
+    from rewardserve.bundle.manifest import BundleError, load_bundle
+
+    try:
+        manifest = load_bundle(Path(args.bundle))
+    except BundleError as exc:
+        print(f"rewardserve: cannot inspect: {exc}", file=sys.stderr)
+        return 2
+    print(describe_bundle(Path(args.bundle), manifest))
+    return 0
+
+
+def arguments(inspect: argparse.ArgumentParser, name: str = "inspect") -> None:
+    inspect.add_argument("bundle", help="bundle directory")
+    inspect.set_defaults(func=_run)

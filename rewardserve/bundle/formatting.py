@@ -70,7 +70,7 @@ class InputFormat(BaseModel):
 
 
 @dataclass(frozen=True)
-class EncodedPair:
+class EncodedSequence:
     """One formatted sequence, unpadded; tokens from `response_start` on are the response's.
 
     `prompt_cut` and `response_cut` count the tokens truncation removed, so loaders can report them.
@@ -92,8 +92,8 @@ class EncodedBatch:
     arrays: dict[str, np.ndarray]
 
 
-class PairEncoder:
-    """Encodes (prompt, response) pairs with a `tokenizers.Tokenizer` and an `InputFormat`."""
+class SequenceEncoder:
+    """Encodes (prompt, response) texts into sequences with a `tokenizers.Tokenizer` and an `InputFormat`."""
 
     def __init__(self, tokenizer: Tokenizer, fmt: InputFormat) -> None:
         if fmt.max_length - fmt.special_length <= fmt.min_prompt_tokens:
@@ -109,43 +109,43 @@ class PairEncoder:
         self.format = fmt
 
     @classmethod
-    def from_file(cls, path: str | Path, fmt: InputFormat) -> PairEncoder:
+    def from_file(cls, path: str | Path, fmt: InputFormat) -> SequenceEncoder:
         return cls(Tokenizer.from_file(str(path)), fmt)
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[EncodedPair]:
-        """Each pair's token ids, unpadded, truncated by the format's policy."""
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[EncodedSequence]:
+        """Each (prompt, response)'s token ids, unpadded, truncated by the format's policy."""
         if len(prompts) != len(responses):
             raise ValueError("prompts and responses must have the same length")
         fmt = self.format
         prompt_encodings = self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)
         response_encodings = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
         budget = fmt.max_length - fmt.special_length
-        pairs = []
+        sequences = []
         for p_enc, r_enc in zip(prompt_encodings, response_encodings, strict=True):
             p, r = p_enc.ids, r_enc.ids
             r_kept = r[: budget - min(len(p), fmt.min_prompt_tokens)]
             p_kept = p[max(0, len(p) + len(r_kept) - budget) :]
             head = [*fmt.prefix_ids, *p_kept, *fmt.separator_ids]
             ids = np.array([*head, *r_kept, *fmt.suffix_ids], dtype=np.int64)
-            pairs.append(EncodedPair(ids, len(head), len(p) - len(p_kept), len(r) - len(r_kept)))
-        return pairs
+            sequences.append(EncodedSequence(ids, len(head), len(p) - len(p_kept), len(r) - len(r_kept)))
+        return sequences
 
-    def pad(self, pairs: Sequence[EncodedPair]) -> EncodedBatch:
+    def pad(self, sequences: Sequence[EncodedSequence]) -> EncodedBatch:
         """Pad sequences to the longest one, on the format's side, and build the model's inputs."""
         fmt = self.format
-        width = max(len(pair) for pair in pairs)
-        shape = (len(pairs), width)
+        width = max(len(sequence) for sequence in sequences)
+        shape = (len(sequences), width)
         input_ids = np.full(shape, fmt.pad_id, dtype=np.int64)
         attention_mask = np.zeros(shape, dtype=np.int64)
         token_type_ids = np.zeros(shape, dtype=np.int64)
         position_ids = np.zeros(shape, dtype=np.int64)
-        for row, pair in enumerate(pairs):
-            start = width - len(pair) if fmt.padding_side == "left" else 0
-            real = slice(start, start + len(pair))
-            input_ids[row, real] = pair.ids
+        for row, sequence in enumerate(sequences):
+            start = width - len(sequence) if fmt.padding_side == "left" else 0
+            real = slice(start, start + len(sequence))
+            input_ids[row, real] = sequence.ids
             attention_mask[row, real] = 1
-            token_type_ids[row, start + pair.response_start : real.stop] = 1
-            position_ids[row, real] = np.arange(len(pair))
+            token_type_ids[row, start + sequence.response_start : real.stop] = 1
+            position_ids[row, real] = np.arange(len(sequence))
         arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
         if fmt.token_type_ids:
             arrays["token_type_ids"] = token_type_ids

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.formatting import EncodedBatch, PairEncoder
+from rewardserve.bundle.formatting import EncodedBatch, SequenceEncoder
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 
 CUDA = "CUDAExecutionProvider"
@@ -43,7 +43,7 @@ class GraphRunner:
     def __init__(
         self,
         graph: Path,
-        encoder: PairEncoder,
+        encoder: SequenceEncoder,
         output_name: str = "reward",
         providers: Sequence[str] | None = None,
         *,
@@ -79,15 +79,21 @@ class GraphRunner:
             (rewards,) = self.session.run([self.output_name], batch.arrays)
         return rewards.reshape(-1).astype(np.float32, copy=False)
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Rewards of many pairs, batched by length to keep padding small; input order kept."""
-        pairs = self.encoder.encode(prompts, responses)
-        order = np.argsort([len(p) for p in pairs], kind="stable")
-        rewards = np.empty(len(pairs), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            rewards[chunk] = self.run(self.encoder.pad([pairs[i] for i in chunk]))
-        return rewards
+
+def score_offline(
+    runner: GraphRunner, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32
+) -> np.ndarray:
+    """Rewards of many (prompt, response) texts known up front, in input order: offline jobs'
+    batching (export's gates, `eval` and `score` in-process). With every sequence known, sorting
+    by length and cutting batches of `batch_size` leaves almost no padding; the server's
+    MicroBatcher solves the other problem, sequences arriving from many clients over time."""
+    sequences = runner.encoder.encode(prompts, responses)
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    rewards = np.empty(len(sequences), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        rewards[chunk] = runner.run(runner.encoder.pad([sequences[i] for i in chunk]))
+    return rewards
 
 
 class BundleRuntime(GraphRunner):
@@ -97,7 +103,7 @@ class BundleRuntime(GraphRunner):
         directory = Path(directory)
         self.directory = directory
         self.manifest = manifest or load_bundle(directory)
-        encoder = PairEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
+        encoder = SequenceEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
         graph = directory / self.manifest.model_file
         providers = providers_for(self.manifest.precision)
         super().__init__(graph, encoder, self.manifest.output_name, providers, threads=threads)

@@ -24,16 +24,16 @@ import onnxruntime as ort
 import torch
 import transformers
 
-from rewardserve.bundle import EncodedPair, Manifest, PairEncoder, save_bundle
+from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.manifest import Agreement, GraphInfo, Parity, Precision
-from rewardserve.bundle.runtime import GraphRunner, providers_for
-from rewardserve.evaluate import score_pairs
+from rewardserve.bundle.runtime import GraphRunner, providers_for, score_offline
+from rewardserve.data.preferences import PreferenceExample
+from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import graph as graphs
+from rewardserve.export.gaps import reward_gaps
 from rewardserve.export.precision import PrecisionRefused, agreement, convert_fp16, passes, quantize_int8
 from rewardserve.export.source import ExportSource, load_source
-from rewardserve.preference_metrics import fit_temperature
 from rewardserve.training.checkpoint import TOKENIZER_FILE
-from rewardserve.training.preferences import PreferenceExample
 
 RequestedPrecision = Literal["fp32", "fp16", "int8", "auto"]
 FP32_TOLERANCE = 1e-4  # absolute: fp32 graph vs PyTorch eager
@@ -69,7 +69,7 @@ def export_bundle(
     """
     checkpoint, out = Path(checkpoint), Path(out)
     source = load_source(checkpoint, max_length, padding_side)
-    encoder = PairEncoder(source.tokenizer, source.input_format)
+    encoder = SequenceEncoder(source.tokenizer, source.input_format)
     sequences = encoder.encode([p for p, _ in parity_pairs], [r for _, r in parity_pairs])
     if len(sequences) < MIN_PARITY_SEQUENCES:
         raise ValueError(f"parity needs at least {MIN_PARITY_SEQUENCES} sequences, got {len(sequences)}")
@@ -116,15 +116,15 @@ def export_bundle(
 
 
 def _reduce(
-    fp32: Path, precision: Precision, fall_back: bool, encoder: PairEncoder, heldout: Sequence[PreferenceExample]
+    fp32: Path, precision: Precision, fall_back: bool, encoder: SequenceEncoder, heldout: Sequence[PreferenceExample]
 ) -> tuple[Path, Precision, Agreement | None, str | None]:
     """The reduced graph with its gate figures if it passes the agreement gate; else the fp32
     graph and the refusal when `fall_back`, else PrecisionRefused."""
     reduced = fp32.with_name(f"{precision}.onnx")
     (quantize_int8 if precision == "int8" else convert_fp16)(fp32, reduced)
-    reference = score_pairs(GraphRunner(fp32, encoder), heldout).reward_gaps
+    reference = reward_gaps(GraphRunner(fp32, encoder), heldout)
     runner = GraphRunner(reduced, encoder, providers=providers_for(precision))
-    gate = agreement(reference, score_pairs(runner, heldout).reward_gaps)
+    gate = agreement(reference, reward_gaps(runner, heldout))
     if passes(gate):
         return reduced, precision, gate, None
     if fall_back:
@@ -139,7 +139,7 @@ def _reduced_precision(precision: RequestedPrecision) -> Precision:
 
 
 def _fp32_graph(
-    source: ExportSource, encoder: PairEncoder, sequences: Sequence[EncodedPair], work: Path, optimize: bool
+    source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence], work: Path, optimize: bool
 ) -> tuple[Path, GraphInfo, Parity]:
     """The fused fp32 graph when fusion is possible and keeps parity, else the traced one."""
     traced = work / "traced.onnx"
@@ -163,13 +163,13 @@ def _fp32_graph(
 
 
 @torch.inference_mode()
-def torch_rewards(source: ExportSource, encoder: PairEncoder, sequences: Sequence[EncodedPair]) -> np.ndarray:
+def torch_rewards(source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence]) -> np.ndarray:
     arrays = encoder.pad(sequences).arrays
     return source.reward(*(torch.from_numpy(arrays[n]) for n in source.input_format.input_names)).float().numpy()
 
 
 def measure_parity(
-    source: ExportSource, runner: GraphRunner, sequences: Sequence[EncodedPair], batch_size: int = 32
+    source: ExportSource, runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32
 ) -> Parity:
     """Compare rewards in arrival-order batches of mixed lengths (padding present) and alone
     (padding absent), between PyTorch and ONNX and between alone and batched in ONNX."""
@@ -218,10 +218,10 @@ def _reward_statistics(
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
     if "reward_mean" not in stats and heldout:
         prompts = [e.prompt for e in heldout for _ in e.responses]
-        rewards = runner.score(prompts, [r for e in heldout for r in e.responses])
+        rewards = score_offline(runner, prompts, [r for e in heldout for r in e.responses])
         stats.update(reward_mean=float(rewards.mean()), reward_std=float(rewards.std()))
     if calibration:
-        stats["calibration_temperature"] = fit_temperature(score_pairs(runner, calibration).reward_gaps)
+        stats["calibration_temperature"] = fit_temperature(reward_gaps(runner, calibration))
     return stats
 
 

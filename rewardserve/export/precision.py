@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 
 from rewardserve.bundle.manifest import Agreement
+from rewardserve.eval.metrics import ranking_accuracy
 from rewardserve.export.graph import data_file, save
-from rewardserve.preference_metrics import ranking_accuracy
 
 MIN_DECISIONS_MATCHING = 0.99
 MAX_ACCURACY_DROP = 0.005

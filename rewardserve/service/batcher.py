@@ -1,4 +1,4 @@
-"""MicroBatcher: per-sequence entries from concurrent requests, re-batched into engine calls.
+"""Stage 5, batch: per-sequence entries from concurrent requests, re-batched into engine calls.
 
 Every sequence of every request is a queue entry of its own. Whenever the engine is free, the
 worker builds the next batch around the oldest waiting entry (so nothing starves) from the
@@ -23,15 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rewardserve.bundle import EncodedPair
+from rewardserve.bundle import EncodedSequence
 from rewardserve.service.cache import RewardCache
+from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.metrics import Metrics
 
-Engine = Callable[[Sequence[EncodedPair]], np.ndarray]
-
-
-class ShuttingDownError(Exception):
-    """The batcher stopped before this request's sequences were scored."""
+Engine = Callable[[Sequence[EncodedSequence]], np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +39,6 @@ class Scored:
     queue_seconds: float = 0.0  # in the batcher but not in one of its own batches
     inference_seconds: float = 0.0  # engine time of the batches that held its sequences
     cached: int = 0  # sequences answered without running them: cached, or joined to an identical one
-    tokenization_seconds: float = 0.0
-    tokens: int = 0  # in the request's sequences, after truncation
 
 
 class _Request:
@@ -82,7 +77,7 @@ class _Entry:
 
     __slots__ = ("sequence", "length", "key", "targets", "enqueued_at")
 
-    def __init__(self, sequence: EncodedPair, key: bytes | None, request: _Request, index: int) -> None:
+    def __init__(self, sequence: EncodedSequence, key: bytes | None, request: _Request, index: int) -> None:
         self.sequence = sequence
         self.length = len(sequence)
         self.key = key
@@ -129,7 +124,7 @@ class MicroBatcher:
         cache: RewardCache | None = None,
         thread_initializer: Callable[[], None] | None = None,
     ) -> None:
-        self._engine = engine
+        self.engine = engine
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
         self._metrics = metrics
@@ -174,7 +169,7 @@ class MicroBatcher:
         """Sequences per second of engine time, smoothed over recent batches (None before the first)."""
         return self._throughput
 
-    async def score(self, sequences: Sequence[EncodedPair]) -> Scored:
+    async def score(self, sequences: Sequence[EncodedSequence]) -> Scored:
         """Rewards of `sequences`, in order, once every batch holding one of them has run."""
         if self._closed:
             raise ShuttingDownError("the server is shutting down")
@@ -188,7 +183,7 @@ class MicroBatcher:
         self._wakeup.set()
         return await request.future
 
-    def _enqueue(self, request: _Request, index: int, sequence: EncodedPair) -> None:
+    def _enqueue(self, request: _Request, index: int, sequence: EncodedSequence) -> None:
         key = None
         if self._cache is not None:
             key = self._cache.key(sequence)
@@ -257,7 +252,7 @@ class MicroBatcher:
                 self._batches += 1
                 started = time.perf_counter()
                 try:
-                    rewards = await loop.run_in_executor(self._executor, self._engine, [e.sequence for e in batch])
+                    rewards = await loop.run_in_executor(self._executor, self.engine, [e.sequence for e in batch])
                     if len(rewards) != len(batch):
                         raise RuntimeError(f"engine returned {len(rewards)} rewards for {len(batch)} sequences")
                 except asyncio.CancelledError:  # stopped mid-batch: its requests must not wait forever

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 
-from rewardserve.bundle import EncodedPair
+from rewardserve.bundle import EncodedSequence
 
 
 class RewardCache:
@@ -26,7 +26,7 @@ class RewardCache:
         self.capacity = capacity
         self._rewards: OrderedDict[bytes, float] = OrderedDict()
 
-    def key(self, sequence: EncodedPair) -> bytes:
+    def key(self, sequence: EncodedSequence) -> bytes:
         digest = hashlib.blake2b(key=self._salt, digest_size=16)
         digest.update(sequence.response_start.to_bytes(4, "little"))
         digest.update(sequence.ids.tobytes())

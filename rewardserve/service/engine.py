@@ -1,5 +1,6 @@
-"""The engine the batcher calls from its one thread: padded batches through the bundle's
-ONNX Runtime session, and what happens when that fails.
+"""Stage 6, engine: what the batcher calls from its one thread. A batch of sequences is padded
+into the graph's inputs (the bundle encoder's `pad`, which knows the graph's input names and
+padding side) and run through the bundle's ONNX Runtime session; then what happens when that fails.
 
 A failed batch is logged once, with its traceback, under a fresh error id; its requests get
 EngineError carrying that id. Then a probe batch tells a bad batch from a broken session: if
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rewardserve.bundle import EncodedPair, GraphRunner
+from rewardserve.bundle import EncodedSequence, GraphRunner
 from rewardserve.service.errors import EngineError
 from rewardserve.service.metrics import Metrics
 
@@ -38,7 +39,7 @@ class Engine:
         batch = self.runtime.encoder.pad(self.runtime.encoder.encode(PROBE_PROMPTS, PROBE_RESPONSES))
         _check(self.runtime.run(batch), expected=len(PROBE_PROMPTS))
 
-    def __call__(self, sequences: Sequence[EncodedPair]) -> np.ndarray:
+    def __call__(self, sequences: Sequence[EncodedSequence]) -> np.ndarray:
         """Finite rewards of `sequences`, or EngineError."""
         try:
             return _check(self.runtime.run(self.runtime.encoder.pad(sequences)), expected=len(sequences))

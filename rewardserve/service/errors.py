@@ -1,101 +1,116 @@
-"""Domain errors of the service and the one table that gives each its HTTP status.
+"""The service's errors: one hierarchy under ServiceError, each class naming its `error_type`.
 
-Plain exceptions, so the batcher and the engine can raise them without knowing HTTP;
-`service/handlers.py` turns them into responses.
+Plain exceptions that import nothing from the service, so every stage (validation, admission,
+the batcher, the engine) raises them without knowing HTTP. `service/handlers.py` alone turns
+them into responses, looking each class's status up along its hierarchy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
-from rewardserve.service.batcher import ShuttingDownError
+class ServiceError(Exception):
+    """Anything the service refuses or fails to do for one request."""
 
-
-class NotReadyError(Exception):
-    """The model is still warming up, the engine is broken, or the server is draining."""
+    error_type = "internal"
 
 
-class UnhealthyError(Exception):
+class UnavailableError(ServiceError):
+    """The server takes no work now (503)."""
+
+    error_type = "unavailable"
+
+
+class NotReadyError(UnavailableError):
+    """The model is still warming up, or the engine is broken."""
+
+    error_type = "not_ready"
+
+
+class ShuttingDownError(UnavailableError):
+    """The server is draining or stopped before this request's sequences were scored."""
+
+    error_type = "shutting_down"
+
+
+class UnhealthyError(UnavailableError):
     """The engine is broken beyond reopening its session: the process should be restarted."""
 
+    error_type = "unhealthy"
 
-class BodyTooLargeError(Exception):
+
+class TooLargeError(ServiceError):
+    """Something in the request is over a limit (413)."""
+
+    error_type = "too_large"
+
+
+class BodyTooLargeError(TooLargeError):
     """The request body is over `max_body_bytes`."""
 
+    error_type = "body_too_large"
 
-class TooManyItemsError(Exception):
+
+class TooManyItemsError(TooLargeError):
     """More items in one request than the server accepts."""
 
+    error_type = "too_many_items"
 
-class TextTooLongError(Exception):
+
+class TextTooLongError(TooLargeError):
     """A prompt or response over `max_text_chars`."""
 
+    error_type = "text_too_long"
 
-class SequenceTooLongError(Exception):
+
+class SequenceTooLongError(TooLargeError):
     """A sequence over the model's length in a request that asked not to truncate."""
 
+    error_type = "sequence_too_long"
 
-class UnrenderableChatError(Exception):
+
+class UnrenderableChatError(ServiceError):
     """Chat messages that the bundle's chat template refuses or cannot split into prompt and response."""
 
+    error_type = "invalid_conversation"
 
-class QueueFullError(Exception):
+
+class QueueFullError(ServiceError):
     """Accepting the request would take the queue over `max_queued_sequences`."""
+
+    error_type = "overloaded"
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)}
+        self.retry_after = retry_after  # seconds until the queue has room, at the engine's recent pace
 
 
-class DeadlineExceededError(Exception):
+class DeadlineExceededError(ServiceError):
     """The request's deadline passed before its rewards were ready; its queued work was dropped."""
 
+    error_type = "deadline_exceeded"
 
-class UnauthorizedError(Exception):
+
+class UnauthorizedError(ServiceError):
     """No API key, or one the server does not know."""
+
+    error_type = "unauthorized"
 
     def __init__(self, message: str, *, key_given: bool) -> None:
         super().__init__(message)
-        # RFC 6750: name the error only when a token was presented.
-        challenge = 'Bearer realm="rewardserve"' + (', error="invalid_token"' if key_given else "")
-        self.headers = {"WWW-Authenticate": challenge}
+        self.key_given = key_given
 
 
-class EngineError(Exception):
+class EngineError(ServiceError):
     """The engine failed on a batch holding this request's sequences (logged under `error_id`)."""
+
+    error_type = "engine_error"
 
     def __init__(self, message: str, error_id: str) -> None:
         super().__init__(message)
         self.error_id = error_id
 
 
-class ClientDisconnectedError(Exception):
+class ClientDisconnectedError(ServiceError):
     """The client went away before its rewards were ready; its queued sequences were dropped."""
 
-
-@dataclass(frozen=True)
-class HttpError:
-    status: int
-    error_type: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-# Draining replicas ask keep-alive clients to reconnect, so a load balancer sends them elsewhere.
-_GO_ELSEWHERE = {"Connection": "close", "Retry-After": "1"}
-
-ERROR_STATUS: dict[type[Exception], HttpError] = {
-    NotReadyError: HttpError(503, "not_ready", _GO_ELSEWHERE),
-    ShuttingDownError: HttpError(503, "shutting_down", _GO_ELSEWHERE),
-    UnhealthyError: HttpError(503, "unhealthy"),
-    BodyTooLargeError: HttpError(413, "body_too_large"),
-    TooManyItemsError: HttpError(413, "too_many_items"),
-    TextTooLongError: HttpError(413, "text_too_long"),
-    SequenceTooLongError: HttpError(413, "sequence_too_long"),
-    UnrenderableChatError: HttpError(422, "invalid_conversation"),
-    QueueFullError: HttpError(429, "overloaded"),
-    DeadlineExceededError: HttpError(504, "deadline_exceeded"),
-    UnauthorizedError: HttpError(401, "unauthorized"),
-    EngineError: HttpError(500, "engine_error"),
-    # nginx's "client closed request": never seen by the client, but counted in the metrics
-    ClientDisconnectedError: HttpError(499, "client_closed_request"),
-}
+    error_type = "client_closed_request"

@@ -17,17 +17,66 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from rewardserve.service.errors import ERROR_STATUS, EngineError
+from rewardserve.service.errors import (
+    ClientDisconnectedError,
+    DeadlineExceededError,
+    EngineError,
+    QueueFullError,
+    ServiceError,
+    ShuttingDownError,
+    TooLargeError,
+    UnauthorizedError,
+    UnavailableError,
+    UnhealthyError,
+    UnrenderableChatError,
+)
+
+# Draining (and not yet ready) replicas ask keep-alive clients to reconnect, so that a load
+# balancer sends them elsewhere.
+_GO_ELSEWHERE = {"Connection": "close", "Retry-After": "1"}
+
+# The one table from errors to HTTP, looked up along each error's class hierarchy (the most
+# specific entry wins), so a new subclass answers its family's status.
+HTTP_STATUS: dict[type[ServiceError], tuple[int, dict[str, str]]] = {
+    ServiceError: (500, {}),
+    UnavailableError: (503, _GO_ELSEWHERE),
+    UnhealthyError: (503, {}),  # a probe's answer, not a client's: no reconnect needed
+    ShuttingDownError: (503, _GO_ELSEWHERE),
+    TooLargeError: (413, {}),
+    UnrenderableChatError: (422, {}),
+    QueueFullError: (429, {}),
+    DeadlineExceededError: (504, {}),
+    UnauthorizedError: (401, {}),
+    EngineError: (500, {}),
+    # nginx's "client closed request": never seen by the client, but counted in the metrics
+    ClientDisconnectedError: (499, {}),
+}
 
 
-def error_response(exc: Exception) -> JSONResponse:
-    """The response for a domain error of `service/errors.py`."""
-    http = ERROR_STATUS[type(exc)]
-    body: dict[str, Any] = {"error": str(exc), "error_type": http.error_type}
-    if isinstance(exc, EngineError):
-        body["error_id"] = exc.error_id
-    headers = {**http.headers, **getattr(exc, "headers", {})}
-    return JSONResponse(body, status_code=http.status, headers=headers)
+def http_status(error: ServiceError) -> tuple[int, dict[str, str]]:
+    """The status and fixed headers of `error`: its nearest class in HTTP_STATUS."""
+    return next(HTTP_STATUS[cls] for cls in type(error).__mro__ if cls in HTTP_STATUS)
+
+
+def _headers_of(error: ServiceError) -> dict[str, str]:
+    """Headers that depend on the error's own fields."""
+    if isinstance(error, QueueFullError):
+        return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, UnauthorizedError):
+        # RFC 6750: name the error only when a token was presented.
+        return {
+            "WWW-Authenticate": 'Bearer realm="rewardserve"' + (', error="invalid_token"' if error.key_given else "")
+        }
+    return {}
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    """The response for a ServiceError."""
+    status, headers = http_status(error)
+    body: dict[str, Any] = {"error": str(error), "error_type": error.error_type}
+    if isinstance(error, EngineError):
+        body["error_id"] = error.error_id
+    return JSONResponse(body, status_code=status, headers={**headers, **_headers_of(error)})
 
 
 def internal_error_response(error_id: str) -> JSONResponse:
@@ -94,12 +143,9 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error the app raises answers in the one shape above."""
 
-    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, EngineError):
-            request.state.error_id = exc.error_id  # for the access log line
-        return error_response(exc)
+    async def service_error(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)  # type: ignore[arg-type]
 
-    for error_class in ERROR_STATUS:
-        app.add_exception_handler(error_class, domain_error)
+    app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

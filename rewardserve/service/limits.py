@@ -1,4 +1,4 @@
-"""The body size limit, checked before the body is read (items and characters: service/inputs.py)."""
+"""The body size limit, checked before the body is read (items and characters: service/validate.py)."""
 
 from __future__ import annotations
 

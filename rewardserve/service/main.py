@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import logging.config
@@ -14,9 +15,10 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from rewardserve.bundle import BundleRuntime
-from rewardserve.service.app import create_app
+from rewardserve.service.app import bundle_pipeline, create_app
 from rewardserve.service.engine import Engine
 from rewardserve.service.logs import logging_config
+from rewardserve.service.pipeline import ScoringPipeline
 from rewardserve.service.settings import Settings
 from rewardserve.service.threads import in_lower_priority_thread
 
@@ -35,7 +37,7 @@ def serve(**overrides: Any) -> int:
         # of half-started servers: checksums, the session, and one probe batch through it. On a
         # low-priority thread, so the thread pools it starts are low-priority (threads.py).
         runtime = in_lower_priority_thread(settings.worker_nice, lambda: _checked_runtime(settings))
-        app = create_app(settings, runtime)
+        app = create_app(settings, bundle_pipeline(settings, runtime))
     except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _cannot_serve(reason)
@@ -84,20 +86,27 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        service = getattr(self.app.state, "service", None)
-        if self._draining or service is None or self._loop is None:
+        pipeline = self.app.state.pipeline
+        if self._draining or self._loop is None:
             self.should_exit = True
             self.force_exit = self._draining
             return
         self._draining = True
         logger.info("signal %d: draining before shutdown", sig)
-        self._loop.call_soon_threadsafe(self._start_drain, service)
+        self._loop.call_soon_threadsafe(self._start_drain, pipeline)
 
-    def _start_drain(self, service: Any) -> None:
-        self._drain = asyncio.ensure_future(self._drain_then_exit(service))
+    def _start_drain(self, pipeline: ScoringPipeline) -> None:
+        self._drain = asyncio.ensure_future(self._drain_then_exit(pipeline))
 
-    async def _drain_then_exit(self, service: Any) -> None:
+    async def _drain_then_exit(self, pipeline: ScoringPipeline) -> None:
         try:
-            await service.drain(self.drain_timeout)
+            await pipeline.drain(self.drain_timeout)
         finally:
             self.should_exit = True
+
+
+def arguments(parser: argparse.ArgumentParser, name: str = "serve") -> None:
+    parser.add_argument("--bundle", help="bundle directory (or REWARDSERVE_BUNDLE)")
+    parser.add_argument("--host", help="interface to bind (default: 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, help="default: 8000")
+    parser.set_defaults(func=lambda args: serve(bundle=args.bundle, host=args.host, port=args.port))

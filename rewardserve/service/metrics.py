@@ -17,7 +17,13 @@ RATIO_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._requests(self.registry)
+        self._engine_calls(self.registry)
+        self._queue(self.registry)
+
+    def _requests(self, registry: CollectorRegistry) -> None:
+        """What clients asked, and how long it took."""
         by_endpoint = ["endpoint", "status"]
         self.requests = Counter(
             "rewardserve_requests", "HTTP requests by endpoint and status code.", by_endpoint, registry=registry
@@ -53,6 +59,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def _engine_calls(self, registry: CollectorRegistry) -> None:
+        """What the engine computed, and how long it took."""
         self.batch_size = Histogram(
             "rewardserve_batch_size", "Sequences per engine call.", buckets=BATCH_BUCKETS, registry=registry
         )
@@ -71,6 +80,9 @@ class Metrics:
         self.padding_tokens = Counter(
             "rewardserve_padding_tokens", "Padding tokens computed by the engine.", registry=registry
         )
+
+    def _queue(self, registry: CollectorRegistry) -> None:
+        """The queue, the duplicate cache and the engine's health."""
         self.queue_depth = Gauge("rewardserve_queue_depth", "Sequences waiting for the engine.", registry=registry)
         self.dropped_sequences = Counter(
             "rewardserve_dropped_sequences",

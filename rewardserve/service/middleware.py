@@ -1,6 +1,6 @@
 """Middleware around every request, as plain ASGI: no extra task or body copy per request, and
 the app's own `receive` stays untouched, so routes can still see a client disconnect.
-RequestContext is the outermost layer; RefuseWhenFull sheds load before a body is read."""
+AccessLog is the outermost layer; RefuseWhenFull sheds load before a body is read."""
 
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rewardserve.service.admit import Admission
+from rewardserve.service.context import SCOPE_KEY, RequestContext, milliseconds
+from rewardserve.service.errors import QueueFullError
 from rewardserve.service.handlers import error_response, internal_error_response
 from rewardserve.service.metrics import Metrics
-
-if TYPE_CHECKING:
-    from rewardserve.service.scoring import ScoringService
 
 access_log = logging.getLogger("rewardserve.access")
 logger = logging.getLogger("rewardserve")
@@ -31,20 +29,17 @@ _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 CLIENT_CLOSED = 499
 
 
-def milliseconds(seconds: float) -> str:
-    return f"{seconds * 1000:.3f}"
-
-
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
-class RequestContext:
-    """Gives every request an id (`X-Request-ID` echoed, or a new one) and the `X-Total-Time`
-    header (ms); counts and times it by endpoint and status, with the sequences routes report
-    in `request.state.sequences`; writes one JSON access line (id, status, items, sequences,
-    tokens, latency; never the body or the key); and answers any fault nothing else handled
-    with 500 and an error id, under which the traceback is logged."""
+class AccessLog:
+    """Gives every request an id (`X-Request-ID` echoed, or a new one) and its RequestContext
+    (`context.py`), which the pipeline fills in; adds the context's timing headers and
+    `X-Total-Time` (ms) to the answer; counts and times the request by endpoint and status, with
+    its sequences; writes one JSON access line (id, status, items, sequences, tokens, latency;
+    never the body or the key); and answers any fault nothing else handled with 500 and an
+    error id, under which the traceback is logged."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: frozenset[str]) -> None:
         self.app = app
@@ -58,8 +53,7 @@ class RequestContext:
         started = time.perf_counter()
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else new_id()
-        state = scope.setdefault("state", {})
-        state["request_id"], state["arrived"] = request_id, started
+        context = scope[SCOPE_KEY] = RequestContext(request_id, started)
         status: int | None = None
         error_id: str | None = None
 
@@ -68,6 +62,8 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
+                for name, value in context.timings.headers() if context.timings else ():
+                    headers.append(name, value)
                 headers.append("X-Request-ID", request_id)
                 headers.append("X-Total-Time", milliseconds(time.perf_counter() - started))
             await send(message)
@@ -81,30 +77,29 @@ class RequestContext:
                 raise  # the answer is half sent; only dropping the connection is left
             await internal_error_response(error_id)(scope, receive, send_with_context)
         finally:
-            self._record(scope, status or CLIENT_CLOSED, time.perf_counter() - started, error_id)
+            self._record(scope, context, status or CLIENT_CLOSED, time.perf_counter() - started, error_id)
 
-    def _record(self, scope: Scope, status: int, seconds: float, error_id: str | None) -> None:
+    def _record(self, scope: Scope, context: RequestContext, status: int, seconds: float, error_id: str | None) -> None:
         route = scope.get("route")
         path = scope["path"]
         endpoint = route.path if route is not None else path if path in self.known_paths else "unmatched"
-        state = scope["state"]
         self.metrics.requests.labels(endpoint, str(status)).inc()
         self.metrics.request_seconds.labels(endpoint).observe(seconds)
-        if state.get("sequences"):
-            self.metrics.request_sequences.labels(endpoint, str(status)).inc(state["sequences"])
+        if context.sequences:
+            self.metrics.request_sequences.labels(endpoint, str(status)).inc(context.sequences)
         client = scope.get("client")
         fields = {
-            "request_id": state["request_id"],
+            "request_id": context.request_id,
             "method": scope["method"],
             "path": endpoint,
             "status": status,
-            "items": state.get("items"),
-            "sequences": state.get("sequences"),
-            "tokens": state.get("tokens"),
+            "items": context.items,
+            "sequences": context.sequences,
+            "tokens": context.tokens,
             "latency_ms": round(seconds * 1000, 3),
             "client": client[0] if client else None,
         }
-        error_id = error_id or state.get("error_id")
+        error_id = error_id or context.error_id
         if error_id:
             fields["error_id"] = error_id
         quiet = path in _QUIET_PATHS and status == 200
@@ -117,14 +112,16 @@ class RefuseWhenFull:
     loop stays free for the work it accepted. (A request that needs more room than is left is
     refused after parsing, when its size is known.)"""
 
-    def __init__(self, app: ASGIApp, paths: frozenset[str], service: Callable[[], ScoringService | None]) -> None:
+    def __init__(self, app: ASGIApp, paths: frozenset[str], admission: Admission) -> None:
         self.app = app
         self.paths = paths
-        self.service = service
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        service = self.service() if scope["type"] == "http" and scope["path"] in self.paths else None
-        if service is not None and service.full:
-            await error_response(service.overloaded(1))(scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            try:
+                self.admission.check_room(1)
+            except QueueFullError as error:
+                await error_response(error)(scope, receive, send)
+                return
         await self.app(scope, receive, send)

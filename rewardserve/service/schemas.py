@@ -175,3 +175,7 @@ class OpenRLHFRewardResponse(BaseModel):
     rewards: list[float]
     scores: list[float] = Field(description="The same rewards: OpenRLHF filters samples by these.")
     extra_logs: dict[str, list[float]] = Field(default_factory=dict)
+
+
+# What the scoring pipeline takes: the bodies of /score, /compare and /get_reward.
+ScoringBody = ScoreRequest | CompareRequest | OpenRLHFRewardRequest

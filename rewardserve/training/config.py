@@ -1,10 +1,21 @@
 """Training hyper-parameters: one dataclass whose fields carry their help text (torch-free, so
-the command line is built from it without importing torch)."""
+the command line is built from it without importing torch), and the one mapping from it to
+`transformers.TrainingArguments` (`TrainConfig.training_arguments`).
+
+The mapping is written for transformers 5 (pyproject allows 5.x only): there `warmup_steps`
+below 1 is a share of the steps, and activation checkpointing got its own name.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 LossName = Literal["bt", "margin", "instructgpt", "plackett_luce"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
@@ -76,3 +87,64 @@ class TrainConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and data order."})
+
+    def training_arguments(self, evaluate: bool) -> TrainingArguments:
+        """The Trainer's arguments for this run (`evaluate`: there is a validation set). Every
+        field of the Trainer's own that we set is set here; `loss`, `centering`, `pooling`,
+        `lora_*`, `disable_dropout`, `padding_side` and `max_length` are ours (trainer.py)."""
+        import torch
+        from transformers import TrainingArguments
+
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        per_step = world_size * self.gradient_accumulation_steps
+        if self.batch_size % per_step:
+            raise ValueError(f"batch size {self.batch_size} must divide by processes x accumulation steps ({per_step})")
+        every = self.checkpoint_steps
+        cpu = not torch.cuda.is_available()
+        return TrainingArguments(
+            output_dir=str(Path(self.output_dir) / "trainer"),
+            per_device_train_batch_size=self.batch_size // per_step,
+            per_device_eval_batch_size=max(1, 2 * self.batch_size // per_step),
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            warmup_steps=self.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
+            weight_decay=self.weight_decay,
+            lr_scheduler_type="linear",
+            seed=self.seed,
+            **{_checkpointing_field(): self.gradient_checkpointing},
+            logging_steps=10,
+            report_to=["tensorboard"],  # event files under <out>/trainer/runs
+            eval_strategy="steps" if evaluate and every else "no",
+            eval_steps=every or None,
+            save_strategy="steps" if every else "no",
+            save_steps=every or None,
+            save_total_limit=2,
+            load_best_model_at_end=bool(evaluate and every),
+            metric_for_best_model="accuracy",
+            greater_is_better=True,
+            label_names=["ranks"],
+            remove_unused_columns=False,
+            use_cpu=cpu,
+            ddp_backend="gloo" if world_size > 1 and cpu else None,
+            **_precision_flags(self.precision),
+        )
+
+
+def _precision_flags(precision: str) -> dict[str, bool]:
+    import torch
+
+    if precision == "auto":
+        # bf16 autocast is slower than fp32 on CPUs (measured on this project's 2-core machines).
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def _checkpointing_field() -> str:
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (the old name
+    # stays as a deprecated alias until 6); take the name this version has.
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"

@@ -2,7 +2,7 @@
 
 Only the loss, the sampler and the evaluation step are overridden; the loop, schedules,
 accumulation, mixed precision, checkpoints and multi-process training (torchrun, accelerate,
-DeepSpeed/FSDP configs) are the Trainer's. Batches are built by the bundle's `PairEncoder`,
+DeepSpeed/FSDP configs) are the Trainer's. Batches are built by the bundle's `SequenceEncoder`,
 the same code the server uses. A batch holds whole examples: all K responses of a ranked
 prompt are scored together, so the K-wise losses see every pair of one prompt.
 """
@@ -10,7 +10,6 @@ prompt are scored together, so the K-wise losses see every pair of one prompt.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,12 +24,12 @@ from transformers import (
     EvalPrediction,
     Trainer,
     TrainerCallback,
-    TrainingArguments,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from rewardserve.bundle import EncodedPair, PairEncoder
-from rewardserve.preference_metrics import fit_temperature, preference_metrics
+from rewardserve.bundle import EncodedSequence, SequenceEncoder
+from rewardserve.data.preferences import PreferenceExample
+from rewardserve.eval.metrics import fit_temperature, preference_metrics
 from rewardserve.training.checkpoint import (
     METRICS_FILE,
     STATS_FILE,
@@ -42,7 +41,6 @@ from rewardserve.training.checkpoint import (
 )
 from rewardserve.training.config import TrainConfig
 from rewardserve.training.losses import ranked_pairs, reward_loss
-from rewardserve.training.preferences import PreferenceExample
 from rewardserve.training.reward_model import MeanPooledRewardModel, new_reward_model, resolve_pooling
 
 LOG_FILE = "metrics.jsonl"
@@ -51,7 +49,7 @@ LOG_FILE = "metrics.jsonl"
 class ExampleDataset(torch.utils.data.Dataset):
     """Examples tokenized once up front; item i is example i's encoded responses and ranks."""
 
-    def __init__(self, encoder: PairEncoder, examples: Sequence[PreferenceExample]) -> None:
+    def __init__(self, encoder: SequenceEncoder, examples: Sequence[PreferenceExample]) -> None:
         prompts = [e.prompt for e in examples for _ in e.responses]
         encoded = iter(encoder.encode(prompts, [r for e in examples for r in e.responses]))
         self.sequences = [[next(encoded) for _ in e.responses] for e in examples]
@@ -84,11 +82,11 @@ class ExampleCollator:
     rows (-1: empty slot), `ranks` (G, K) their ranks (-1: empty) and `margins` (G,).
     """
 
-    def __init__(self, encoder: PairEncoder) -> None:
+    def __init__(self, encoder: SequenceEncoder) -> None:
         self.encoder = encoder
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        sequences: list[EncodedPair] = [s for f in features for s in f["sequences"]]
+        sequences: list[EncodedSequence] = [s for f in features for s in f["sequences"]]
         width = max(len(f["sequences"]) for f in features)
         layout = torch.full((len(features), width), -1, dtype=torch.long)
         ranks = torch.full((len(features), width), -1, dtype=torch.long)
@@ -196,13 +194,6 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-def _precision_flags(precision: str) -> dict[str, bool]:
-    if precision == "auto":
-        # bf16 autocast is slower than fp32 on CPUs (measured on this project's 2-core machines).
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
-
-
 def _apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     """LoRA adapters on every linear layer of the transformer; the reward head is trained fully."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -227,43 +218,6 @@ def _merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     return model.merge_and_unload()
 
 
-def _training_arguments(config: TrainConfig, out: Path, evaluate: bool) -> TrainingArguments:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    per_step = world_size * config.gradient_accumulation_steps
-    if config.batch_size % per_step:
-        raise ValueError(f"batch size {config.batch_size} must divide by processes x accumulation steps ({per_step})")
-    every = config.checkpoint_steps
-    return TrainingArguments(
-        output_dir=str(out / "trainer"),
-        per_device_train_batch_size=config.batch_size // per_step,
-        per_device_eval_batch_size=max(1, 2 * config.batch_size // per_step),
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        seed=config.seed,
-        activation_checkpointing=config.gradient_checkpointing,
-        logging_steps=10,
-        report_to=["tensorboard"],  # event files under <out>/trainer/runs
-        eval_strategy="steps" if evaluate and every else "no",
-        eval_steps=every or None,
-        save_strategy="steps" if every else "no",
-        save_steps=every or None,
-        save_total_limit=2,
-        load_best_model_at_end=bool(evaluate and every),
-        metric_for_best_model="accuracy",
-        greater_is_better=True,
-        label_names=["ranks"],
-        remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(),
-        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
-        **_precision_flags(config.precision),
-    )
-
-
 def train_reward_model(
     config: TrainConfig,
     train_examples: Sequence[PreferenceExample],
@@ -285,7 +239,7 @@ def train_reward_model(
     )
     pad_added = ensure_pad_token(tokenizer, model)
     fmt = derive_input_format(tokenizer, model.config, config.max_length, config.padding_side, chat_template)
-    encoder = PairEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
+    encoder = SequenceEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
     if config.loss == "margin" and any(e.margin is None for e in train_examples):
         raise ValueError("--loss margin needs a `margin` or `preference_strength` on every training row")
     train_set = ExampleDataset(encoder, train_examples)
@@ -296,7 +250,7 @@ def train_reward_model(
         disable_dropout(model)
     if config.lora_r:
         model = _apply_lora(model, config)
-    args = _training_arguments(config, out, evaluate=validation_set is not None)
+    args = config.training_arguments(evaluate=validation_set is not None)
     trainer = RewardTrainer(
         model=model,
         args=args,
@@ -314,33 +268,44 @@ def train_reward_model(
         print(f"no checkpoint to resume from in {args.output_dir}; starting afresh")
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - started
-    metrics = {
-        "train_examples": len(train_set),
-        "train_loss": result.training_loss,
-        "train_seconds": round(seconds, 1),
-        # Only a whole run from step 0 has a meaningful rate.
-        "examples_per_second": round(len(train_set) * config.epochs / seconds, 2)
-        if config.max_steps < 0 and checkpoint is None
-        else None,
-        "steps": result.global_step,
-        "resumed_from": checkpoint,
-        "pad_token_added": pad_added,
-        "config": asdict(config),
-    }
+    metrics = _run_metrics(config, len(train_set), result, time.perf_counter() - started, checkpoint, pad_added)
     stats = {}
     if validation_set is not None:
         stats = _reward_stats(trainer, validation_set)
         metrics["validation"] = stats.pop("validation")
         metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
     if trainer.is_world_process_zero():
-        model = _merge_lora(trainer.model) if config.lora_r else trainer.model
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        (out / METRICS_FILE).write_text(json.dumps({**metrics, **provenance}, indent=2) + "\n")
-        save_input_format(out, fmt)  # last: its presence marks a finished run
+        _save(trainer, config, tokenizer, fmt, stats, {**metrics, **provenance})
     return metrics
+
+
+def _run_metrics(
+    config: TrainConfig, examples: int, result, seconds: float, resumed: str | None, pad_added: bool
+) -> dict:
+    return {
+        "train_examples": examples,
+        "train_loss": result.training_loss,
+        "train_seconds": round(seconds, 1),
+        # Only a whole run from step 0 has a meaningful rate.
+        "examples_per_second": round(examples * config.epochs / seconds, 2)
+        if config.max_steps < 0 and resumed is None
+        else None,
+        "steps": result.global_step,
+        "resumed_from": resumed,
+        "pad_token_added": pad_added,
+        "config": asdict(config),
+    }
+
+
+def _save(trainer: RewardTrainer, config: TrainConfig, tokenizer, fmt, stats: dict, metrics: dict) -> None:
+    """The checkpoint: weights (LoRA merged), tokenizer, reward statistics, metrics, input format."""
+    out = Path(config.output_dir)
+    model = _merge_lora(trainer.model) if config.lora_r else trainer.model
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    save_input_format(out, fmt)  # last: its presence marks a finished run
 
 
 def _reward_stats(trainer: RewardTrainer, validation_set: ExampleDataset) -> dict:

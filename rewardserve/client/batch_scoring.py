@@ -25,8 +25,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from rewardserve.scorers import Scorer
-from rewardserve.tables import BadRow, count_rows, decode_json_cell, read_rows
+from rewardserve.client.scorers import Scorer
+from rewardserve.data.tables import BadRow, count_rows, decode_json_cell, read_rows
 
 
 class ScoringJobError(ValueError):

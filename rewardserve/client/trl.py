@@ -1,6 +1,6 @@
 """A `reward_funcs` entry for TRL's GRPOTrainer (and its other online trainers):
 
-    from rewardserve.integrations.trl import RewardFunction
+    from rewardserve.client.trl import RewardFunction
     trainer = GRPOTrainer(model=..., reward_funcs=RewardFunction("http://reward:8000"), ...)
 
 TRL calls it with the batch's `prompts` and `completions`: strings for plain-text datasets, or
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewardserve.client import Retry, RewardClient
+from rewardserve.client.http import Retry, RewardClient
 
 Messages = Sequence[Mapping[str, Any]]
 

@@ -20,16 +20,17 @@ exceed a set share.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rewardserve import tables
 from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE, ChatTemplateError, check_messages, split_conversation
-from rewardserve.tables import BadRow, TableError, decode_json_cell, table_format
-from rewardserve.training.data import Split, source_name, split_of, split_transcript
+from rewardserve.data import tables
+from rewardserve.data.hh import Split, source_name, split_of, split_transcript
+from rewardserve.data.tables import BadRow, TableError, decode_json_cell, table_format
 
 # Llama 2's "large" margins for its four preference-strength labels (Touvron et al., 2023, table 28).
 LLAMA2_MARGINS: dict[str, float] = {
@@ -285,3 +286,35 @@ def load_preferences(
             f"{options.max_bad_fraction:.1%}); first ones:\n  {shown}"
         )
     return examples, report
+
+
+# ---------------------------------------------------------------------------- for the commands
+
+
+def data_argument(parser: argparse.ArgumentParser, flag: str, default: list[Path] | None, purpose: str) -> None:
+    """A command-line option taking preference files, in every format `load_preferences` reads."""
+    parser.add_argument(
+        flag,
+        nargs="+",
+        type=Path,
+        default=default,
+        help=f"preference files (.jsonl[.gz], .json, .parquet, .csv) or datasets directories; {purpose}",
+    )
+
+
+def data_provenance(paths: Sequence[Path]) -> list[dict]:
+    """Each file's name and sha256, for a checkpoint's or bundle's provenance."""
+    from rewardserve.bundle.manifest import sha256_file
+
+    return [{"file": p.name, "sha256": sha256_file(p)} for p in paths]
+
+
+def load_reported(paths: Sequence[Path], split: Split, options: DataOptions, what: str) -> list[PreferenceExample]:
+    """`load_preferences`, printing its report and the first bad rows."""
+    examples, report = load_preferences(paths, split, options)
+    print(f"{what} ({', '.join(p.name for p in paths)}, {split}): {report}")
+    for line in report.bad[:5]:
+        print(f"  bad row {line}")
+    if len(report.bad) > 5:
+        print(f"  ... and {len(report.bad) - 5} more bad rows")
+    return examples

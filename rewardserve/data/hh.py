@@ -1,4 +1,4 @@
-"""The shipped HH-RLHF data, how its transcripts split into prompt and response, and the
+"""The HH-RLHF data shipped with the package, how its transcripts split into prompt and response, and the
 train/validation/held-out split every tool recomputes. Torch-free.
 
 An HH row is ``{"chosen": transcript, "rejected": transcript}``; both transcripts share the
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 ASSISTANT_MARKER = "\n\nAssistant:"
-REPO_DATA = Path(__file__).resolve().parents[2] / "data" / "hh-rlhf"
+# Shipped inside the package (package data), so an installed rewardserve finds them too.
+HH_DIR = Path(__file__).resolve().parent / "hh_rlhf"
 HH_FILES = ("helpful-base-test.jsonl.gz", "helpful-online-test.jsonl.gz", "harmless-base-test.jsonl.gz")
 
 # A conversation's split is a function of its prompt alone, so every tool recomputes the same
@@ -47,7 +48,7 @@ def source_name(path: Path) -> str:
 
 def default_data_files() -> list[Path]:
     """All HH files: what `eval` and export parity read by default."""
-    return [REPO_DATA / name for name in HH_FILES]
+    return [HH_DIR / name for name in HH_FILES]
 
 
 def default_training_files() -> list[Path]:

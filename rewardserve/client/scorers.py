@@ -7,14 +7,16 @@ exactly as the server does.
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from rewardserve import choice
-from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle import BundleRuntime, choice
 from rewardserve.bundle.chat import check_messages, split_conversation
-from rewardserve.client import Comparison, RewardClient
+from rewardserve.bundle.runtime import score_offline
+from rewardserve.client.http import Comparison, RewardClient
 
 
 class Scorer(Protocol):
@@ -52,14 +54,14 @@ class LocalScorer:
     def score_items(self, items: Sequence[Mapping[str, Any]]) -> list[float]:
         pairs = [self.texts(item) for item in items]
         prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
-        return self.runtime.score(prompts, responses, batch_size=self.batch_size).tolist()
+        return score_offline(self.runtime, prompts, responses, self.batch_size).tolist()
 
     def compare(
         self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]
     ) -> list[Comparison]:
         """As `/compare` answers: both rewards and p(a better than b) with the bundle's temperature."""
         n = len(prompts)
-        rewards = self.runtime.score([*prompts, *prompts], [*responses_a, *responses_b], batch_size=self.batch_size)
+        rewards = score_offline(self.runtime, [*prompts, *prompts], [*responses_a, *responses_b], self.batch_size)
         p_a = choice.p_better(rewards[:n], rewards[n:], self.runtime.manifest.calibration_temperature)
         return [
             Comparison(*values) for values in zip(rewards[:n].tolist(), rewards[n:].tolist(), p_a.tolist(), strict=True)
@@ -77,8 +79,16 @@ class RemoteScorer(RewardClient):
         return self.model or self.url
 
 
-def open_scorer(url: str | None, bundle: Path | None, api_key: str | None = None) -> Scorer:
-    """The server at `url`, else the bundle in-process."""
-    if (url is None) == (bundle is None):
+def open_scorer(args: argparse.Namespace) -> Scorer:
+    """The server at `--url`, else the `--bundle` in-process (`scorer_arguments`)."""
+    if (args.url is None) == (args.bundle is None):
         raise ValueError("give a server --url or a --bundle to score in-process (one of them)")
-    return RemoteScorer(url, api_key=api_key) if url else LocalScorer(bundle)
+    return RemoteScorer(args.url, api_key=args.api_key) if args.url else LocalScorer(Path(args.bundle))
+
+
+def scorer_arguments(parser: argparse.ArgumentParser, url: str, bundle: str) -> None:
+    """Where `score` and `eval` get rewards: a server (--url, --api-key) or a bundle in-process."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help=url)
+    where.add_argument("--bundle", help=bundle)
+    parser.add_argument("--api-key", default=os.environ.get("REWARDSERVE_API_KEY"), help="default: REWARDSERVE_API_KEY")

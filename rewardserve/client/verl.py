@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewardserve.client import RewardClient, chat_item
+from rewardserve.client.http import RewardClient, chat_item
 
 
 @functools.cache

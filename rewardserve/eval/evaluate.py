@@ -19,37 +19,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rewardserve.bundle.runtime import GraphRunner
-from rewardserve.preference_metrics import CalibrationBin, calibration_curve, preference_metrics, ranking_accuracy
-from rewardserve.scorers import Scorer
-from rewardserve.training.preferences import PreferenceExample
+from rewardserve.client.scorers import Scorer
+from rewardserve.data.preferences import PreferenceExample
+from rewardserve.eval.metrics import CalibrationBin, calibration_curve, preference_metrics, ranking_accuracy
 
 MARGIN_BINS = 40
 SCATTER_POINTS = 3000  # responses kept for the reward-vs-length plot (a fixed random sample)
 LENGTH_BINS = 12
-
-
-@dataclass
-class ScoredPairs:
-    """Every ordered pair (better, worse) of some examples, scored by one graph, in a fixed order."""
-
-    sources: list[str]
-    reward_gaps: np.ndarray  # r(better) - r(worse)
-    length_gaps: np.ndarray  # len(better) - len(worse), in characters
-
-
-def score_pairs(runner: GraphRunner, examples: Sequence[PreferenceExample]) -> ScoredPairs:
-    """Reward gaps from a bare graph (export's parity and precision gates use this)."""
-    prompts = [e.prompt for e in examples for _ in e.responses]
-    rewards = iter(runner.score(prompts, [r for e in examples for r in e.responses]))
-    sources, gaps = [], []
-    for e in examples:
-        scores = [float(next(rewards)) for _ in e.responses]
-        for i, j in e.ordered_pairs():
-            sources.append(e.source)
-            gaps.append((scores[i] - scores[j], len(e.responses[i]) - len(e.responses[j])))
-    gaps_array = np.array(gaps, dtype=np.float64).reshape(-1, 2)
-    return ScoredPairs(sources, gaps_array[:, 0], gaps_array[:, 1])
 
 
 @dataclass

@@ -1,0 +1,69 @@
+"""`rewardserve eval`: how well a served model or a bundle agrees with held-out preferences."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+from rewardserve.client.scorers import scorer_arguments
+from rewardserve.data.hh import default_data_files
+
+
+def run(args: argparse.Namespace) -> int:
+    from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE
+    from rewardserve.client import RewardServerError
+    from rewardserve.client.scorers import LocalScorer, open_scorer
+    from rewardserve.data.preferences import DataError, DataOptions, load_preferences
+    from rewardserve.eval.evaluate import build_report, compare_pairs
+    from rewardserve.eval.html_report import render_html
+
+    try:
+        scorer = open_scorer(args)
+        # Conversational rows are rendered to text here: with the bundle's template in-process;
+        # a server's template cannot be asked for, so --chat-template names it.
+        if isinstance(scorer, LocalScorer):
+            template = scorer.runtime.manifest.input_format.chat_template
+        else:
+            template = args.chat_template.read_text() if args.chat_template else PAIR_LAYOUT_TEMPLATE
+        examples, data_report = load_preferences(args.data, split=args.split, options=DataOptions(template))
+        print(f"data: {data_report}", file=sys.stderr)
+        with contextlib.closing(scorer):
+            pairs = compare_pairs(scorer, examples)
+            report = build_report(
+                pairs, model=scorer.name, scorer=args.url or args.bundle, data=args.data, split=args.split
+            )
+    except (DataError, RewardServerError, OSError, ValueError) as exc:
+        print(f"rewardserve: cannot evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.report:
+        page, figures = Path(args.report), report.as_dict()
+        page.write_text(render_html(figures), encoding="utf-8")
+        page.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"report: {page} and {page.with_suffix('.json')}")
+    return 0
+
+
+def arguments(evaluate: argparse.ArgumentParser, name: str = "eval") -> None:
+    evaluate.add_argument(
+        "data",
+        nargs="*",
+        type=Path,
+        default=default_data_files(),
+        help="preference files (.jsonl[.gz], .json, .parquet, .csv) or datasets directories "
+        "(default: the shipped HH-RLHF files)",
+    )
+    scorer_arguments(
+        evaluate,
+        url="evaluate the model this rewardserve server serves (through /compare)",
+        bundle="evaluate this bundle in-process",
+    )
+    evaluate.add_argument("--split", choices=["heldout", "validation", "train", "all"], default="heldout")
+    evaluate.add_argument("--report", help="write this HTML page, and the figures as JSON beside it (.json)")
+    evaluate.add_argument(
+        "--chat-template", type=Path, help="with --url: Jinja template for conversational rows (the server's)"
+    )
+    evaluate.set_defaults(func=run)

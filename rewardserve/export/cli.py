@@ -1,0 +1,100 @@
+"""`rewardserve export`: a reward checkpoint -> a verified ONNX bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rewardserve.data.hh import default_data_files
+from rewardserve.data.preferences import DataOptions, data_argument, data_provenance, load_preferences
+
+PARITY_PAIRS = 128  # 256 sequences: each pair's chosen and rejected response
+
+
+def _checkpoint_data_options(checkpoint: Path) -> DataOptions:
+    """Chat rows are rendered as the checkpoint was trained, when we trained it."""
+    from rewardserve.training.checkpoint import FORMAT_FILE, load_input_format
+
+    if (checkpoint / FORMAT_FILE).is_file():
+        return DataOptions(chat_template=load_input_format(checkpoint).chat_template)
+    return DataOptions()
+
+
+def run(args: argparse.Namespace) -> int:
+    from rewardserve.export.onnx_export import ParityError, export_bundle
+    from rewardserve.export.precision import PrecisionRefused
+
+    checkpoint = Path(args.checkpoint)
+    options = _checkpoint_data_options(checkpoint)
+    heldout, _ = load_preferences(args.parity_data, split="heldout", options=options)
+    parity_pairs = [(e.prompt, r) for e in heldout[:PARITY_PAIRS] for r in e.responses]
+    calibration = load_preferences(args.calibration_data, "all", options)[0] if args.calibration_data else []
+    provenance = {"export_data": {"heldout": data_provenance(args.parity_data)}}
+    if args.calibration_data:
+        provenance["export_data"]["calibration"] = data_provenance(args.calibration_data)
+    try:
+        manifest = export_bundle(
+            checkpoint,
+            Path(args.out),
+            parity_pairs,
+            heldout[: args.gate_pairs] if args.gate_pairs else heldout,
+            name=args.name,
+            precision=args.precision,
+            optimize=args.optimize,
+            max_length=args.max_length,
+            padding_side=args.padding_side,
+            calibration=calibration,
+            provenance=provenance,
+        )
+    except (PrecisionRefused, ParityError) as exc:
+        print(f"rewardserve: export refused: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a setting the checkpoint cannot take
+        print(f"rewardserve: cannot export: {exc}", file=sys.stderr)
+        return 2
+    graph = manifest.graph
+    fused = ", ".join(f"{op} {n}" for op, n in graph.fused_operators.items()) or f"none ({graph.fallback})"
+    print(f"bundle {manifest.name!r} in {args.out}: {manifest.precision}, fused: {fused}")
+    print(f"parity: {manifest.parity}")
+    if manifest.agreement:
+        print(f"agreement with fp32: {manifest.agreement}")
+    if refused := manifest.provenance["export"].get("reduced_precision_refused"):
+        print(f"shipped fp32: {refused}")
+    return 0
+
+
+def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
+    export.add_argument(
+        "checkpoint", help="checkpoint directory: written by `rewardserve train`, or any HF sequence-classification RM"
+    )
+    export.add_argument("--out", required=True, help="bundle directory to write")
+    export.add_argument("--name", help="model name reported by the API (default: checkpoint folder name)")
+    export.add_argument(
+        "--precision",
+        choices=["fp32", "int8", "fp16", "auto"],
+        default="fp32",
+        help="int8 (CPU) and fp16 (GPU) ship only if they pass the agreement gate, else export fails; "
+        "auto: fp16 with CUDA, int8 without, fp32 when the gate refuses (default: fp32)",
+    )
+    export.add_argument(
+        "--optimize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fuse attention/LayerNorm/GELU with onnxruntime's transformer optimizer (default: on)",
+    )
+    export.add_argument("--max-length", type=int, help="tokens per sequence (default: the checkpoint's)")
+    export.add_argument(
+        "--padding-side", choices=["right", "left"], help="padding side of batches (default: the checkpoint's)"
+    )
+    data_argument(
+        export,
+        "--parity-data",
+        default_data_files(),
+        "their held-out split checks parity and gates int8/fp16 (default: the shipped HH-RLHF files)",
+    )
+    export.add_argument(
+        "--gate-pairs", type=int, default=0, help="held-out examples the agreement gate uses (default: all)"
+    )
+    data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")
+    export.set_defaults(func=run)

@@ -1,0 +1,150 @@
+"""The request pipeline: one scoring request through every stage, each in its own file, in the
+order the data flows.
+
+    validate.py   body -> Inputs (field paths; item and text limits: 413)
+    admit.py      a permit for its sequences (503 and 429 are decided there)
+    render.py     conversations -> texts, with the bundle's chat template   } on the tokenizer
+    tokenize.py   texts -> token ids, truncated by the bundle's policy     } thread
+    batcher.py    sequences from every request, re-batched by length (and cached)
+    engine.py     a padded batch through ONNX Runtime
+    respond.py    rewards -> the endpoint's response body
+
+The stages are built elsewhere and passed in (`app.py` builds them from a bundle; a test builds
+them around a fake engine), as text-embeddings-inference's `Infer::new` takes its parts.
+The pipeline also owns the life cycle around them: warm-up, drain, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from rewardserve.bundle import EncodedSequence
+from rewardserve.service.admit import Admission
+from rewardserve.service.batcher import MicroBatcher, Scored
+from rewardserve.service.context import RequestContext, Timings
+from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
+from rewardserve.service.metrics import Metrics
+from rewardserve.service.monitoring import RewardMonitor
+from rewardserve.service.render import Render
+from rewardserve.service.respond import Respond
+from rewardserve.service.schemas import ScoringBody
+from rewardserve.service.tokenize import Tokenize
+from rewardserve.service.validate import Inputs, Validate
+
+T = TypeVar("T")
+
+# Two lengths, so that the warm-up exercises padding as real batches do.
+WARM_UP = Inputs.of_texts(["warm-up"] * 4, ["a short response", "a somewhat longer response " * 8] * 2)
+
+
+class ScoringPipeline:
+    def __init__(
+        self,
+        *,
+        validate: Validate,
+        admission: Admission,
+        render: Render,
+        tokenize: Tokenize,
+        batcher: MicroBatcher,
+        respond: Respond,
+        metrics: Metrics,
+        monitor: RewardMonitor | None = None,
+        thread_initializer: Callable[[], None] | None = None,
+    ) -> None:
+        self.validate = validate
+        self.admission = admission
+        self.render = render
+        self.tokenize = tokenize
+        self.batcher = batcher
+        self.respond = respond
+        self.metrics = metrics
+        self.monitor = monitor
+        # One tokenizer thread: tokenizers already spreads a batch call over the cores, and more
+        # threads would only contend for them and for the GIL.
+        self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="tokenizer", initializer=thread_initializer)
+
+    @property
+    def model_name(self) -> str:
+        return self.respond.model_name
+
+    async def __call__(self, context: RequestContext, body: ScoringBody) -> BaseModel:
+        """The response to one scoring request; a ServiceError says why there is none."""
+        inputs = self.validate(body)
+        context.items, context.sequences = inputs.items, len(inputs)
+        rewards = await self.rewards(context, inputs)
+        return self.respond(body, rewards)
+
+    async def rewards(self, context: RequestContext, inputs: Inputs) -> np.ndarray:
+        """Rewards of `inputs` in their order, within the context's deadline and while its client waits."""
+        with self.admission.permit(len(inputs)):
+            return await _watched(context, self._scored(context, inputs))
+
+    async def _scored(self, context: RequestContext, inputs: Inputs) -> np.ndarray:
+        # Render and tokenize in one hop to the tokenizer thread, before queueing: the engine
+        # keeps running meanwhile, and a bad input fails its own request only.
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        sequences = await loop.run_in_executor(self._tokenizer, self._encode, inputs)
+        tokenized = time.perf_counter() - started
+        self.metrics.tokenization_seconds.observe(tokenized)
+        context.tokens = sum(len(s) for s in sequences)
+        try:
+            scored: Scored = await self.batcher.score(sequences)
+        except EngineError as error:
+            context.error_id = error.error_id  # for the access log line
+            raise
+        context.timings = Timings(tokenized, scored.queue_seconds, scored.inference_seconds, scored.cached)
+        if self.monitor is not None and context.monitored:
+            self.monitor.observe(scored.rewards, self.tokenize.response_tokens(sequences))
+        return scored.rewards
+
+    def _encode(self, inputs: Inputs) -> list[EncodedSequence]:
+        return self.tokenize(self.render(inputs), inputs)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Start batching and warm up; the server turns ready when the first batches have run."""
+        self.batcher.start()
+        await self.rewards(RequestContext("warm-up", time.perf_counter(), monitored=False), WARM_UP)
+        self.admission.warmed_up = True
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new work and answer every admitted request: with rewards if they are ready
+        within `timeout` seconds, else with ShuttingDownError (503) for what is still queued."""
+        await self.admission.drain(timeout, on_timeout=self.batcher.close)
+
+    async def stop(self) -> None:
+        self.admission.draining = True
+        await self.batcher.stop()
+        self._tokenizer.shutdown(wait=False, cancel_futures=True)
+
+
+async def _watched(context: RequestContext, work: Awaitable[T]) -> T:
+    """`work`'s result; or ClientDisconnectedError as soon as the client goes away, or
+    DeadlineExceededError at the context's deadline. Either way the work is cancelled, and so
+    is its batcher request, whose queued sequences are then dropped unscored."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(context.disconnected()) if context.disconnected else None
+    waiting = (task,) if watcher is None else (task, watcher)
+    wait = None if context.deadline is None else max(context.deadline - time.perf_counter(), 0.0)
+    try:
+        done, _ = await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task in done:
+        return task.result()
+    if watcher is not None and watcher in done:
+        raise ClientDisconnectedError("the client disconnected before its rewards were ready")
+    waited = time.perf_counter() - context.arrived
+    raise DeadlineExceededError(f"deadline: no rewards after {waited:.3f} s; the request's queued work was dropped")

@@ -1,0 +1,115 @@
+"""The HTTP routes, a few lines each: a scoring route hands its parsed body and the request's
+context to the pipeline (`pipeline.py`), which runs every stage and builds the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from rewardserve.service.context import RequestContext, context_of
+from rewardserve.service.errors import UnhealthyError
+from rewardserve.service.pipeline import ScoringPipeline
+from rewardserve.service.schemas import (
+    CompareRequest,
+    CompareResponse,
+    ErrorResponse,
+    OpenRLHFRewardRequest,
+    OpenRLHFRewardResponse,
+    RankingResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        401: "Missing or unknown API key (when keys are set).",
+        413: "Body, item count, a text or (with truncate=false) a sequence over its limit.",
+        429: "The queue is full; retry after `Retry-After` seconds.",
+        500: "The engine failed on this request's batch; `error_id` is logged with the traceback.",
+        503: "Warming up or shutting down.",
+        504: "The X-Request-Timeout deadline passed; the request's queued work was dropped.",
+    }.items()
+}
+
+router = APIRouter()
+
+
+async def ready_pipeline(request: Request) -> ScoringPipeline:
+    """The pipeline, if the server takes work now; else 503 (before the body is judged)."""
+    # async: FastAPI would run a plain function on a worker thread for every request
+    pipeline: ScoringPipeline = request.app.state.pipeline
+    pipeline.admission.check_ready()
+    return pipeline
+
+
+async def scoring_context(
+    request: Request,
+    x_request_timeout: Annotated[
+        float | None,
+        Header(
+            gt=0,
+            allow_inf_nan=False,
+            description="Seconds from arrival after which the request is answered 504 and its queued work dropped.",
+        ),
+    ] = None,
+) -> RequestContext:
+    """The request's context, with its deadline and a way to see its client go."""
+    context = context_of(request.scope)
+    timeout = x_request_timeout or request.app.state.settings.request_timeout
+    context.deadline = None if timeout is None else context.arrived + timeout
+    context.disconnected = lambda: _client_gone(request)
+    return context
+
+
+async def _client_gone(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect (uvicorn sends it
+    # when the connection closes, or once the response is complete).
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+Pipeline = Annotated[ScoringPipeline, Depends(ready_pipeline)]
+Context = Annotated[RequestContext, Depends(scoring_context)]
+
+
+@router.post("/score", response_model=ScoreResponse, responses=ERRORS)
+async def score(body: ScoreRequest, pipeline: Pipeline, context: Context) -> ScoreResponse:
+    """Scalar rewards of (prompt, response) or chat `messages` items, in request order."""
+    return await pipeline(context, body)
+
+
+@router.post("/compare", response_model=CompareResponse | RankingResponse, responses=ERRORS)
+async def compare(body: CompareRequest, pipeline: Pipeline, context: Context) -> CompareResponse | RankingResponse:
+    """Pairs (`items`): both rewards and the probability that `a` is preferred. One prompt
+    with K `responses`: rewards, the ranking, and Plackett-Luce and pairwise probabilities."""
+    return await pipeline(context, body)
+
+
+@router.post("/get_reward", response_model=OpenRLHFRewardResponse, responses=ERRORS)
+async def get_reward(body: OpenRLHFRewardRequest, pipeline: Pipeline, context: Context) -> OpenRLHFRewardResponse:
+    """OpenRLHF's remote reward protocol: pass `--remote_rm_url http://HOST:PORT/get_reward`."""
+    return await pipeline(context, body)
+
+
+@router.get("/health", responses={503: {"model": ErrorResponse}})
+async def health(request: Request) -> dict[str, str]:
+    """200 while the process can serve (liveness); 503 once the engine is broken beyond repair."""
+    if not request.app.state.pipeline.admission.healthy():
+        raise UnhealthyError("the engine is broken: its reopened session fails too; restart the process")
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"model": ErrorResponse}})
+async def ready(pipeline: Pipeline) -> dict[str, str]:
+    """200 once the bundle is loaded and warmed up; 503 before, and at once on SIGTERM."""
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus metrics (needs a key when `protect_metrics` is set)."""
+    registry = request.app.state.pipeline.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,161 @@
+"""Stage 1, validate: a request body (already parsed by `schemas.py`) -> the sequences to score.
+
+Each sequence is an Input: a text prompt and response, or a conversation that `render.py`
+turns into them, with the field path its errors name (`items[3].messages`). Size limits are
+checked here, on the event loop, before anything is admitted: item counts
+(`max_items_per_request`) and characters per text (`max_text_chars`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rewardserve.bundle.chat import Message
+from rewardserve.service import schemas
+from rewardserve.service.errors import TextTooLongError, TooManyItemsError
+
+# The K x K matrix of a K-wise /compare is serialized on the event loop: 256 responses take
+# ~20 ms and 1.2 MiB of JSON, 1024 would take ~0.3 s (every other request waiting) and 19 MiB.
+MAX_PAIRWISE_RESPONSES = 256
+
+Conversation = list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One sequence to score, as the request spelled it: two texts, or the conversation so far
+    and the assistant turn(s) to score."""
+
+    prompt: str | Conversation
+    response: str | Conversation
+    path: str  # the request field its errors name
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """A request's sequences, in the order its rewards are answered."""
+
+    sequences: list[Input]
+    items: int  # what the request counts as items (a /compare pair is one item, two sequences)
+    truncate: bool = True
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @classmethod
+    def of_texts(cls, prompts: Sequence[str], responses: Sequence[str]) -> Inputs:
+        """Text sequences, named by position (`[i]`)."""
+        pairs = zip(prompts, responses, strict=True)
+        return cls([Input(p, r, f"[{i}]") for i, (p, r) in enumerate(pairs)], items=len(prompts))
+
+
+def _turns(messages: Sequence[schemas.Message]) -> Conversation:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _reply(text: str) -> Conversation:
+    return [{"role": "assistant", "content": text}]
+
+
+class Validate:
+    """Each endpoint's body -> Inputs, within `max_items` per request and `max_chars` per text."""
+
+    def __init__(self, max_items: int, max_chars: int) -> None:
+        self.max_items = max_items
+        self.max_chars = max_chars
+
+    def __call__(self, body: schemas.ScoringBody) -> Inputs:
+        match body:
+            case schemas.ScoreRequest():
+                return Inputs(self._score_items(body.items), len(body.items), body.truncate)
+            case schemas.CompareRequest(items=None):
+                return Inputs(self._ranked(body), 1, body.truncate)
+            case schemas.CompareRequest():
+                return Inputs(self._compare_items(body.items), len(body.items), body.truncate)
+            case schemas.OpenRLHFRewardRequest():
+                return Inputs(self._openrlhf(body), len(body.query))
+        raise TypeError(f"not a scoring body: {type(body).__name__}")
+
+    def _score_items(self, items: Sequence[schemas.ScoreItem]) -> list[Input]:
+        self._check_count("items", len(items))
+        inputs = []
+        for i, item in enumerate(items):
+            if item.messages is None:
+                self._check_text(f"items[{i}].prompt", item.prompt)
+                self._check_text(f"items[{i}].response", item.response)
+                inputs.append(Input(item.prompt, item.response, f"items[{i}]"))
+            else:
+                self._check_messages(f"items[{i}].messages", item.messages)
+                turns = _turns(item.messages)
+                inputs.append(Input(turns[:-1], turns[-1:], f"items[{i}].messages"))
+        return inputs
+
+    def _compare_items(self, items: Sequence[schemas.CompareItem]) -> list[Input]:
+        """Every item's `a`, then every item's `b`."""
+        self._check_count("items", len(items))
+        prompts: list[str | Conversation] = []
+        for i, item in enumerate(items):
+            self._check_text(f"items[{i}].a", item.a)
+            self._check_text(f"items[{i}].b", item.b)
+            prompts.append(self._prompt(f"items[{i}].prompt", item.prompt, item.messages, f"items[{i}].messages"))
+        return [
+            _answer(prompt, getattr(item, side), f"items[{i}].{side}")
+            for side in "ab"
+            for i, (item, prompt) in enumerate(zip(items, prompts, strict=True))
+        ]
+
+    def _ranked(self, body: schemas.CompareRequest) -> list[Input]:
+        """K-wise: each of `responses` after the one prompt."""
+        assert body.responses is not None
+        self._check_count("responses", len(body.responses))
+        k = len(body.responses)
+        if body.pairwise and k > MAX_PAIRWISE_RESPONSES:
+            raise TooManyItemsError(
+                f"responses: {k} responses would answer a {k} x {k} p_better matrix; at most "
+                f'{MAX_PAIRWISE_RESPONSES} with "pairwise": true (send false for more)'
+            )
+        prompt = self._prompt("prompt", body.prompt, body.messages, "messages")
+        for j, response in enumerate(body.responses):
+            self._check_text(f"responses[{j}]", response)
+        return [_answer(prompt, response, f"responses[{j}]") for j, response in enumerate(body.responses)]
+
+    def _openrlhf(self, body: schemas.OpenRLHFRewardRequest) -> list[Input]:
+        """Each query split after its prompt (the whole query is the response without prompts)."""
+        self._check_count("query", len(body.query))
+        for i, query in enumerate(body.query):
+            self._check_text(f"query[{i}]", query)
+        prompts = body.prompts or [""] * len(body.query)
+        pairs = zip(body.query, prompts, strict=True)
+        return [Input(prompt, query[len(prompt) :], f"query[{i}]") for i, (query, prompt) in enumerate(pairs)]
+
+    def _prompt(
+        self, path: str, prompt: str | None, messages: list[schemas.Message] | None, messages_path: str
+    ) -> str | Conversation:
+        """The text prompt, or the turns of its chat form."""
+        if messages is None:
+            assert prompt is not None
+            self._check_text(path, prompt)
+            return prompt
+        self._check_messages(messages_path, messages)
+        return _turns(messages)
+
+    def _check_count(self, field_name: str, count: int) -> None:
+        if count > self.max_items:
+            raise TooManyItemsError(
+                f"{field_name}: {count} items, at most {self.max_items} per request (max_items_per_request)"
+            )
+
+    def _check_messages(self, path: str, messages: Sequence[schemas.Message]) -> None:
+        self._check_count(path, len(messages))
+        for j, message in enumerate(messages):
+            self._check_text(f"{path}[{j}].content", message.content)
+
+    def _check_text(self, path: str, text: str) -> None:
+        if len(text) > self.max_chars:
+            raise TextTooLongError(f"{path}: {len(text)} characters, at most {self.max_chars} (max_text_chars)")
+
+
+def _answer(prompt: str | Conversation, response: str, path: str) -> Input:
+    """A candidate response to `prompt`: text after a text prompt, an assistant turn after a conversation."""
+    return Input(prompt, response if isinstance(prompt, str) else _reply(response), path)

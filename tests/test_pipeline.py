@@ -1,0 +1,151 @@
+"""The request pipeline built from its parts around a fake engine, with no bundle: each stage
+runs once per request, in the order the data flows, and the app factory serves what it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from rewardserve.bundle import InputFormat, SequenceEncoder
+from rewardserve.service import Settings, create_app
+from rewardserve.service.admit import Admission
+from rewardserve.service.batcher import MicroBatcher
+from rewardserve.service.context import RequestContext
+from rewardserve.service.metrics import Metrics
+from rewardserve.service.pipeline import ScoringPipeline
+from rewardserve.service.render import Render
+from rewardserve.service.respond import Respond
+from rewardserve.service.schemas import CompareRequest, ScoreRequest
+from rewardserve.service.tokenize import Tokenize
+from rewardserve.service.validate import Validate
+
+CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}"
+STAGES = ["validate", "admit", "render", "tokenize", "batch", "engine", "respond"]
+
+
+def word_encoder() -> SequenceEncoder:
+    """Whitespace words, each its own id; [CLS] prompt [SEP] response [SEP]."""
+    words = ["<user>", "<assistant>", "hello", "hi", "there", "how", "are", "you", "fine", "thanks", "bye"]
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{w: i + 4 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fmt = InputFormat(
+        prefix_ids=[2], separator_ids=[3], suffix_ids=[3], pad_id=0, max_length=32, min_prompt_tokens=4,
+        token_type_ids=False, chat_template=CHAT_TEMPLATE,
+    )  # fmt: skip
+    return SequenceEncoder(tokenizer, fmt)
+
+
+def length_engine(sequences) -> np.ndarray:
+    """A sequence's reward is its length in tokens."""
+    return np.array([len(s) for s in sequences], dtype=np.float32)
+
+
+def recorded(log: list[str], name: str, stage):
+    def call(*args, **kwargs):
+        log.append(name)
+        return stage(*args, **kwargs)
+
+    return call
+
+
+def recorded_async(log: list[str], name: str, stage):
+    async def call(*args, **kwargs):
+        log.append(name)
+        return await stage(*args, **kwargs)
+
+    return call
+
+
+def fake_pipeline(log: list[str] | None = None) -> ScoringPipeline:
+    """Every stage of the server's, around `length_engine`; each stage's calls go to `log`."""
+    log = [] if log is None else log
+    encoder = word_encoder()
+    metrics = Metrics()
+    batcher = MicroBatcher(recorded(log, "engine", length_engine), 8, 1024, metrics)
+    admission = Admission(64, metrics, lambda: batcher.throughput, lambda: True)
+    admission.permit = recorded(log, "admit", admission.permit)
+    batcher.score = recorded_async(log, "batch", batcher.score)
+    return ScoringPipeline(
+        validate=recorded(log, "validate", Validate(max_items=16, max_chars=1000)),
+        admission=admission,
+        render=recorded(log, "render", Render(CHAT_TEMPLATE)),
+        tokenize=recorded(log, "tokenize", Tokenize(encoder)),
+        batcher=batcher,
+        respond=recorded(log, "respond", Respond("fake-model", temperature=1.0)),
+        metrics=metrics,
+    )
+
+
+def run(pipeline: ScoringPipeline, body):
+    async def scored():
+        await pipeline.start()
+        try:
+            return await pipeline(RequestContext("test", time.perf_counter()), body)
+        finally:
+            await pipeline.stop()
+
+    return asyncio.run(scored())
+
+
+def test_a_request_passes_every_stage_once_in_the_order_the_data_flows():
+    log: list[str] = []
+    pipeline = fake_pipeline(log)
+    body = ScoreRequest(items=[{"prompt": "hello there", "response": "hi"}, {"prompt": "how", "response": "fine"}])
+
+    async def scored():
+        await pipeline.start()  # the warm-up goes through the same stages
+        log.clear()
+        try:
+            return await pipeline(RequestContext("test", time.perf_counter()), body)
+        finally:
+            await pipeline.stop()
+
+    answer = asyncio.run(scored())
+    assert log == STAGES
+    assert answer.rewards == [6.0, 5.0]  # [CLS] hello there [SEP] hi [SEP]; [CLS] how [SEP] fine [SEP]
+    assert answer.model == "fake-model"
+
+
+def test_chat_items_are_rendered_with_the_template_before_tokenizing():
+    body = ScoreRequest(
+        items=[{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"}]}]
+    )
+    # prompt "<user> hello" + generation prompt "", response "<assistant> hi there": 2 + 3 words + 3 specials
+    assert run(fake_pipeline(), body).rewards == [8.0]
+
+
+def test_the_context_records_counts_tokens_and_timings():
+    pipeline = fake_pipeline()
+    context = RequestContext("test", time.perf_counter())
+    body = CompareRequest(items=[{"prompt": "hello", "a": "hi", "b": "bye bye"}])
+
+    async def scored():
+        await pipeline.start()
+        try:
+            return await pipeline(context, body)
+        finally:
+            await pipeline.stop()
+
+    answer = asyncio.run(scored())
+    assert (context.items, context.sequences, context.tokens) == (1, 2, 5 + 6)
+    assert context.timings is not None and context.timings.inference > 0
+    assert answer.results[0].reward_a == 5.0 and answer.results[0].p_a_better < 0.5
+
+
+def test_the_app_factory_serves_the_pipeline_it_is_given():
+    settings = Settings(bundle=Path("no-bundle-is-read"))
+    with TestClient(create_app(settings, fake_pipeline())) as client:
+        answer = client.post("/score", json={"items": [{"prompt": "hello", "response": "hi"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"rewards": [5.0], "model": "fake-model"}
+        assert float(answer.headers["X-Inference-Time"]) > 0
+        too_long = client.post(
+            "/score", json={"items": [{"prompt": "hello " * 40, "response": "hi"}], "truncate": False}
+        )
+        assert too_long.status_code == 413 and too_long.json()["error"].startswith("items[0]: ")
