@@ -18,9 +18,14 @@ def test_bench_prints_server_engine_and_baseline_figures_and_their_ratios(tiny_b
     assert main([*args, "--sequences", "96", "--concurrency", "6", "--items", "4", "--single-requests", "8"]) == 0
     report = capsys.readouterr().out
     assert "96 distinct HH sequences" in report
-    assert report.count("errors 0") == 2  # the server and the naive baseline answered every request
-    for label in ("server / engine throughput", "server / naive throughput", "1-item p50 / engine batch-1 p50"):
+    # the server, in both load shapes, and the naive baseline answered every request
+    assert report.count("errors 0") == 3
+    ratios = ("server / engine throughput", "server / naive throughput", "1-item p50 / engine batch-1 p50")
+    for label in (*ratios, "128 x 1 / 6 x 4 throughput"):
         assert figure(report, label) > 0
+    for shape in ("6 x 4", "128 x 1"):  # the server's CPU per request: its event loop's and its workers'
+        cpu = re.search(rf"CPU, {shape}\s+event loop\s+([\d.]+) ms/request.*workers\s+([\d.]+) ms/request", report)
+        assert cpu and float(cpu.group(1)) > 0 and float(cpu.group(2)) > 0, report
     assert 0 <= figure(report, "padding") < 100
     sizes = re.search(r"batch sizes\s+(.*)", report).group(1)
     assert sum(int(n) for n in re.findall(r": (\d+)", sizes)) == figure(report, "engine calls")

@@ -22,7 +22,7 @@ from rewardserve.eval.evaluate import build_report, compare_pairs, wilson_interv
 from rewardserve.eval.metrics import calibration_curve, expected_calibration_error
 from rewardserve.service import Settings
 
-DATA = Path(__file__).parents[1] / "data" / "hh-rlhf"
+DATA = Path(__file__).parents[1] / "rewardserve" / "data" / "hh_rlhf"
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from conftest import MINILM_TOKENIZER_FILES, build_decoder
 from transformers import AutoModelForSequenceClassification, BertConfig, DebertaV2Config
 
 from rewardserve.bundle import BundleError, BundleRuntime, load_bundle
+from rewardserve.bundle.runtime import score_offline
 from rewardserve.cli import main
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample
@@ -90,7 +91,7 @@ def test_every_family_exports_with_fp32_parity_on_256_real_sequences(
     graph = onnx.load(str(tmp_path / "b" / manifest.model_file), load_external_data=False)
     for tensor in graph.graph.input:
         assert [d.dim_param for d in tensor.type.tensor_type.shape.dim] == ["batch", "sequence"]
-    rewards = BundleRuntime(tmp_path / "b").score(*zip(*parity_pairs[:32], strict=True))
+    rewards = score_offline(BundleRuntime(tmp_path / "b"), *zip(*parity_pairs[:32], strict=True))
     assert np.ptp(rewards) > 1e-3  # distinct rewards: parity could not pass with a constant output
 
 
@@ -225,7 +226,7 @@ def test_large_graphs_keep_their_weights_in_checksummed_external_data(
     assert (tmp_path / "b" / "model.onnx").stat().st_size < 100_000
     if kind == "fp32":
         assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
-    BundleRuntime(tmp_path / "b").score(["a prompt"], ["a response"])
+    score_offline(BundleRuntime(tmp_path / "b"), ["a prompt"], ["a response"])
     with (tmp_path / "b" / "model.onnx.data").open("r+b") as f:
         f.seek(1000)
         f.write(b"\x00\x01\x02\x03")

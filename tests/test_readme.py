@@ -33,7 +33,6 @@ def run_example(name: str, server, tmp_path: Path, **replacements: str) -> str:
     replacements = {"http://127.0.0.1:8000": server.url, "localhost:8000": server.url, **replacements}
     for old, new in replacements.items():
         code = code.replace(old, new)
-    (tmp_path / "data").symlink_to(ROOT / "data")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = [sys.executable, "-c", code] if language == "python" else ["bash", "-euo", "pipefail", "-c", code]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

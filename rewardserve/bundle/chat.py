@@ -46,7 +46,10 @@ def _compile(source: str):
     return env.from_string(source)
 
 
+# One chat message ({"role", "content"}) and a conversation: the plain data every layer passes
+# around (the HTTP API validates its own pydantic `schemas.Message` into these).
 Message = Mapping[str, str]
+Conversation = Sequence[Message]
 
 
 def check_messages(messages: object, field: str) -> list[Message]:

@@ -19,11 +19,14 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:  # the types only: a client loads neither jinja2 nor tokenizers
+    from rewardserve.bundle.chat import Conversation
 
 RETRY_STATUSES = frozenset({429, 503})
 
@@ -68,9 +71,6 @@ class Ranking:
     ranking: list[int]  # indices, best first
     p_best: list[float]  # Plackett-Luce first-choice probabilities softmax(rewards / T)
     p_better: list[list[float]] | None  # [i][j] = sigmoid((rewards[i] - rewards[j]) / T)
-
-
-Conversation = Sequence[Mapping[str, str]]
 
 
 def _chunks(count: int, size: int) -> Iterator[slice]:

@@ -10,20 +10,21 @@ bundle's chat template. TRL itself is not imported here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from rewardserve.client.http import Retry, RewardClient
 
-Messages = Sequence[Mapping[str, Any]]
+if TYPE_CHECKING:
+    from rewardserve.bundle.chat import Conversation
 
 
-def _turns(messages: Messages) -> list[dict[str, str]]:
+def _turns(messages: Conversation) -> list[dict[str, str]]:
     # Only role and content reach the template; tool-call messages carry content None.
     return [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
 
 
-def score_item(prompt: str | Messages, completion: str | Messages) -> dict[str, Any]:
+def score_item(prompt: str | Conversation, completion: str | Conversation) -> dict[str, Any]:
     """The `/score` item of one prompt and completion, text or conversational."""
     if isinstance(prompt, str) and isinstance(completion, str):
         return {"prompt": prompt, "response": completion}
@@ -57,7 +58,7 @@ class RewardFunction:
         self._client: RewardClient | None = None
 
     def __call__(
-        self, prompts: Sequence[str | Messages], completions: Sequence[str | Messages], **_: Any
+        self, prompts: Sequence[str | Conversation], completions: Sequence[str | Conversation], **_: Any
     ) -> list[float]:
         if self._client is None:
             self._client = RewardClient(**self._options)

@@ -1,6 +1,6 @@
 """verl's custom reward function, scoring on a rewardserve server:
 
-    custom_reward_function.path=/path/to/site-packages/rewardserve/integrations/verl.py
+    custom_reward_function.path=/path/to/site-packages/rewardserve/client/verl.py
     custom_reward_function.name=compute_score          # reward_model.reward_manager=naive
     custom_reward_function.name=compute_score_batch    # reward_model.reward_manager=batch (one request a batch)
     +custom_reward_function.reward_kwargs.url=http://reward:8000

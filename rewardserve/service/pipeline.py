@@ -29,6 +29,7 @@ from rewardserve.bundle import EncodedSequence
 from rewardserve.service.admit import Admission
 from rewardserve.service.batcher import MicroBatcher, Scored
 from rewardserve.service.context import RequestContext, Timings
+from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES
 from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.monitoring import RewardMonitor
@@ -40,8 +41,7 @@ from rewardserve.service.validate import Inputs, Validate
 
 T = TypeVar("T")
 
-# Two lengths, so that the warm-up exercises padding as real batches do.
-WARM_UP = Inputs.of_texts(["warm-up"] * 4, ["a short response", "a somewhat longer response " * 8] * 2)
+WARM_UP = Inputs.of_texts(PROBE_PROMPTS * 2, PROBE_RESPONSES * 2)
 
 
 class ScoringPipeline:

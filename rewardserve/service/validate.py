@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rewardserve.bundle.chat import Message
+from rewardserve.bundle.chat import Conversation
 from rewardserve.service import schemas
 from rewardserve.service.errors import TextTooLongError, TooManyItemsError
 
 # The K x K matrix of a K-wise /compare is serialized on the event loop: 256 responses take
 # ~20 ms and 1.2 MiB of JSON, 1024 would take ~0.3 s (every other request waiting) and 19 MiB.
 MAX_PAIRWISE_RESPONSES = 256
-
-Conversation = list[Message]
 
 
 @dataclass(frozen=True, slots=True)
