@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -71,16 +72,19 @@ def profile(bundle: Path, source: Path | None, sequences: int, concurrency: int,
         out = Path(folder) / "stacks.txt"
         command = [py_spy, "record", "--pid", str(server.process.pid), "--rate", str(SAMPLES_PER_SECOND)]
         command += ["--format", "raw", "--output", str(out), "--threads", "--nonblocking"]
-        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # py-spy attaches
         started = time.perf_counter()
         result = run_load(server.url, load, concurrency, 1, f"{concurrency} x 1")
         seconds = time.perf_counter() - started
-        spy.terminate()
-        spy.wait(timeout=60)
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples on an interrupt
+        _, errors = spy.communicate(timeout=60)
+        if not out.is_file():
+            raise SystemExit(f"py-spy wrote nothing: {errors.decode(errors='replace')[-2000:]}")
         counts: collections.Counter[str] = collections.Counter()
         main_thread = f"thread ({server.process.pid})"  # the main thread's id is the process id
-        for line in out.read_text().splitlines():
+        kept = out.read_text()
+        for line in kept.splitlines():
             stack, _, count = line.rpartition(" ")
             if stack.startswith(main_thread):
                 counts[categorise(stack)] += int(count)
@@ -91,6 +95,10 @@ def profile(bundle: Path, source: Path | None, sequences: int, concurrency: int,
         f"errors {result.errors}"
     )
     print(f"event loop: {total / SAMPLES_PER_SECOND / requests * 1000:.3f} ms of CPU per request, by category:")
+    import os
+    if os.environ.get("KEEP"):
+        pathlib_out = Path(os.environ["KEEP"])
+        pathlib_out.write_text(kept)
     for name, n in counts.most_common():
         print(f"  {name:<55} {n / SAMPLES_PER_SECOND / requests * 1000:7.3f} ms  ({n / total:5.1%})")
 

@@ -59,18 +59,16 @@ def _cpu(loads: list[Served]) -> str:
 def _server(name: str, rounds: list[Round], options: BenchOptions, tokens: int) -> None:
     batched = [r.server[name] for r in rounds]
     single = [r.single[name] for r in rounds]
-    shape = f"{options.concurrency} x {options.items_per_request}"
-    _line(f"throughput, {shape}", _throughput(LoadResult.combine([s.load for s in batched]), tokens))
-    _line(
-        f"throughput, {options.single_concurrency} x 1",
-        _throughput(LoadResult.combine([s.load for s in single]), tokens),
-    )
-    _line(f"CPU, {shape}", _cpu(batched))
-    _line(f"CPU, {options.single_concurrency} x 1", _cpu(single))
-    per_round = [
-        s.load.sequences_per_second / b.load.sequences_per_second for s, b in zip(single, batched, strict=True)
-    ]
-    _ratio(f"{options.single_concurrency} x 1 / {shape} throughput", per_round, ">= 0.90")
+    shape, single_shape = f"{options.concurrency} x {options.items_per_request}", f"{options.single_concurrency} x 1"
+    for label, loads in ((shape, batched), (single_shape, single)):
+        counts = ServerCounts.combine([load.counts for load in loads])
+        _line(f"throughput, {label}", _throughput(LoadResult.combine([load.load for load in loads]), tokens))
+        _line(f"CPU, {label}", _cpu(loads))
+        calls = f"{counts.batches:.0f} engine calls of {counts.sequences / max(counts.batches, 1):.1f} sequences"
+        _line(f"batches, {label}", f"{calls}, padding {counts.padding_ratio:.1%} of computed tokens")
+    pairs = zip(single, batched, strict=True)
+    per_round = [s.load.sequences_per_second / b.load.sequences_per_second for s, b in pairs]
+    _ratio(f"{single_shape} / {shape} throughput", per_round, ">= 0.90")
 
 
 def report(

@@ -1,6 +1,6 @@
 """Middleware around every request, as plain ASGI: no extra task or body copy per request, and
 the app's own `receive` stays untouched, so routes can still see a client disconnect.
-AccessLog is the outermost layer; RefuseWhenFull sheds load before a body is read."""
+AccessLog is the outermost layer; RefuseEarly sheds load before a body is read."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rewardserve.service.admit import Admission
 from rewardserve.service.context import SCOPE_KEY, RequestContext, milliseconds
-from rewardserve.service.errors import QueueFullError
+from rewardserve.service.errors import ServiceError
 from rewardserve.service.handlers import error_response, internal_error_response
 from rewardserve.service.metrics import Metrics
 
@@ -106,11 +106,12 @@ class AccessLog:
         access_log.log(logging.DEBUG if quiet else logging.INFO, "request", extra={"fields": fields})
 
 
-class RefuseWhenFull:
-    """429 for scoring requests while the queue has no room at all, before their body is read:
-    under overload most of the excess is refused for the price of its headers, so the event
-    loop stays free for the work it accepted. (A request that needs more room than is left is
-    refused after parsing, when its size is known.)"""
+class RefuseEarly:
+    """503 (warming up, broken, draining) and 429 (no room for even one more sequence) for
+    scoring requests, before their body is read: under overload most of the excess is refused
+    for the price of its headers, so the event loop stays free for the work it accepted. The
+    decisions are Admission's (admit.py); a request that needs more room than is left is refused
+    after parsing, when its size is known."""
 
     def __init__(self, app: ASGIApp, paths: frozenset[str], admission: Admission) -> None:
         self.app = app
@@ -120,8 +121,9 @@ class RefuseWhenFull:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.paths:
             try:
+                self.admission.check_ready()
                 self.admission.check_room(1)
-            except QueueFullError as error:
+            except ServiceError as error:
                 await error_response(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
