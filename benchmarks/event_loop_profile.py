@@ -50,7 +50,10 @@ CATEGORIES = [
     ("batcher (queue, futures it sets)", r"\(.*service/(batcher|cache)\.py"),
     ("FastAPI/Starlette routing, dependencies", r"\(.*(fastapi|starlette)/"),
     ("HTTP parsing and writing (uvicorn, httptools)", r"\(.*(uvicorn|httptools)"),
-    ("asyncio (tasks, futures, executor hops, event loop)", r"\(.*(asyncio|concurrent/futures|uvloop)"),
+    ("asyncio (tasks, futures, executor hops)", r"\(.*(asyncio/(?!runners)|concurrent/futures)"),
+    # Samples whose innermost Python frame is the loop's entry are uvloop's own C code: socket
+    # reads and writes, callbacks, timers.
+    ("uvloop (sockets, callbacks; C code under the loop)", r"\(.*(asyncio/runners\.py|uvloop)"),
 ]
 
 
@@ -81,13 +84,7 @@ def profile(bundle: Path, source: Path | None, sequences: int, concurrency: int,
         _, errors = spy.communicate(timeout=60)
         if not out.is_file():
             raise SystemExit(f"py-spy wrote nothing: {errors.decode(errors='replace')[-2000:]}")
-        counts: collections.Counter[str] = collections.Counter()
-        main_thread = f"thread ({server.process.pid})"  # the main thread's id is the process id
-        kept = out.read_text()
-        for line in kept.splitlines():
-            stack, _, count = line.rpartition(" ")
-            if stack.startswith(main_thread):
-                counts[categorise(stack)] += int(count)
+        counts = event_loop_samples(out.read_text(), server.process.pid)
     requests = len(result.latencies)
     total = sum(counts.values())
     print(
@@ -95,12 +92,19 @@ def profile(bundle: Path, source: Path | None, sequences: int, concurrency: int,
         f"errors {result.errors}"
     )
     print(f"event loop: {total / SAMPLES_PER_SECOND / requests * 1000:.3f} ms of CPU per request, by category:")
-    import os
-    if os.environ.get("KEEP"):
-        pathlib_out = Path(os.environ["KEEP"])
-        pathlib_out.write_text(kept)
     for name, n in counts.most_common():
         print(f"  {name:<55} {n / SAMPLES_PER_SECOND / requests * 1000:7.3f} ms  ({n / total:5.1%})")
+
+
+def event_loop_samples(stacks: str, pid: int) -> collections.Counter[str]:
+    """Samples of the main thread (its id is the process id) by category, from py-spy's raw
+    format: `thread (TID): NAME;frame (file:line);... COUNT` a line."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in stacks.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack.startswith(f"thread ({pid})"):
+            counts[categorise(stack)] += int(count)
+    return counts
 
 
 def main() -> None:

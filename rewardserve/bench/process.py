@@ -76,7 +76,7 @@ def cpu_seconds(pid: int) -> CpuTime:
 
 @contextlib.contextmanager
 def server_process(
-    command: list[str], port: int, what: str, env: dict[str, str] | None = None
+    command: list[str], port: int, what: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[ServerProcess]:
     """Start `command` (a server on `port`) and yield it once /ready answers 200; stop it after."""
     url = f"http://127.0.0.1:{port}"
@@ -85,7 +85,7 @@ def server_process(
         # Its output goes to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
         with log.open("wb") as sink:
             environment = {**os.environ, **(env or {})}
-            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment)
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=cwd)
         server = ServerProcess(url, process, log)
         try:
             deadline = time.monotonic() + READY_TIMEOUT
@@ -116,7 +116,12 @@ def rewardserve_process(bundle: Path, env: dict[str, str] | None = None, source:
     """`rewardserve serve` on `bundle`; `env` adds REWARDSERVE_* settings; `source`, a checkout
     of rewardserve to serve from instead of this one (e.g. a worktree of an earlier commit)."""
     port = free_port()
+    bundle = Path(bundle).resolve()
     command = [sys.executable, "-m", "rewardserve.cli", "serve", "--bundle", str(bundle), "--port", str(port)]
-    if source is not None:
-        env = {**(env or {}), "PYTHONPATH": str(Path(source).resolve())}
-    return server_process(command, port, f"rewardserve serve ({source or 'this checkout'})", env)
+    if source is None:
+        return server_process(command, port, "rewardserve serve", env)
+    # `python -m` puts the working directory first on sys.path: run there, so its rewardserve
+    # is the one imported (PYTHONPATH too, for what it imports lazily).
+    source = Path(source).resolve()
+    env = {**(env or {}), "PYTHONPATH": str(source)}
+    return server_process(command, port, f"rewardserve serve from {source}", env, cwd=source)
