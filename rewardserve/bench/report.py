@@ -43,17 +43,20 @@ def _throughput(result: LoadResult, tokens: int) -> str:
 
 
 def _cpu(loads: list[Served]) -> str:
-    """Server CPU per request and per sequence: the event loop's, then the workers'."""
-    if any(load.cpu is None for load in loads):
-        return "not measured (a server bench did not start)"
+    """Server CPU per request and per sequence, the event loop's and the workers'; then the
+    load generator's, which shares the machine."""
     requests = sum(len(load.load.latencies) for load in loads)
     sequences = sum(load.load.sequences for load in loads)
+
+    def per(seconds: float) -> str:
+        return f"{seconds / requests * 1000:6.2f} ms/request ({seconds / sequences * 1000:5.2f} ms/seq)"
+
+    client = f"client {per(sum(load.client_cpu for load in loads))}"
+    if any(load.cpu is None for load in loads):
+        return f"server not measured (bench did not start it), {client}"
     loop = sum(load.cpu.event_loop for load in loads)
     workers = sum(load.cpu.workers for load in loads)
-    return (
-        f"event loop {loop / requests * 1000:6.2f} ms/request ({loop / sequences * 1000:5.2f} ms/seq), "
-        f"workers {workers / requests * 1000:7.2f} ms/request ({workers / sequences * 1000:5.2f} ms/seq)"
-    )
+    return f"event loop {per(loop)}, workers {per(workers)}, {client}"
 
 
 def _server(name: str, rounds: list[Round], options: BenchOptions, tokens: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +67,17 @@ class Served:
     load: LoadResult
     counts: ServerCounts
     cpu: CpuTime | None
+    client_cpu: float  # seconds of the load generator's own CPU, on the same cores
 
 
 def serve_load(target: Target, items: list[Item], concurrency: int, per_request: int, label: str) -> Served:
     before, cpu_before = scrape(target.url), target.cpu()
+    client_before = time.process_time()
     load = run_load(target.url, items, concurrency, per_request, label)
+    client_cpu = time.process_time() - client_before
     cpu_after = target.cpu()
     cpu = cpu_after - cpu_before if cpu_after and cpu_before else None
-    return Served(load, server_counts(before, scrape(target.url)), cpu)
+    return Served(load, server_counts(before, scrape(target.url)), cpu, client_cpu)
 
 
 @contextlib.contextmanager
