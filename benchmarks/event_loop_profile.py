@@ -30,7 +30,7 @@ from rewardserve.bench.process import rewardserve_process
 from rewardserve.bench.workload import hh_items
 from rewardserve.bundle import BundleRuntime
 
-SAMPLES_PER_SECOND = 250
+SAMPLES_PER_SECOND = 1000
 
 # (category, pattern over "function (file)" frames); the innermost matching frame wins, and the
 # order breaks ties within one frame.
@@ -40,12 +40,14 @@ CATEGORIES = [
     ("JSON encode/decode", r"\((json/|.*orjson|.*fastapi/encoders\.py)|dumps|render \(.*starlette/responses\.py"),
     ("pydantic validation/serialization", r"\(.*pydantic"),
     (
-        "middleware (access log, keys, body limit, 429)",
-        r"\(.*(service/middleware\.py|service/auth\.py|service/limits\.py)",
+        "middleware (access log, keys, early 503/429, body limit)",
+        r"\(.*service/(access_log|middleware|auth|limits)\.py",
     ),
+    # The request path's own code: routes, the pipeline and its stages (before the reshaping,
+    # app.py, scoring.py and inputs.py held it).
     (
-        "pipeline stages (validate, admit, respond)",
-        r"\(.*service/(validate|admit|respond|pipeline|render|tokenize)\.py",
+        "request path (routes, pipeline, stages)",
+        r"\(.*service/(routes|pipeline|validate|admit|render|tokenize|respond|app|scoring|inputs)\.py",
     ),
     ("batcher (queue, futures it sets)", r"\(.*service/(batcher|cache)\.py"),
     ("FastAPI/Starlette routing, dependencies", r"\(.*(fastapi|starlette)/"),

@@ -141,6 +141,10 @@ def test_the_context_records_counts_tokens_and_timings():
 def test_the_app_factory_serves_the_pipeline_it_is_given():
     settings = Settings(bundle=Path("no-bundle-is-read"))
     with TestClient(create_app(settings, fake_pipeline())) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/ready").status_code != 200:  # the warm-up runs once the app starts
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.01)
         answer = client.post("/score", json={"items": [{"prompt": "hello", "response": "hi"}]})
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"rewards": [5.0], "model": "fake-model"}

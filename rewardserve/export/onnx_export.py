@@ -12,9 +12,10 @@ The steps, each checked before the next builds on it:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -76,13 +77,10 @@ def export_bundle(
     if precision != "fp32" and not heldout:
         raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is read by other users (containers)
-    try:
+    record = {**source.training, **(provenance or {}), "export": None}
+    with _staged(out) as staging:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
-            work = Path(scratch)
-            fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, work, optimize)
+            fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, Path(scratch), optimize)
             shipped, chosen, gate, refused = fp32, "fp32", None, None
             if precision != "fp32":
                 target = _reduced_precision(precision)
@@ -92,6 +90,7 @@ def export_bundle(
         runner = GraphRunner(staging / graphs.GRAPH_FILE, encoder, providers=providers_for(chosen))
         parity = fp32_parity if chosen == "fp32" else measure_parity(source, runner, sequences)
         _check_parity(parity, chosen)
+        record["export"] = _export_record(checkpoint, precision, refused)
         manifest = Manifest(
             name=name or checkpoint.name,
             input_format=source.input_format,
@@ -100,19 +99,25 @@ def export_bundle(
             parity=parity,
             agreement=gate,
             **_reward_statistics(source, runner, heldout, calibration),
-            provenance={
-                **source.training,
-                **(provenance or {}),
-                "export": _export_record(checkpoint, precision, refused),
-            },
+            provenance=record,
         )
-        manifest = save_bundle(staging, manifest)
+        return save_bundle(staging, manifest)
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A new directory beside `out`, moved into its place once the block has written it, so that
+    `out` is never a half-written bundle."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is read by other users (containers)
+    try:
+        yield staging
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
 
 
 def _reduce(

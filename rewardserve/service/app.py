@@ -19,15 +19,15 @@ from fastapi import FastAPI
 
 from rewardserve import __version__
 from rewardserve.bundle import BundleRuntime, bundle_digest
+from rewardserve.service.access_log import AccessLog
 from rewardserve.service.admit import Admission
 from rewardserve.service.auth import ApiKeys, RequireApiKey
 from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.cache import RewardCache
 from rewardserve.service.engine import Engine
 from rewardserve.service.handlers import install_error_handlers
-from rewardserve.service.limits import BodyLimit
+from rewardserve.service.limits import BodyLimit, RefuseEarly
 from rewardserve.service.metrics import Metrics
-from rewardserve.service.middleware import AccessLog, RefuseEarly
 from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.pipeline import ScoringPipeline
 from rewardserve.service.render import Render

@@ -1,6 +1,6 @@
 """One typed record per request, from its first byte to its access-log line.
 
-The outermost middleware (`middleware.AccessLog`) makes it; the route hands it to the pipeline,
+The outermost middleware (`access_log.AccessLog`) makes it; the route hands it to the pipeline,
 whose stages fill in what they learn (how many items and sequences, tokens, where the time
 went, cache hits, an engine error's id); the middleware then writes the timing headers, the
 metrics and the access line from it. Nothing travels through `request.state`.

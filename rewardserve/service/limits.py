@@ -1,12 +1,38 @@
-"""The body size limit, checked before the body is read (items and characters: service/validate.py)."""
+"""What is refused before a request's body is read: 503 and 429 (RefuseEarly, by Admission's
+decisions), then a body over its size limit (BodyLimit, 413). Items and characters are limited
+once the body is parsed (service/validate.py)."""
 
 from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardserve.service.errors import BodyTooLargeError
+from rewardserve.service.admit import Admission
+from rewardserve.service.errors import BodyTooLargeError, ServiceError
 from rewardserve.service.handlers import error_response
+
+
+class RefuseEarly:
+    """503 (warming up, broken, draining) and 429 (no room for even one more sequence) for
+    scoring requests, before their body is read: under overload most of the excess is refused
+    for the price of its headers, so the event loop stays free for the work it accepted. The
+    decisions are Admission's (admit.py); a request that needs more room than is left is refused
+    after parsing, when its size is known."""
+
+    def __init__(self, app: ASGIApp, paths: frozenset[str], admission: Admission) -> None:
+        self.app = app
+        self.paths = paths
+        self.admission = admission
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            try:
+                self.admission.check_ready()
+                self.admission.check_room(1)
+            except ServiceError as error:
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -2,7 +2,8 @@
 order the data flows.
 
     validate.py   body -> Inputs (field paths; item and text limits: 413)
-    admit.py      a permit for its sequences (503 and 429 are decided there)
+    admit.py      a permit for its sequences (503 and 429 are decided there; limits.RefuseEarly
+                  asks the same Admission before the body is read)
     render.py     conversations -> texts, with the bundle's chat template   } on the tokenizer
     tokenize.py   texts -> token ids, truncated by the bundle's policy     } thread
     batcher.py    sequences from every request, re-batched by length (and cached)

@@ -50,7 +50,7 @@ def scoring(request: Request, timeout: float | None) -> tuple[ScoringPipeline, R
     """The pipeline, and the request's context with its deadline and a way to see its client go.
     (Plain calls, not FastAPI dependencies: each dependency costs every request ~40 us of
     FastAPI's bookkeeping. Readiness and room were checked before the body was read:
-    middleware.RefuseEarly.)"""
+    limits.RefuseEarly.)"""
     context = context_of(request.scope)
     timeout = timeout or request.app.state.settings.request_timeout
     context.deadline = None if timeout is None else context.arrived + timeout

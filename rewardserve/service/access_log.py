@@ -1,6 +1,7 @@
-"""Middleware around every request, as plain ASGI: no extra task or body copy per request, and
-the app's own `receive` stays untouched, so routes can still see a client disconnect.
-AccessLog is the outermost layer; RefuseEarly sheds load before a body is read."""
+"""The outermost middleware: every request's id, context, metrics and access-log line.
+
+Plain ASGI, as every middleware here: no extra task or body copy per request, and the app's own
+`receive` stays untouched, so routes can still see a client disconnect."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardserve.service.admit import Admission
 from rewardserve.service.context import SCOPE_KEY, RequestContext, milliseconds
-from rewardserve.service.errors import ServiceError
-from rewardserve.service.handlers import error_response, internal_error_response
+from rewardserve.service.handlers import internal_error_response
 from rewardserve.service.metrics import Metrics
 
 access_log = logging.getLogger("rewardserve.access")
@@ -104,26 +103,3 @@ class AccessLog:
             fields["error_id"] = error_id
         quiet = path in _QUIET_PATHS and status == 200
         access_log.log(logging.DEBUG if quiet else logging.INFO, "request", extra={"fields": fields})
-
-
-class RefuseEarly:
-    """503 (warming up, broken, draining) and 429 (no room for even one more sequence) for
-    scoring requests, before their body is read: under overload most of the excess is refused
-    for the price of its headers, so the event loop stays free for the work it accepted. The
-    decisions are Admission's (admit.py); a request that needs more room than is left is refused
-    after parsing, when its size is known."""
-
-    def __init__(self, app: ASGIApp, paths: frozenset[str], admission: Admission) -> None:
-        self.app = app
-        self.paths = paths
-        self.admission = admission
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
-            try:
-                self.admission.check_ready()
-                self.admission.check_room(1)
-            except ServiceError as error:
-                await error_response(error)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
