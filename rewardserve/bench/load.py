@@ -51,7 +51,10 @@ async def _run(url: str, requests: list[list[Item]], concurrency: int, label: st
     # aiohttp, as verl's reward loop uses: the load generator shares the server's cores, and
     # measured at 128 connections one shared httpx AsyncClient spent 4-9 ms of CPU per request
     # (its pool), one client per connection 2 ms, aiohttp 0.4 ms.
-    import aiohttp
+    try:
+        import aiohttp
+    except ModuleNotFoundError:
+        raise SystemExit("rewardserve bench needs aiohttp: pip install 'rewardserve[bench]'") from None
 
     pending = iter(requests)  # shared: each client takes the next request when it is free
     latencies: list[float] = []
