@@ -3,7 +3,9 @@ managers call them (keywords, with `reward_kwargs` bound as verl binds them) on 
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 
 import pytest
 from live import free_port, running
@@ -36,6 +38,30 @@ def test_the_naive_manager_scores_one_response_at_a_time(url, expected):
     ]
     assert all(isinstance(r, float) for r in rewards)
     assert rewards == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_reward_loop_awaits_the_async_function_for_many_samples_at_once(url, expected):
+    # verl >= 0.7 binds reward_kwargs with a partial, awaits it when it is a coroutine function,
+    # and passes its reward-model router arguments too
+    compute_score = functools.partial(verl.compute_score_async, url=url)
+    assert inspect.iscoroutinefunction(compute_score)
+
+    async def step() -> list[float]:
+        calls = [
+            compute_score(
+                data_source="hh",
+                solution_str=s,
+                ground_truth=None,
+                extra_info={"prompt": PROMPT},
+                reward_router_address=None,
+                reward_model_tokenizer=None,
+            )
+            for s in SOLUTIONS * 4
+        ]
+        return await asyncio.gather(*calls)
+
+    first, second = asyncio.run(step()), asyncio.run(step())  # a new event loop gets its own client
+    assert first == pytest.approx(expected * 4, abs=1e-6) and second == first
 
 
 def test_the_batch_manager_scores_a_batch_in_one_call(url, expected):

@@ -3,6 +3,7 @@
     custom_reward_function.path=/path/to/site-packages/rewardserve/client/verl.py
     custom_reward_function.name=compute_score          # reward_model.reward_manager=naive
     custom_reward_function.name=compute_score_batch    # reward_model.reward_manager=batch (one request a batch)
+    custom_reward_function.name=compute_score_async    # verl >= 0.7's reward loop, which awaits coroutine functions
     +custom_reward_function.reward_kwargs.url=http://reward:8000
 
 The server URL and key come from `reward_kwargs` (url, api_key) or the environment
@@ -14,12 +15,14 @@ chat messages rendered with the bundle's template); without it the response is s
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewardserve.client.http import RewardClient, chat_item
+from rewardserve.client.http import AsyncRewardClient, RewardClient, chat_item
 
 
 @functools.cache
@@ -28,11 +31,34 @@ def _client(url: str, api_key: str | None) -> RewardClient:
     return RewardClient(url, api_key=api_key)
 
 
-def _connect(url: str | None, api_key: str | None) -> RewardClient:
+# An async client belongs to the event loop it was made on: one pool per loop and server.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, AsyncRewardClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _server(url: str | None, api_key: str | None) -> tuple[str, str | None]:
     url = url or os.environ.get("REWARDSERVE_URL")
     if not url:
         raise ValueError("no rewardserve URL: pass reward_kwargs.url or set REWARDSERVE_URL")
-    return _client(url, api_key or os.environ.get("REWARDSERVE_API_KEY"))
+    return url, api_key or os.environ.get("REWARDSERVE_API_KEY")
+
+
+def _connect(url: str | None, api_key: str | None) -> RewardClient:
+    return _client(*_server(url, api_key))
+
+
+# Samples of one verl step awaited at once; the server batches them across requests.
+ASYNC_REQUESTS_IN_FLIGHT = 64
+
+
+def _connect_async(url: str | None, api_key: str | None) -> AsyncRewardClient:
+    server = _server(url, api_key)
+    clients = _async_clients.setdefault(asyncio.get_running_loop(), {})
+    if server not in clients:
+        url, api_key = server
+        clients[server] = AsyncRewardClient(url, api_key=api_key, concurrency=ASYNC_REQUESTS_IN_FLIGHT)
+    return clients[server]
 
 
 def score_item(solution_str: str, extra_info: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -54,6 +80,23 @@ def compute_score(
 ) -> float:
     """The reward of one response (verl's naive reward manager calls this per sample)."""
     (reward,) = _connect(url, api_key).score_items([score_item(solution_str, extra_info)])
+    return reward
+
+
+async def compute_score_async(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    **_: Any,
+) -> float:
+    """The reward of one response, awaited: verl's reward loop (>= 0.7) awaits a coroutine
+    function instead of running it on a thread, so many samples are in flight at once, one
+    request each, and the server batches them."""
+    (reward,) = await _connect_async(url, api_key).score_items([score_item(solution_str, extra_info)])
     return reward
 
 
