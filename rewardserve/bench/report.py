@@ -93,7 +93,6 @@ def report(
     print(f"\nall {len(rounds)} rounds together")
     print("server (rewardserve serve)")
     _server("server", rounds, options, tokens)
-    _line("padding", f"{counts.padding_ratio:.1%} of computed tokens")
     _line("engine calls", f"{counts.batches:.0f}, {counts.sequences / max(counts.batches, 1):.1f} sequences on average")
     _line("batch sizes", sizes)
     _line("1-item requests, idle server", f"p50 {single.latency_ms(50):.1f} ms, p99 {single.latency_ms(99):.1f} ms")

@@ -284,13 +284,3 @@ class ParquetOutput(OutputTable):
                     writer.write_table(pa.Table.from_arrays(columns, schema=schema))
         os.replace(temporary, self.path)
         shutil.rmtree(self.parts)
-
-
-def _conformed(table, schema):
-    """`table` with `schema`'s columns, in its order and types; missing ones all null."""
-    import pyarrow as pa
-
-    columns = [
-        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type) for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)

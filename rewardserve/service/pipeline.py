@@ -71,10 +71,6 @@ class ScoringPipeline:
         # threads would only contend for them and for the GIL.
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="tokenizer", initializer=thread_initializer)
 
-    @property
-    def model_name(self) -> str:
-        return self.respond.model_name
-
     async def __call__(self, context: RequestContext, body: ScoringBody) -> BaseModel:
         """The response to one scoring request; a ServiceError says why there is none."""
         inputs = self.validate(body)
