@@ -18,14 +18,14 @@ from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.context import RequestContext
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.pipeline import ScoringPipeline
-from rewardserve.service.render import Render
 from rewardserve.service.respond import Respond
+from rewardserve.service.retemplate import Retemplate
 from rewardserve.service.schemas import CompareRequest, ScoreRequest
 from rewardserve.service.tokenize import Tokenize
 from rewardserve.service.validate import Validate
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}"
-STAGES = ["validate", "admit", "render", "tokenize", "batch", "engine", "respond"]
+STAGES = ["validate", "admit", "retemplate", "tokenize", "batch", "engine", "respond"]
 
 
 def word_encoder() -> SequenceEncoder:
@@ -74,7 +74,7 @@ def fake_pipeline(log: list[str] | None = None) -> ScoringPipeline:
     return ScoringPipeline(
         validate=recorded(log, "validate", Validate(max_items=16, max_chars=1000)),
         admission=admission,
-        render=recorded(log, "render", Render(CHAT_TEMPLATE)),
+        retemplate=recorded(log, "retemplate", Retemplate()),
         tokenize=recorded(log, "tokenize", Tokenize(encoder)),
         batcher=batcher,
         respond=recorded(log, "respond", Respond("fake-model", temperature=1.0)),

@@ -1,29 +1,43 @@
-"""Turn (prompt, response) pairs into the exact token ids the reward model was trained on.
+"""Turn (prompt, response) pairs into the exact token ids the reward model reads.
 
 This is the only place where input formatting is decided. Training builds its batches here,
-export checks parity on batches built here and the server encodes requests here, so there is
-no train/serve skew in special tokens, truncation side or padding.
+export checks parity (and the model's reference usage) on batches built here and the server
+encodes requests here, so there is no train/serve skew in special tokens, truncation or padding.
 
-A sequence is laid out as::
+A prompt and a response are each text or chat messages. Two layouts:
 
-    prefix_ids + prompt_ids + separator_ids + response_ids + suffix_ids
-
-e.g. ``[CLS] prompt [SEP] response [SEP]`` for BERT-style encoders, with token type 0 up to
-and including the separator and 1 after it.
+- ``pair``: ``prefix_ids + prompt_ids + separator_ids + response_ids + suffix_ids``, prompt and
+  response tokenized apart, e.g. ``[CLS] prompt [SEP] response [SEP]`` for BERT-style encoders
+  (token type 0 up to and including the separator, 1 after it). Messages are first rendered to
+  (prompt, response) text with the format's template.
+- ``chat``: how chat reward models are used on their model cards,
+  ``model(tokenizer.apply_chat_template(conversation)).logits[0][0]``: the whole conversation
+  rendered with the model's template and tokenized in one piece (the template's special tokens
+  parsed as special tokens, nothing added), the reward read at its last token. Text is one user
+  turn and one assistant turn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
 from tokenizers import Tokenizer
 
-from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE
+from rewardserve.bundle.chat import (
+    PAIR_LAYOUT_TEMPLATE,
+    ChatTemplateError,
+    Conversation,
+    as_turns,
+    earlier_turns_dropped,
+    split_conversation,
+)
+
+Text = str | Conversation  # a prompt or a response: text, or chat messages
 
 
 class InputFormat(BaseModel):
@@ -54,6 +68,17 @@ class InputFormat(BaseModel):
         description="Whether position ids are passed: decoders need them so left padding does not shift positions.",
     )
     chat_template: str = Field(PAIR_LAYOUT_TEMPLATE, description="Jinja template that renders chat messages.")
+    layout: Literal["pair", "chat"] = Field(
+        "pair",
+        description=(
+            "pair: prompt and response tokenized apart between the special ids above; chat: the whole "
+            "conversation rendered with chat_template and tokenized in one piece (prefix, separator and "
+            "suffix empty), as the model card's apply_chat_template does."
+        ),
+    )
+    template_variables: dict[str, str] = Field(
+        default_factory=dict, description="What the template reads besides messages: the tokenizer's special tokens."
+    )
 
     @property
     def special_length(self) -> int:
@@ -85,6 +110,21 @@ class EncodedSequence:
         return len(self.ids)
 
 
+T = TypeVar("T")
+
+
+def _each(pairs: Sequence[tuple[Text, Text]], encode: Callable[[Text, Text], T]) -> list[T]:
+    """`encode` of every pair; a ChatTemplateError says which pair (`index`)."""
+    results = []
+    for index, pair in enumerate(pairs):
+        try:
+            results.append(encode(*pair))
+        except ChatTemplateError as error:
+            error.index = index
+            raise
+    return results
+
+
 @dataclass(frozen=True)
 class EncodedBatch:
     """A padded batch, as numpy int64 arrays keyed by model input name."""
@@ -102,9 +142,10 @@ class SequenceEncoder:
         # InputFormat's, applied below, so the file's are switched off.
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        # Text that spells a special token ("[SEP]", "<|endoftext|>") is tokenized as text:
-        # user input must never inject separators into the layout.
-        tokenizer.encode_special_tokens = True
+        # pair: text that spells a special token ("[SEP]", "<|endoftext|>") is tokenized as text,
+        # so user input never injects separators into the layout. chat: the rendering's special
+        # tokens are parsed, as transformers' apply_chat_template parses them.
+        tokenizer.encode_special_tokens = fmt.layout == "pair"
         self.tokenizer = tokenizer
         self.format = fmt
 
@@ -112,10 +153,24 @@ class SequenceEncoder:
     def from_file(cls, path: str | Path, fmt: InputFormat) -> SequenceEncoder:
         return cls(Tokenizer.from_file(str(path)), fmt)
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[EncodedSequence]:
-        """Each (prompt, response)'s token ids, unpadded, truncated by the format's policy."""
+    def encode(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[EncodedSequence]:
+        """Each (prompt, response)'s token ids, unpadded, truncated by the format's policy.
+        ChatTemplateError when a conversation cannot be rendered."""
         if len(prompts) != len(responses):
             raise ValueError("prompts and responses must have the same length")
+        pairs = list(zip(prompts, responses, strict=True))
+        if self.format.layout == "chat":
+            return _each(pairs, lambda prompt, response: self._fitted_conversation(*as_turns(prompt, response)))
+        texts = _each(pairs, self._texts)
+        return self._encode_pairs([p for p, _ in texts], [r for _, r in texts])
+
+    def _texts(self, prompt: Text, response: Text) -> tuple[str, str]:
+        if isinstance(prompt, str) and isinstance(response, str):
+            return prompt, response
+        fmt = self.format
+        return split_conversation(fmt.chat_template, *as_turns(prompt, response), fmt.template_variables)
+
+    def _encode_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> list[EncodedSequence]:
         fmt = self.format
         prompt_encodings = self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)
         response_encodings = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
@@ -129,6 +184,53 @@ class SequenceEncoder:
             ids = np.array([*head, *r_kept, *fmt.suffix_ids], dtype=np.int64)
             sequences.append(EncodedSequence(ids, len(head), len(p) - len(p_kept), len(r) - len(r_kept)))
         return sequences
+
+    def _fitted_conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
+        """A conversation within max_length: as it is; else without its earliest exchanges, as
+        few as it takes; else (one exchange still too long) cut by tokens."""
+        sequence = self._conversation(prompt, response)
+        if len(sequence) <= self.format.max_length:
+            return sequence
+        for shorter in earlier_turns_dropped(prompt):
+            candidate = self._conversation(shorter, response)
+            if len(candidate) <= self.format.max_length:
+                return EncodedSequence(
+                    candidate.ids, candidate.response_start, prompt_cut=len(sequence) - len(candidate)
+                )
+            sequence = candidate
+        return self._cut(sequence)
+
+    def _conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
+        fmt = self.format
+        prompt_text, response_text = split_conversation(fmt.chat_template, prompt, response, fmt.template_variables)
+        encoding = self.tokenizer.encode(prompt_text + response_text, add_special_tokens=False)
+        # The response starts at the token holding its first character (a merge across the
+        # boundary counts as the response's: the reward never depends on this split).
+        boundary = len(prompt_text)
+        start = next((i for i, (_, end) in enumerate(encoding.offsets) if end > boundary), len(encoding.ids))
+        return EncodedSequence(np.array(encoding.ids, dtype=np.int64), start)
+
+    def _cut(self, sequence: EncodedSequence) -> EncodedSequence:
+        """One exchange over max_length, cut as pair layouts are: the prompt from the left (after
+        its first token, the BOS of templates that have one), down to min_prompt_tokens; then the
+        response before its last token, where the reward is read."""
+        fmt = self.format
+        ids, start = sequence.ids, sequence.response_start
+        prompt, response = ids[1:start], ids[start:]
+        budget = fmt.max_length - 1
+        keep_response = budget - min(len(prompt), fmt.min_prompt_tokens)
+        kept_response = (
+            response
+            if len(response) <= keep_response
+            else np.concatenate([response[: keep_response - 1], response[-1:]])
+        )
+        kept_prompt = prompt[max(0, len(prompt) + len(kept_response) - budget) :]
+        return EncodedSequence(
+            np.concatenate([ids[:1], kept_prompt, kept_response]),
+            1 + len(kept_prompt),
+            sequence.prompt_cut + len(prompt) - len(kept_prompt),
+            len(response) - len(kept_response),
+        )
 
     def pad(self, sequences: Sequence[EncodedSequence]) -> EncodedBatch:
         """Pad sequences to the longest one, on the format's side, and build the model's inputs."""

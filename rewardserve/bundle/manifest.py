@@ -38,6 +38,15 @@ class Parity(BaseModel):
     )
 
 
+class Reference(BaseModel):
+    """The bundle against its model's reference usage: the code its authors score with, run
+    with transformers at export on held-out conversations (fp32)."""
+
+    usage: str = Field(description="The reference computation, as its model card spells it.")
+    conversations: int
+    max_abs_diff: float = Field(description="Max |served reward - reference reward|; the token ids were equal.")
+
+
 class Agreement(BaseModel):
     """A reduced-precision graph against the fp32 graph it came from, on held-out preference pairs."""
 
@@ -72,6 +81,7 @@ class Manifest(BaseModel):
     reward_mean: float | None = Field(None, description="Mean reward on a reference set (for normalising).")
     reward_std: float | None = Field(None, description="Reward standard deviation on the same set.")
     parity: Parity | None = None
+    reference: Reference | None = Field(None, description="The served rewards against the model's reference usage.")
     agreement: Agreement | None = Field(None, description="Reduced precision only: its gate figures.")
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Base model, data files and hashes, training metrics."

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.formatting import EncodedBatch, SequenceEncoder
+from rewardserve.bundle.formatting import EncodedBatch, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 
 CUDA = "CUDAExecutionProvider"
@@ -81,9 +81,9 @@ class GraphRunner:
 
 
 def score_offline(
-    runner: GraphRunner, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32
+    runner: GraphRunner, prompts: Sequence[Text], responses: Sequence[Text], batch_size: int = 32
 ) -> np.ndarray:
-    """Rewards of many (prompt, response) texts known up front, in input order: offline jobs'
+    """Rewards of many (prompt, response) texts or conversations known up front, in input order: offline jobs'
     batching (export's gates, `eval` and `score` in-process). With every sequence known, sorting
     by length and cutting batches of `batch_size` leaves almost no padding; the server's
     MicroBatcher solves the other problem, sequences arriving from many clients over time."""

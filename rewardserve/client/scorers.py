@@ -1,8 +1,8 @@
 """Where offline jobs (batch scoring, evaluation) get rewards: a server, or the bundle in-process.
 
 Both take `/score` items, `{"prompt", "response"}` or `{"messages"}`, so a job gives the same
-rewards either way: the in-process scorer renders conversations with the bundle's chat template
-exactly as the server does.
+rewards either way: the in-process scorer encodes them with the bundle's encoder (its chat
+template) exactly as the server does.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rewardserve.bundle import BundleRuntime, choice
-from rewardserve.bundle.chat import check_messages, split_conversation
+from rewardserve.bundle.chat import check_messages
+from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.runtime import score_offline
 from rewardserve.client.http import Comparison, RewardClient
 
@@ -39,13 +40,13 @@ class LocalScorer:
         self.name = self.runtime.manifest.name
         self.batch_size = batch_size
 
-    def texts(self, item: Mapping[str, Any]) -> tuple[str, str]:
-        """(prompt, response) of a `/score` item; ValueError naming what is wrong."""
+    def texts(self, item: Mapping[str, Any]) -> tuple[Text, Text]:
+        """(prompt, response) of a `/score` item, texts or messages; ValueError naming what is wrong."""
         if "messages" in item:
-            # split_conversation refuses a last message that is not the assistant's, as the server does
             messages = check_messages(item["messages"], "messages")
-            template = self.runtime.manifest.input_format.chat_template
-            return split_conversation(template, messages[:-1], messages[-1:])
+            if messages[-1]["role"] != "assistant":  # as the server refuses it
+                raise ValueError("messages: the last message is the response: an assistant's")
+            return messages[:-1], messages[-1:]
         prompt, response = item.get("prompt", ""), item.get("response")
         if not isinstance(prompt, str) or not isinstance(response, str):
             raise ValueError("expected string prompt and response, or messages")

@@ -12,6 +12,9 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+from rewardserve.bundle import policy_text
+from rewardserve.bundle.chat import Conversation
+
 ASSISTANT_MARKER = "\n\nAssistant:"
 # Shipped inside the package (package data), so an installed rewardserve finds them too.
 HH_DIR = Path(__file__).resolve().parent / "hh_rlhf"
@@ -32,6 +35,15 @@ def split_transcript(transcript: str) -> tuple[str, str]:
     if cut < 0:
         raise ValueError("no final Assistant turn")
     return transcript[:cut], transcript[cut + len(ASSISTANT_MARKER) :].strip()
+
+
+def prompt_turns(prompt: str) -> Conversation:
+    """An HH prompt transcript as chat messages (other text as one user turn): how held-out HH
+    prompts reach a model that reads conversations."""
+    try:
+        return policy_text.parse(prompt, "hh")
+    except policy_text.PolicyTextError:
+        return [{"role": "user", "content": prompt}]
 
 
 def split_of(prompt: str) -> Literal["train", "validation", "heldout"]:

@@ -24,6 +24,7 @@ def _checkpoint_data_options(checkpoint: Path) -> DataOptions:
 def run(args: argparse.Namespace) -> int:
     from rewardserve.export.onnx_export import ParityError, export_bundle
     from rewardserve.export.precision import PrecisionRefused
+    from rewardserve.export.reference import ReferenceMismatch
 
     checkpoint = Path(args.checkpoint)
     options = _checkpoint_data_options(checkpoint)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             calibration=calibration,
             provenance=provenance,
         )
-    except (PrecisionRefused, ParityError) as exc:
+    except (PrecisionRefused, ParityError, ReferenceMismatch) as exc:
         print(f"rewardserve: export refused: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:  # a setting the checkpoint cannot take
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     fused = ", ".join(f"{op} {n}" for op, n in graph.fused_operators.items()) or f"none ({graph.fallback})"
     print(f"bundle {manifest.name!r} in {args.out}: {manifest.precision}, fused: {fused}")
     print(f"parity: {manifest.parity}")
+    print(f"reference: {manifest.reference}")
     if manifest.agreement:
         print(f"agreement with fp32: {manifest.agreement}")
     if refused := manifest.provenance["export"].get("reduced_precision_refused"):

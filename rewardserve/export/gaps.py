@@ -1,5 +1,5 @@
-"""Reward gaps of held-out preference pairs from a bare graph: what export's agreement gate and
-its calibration fit read."""
+"""Held-out HH prompts as the model reads them, and the reward gaps of preference pairs from a
+bare graph: what export's agreement gate and its calibration fit read."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rewardserve.bundle import InputFormat
+from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.runtime import GraphRunner, score_offline
+from rewardserve.data.hh import prompt_turns
 from rewardserve.data.preferences import PreferenceExample
+
+
+def model_prompt(fmt: InputFormat, prompt: str) -> Text:
+    """A data prompt (an HH transcript, or text) as the model reads it: the text itself in the
+    pair layout, the conversation it spells in the chat layout."""
+    return prompt_turns(prompt) if fmt.layout == "chat" else prompt
 
 
 def reward_gaps(runner: GraphRunner, examples: Sequence[PreferenceExample]) -> np.ndarray:
     """r(better) - r(worse) of every strictly ordered pair of `examples`, in a fixed order."""
-    prompts = [e.prompt for e in examples for _ in e.responses]
+    prompts = [model_prompt(runner.encoder.format, e.prompt) for e in examples for _ in e.responses]
     rewards = iter(score_offline(runner, prompts, [r for e in examples for r in e.responses]))
     gaps = []
     for e in examples:

@@ -6,8 +6,10 @@ The steps, each checked before the next builds on it:
 2. fuse it with onnxruntime's transformer optimizer, keeping the traced graph when the
    architecture has no fusions or the fused graph fails parity;
 3. for int8 or fp16, derive the reduced graph and put it through the agreement gate;
-4. measure parity of the shipped graph against PyTorch, fit what calibration asks for, and
-   write the bundle, moved into place only once complete.
+4. measure parity of the shipped graph against PyTorch;
+5. check the fp32 bundle against the model's reference usage, the ids and rewards its own
+   transformers code gives (`reference.py`);
+6. fit what calibration asks for, and write the bundle, moved into place only once complete.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from rewardserve.bundle.runtime import GraphRunner, providers_for, score_offline
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import graph as graphs
-from rewardserve.export.gaps import reward_gaps
+from rewardserve.export.gaps import model_prompt, reward_gaps
 from rewardserve.export.precision import PrecisionRefused, agreement, convert_fp16, passes, quantize_int8
+from rewardserve.export.reference import check_reference
 from rewardserve.export.source import ExportSource, load_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
 
@@ -71,7 +74,8 @@ def export_bundle(
     checkpoint, out = Path(checkpoint), Path(out)
     source = load_source(checkpoint, max_length, padding_side)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
-    sequences = encoder.encode([p for p, _ in parity_pairs], [r for _, r in parity_pairs])
+    inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
+    sequences = encoder.encode([p for p, _ in inputs], [r for _, r in inputs])
     if len(sequences) < MIN_PARITY_SEQUENCES:
         raise ValueError(f"parity needs at least {MIN_PARITY_SEQUENCES} sequences, got {len(sequences)}")
     if precision != "fp32" and not heldout:
@@ -81,6 +85,8 @@ def export_bundle(
     with _staged(out) as staging:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
             fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, Path(scratch), optimize)
+            # On the fp32 graph: a reduced precision is judged by its gate, against this graph.
+            reference = check_reference(checkpoint, source, GraphRunner(fp32, encoder), inputs)
             shipped, chosen, gate, refused = fp32, "fp32", None, None
             if precision != "fp32":
                 target = _reduced_precision(precision)
@@ -97,6 +103,7 @@ def export_bundle(
             precision=chosen,
             graph=info.model_copy(update={"external_data": external}),
             parity=parity,
+            reference=reference,
             agreement=gate,
             **_reward_statistics(source, runner, heldout, calibration),
             provenance=record,
@@ -222,7 +229,7 @@ def _reward_statistics(
     """Reward mean/std and temperature: training's, else measured here on the shipped graph."""
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
     if "reward_mean" not in stats and heldout:
-        prompts = [e.prompt for e in heldout for _ in e.responses]
+        prompts = [model_prompt(runner.encoder.format, e.prompt) for e in heldout for _ in e.responses]
         rewards = score_offline(runner, prompts, [r for e in heldout for r in e.responses])
         stats.update(reward_mean=float(rewards.mean()), reward_std=float(rewards.std()))
     if calibration:

@@ -49,23 +49,26 @@ class ExportSource:
 
 class LastTokenReward(torch.nn.Module):
     """A decoder's classification head read at each row's last real token, found from the
-    attention mask rather than from the pad id.
+    attention mask, so that neither padding side nor pad id moves it.
 
-    transformers finds the last token as the last one that is not the pad id. With pad == eos
-    (Qwen2 and many Llama reward models ship so) that skips the EOS that ends every sequence;
-    the attention mask says which tokens are real under either padding side.
+    transformers reads the last token that is not the pad id. The pair layout ends every
+    sequence with an EOS that is often the pad id too (Qwen2 and many Llama reward models ship
+    so), and reads that EOS: `pad_id` None. The chat layout reads where the model's own class
+    does, the last real token that is not `pad_id`, which export's reference check compares.
     """
 
-    def __init__(self, model: PreTrainedModel) -> None:
+    def __init__(self, model: PreTrainedModel, pad_id: int | None = None) -> None:
         super().__init__()
         self.backbone = model.base_model
         self.score = model.score
         self.config = model.config
+        self.pad_id = pad_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs) -> SequenceClassifierOutput:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        last = (positions * attention_mask).argmax(-1)
+        readable = attention_mask if self.pad_id is None else attention_mask * (input_ids != self.pad_id)
+        last = (positions * readable).argmax(-1)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return SequenceClassifierOutput(logits=self.score(pooled))
 
@@ -126,8 +129,8 @@ def _pool_by_mask(model: torch.nn.Module, fmt: InputFormat) -> torch.nn.Module:
     """The model whose reward does not depend on the padding side or the pad id."""
     if isinstance(model, MeanPooledRewardModel):
         return model  # pools by the attention mask (and segment ids) already
-    if fmt.position_ids:  # the decoder layout
-        return LastTokenReward(model)
+    if fmt.position_ids:  # the decoder layouts
+        return LastTokenReward(model, model.config.pad_token_id if fmt.layout == "chat" else None)
     if fmt.padding_side == "left":
         raise ValueError(f"{model.config.model_type}: its head reads [CLS] at position 0; export with right padding")
     return model
@@ -144,7 +147,7 @@ def _derive_format(
         tokenizer.pad_token = tokenizer.eos_token
     side = padding_side or ("right" if is_pair_encoder(tokenizer) else tokenizer.padding_side)
     length = max_length or min(_max_positions(model.config) or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
-    fmt = derive_input_format(tokenizer, model.config, length, side)
+    fmt = derive_input_format(tokenizer, model.config, length, side, chat_layout=True)
     return fmt, tokenizer.backend_tokenizer
 
 

@@ -30,8 +30,8 @@ from rewardserve.service.limits import BodyLimit, RefuseEarly
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.pipeline import ScoringPipeline
-from rewardserve.service.render import Render
 from rewardserve.service.respond import Respond
+from rewardserve.service.retemplate import Retemplate
 from rewardserve.service.routes import router
 from rewardserve.service.settings import Settings
 from rewardserve.service.threads import in_lower_priority_thread, lower_this_thread
@@ -70,11 +70,11 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
     lower = functools.partial(lower_this_thread, nice)
     batcher = MicroBatcher(engine, settings.max_batch_size, batch_tokens, metrics, cache, lower)
     return ScoringPipeline(
-        validate=Validate(settings.max_items_per_request, settings.max_text_chars),
+        validate=Validate(settings.max_items_per_request, settings.max_text_chars, settings.policy_format),
         admission=Admission(
             settings.max_queued_sequences, metrics, lambda: batcher.throughput, lambda: not engine.broken
         ),
-        render=Render(manifest.input_format.chat_template),
+        retemplate=Retemplate(settings.unparsed_policy_text),
         tokenize=Tokenize(runtime.encoder),
         batcher=batcher,
         respond=Respond(manifest.name, manifest.calibration_temperature),

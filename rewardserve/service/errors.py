@@ -74,6 +74,12 @@ class UnrenderableChatError(ServiceError):
     error_type = "invalid_conversation"
 
 
+class UnparseablePolicyTextError(UnrenderableChatError):
+    """Policy-formatted text that its format (or any known format) does not parse into a conversation."""
+
+    error_type = "unparseable_policy_text"
+
+
 class QueueFullError(ServiceError):
     """Accepting the request would take the queue over `max_queued_sequences`."""
 

@@ -4,8 +4,9 @@ order the data flows.
     validate.py   body -> Inputs (field paths; item and text limits: 413)
     admit.py      a permit for its sequences (503 and 429 are decided there; limits.RefuseEarly
                   asks the same Admission before the body is read)
-    render.py     conversations -> texts, with the bundle's chat template   } on the tokenizer
-    tokenize.py   texts -> token ids, truncated by the bundle's policy     } thread
+    retemplate.py policy-formatted text -> the conversation it spells      } on the tokenizer
+    tokenize.py   texts and conversations -> token ids, rendered with the  } thread
+                  bundle's template and truncated by its policy
     batcher.py    sequences from every request, re-batched by length (and cached)
     engine.py     a padded batch through ONNX Runtime
     respond.py    rewards -> the endpoint's response body
@@ -34,8 +35,8 @@ from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES
 from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.monitoring import RewardMonitor
-from rewardserve.service.render import Render
 from rewardserve.service.respond import Respond
+from rewardserve.service.retemplate import Retemplate
 from rewardserve.service.schemas import ScoringBody
 from rewardserve.service.tokenize import Tokenize
 from rewardserve.service.validate import Inputs, Validate
@@ -51,7 +52,7 @@ class ScoringPipeline:
         *,
         validate: Validate,
         admission: Admission,
-        render: Render,
+        retemplate: Retemplate,
         tokenize: Tokenize,
         batcher: MicroBatcher,
         respond: Respond,
@@ -61,7 +62,7 @@ class ScoringPipeline:
     ) -> None:
         self.validate = validate
         self.admission = admission
-        self.render = render
+        self.retemplate = retemplate
         self.tokenize = tokenize
         self.batcher = batcher
         self.respond = respond
@@ -80,11 +81,13 @@ class ScoringPipeline:
 
     async def rewards(self, context: RequestContext, inputs: Inputs) -> np.ndarray:
         """Rewards of `inputs` in their order, within the context's deadline and while its client waits."""
+        if not inputs.sequences:  # OpenRLHF sends empty shards to some of its reward URLs
+            return np.empty(0, dtype=np.float32)
         with self.admission.permit(len(inputs)):
             return await _watched(context, self._scored(context, inputs))
 
     async def _scored(self, context: RequestContext, inputs: Inputs) -> np.ndarray:
-        # Render and tokenize in one hop to the tokenizer thread, before queueing: the engine
+        # Retemplate and tokenize in one hop to the tokenizer thread, before queueing: the engine
         # keeps running meanwhile, and a bad input fails its own request only.
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -103,7 +106,7 @@ class ScoringPipeline:
         return scored.rewards
 
     def _encode(self, inputs: Inputs) -> list[EncodedSequence]:
-        return self.tokenize(self.render(inputs), inputs)
+        return self.tokenize(self.retemplate(inputs), inputs)
 
     # ------------------------------------------------------------------ life cycle
 

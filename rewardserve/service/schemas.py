@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from rewardserve.bundle.policy_text import POLICY_FORMATS
+
 
 class _Body(BaseModel):
     # Unknown fields are errors, not silently ignored: a typo ("respones") must not score "".
@@ -56,9 +58,24 @@ class ScoreItem(_Body):
         return self
 
 
+def _known_format(name: str | None) -> str | None:
+    if name is not None and name not in (*POLICY_FORMATS, "auto", "raw"):
+        raise ValueError(f"{name!r}: not a policy format (auto, raw, {', '.join(POLICY_FORMATS)})")
+    return name
+
+
+PolicyFormat = Annotated[str | None, AfterValidator(_known_format)]
+
+
 class ScoreRequest(_Body):
     items: list[ScoreItem] = Field(min_length=1)
     truncate: bool = TRUNCATE
+    policy_format: PolicyFormat = Field(
+        None,
+        description="Text items are a policy's chat-formatted prompt and its response (decoded with special "
+        "tokens): parsed back to messages in this format ('auto': detected) and rendered with the model's "
+        "template. Unset or 'raw': texts are scored as they are.",
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -153,11 +170,19 @@ class OpenRLHFRewardRequest(BaseModel):
 
     # Other fields OpenRLHF versions send are ignored, so its requests work unchanged.
     model_config = ConfigDict(extra="ignore")
-    query: list[Text] = Field(min_length=1, description="Full texts: each prompt followed by its response.")
+    query: list[Text] = Field(
+        description="Full texts, each a prompt followed by its response, as the policy's tokenizer decoded "
+        "them: parsed back to messages (see policy_format) and rendered with the model's template."
+    )
     prompts: list[Text] | None = Field(
         None, description="The prompt each query starts with; without it, a whole query is scored as the response."
     )
     labels: list[Any] | None = Field(None, description="Accepted and unused: a reward model needs no labels.")
+    policy_format: PolicyFormat = Field(
+        None,
+        description="The queries' chat format ('auto': detected; 'raw': scored as they are, split after "
+        "their prompts); default: the server's POLICY_FORMAT.",
+    )
 
     @model_validator(mode="after")
     def _queries_start_with_their_prompts(self) -> OpenRLHFRewardRequest:

@@ -7,9 +7,12 @@ them all. Keys are secrets: they never appear in a repr, a log line or an error 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rewardserve.bundle.policy_text import POLICY_FORMATS
 
 
 class Settings(BaseSettings):
@@ -46,6 +49,16 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(1024, ge=1, description="Most items in one /score or /compare body.")
     max_text_chars: int = Field(
         100_000, ge=1, description="Longest prompt or response, in characters (longer inputs are truncated in tokens)."
+    )
+
+    # policy-formatted text (/get_reward queries, /score with "policy_format")
+    policy_format: Literal[("auto", "raw", *POLICY_FORMATS)] = Field(  # type: ignore[valid-type]
+        "auto",
+        description="The chat format of /get_reward queries that do not name theirs: detected (auto), one of "
+        "the formats, or raw (scored as they are, split after their prompts).",
+    )
+    unparsed_policy_text: Literal["refuse", "raw"] = Field(
+        "refuse", description="Policy text that no format parses: a 422 naming the item (refuse), or scored as it is."
     )
 
     # backpressure

@@ -1,6 +1,7 @@
-"""Stage 3, tokenize: texts -> the token ids the model was trained on (`bundle/formatting.py`,
-the code training and export encode with), truncated by the bundle's policy; or, for a request
-that asked not to truncate, SequenceTooLongError naming the first sequence over the model's length.
+"""Stage 3, tokenize: texts and conversations -> the token ids the model reads
+(`bundle/formatting.py`, the code training and export encode with): conversations rendered with
+the bundle's chat template, truncated by the bundle's policy; or, for a request that asked not
+to truncate, SequenceTooLongError naming the first sequence over the model's length.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
-from rewardserve.service.errors import SequenceTooLongError
-from rewardserve.service.render import Texts
+from rewardserve.bundle.chat import ChatTemplateError
+from rewardserve.service.errors import SequenceTooLongError, UnrenderableChatError
+from rewardserve.service.retemplate import Texts
 from rewardserve.service.validate import Inputs
 
 
@@ -20,7 +22,10 @@ class Tokenize:
         self.encoder = encoder
 
     def __call__(self, texts: Texts, inputs: Inputs) -> list[EncodedSequence]:
-        sequences = self.encoder.encode(*texts)
+        try:
+            sequences = self.encoder.encode(*texts)
+        except ChatTemplateError as error:
+            raise UnrenderableChatError(f"{inputs.sequences[error.index].path}: {error}") from None
         if not inputs.truncate:
             self._refuse_truncated(sequences, inputs)
         return sequences
@@ -37,5 +42,5 @@ class Tokenize:
                 tokens = len(sequence) + sequence.prompt_cut + sequence.response_cut
                 raise SequenceTooLongError(
                     f'{spelled.path}: {tokens} tokens, over the model\'s {limit}; send "truncate": true '
-                    "to cut the prompt from the left"
+                    "to cut the prompt (its earliest turns, then tokens from the left)"
                 )

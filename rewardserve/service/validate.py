@@ -1,7 +1,7 @@
 """Stage 1, validate: a request body (already parsed by `schemas.py`) -> the sequences to score.
 
-Each sequence is an Input: a text prompt and response, or a conversation that `render.py`
-turns into them, with the field path its errors name (`items[3].messages`). Size limits are
+Each sequence is an Input: a text prompt and response, a conversation, or policy-formatted text
+that `retemplate.py` parses into one, with the field path its errors name (`items[3].messages`). Size limits are
 checked here, on the event loop, before anything is admitted: item counts
 (`max_items_per_request`) and characters per text (`max_text_chars`).
 """
@@ -28,6 +28,9 @@ class Input:
     prompt: str | Conversation
     response: str | Conversation
     path: str  # the request field its errors name
+    # When set, prompt + response is one text in this policy chat format ("auto": detected),
+    # which retemplate.py parses into the conversation scored.
+    policy_format: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +62,15 @@ def _reply(text: str) -> Conversation:
 class Validate:
     """Each endpoint's body -> Inputs, within `max_items` per request and `max_chars` per text."""
 
-    def __init__(self, max_items: int, max_chars: int) -> None:
+    def __init__(self, max_items: int, max_chars: int, policy_format: str = "auto") -> None:
         self.max_items = max_items
         self.max_chars = max_chars
+        self.policy_format = policy_format  # of /get_reward queries that do not name theirs
 
     def __call__(self, body: schemas.ScoringBody) -> Inputs:
         match body:
             case schemas.ScoreRequest():
-                return Inputs(self._score_items(body.items), len(body.items), body.truncate)
+                return Inputs(self._score_items(body.items, body.policy_format), len(body.items), body.truncate)
             case schemas.CompareRequest(items=None):
                 return Inputs(self._ranked(body), 1, body.truncate)
             case schemas.CompareRequest():
@@ -75,14 +79,15 @@ class Validate:
                 return Inputs(self._openrlhf(body), len(body.query))
         raise TypeError(f"not a scoring body: {type(body).__name__}")
 
-    def _score_items(self, items: Sequence[schemas.ScoreItem]) -> list[Input]:
+    def _score_items(self, items: Sequence[schemas.ScoreItem], policy_format: str | None) -> list[Input]:
         self._check_count("items", len(items))
+        text_format = None if policy_format == "raw" else policy_format
         inputs = []
         for i, item in enumerate(items):
             if item.messages is None:
                 self._check_text(f"items[{i}].prompt", item.prompt)
                 self._check_text(f"items[{i}].response", item.response)
-                inputs.append(Input(item.prompt, item.response, f"items[{i}]"))
+                inputs.append(Input(item.prompt, item.response, f"items[{i}]", text_format))
             else:
                 self._check_messages(f"items[{i}].messages", item.messages)
                 turns = _turns(item.messages)
@@ -119,13 +124,17 @@ class Validate:
         return [_answer(prompt, response, f"responses[{j}]") for j, response in enumerate(body.responses)]
 
     def _openrlhf(self, body: schemas.OpenRLHFRewardRequest) -> list[Input]:
-        """Each query split after its prompt (the whole query is the response without prompts)."""
+        """Each query as the policy text it is (parsed by retemplate.py); with the "raw" policy
+        format, split after its prompt as it is (the whole query is the response without prompts)."""
         self._check_count("query", len(body.query))
         for i, query in enumerate(body.query):
             self._check_text(f"query[{i}]", query)
+        policy_format = body.policy_format or self.policy_format
         prompts = body.prompts or [""] * len(body.query)
-        pairs = zip(body.query, prompts, strict=True)
-        return [Input(prompt, query[len(prompt) :], f"query[{i}]") for i, (query, prompt) in enumerate(pairs)]
+        pairs = enumerate(zip(body.query, prompts, strict=True))
+        if policy_format == "raw":
+            return [Input(prompt, query[len(prompt) :], f"query[{i}]") for i, (query, prompt) in pairs]
+        return [Input(prompt, query[len(prompt) :], f"query[{i}]", policy_format) for i, (query, prompt) in pairs]
 
     def _prompt(
         self, path: str, prompt: str | None, messages: list[schemas.Message] | None, messages_path: str

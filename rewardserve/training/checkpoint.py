@@ -60,15 +60,23 @@ def default_chat_template(tokenizer) -> str:
     )
 
 
+def template_variables(tokenizer) -> dict[str, str]:
+    """The special tokens transformers passes to a chat template (`bos_token`, `eos_token`, ...)."""
+    return {name: token for name, token in tokenizer.special_tokens_map.items() if isinstance(token, str)}
+
+
 def derive_input_format(
     tokenizer,
     model_config,
     max_length: int,
     padding_side: Literal["right", "left"] = "right",
     chat_template: str | None = None,
+    chat_layout: bool = False,
 ) -> InputFormat:
-    """The pair layout for a checkpoint: `[CLS] prompt [SEP] response [SEP]` for encoders,
-    `[BOS] prompt response [EOS]` for decoders (pooled at the EOS, the last real token)."""
+    """The layout for a checkpoint: `[CLS] prompt [SEP] response [SEP]` for encoders; with
+    `chat_layout`, for decoders with a chat template of their own (the RMs of others: export), the
+    chat layout; for other decoders `[BOS] prompt response [EOS]` (pooled at the EOS, the last
+    real token), which training uses: it tokenizes prompt and response apart."""
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call ensure_pad_token first")
     positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
@@ -84,6 +92,22 @@ def derive_input_format(
             padding_side=padding_side,
             token_type_ids=uses_segment_ids(model_config),
             chat_template=template,
+        )
+    if chat_layout and getattr(tokenizer, "chat_template", None):
+        # A chat reward model: scored as its model card scores it, the whole conversation
+        # rendered with its template and read at the rendering's last token.
+        return InputFormat(
+            prefix_ids=[],
+            separator_ids=[],
+            suffix_ids=[],
+            pad_id=tokenizer.pad_token_id,
+            max_length=max_length,
+            padding_side=padding_side,
+            token_type_ids=False,
+            position_ids=True,
+            chat_template=template,
+            layout="chat",
+            template_variables=template_variables(tokenizer),
         )
     if tokenizer.eos_token_id is None:
         raise ValueError(f"{model_config.model_type}: a decoder needs an EOS token to pool the reward from")

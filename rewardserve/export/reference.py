@@ -1,0 +1,113 @@
+"""Export's reference check: the rewards the bundle serves against the rewards the model's authors
+compute, with the checkpoint's own transformers code on the same held-out inputs.
+
+Parity (`onnx_export.measure_parity`) compares the graph with PyTorch on the ids rewardserve
+builds, so it cannot see ids built wrong: another template rendering, an EOS appended, a second
+BOS, special tokens split as text, the reward read at another token. This check builds the ids
+the reference way and compares both the ids and the rewards:
+
+- chat layout: ``model(**tokenizer.apply_chat_template(conversation, return_tensors="pt")).logits[0][0]``
+  with the model's own class, as reward model cards (Skywork-Reward-V2, InternLM2-Reward) score;
+- pair layout, encoders: ``model(**tokenizer(prompt, response, return_tensors="pt"))``, as
+  OpenAssistant's DeBERTa reward models are scored (and rewardserve's own models were trained);
+- pair layout, decoders: ``tokenizer(prompt + response)`` and the EOS, read at the EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from rewardserve.bundle.chat import as_turns
+from rewardserve.bundle.formatting import Text
+from rewardserve.bundle.manifest import Reference
+from rewardserve.bundle.runtime import GraphRunner, score_offline
+from rewardserve.export.source import ExportSource
+from rewardserve.training.reward_model import load_reward_model
+
+MIN_CONVERSATIONS = 64
+CONVERSATIONS = 128  # checked when the inputs have as many within max_length
+TOLERANCE = 1e-4  # fp32, absolute
+
+USAGE = {
+    "chat": "model(**tokenizer.apply_chat_template(messages, return_tensors='pt')).logits[0][0]",
+    "encoder": "model(**tokenizer(prompt, response, return_tensors='pt')).logits[0][0]",
+    "decoder": "model(tokenizer(prompt + response).input_ids + [eos_token_id]).logits[0][0], read at the EOS",
+}
+
+
+class ReferenceMismatch(RuntimeError):
+    """The bundle would serve rewards other than the model's reference usage gives."""
+
+
+def check_reference(
+    checkpoint: Path, source: ExportSource, runner: GraphRunner, inputs: Sequence[tuple[Text, Text]]
+) -> Reference:
+    """Compare the bundle (`runner`: its graph and encoder) with the reference on the first
+    CONVERSATIONS of `inputs` that fit the model's length untruncated (the reference has no
+    truncation policy); ReferenceMismatch naming the first input and token position that differ,
+    or the input whose reward differs most."""
+    fmt = runner.encoder.format
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer.model_max_length = 1 << 30  # inputs over max_length are skipped here, not warned about
+    kind = "chat" if fmt.layout == "chat" else "decoder" if fmt.position_ids else "encoder"
+    # The chat layout is judged against the model's own class (its pooling included); the pair
+    # layout against the checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
+    model = load_reward_model(checkpoint).eval() if kind == "chat" else source.reward.model
+    checked, served_inputs, references = [], [], []
+    for index, (prompt, response) in enumerate(inputs):
+        if len(checked) == CONVERSATIONS:
+            break
+        reference = _reference_inputs(tokenizer, kind, prompt, response)
+        if reference["input_ids"].shape[1] > fmt.max_length:
+            continue
+        served = runner.encoder.encode([prompt], [response])[0].ids
+        _check_ids(index, served, reference["input_ids"][0].numpy(), tokenizer)
+        with torch.inference_mode():
+            references.append(float(model(**reference).logits[0, 0]))
+        checked.append(index)
+        served_inputs.append((prompt, response))
+    if len(checked) < MIN_CONVERSATIONS:
+        raise ValueError(f"the reference check needs {MIN_CONVERSATIONS} inputs within max_length, got {len(checked)}")
+    # Served as the server serves: in padded batches of mixed lengths.
+    prompts, responses = [p for p, _ in served_inputs], [r for _, r in served_inputs]
+    diffs = np.abs(score_offline(runner, prompts, responses) - np.array(references))
+    if diffs.max() > TOLERANCE:
+        worst = int(diffs.argmax())
+        raise ReferenceMismatch(
+            f"input {checked[worst]}: the served reward differs from {USAGE[kind]} by {diffs[worst]:.3g} "
+            f"(over {TOLERANCE}) on the same token ids: the reward is read at another position or computed otherwise"
+        )
+    return Reference(usage=USAGE[kind], conversations=len(checked), max_abs_diff=float(diffs.max()))
+
+
+def _reference_inputs(tokenizer, kind: str, prompt: Text, response: Text) -> dict[str, torch.Tensor]:
+    if kind == "chat":
+        prompt_turns, response_turns = as_turns(prompt, response)
+        conversation = [dict(m) for m in (*prompt_turns, *response_turns)]
+        return dict(tokenizer.apply_chat_template(conversation, return_tensors="pt", return_dict=True))
+    if not (isinstance(prompt, str) and isinstance(response, str)):
+        raise TypeError("the pair layout's reference takes text")
+    if kind == "encoder":
+        return dict(tokenizer(prompt, response, return_tensors="pt"))
+    ids = [*tokenizer(prompt + response)["input_ids"], tokenizer.eos_token_id]
+    return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+
+
+def _check_ids(index: int, served: np.ndarray, reference: np.ndarray, tokenizer) -> None:
+    if np.array_equal(served, reference):
+        return
+    width = min(len(served), len(reference))
+    at = next((i for i in range(width) if served[i] != reference[i]), width)
+
+    def token(ids: np.ndarray) -> str:
+        return repr(tokenizer.convert_ids_to_tokens(int(ids[at]))) if at < len(ids) else "the end"
+
+    raise ReferenceMismatch(
+        f"input {index}: token {at} differs: the bundle has {token(served)} where the reference has "
+        f"{token(reference)} ({len(served)} tokens served, {len(reference)} in the reference)"
+    )

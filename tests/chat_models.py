@@ -1,0 +1,191 @@
+"""Chat reward models and policy chat formats for the fidelity tests.
+
+Two tiny decoder RMs built from configs, each with a byte-level BPE tokenizer trained on HH text
+and the special tokens and chat template of the family it imitates:
+
+- `qwen3`: ChatML with Qwen3's empty thinking block before the final answer, `<|im_end|>` EOS,
+  pad `<|endoftext|>`, no BOS (Skywork-Reward-V2-Qwen3);
+- `llama3`: Llama 3.1's headers, its knowledge-date system preamble, `bos_token` written by the
+  template and also added by the tokenizer's post-processor, so a careless second BOS shows
+  (Skywork-Reward-V2-Llama-3.1).
+
+And the chat formats a policy may write in, as Jinja templates like those the families ship,
+with the end-of-turn token generation stops at: what a trainer decodes and sends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+QWEN3_TEMPLATE = (
+    "{%- if messages[0].role == 'system' %}{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- set ns = namespace(last_query_index=messages|length - 1) %}"
+    "{%- for message in messages %}{%- if message.role == 'user' %}{%- set ns.last_query_index = loop.index0 %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'assistant' %}"
+    "{%- set content = message.content %}{%- set reasoning = '' %}"
+    "{%- if '</think>' in content %}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{%- if loop.index0 > ns.last_query_index and (loop.last or reasoning) %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
+    "{%- else %}{{- '<|im_start|>assistant\\n' + content }}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
+LLAMA31_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0].role == 'system' %}{%- set system_message = messages[0].content | trim %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
+    "{{- 'Cutting Knowledge Date: December 2023\\nToday Date: 26 Jul 2024\\n\\n' }}"
+    "{{- system_message }}{{- '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + message.content | trim + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+CHAT_RMS = {
+    # kind: (special tokens, bos, eos, pad, template)
+    "qwen3": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", "<|endoftext|>", QWEN3_TEMPLATE),
+    "llama3": (
+        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+        + ["<|finetune_right_pad_id|>"],
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        "<|finetune_right_pad_id|>",
+        LLAMA31_TEMPLATE,
+    ),
+}
+
+
+def build_chat_rm(kind: str, out: Path, texts: list[str]) -> Path:
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoModelForSequenceClassification, LlamaConfig, PreTrainedTokenizerFast, Qwen3Config
+
+    specials, bos, eos, pad, template = CHAT_RMS[kind]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    if kind == "qwen3":  # Qwen3's thinking tags are added tokens, not special ones
+        tokenizer.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
+    if bos:
+        single = f"{bos} $A"
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=single, special_tokens=[(bos, tokenizer.token_to_id(bos))]
+        )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad)
+    fast.chat_template = template
+    fast.save_pretrained(out)
+    family = Qwen3Config if kind == "qwen3" else LlamaConfig
+    config = family(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=fast.pad_token_id,
+        eos_token_id=fast.eos_token_id,
+        bos_token_id=fast.bos_token_id,
+        num_labels=1,
+    )
+    if kind == "qwen3":
+        config.head_dim = 16
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.no_grad():  # a head whose rewards differ visibly between sequences and tokens
+        model.score.weight.normal_(0, 1.0)
+    model.save_pretrained(out)
+    return out
+
+
+# Policy formats: (template, its special-token variables, the token generation stops at)
+POLICY_FORMATS = {
+    "chatml": (
+        "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+        {},
+        "<|im_end|>",
+    ),
+    "qwen3-no-thinking": (QWEN3_TEMPLATE, {}, "<|im_end|>"),
+    "llama3": (LLAMA31_TEMPLATE, {"bos_token": "<|begin_of_text|>"}, "<|eot_id|>"),
+    "llama2": (
+        "{%- if messages[0].role == 'system' %}"
+        "{%- set system = '<<SYS>>\\n' + messages[0].content + '\\n<</SYS>>\\n\\n' %}{%- set messages = messages[1:] %}"
+        "{%- else %}{%- set system = '' %}{%- endif %}"
+        "{%- for m in messages %}{%- if m.role == 'user' %}"
+        "{{- bos_token + '[INST] ' + (system if loop.first else '') + m.content | trim + ' [/INST]' }}"
+        "{%- else %}{{- ' ' + m.content | trim + ' ' + eos_token }}{%- endif %}{%- endfor %}",
+        {"bos_token": "<s>", "eos_token": "</s>"},
+        " </s>",
+    ),
+    "mistral": (
+        "{{- bos_token }}{%- for m in messages %}{%- if m.role == 'user' %}{{- '[INST] ' + m.content + ' [/INST]' }}"
+        "{%- else %}{{- m.content + eos_token }}{%- endif %}{%- endfor %}",
+        {"bos_token": "<s>", "eos_token": "</s>"},
+        "</s>",
+    ),
+    "gemma": (
+        "{{- bos_token }}{%- for m in messages %}{%- set role = 'model' if m.role == 'assistant' else m.role %}"
+        "{{- '<start_of_turn>' + role + '\\n' + m.content | trim + '<end_of_turn>\\n' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}",
+        {"bos_token": "<bos>"},
+        "<end_of_turn>",
+    ),
+    "phi3": (
+        "{%- for m in messages %}{{- '<|' + m.role + '|>\\n' + m.content + '<|end|>\\n' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|assistant|>\\n' }}{%- endif %}",
+        {},
+        "<|end|>",
+    ),
+    "phi4": (
+        "{%- for m in messages %}{{- '<|im_start|>' + m.role + '<|im_sep|>' + m.content + '<|im_end|>' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant<|im_sep|>' }}{%- endif %}",
+        {},
+        "<|im_end|>",
+    ),
+    "deepseek": (
+        "{{- bos_token }}{%- if messages[0].role == 'system' %}{{- messages[0].content }}{%- endif %}"
+        "{%- for m in messages %}{%- if m.role == 'user' %}{{- '<｜User｜>' + m.content }}"
+        "{%- elif m.role == 'assistant' %}{{- '<｜Assistant｜>' + m.content + '<｜end▁of▁sentence｜>' }}{%- endif %}"
+        "{%- endfor %}{%- if add_generation_prompt %}{{- '<｜Assistant｜>' }}{%- endif %}",
+        {"bos_token": "<｜begin▁of▁sentence｜>"},
+        "<｜end▁of▁sentence｜>",
+    ),
+    "hh": (
+        "{%- for m in messages %}{{- '\\n\\nHuman: ' if m.role == 'user' else '\\n\\nAssistant: ' }}{{- m.content }}"
+        "{%- endfor %}{%- if add_generation_prompt %}{{- '\\n\\nAssistant:' }}{%- endif %}",
+        {},
+        "",
+    ),
+}
+
+
+def policy_text(policy: str, prompt: list[dict], response: str) -> tuple[str, str]:
+    """(prompt text, query text) as a trainer sends them for a policy writing in `policy`: the
+    prompt rendered for generation, then the response and the token generation stopped at."""
+    from rewardserve.bundle.chat import render
+
+    template, variables, stop = POLICY_FORMATS[policy]
+    variables = {**variables, "enable_thinking": False}
+    prompt_text = render(template, prompt, True, variables)
+    separator = " " if policy == "hh" else ""
+    return prompt_text, prompt_text + separator + response + stop

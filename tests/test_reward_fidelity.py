@@ -1,0 +1,184 @@
+"""Every reward as the model's authors compute it: chat reward models (a Qwen3-style and a
+Llama-3.1-style one) served over HTTP against the model card's own transformers code,
+
+    model(**tokenizer.apply_chat_template(conversation, return_tensors="pt")).logits[0][0],
+
+on held-out HH conversations sent as messages, as plain prompt/response, and as policy text in
+every chat format a policy may write, including through OpenRLHF's own reward client."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from chat_models import POLICY_FORMATS, build_chat_rm, policy_text
+from live import free_port, running
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rewardserve.bundle import BundleRuntime, SequenceEncoder
+from rewardserve.bundle.chat import ChatTemplateError
+from rewardserve.data.hh import prompt_turns
+from rewardserve.service import Settings
+
+TOLERANCE = 1e-4
+CONVERSATIONS = 24
+
+
+@pytest.fixture(scope="module")
+def conversations(heldout_pairs) -> list[list[dict]]:
+    """Held-out HH conversations as messages, each ending with its chosen assistant reply; those
+    within the tiny models' 1024 positions (the reference has no truncation)."""
+    examples = [e for e in heldout_pairs if len(e.prompt) + len(e.responses[0]) < 1500][:CONVERSATIONS]
+    return [[*prompt_turns(e.prompt), {"role": "assistant", "content": e.responses[0]}] for e in examples]
+
+
+@pytest.fixture(scope="module", params=["qwen3", "llama3"])
+def chat_rm(request, tmp_path_factory, train_pairs, heldout_pairs) -> tuple[Path, Path]:
+    """(checkpoint, bundle): a tiny chat RM and what `export` made of it."""
+    from rewardserve.export.onnx_export import export_bundle
+
+    texts = [e.prompt + r for e in train_pairs[:200] for r in e.responses]
+    checkpoint = build_chat_rm(request.param, tmp_path_factory.mktemp(request.param), texts)
+    bundle = tmp_path_factory.mktemp("bundles") / request.param
+    parity = [(e.prompt, r) for e in heldout_pairs[:128] for r in e.responses]
+    export_bundle(checkpoint, bundle, parity, name=request.param, max_length=1024)
+    return checkpoint, bundle
+
+
+@pytest.fixture(scope="module")
+def reference(chat_rm, conversations) -> np.ndarray:
+    """The model card's computation on each conversation, in fp32 with transformers."""
+    checkpoint, _ = chat_rm
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    with torch.inference_mode():
+        return np.array(
+            [
+                float(model(**tokenizer.apply_chat_template(c, return_tensors="pt", return_dict=True)).logits[0][0])
+                for c in conversations
+            ]
+        )
+
+
+@pytest.fixture(scope="module")
+def url(chat_rm):
+    with running(Settings(bundle=chat_rm[1], port=free_port(), cache_size=0)) as server:
+        yield server.url
+
+
+def score(url: str, body: dict) -> np.ndarray:
+    answer = httpx.post(f"{url}/score", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return np.array(answer.json()["rewards"])
+
+
+def test_export_recorded_the_reference_check(chat_rm):
+    manifest = BundleRuntime(chat_rm[1]).manifest
+    assert manifest.input_format.layout == "chat"
+    assert "apply_chat_template" in manifest.reference.usage
+    assert manifest.reference.conversations >= 64
+    assert manifest.reference.max_abs_diff <= TOLERANCE
+
+
+def test_conversations_as_messages_get_the_model_cards_reward(url, conversations, reference):
+    rewards = score(url, {"items": [{"messages": c} for c in conversations]})
+    np.testing.assert_allclose(rewards, reference, atol=TOLERANCE, rtol=0)
+
+
+def test_plain_prompt_and_response_are_a_user_turn_and_an_assistant_turn(url, chat_rm, conversations):
+    single_turns = [c[-2:] for c in conversations]  # the last user message and the reply
+    checkpoint, _ = chat_rm
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    with torch.inference_mode():
+        expected = [
+            float(model(**tokenizer.apply_chat_template(c, return_tensors="pt", return_dict=True)).logits[0][0])
+            for c in single_turns
+        ]
+    items = [{"prompt": user["content"], "response": reply["content"]} for user, reply in single_turns]
+    np.testing.assert_allclose(score(url, {"items": items}), expected, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICY_FORMATS))
+def test_policy_text_in_any_format_gets_the_reward_of_the_conversation(url, conversations, reference, policy):
+    texts = [policy_text(policy, c[:-1], c[-1]["content"]) for c in conversations]
+    queries = {"query": [query for _, query in texts], "prompts": [prompt for prompt, _ in texts]}
+    answer = httpx.post(f"{url}/get_reward", json=queries, timeout=60)
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["rewards"], reference, atol=TOLERANCE, rtol=0)
+    # /score takes the same text as a policy-formatted prompt and its response
+    items = [{"prompt": prompt, "response": query[len(prompt) :]} for prompt, query in texts]
+    np.testing.assert_allclose(score(url, {"items": items, "policy_format": "auto"}), reference, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("urls", [1, 2], ids=["one-url", "two-urls"])
+def test_openrlhfs_own_client_gets_the_conversations_reward(url, conversations, reference, urls):
+    agent = pytest.importorskip("openrlhf.utils.agent", reason="make install adds openrlhf (without its dependencies)")
+    executor = agent.SingleTurnAgentExecutor(remote_rm_url=[f"{url}/get_reward"] * urls)
+    for policy in ("chatml", "llama3"):
+        texts = [policy_text(policy, c[:-1], c[-1]["content"]) for c in conversations]
+        queries, prompts = [q for _, q in texts], [p for p, _ in texts]
+        shards = asyncio.run(executor._fetch_rewards_via_http(queries, prompts, [None] * len(queries)))
+        assert len(shards) == urls  # the queries were split across the URLs
+        rewards = [r for shard in shards for r in shard["rewards"]]
+        np.testing.assert_allclose(rewards, reference, atol=TOLERANCE, rtol=0)
+
+
+def test_text_that_no_format_parses_is_422_naming_the_query(url):
+    body = {"query": ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello", "just some text"]}
+    answer = httpx.post(f"{url}/get_reward", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["error_type"] == "unparseable_policy_text"
+    assert answer.json()["error"].startswith("query[1]: no known chat format")
+
+
+def test_policy_text_ending_with_a_user_turn_is_422(url):
+    body = {"query": ["<|im_start|>user\nHi<|im_end|>\n"], "policy_format": "chatml"}
+    answer = httpx.post(f"{url}/get_reward", json=body)
+    assert answer.status_code == 422
+    assert "query[0]: the chatml text ends with a user turn" in answer.json()["error"]
+
+
+def test_truncation_drops_the_earliest_exchanges_and_keeps_the_response(chat_rm, conversations):
+    checkpoint, bundle = chat_rm
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    long = next(c for c in conversations if sum(m["role"] == "user" for m in c) >= 3)
+    full = len(tokenizer.apply_chat_template(long)["input_ids"])
+    without_first = [*long[2:]]  # the first user turn and its reply dropped
+    expected = tokenizer.apply_chat_template(without_first)["input_ids"]
+    runtime = BundleRuntime(bundle)
+    fmt = runtime.manifest.input_format.model_copy(update={"max_length": len(expected)})
+    encoder = SequenceEncoder(runtime.encoder.tokenizer, fmt)
+    (sequence,) = encoder.encode([long[:-1]], [long[-1:]])
+    assert len(expected) < full
+    assert sequence.ids.tolist() == expected
+    assert sequence.prompt_cut == full - len(expected)
+
+
+def test_export_refuses_a_bundle_whose_ids_differ_from_the_reference(chat_rm, heldout_pairs):
+    from rewardserve.export.reference import ReferenceMismatch, check_reference
+    from rewardserve.export.source import load_source
+
+    checkpoint, bundle = chat_rm
+    runtime = BundleRuntime(bundle)
+    # what served this model before: an EOS appended after the template's rendering
+    fmt = runtime.manifest.input_format
+    eos_after = "{% if not add_generation_prompt %}{{ eos_token }}{% endif %}"
+    appended = fmt.model_copy(update={"chat_template": fmt.chat_template + eos_after})
+    runtime.encoder = SequenceEncoder(runtime.encoder.tokenizer, appended)
+    inputs = [(prompt_turns(e.prompt), e.responses[0]) for e in heldout_pairs[:200]]
+    eos = re.escape(repr(fmt.template_variables["eos_token"]))
+    with pytest.raises(ReferenceMismatch, match=rf"^input \d+: token \d+ differs: the bundle has {eos} where"):
+        check_reference(checkpoint, load_source(checkpoint, max_length=1024), runtime, inputs)
+
+
+def test_a_chat_template_error_names_the_pair_it_came_from(chat_rm):
+    runtime = BundleRuntime(chat_rm[1])
+    with pytest.raises(ChatTemplateError) as raised:
+        runtime.encoder.encode(["a", [{"role": "user", "content": "b"}]], ["c", [{"role": "user", "content": "d"}]])
+    assert raised.value.index == 1
