@@ -20,6 +20,9 @@ $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[train,eval,test]'
+	# OpenRLHF's own reward client, which the tests call: without its dependencies (vLLM,
+	# DeepSpeed, ...), as importing it needs only torch, transformers, pylatexenc and sympy
+	$(BIN)/pip install --no-deps 'openrlhf==0.11.2'
 	# Debian's packages for the tests: chromium renders the evaluation report; prometheus
 	# brings promtool, which checks the alert rules and dashboard queries in k8s/monitoring.
 	command -v chromium >/dev/null && command -v promtool >/dev/null || (apt-get update -q && \

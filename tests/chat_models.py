@@ -71,9 +71,8 @@ CHAT_RMS = {
 
 
 def build_chat_rm(kind: str, out: Path, texts: list[str]) -> Path:
-    import torch
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, PreTrainedTokenizerFast, Qwen3Config
+    from transformers import LlamaConfig, PreTrainedTokenizerFast, Qwen3Config
 
     specials, bos, eos, pad, template = CHAT_RMS[kind]
     tokenizer = Tokenizer(models.BPE())
@@ -109,6 +108,14 @@ def build_chat_rm(kind: str, out: Path, texts: list[str]) -> Path:
     )
     if kind == "qwen3":
         config.head_dim = 16
+    return save_random_reward_model(config, out)
+
+
+def save_random_reward_model(config, out: Path) -> Path:
+    """A sequence-classification model of `config`, the same random weights every run."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(config)
     with torch.no_grad():  # a head whose rewards differ visibly between sequences and tokens

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from chat_models import save_random_reward_model
 
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample, load_preferences
@@ -83,10 +84,8 @@ DECODERS = ["gpt2", "llama", "qwen2"]
 def build_decoder(kind: str, out: Path, texts: list[str]) -> Path:
     """A 2-layer decoder with a byte-level BPE tokenizer trained here: GPT-2 and Llama without a
     pad token (Llama adding BOS), Qwen2 with pad == eos, as those families ship."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import (
-        AutoModelForSequenceClassification,
         GPT2Config,
         LlamaConfig,
         PreTrainedTokenizerFast,
@@ -117,12 +116,7 @@ def build_decoder(kind: str, out: Path, texts: list[str]) -> Path:
             hidden_size=32, intermediate_size=64, num_key_value_heads=2, max_position_embeddings=512, **size, **ids
         )
     config.num_labels = 1
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config)
-    with torch.no_grad():  # a head whose rewards differ visibly between sequences and tokens
-        model.score.weight.normal_(0, 1.0)
-    model.save_pretrained(out)
-    return out
+    return save_random_reward_model(config, out)
 
 
 @pytest.fixture(scope="module", params=DECODERS)

@@ -24,7 +24,7 @@ from rewardserve.export.gaps import reward_gaps
 from rewardserve.export.onnx_export import FP32_TOLERANCE, export_bundle
 from rewardserve.export.precision import PrecisionRefused, agreement
 
-MAX_LENGTH = 96
+MAX_LENGTH = 256
 
 
 def build_encoder(kind: str, out: Path) -> Path:

@@ -21,7 +21,7 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
         ("model", f"{manifest.model_file} ({_size(directory / manifest.model_file)}), output {manifest.output_name!r}"),
         ("precision", manifest.precision),
         ("tokenizer", manifest.tokenizer_file),
-        ("layout", f"{fmt.prefix_ids} prompt {fmt.separator_ids} response {fmt.suffix_ids}"),
+        ("layout", _layout(fmt)),
         ("inputs", ", ".join(fmt.input_names)),
         ("max length", f"{fmt.max_length} tokens"),
         (
@@ -41,6 +41,14 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
                 "parity",
                 f"{parity.sequences} sequences: max |ONNX - PyTorch| {parity.max_abs_diff:.2g}{relative}, "
                 f"alone vs batched {parity.max_abs_diff_alone_vs_batched:.2g}",
+            )
+        )
+    if (reference := manifest.reference) is not None:
+        lines.append(
+            (
+                "reference",
+                f"{reference.conversations} held-out inputs: the same ids as {reference.usage}, "
+                f"rewards within {reference.max_abs_diff:.2g}",
             )
         )
     if manifest.agreement is not None:
@@ -98,3 +106,9 @@ def _run(args: argparse.Namespace) -> int:
 def arguments(inspect: argparse.ArgumentParser, name: str = "inspect") -> None:
     inspect.add_argument("bundle", help="bundle directory")
     inspect.set_defaults(func=_run)
+
+
+def _layout(fmt) -> str:
+    if fmt.layout == "chat":
+        return "chat: the whole conversation rendered with the chat template, tokenized in one piece"
+    return f"pair: {fmt.prefix_ids} prompt {fmt.separator_ids} response {fmt.suffix_ids}"

@@ -25,6 +25,9 @@ def run(args: argparse.Namespace) -> int:
         # Conversational rows are rendered to text here: with the bundle's template in-process;
         # a server's template cannot be asked for, so --chat-template names it.
         if isinstance(scorer, LocalScorer):
+            if scorer.runtime.manifest.input_format.layout == "chat":
+                # Data rows reach the scorer as text, which a chat model would read as one user turn
+                raise ValueError(f"{args.bundle}: evaluating chat-layout bundles is not supported yet")
             template = scorer.runtime.manifest.input_format.chat_template
         else:
             template = args.chat_template.read_text() if args.chat_template else PAIR_LAYOUT_TEMPLATE

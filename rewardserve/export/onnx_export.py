@@ -86,7 +86,8 @@ def export_bundle(
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
             fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, Path(scratch), optimize)
             # On the fp32 graph: a reduced precision is judged by its gate, against this graph.
-            reference = check_reference(checkpoint, source, GraphRunner(fp32, encoder), inputs)
+            more = [(model_prompt(source.input_format, e.prompt), r) for e in heldout for r in e.responses]
+            reference = check_reference(checkpoint, source, GraphRunner(fp32, encoder), [*inputs, *more])
             shipped, chosen, gate, refused = fp32, "fp32", None, None
             if precision != "fp32":
                 target = _reduced_precision(precision)

@@ -93,35 +93,25 @@ def derive_input_format(
             token_type_ids=uses_segment_ids(model_config),
             chat_template=template,
         )
-    if chat_layout and getattr(tokenizer, "chat_template", None):
-        # A chat reward model: scored as its model card scores it, the whole conversation
-        # rendered with its template and read at the rendering's last token.
-        return InputFormat(
-            prefix_ids=[],
-            separator_ids=[],
-            suffix_ids=[],
-            pad_id=tokenizer.pad_token_id,
-            max_length=max_length,
-            padding_side=padding_side,
-            token_type_ids=False,
-            position_ids=True,
-            chat_template=template,
-            layout="chat",
-            template_variables=template_variables(tokenizer),
-        )
-    if tokenizer.eos_token_id is None:
-        raise ValueError(f"{model_config.model_type}: a decoder needs an EOS token to pool the reward from")
-    adds_bos = tokenizer.bos_token_id is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
-    return InputFormat(
-        prefix_ids=[tokenizer.bos_token_id] if adds_bos else [],
+    decoder = dict(
         separator_ids=[],
-        suffix_ids=[tokenizer.eos_token_id],
         pad_id=tokenizer.pad_token_id,
         max_length=max_length,
         padding_side=padding_side,
         token_type_ids=False,
         position_ids=True,
         chat_template=template,
+    )
+    if chat_layout and getattr(tokenizer, "chat_template", None):
+        # A chat reward model: scored as its model card scores it, the whole conversation
+        # rendered with its template and read at the rendering's last token.
+        variables = template_variables(tokenizer)
+        return InputFormat(**decoder, prefix_ids=[], suffix_ids=[], layout="chat", template_variables=variables)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{model_config.model_type}: a decoder needs an EOS token to pool the reward from")
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    return InputFormat(
+        **decoder, prefix_ids=[tokenizer.bos_token_id] if adds_bos else [], suffix_ids=[tokenizer.eos_token_id]
     )
 
 
