@@ -160,6 +160,22 @@ def test_truncation_drops_the_earliest_exchanges_and_keeps_the_response(chat_rm,
     assert sequence.prompt_cut == full - len(expected)
 
 
+def test_one_exchange_over_the_length_is_cut_in_tokens_keeping_the_last_one(chat_rm):
+    checkpoint, bundle = chat_rm
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    runtime = BundleRuntime(bundle)
+    fmt = runtime.manifest.input_format.model_copy(update={"max_length": 96, "min_prompt_tokens": 16})
+    encoder = SequenceEncoder(runtime.encoder.tokenizer, fmt)
+    words = " ".join(["vitamins"] * 200)
+    exchange = [{"role": "user", "content": words}, {"role": "assistant", "content": words}]
+    expected = tokenizer.apply_chat_template(exchange)["input_ids"]
+    (sequence,) = encoder.encode([exchange[:1]], [exchange[1:]])
+    assert len(sequence) == 96
+    assert sequence.ids[0] == expected[0] and sequence.ids[-1] == expected[-1]  # the template's first and last
+    assert sequence.prompt_cut > 0 and sequence.response_cut > 0
+    assert len(sequence) + sequence.prompt_cut + sequence.response_cut == len(expected)
+
+
 def test_export_refuses_a_bundle_whose_ids_differ_from_the_reference(chat_rm, heldout_pairs):
     from rewardserve.export.reference import ReferenceMismatch, check_reference
     from rewardserve.export.source import load_source

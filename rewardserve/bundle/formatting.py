@@ -188,16 +188,15 @@ class SequenceEncoder:
     def _fitted_conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
         """A conversation within max_length: as it is; else without its earliest exchanges, as
         few as it takes; else (one exchange still too long) cut by tokens."""
-        sequence = self._conversation(prompt, response)
-        if len(sequence) <= self.format.max_length:
-            return sequence
+        full = self._conversation(prompt, response)
+        if len(full) <= self.format.max_length:
+            return full
+        sequence = full
         for shorter in earlier_turns_dropped(prompt):
             candidate = self._conversation(shorter, response)
-            if len(candidate) <= self.format.max_length:
-                return EncodedSequence(
-                    candidate.ids, candidate.response_start, prompt_cut=len(sequence) - len(candidate)
-                )
-            sequence = candidate
+            sequence = EncodedSequence(candidate.ids, candidate.response_start, prompt_cut=len(full) - len(candidate))
+            if len(sequence) <= self.format.max_length:
+                return sequence
         return self._cut(sequence)
 
     def _conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
