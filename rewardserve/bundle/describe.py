@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rewardserve.bundle.formatting import InputFormat
 from rewardserve.bundle.manifest import Manifest
 
 
@@ -108,7 +109,7 @@ def arguments(inspect: argparse.ArgumentParser, name: str = "inspect") -> None:
     inspect.set_defaults(func=_run)
 
 
-def _layout(fmt) -> str:
+def _layout(fmt: InputFormat) -> str:
     if fmt.layout == "chat":
         return "chat: the whole conversation rendered with the chat template, tokenized in one piece"
     return f"pair: {fmt.prefix_ids} prompt {fmt.separator_ids} response {fmt.suffix_ids}"

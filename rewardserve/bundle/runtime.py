@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.formatting import EncodedBatch, SequenceEncoder, Text
+from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 
 CUDA = "CUDAExecutionProvider"
@@ -83,11 +83,15 @@ class GraphRunner:
 def score_offline(
     runner: GraphRunner, prompts: Sequence[Text], responses: Sequence[Text], batch_size: int = 32
 ) -> np.ndarray:
-    """Rewards of many (prompt, response) texts or conversations known up front, in input order: offline jobs'
-    batching (export's gates, `eval` and `score` in-process). With every sequence known, sorting
+    """Rewards of many (prompt, response) texts or conversations known up front, in input order:
+    offline jobs' batching (export's gates, `eval` and `score` in-process). With every sequence known, sorting
     by length and cutting batches of `batch_size` leaves almost no padding; the server's
     MicroBatcher solves the other problem, sequences arriving from many clients over time."""
-    sequences = runner.encoder.encode(prompts, responses)
+    return score_sequences(runner, runner.encoder.encode(prompts, responses), batch_size)
+
+
+def score_sequences(runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32) -> np.ndarray:
+    """score_offline's rewards for sequences already encoded."""
     order = np.argsort([len(s) for s in sequences], kind="stable")
     rewards = np.empty(len(sequences), dtype=np.float32)
     for start in range(0, len(order), batch_size):

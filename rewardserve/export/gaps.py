@@ -20,10 +20,15 @@ def model_prompt(fmt: InputFormat, prompt: str) -> Text:
     return prompt_turns(prompt) if fmt.layout == "chat" else prompt
 
 
+def example_inputs(fmt: InputFormat, examples: Sequence[PreferenceExample]) -> list[tuple[Text, str]]:
+    """(prompt, response) of every response of `examples`, in order, as the model reads them."""
+    return [(model_prompt(fmt, e.prompt), r) for e in examples for r in e.responses]
+
+
 def reward_gaps(runner: GraphRunner, examples: Sequence[PreferenceExample]) -> np.ndarray:
     """r(better) - r(worse) of every strictly ordered pair of `examples`, in a fixed order."""
-    prompts = [model_prompt(runner.encoder.format, e.prompt) for e in examples for _ in e.responses]
-    rewards = iter(score_offline(runner, prompts, [r for e in examples for r in e.responses]))
+    inputs = example_inputs(runner.encoder.format, examples)
+    rewards = iter(score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs]))
     gaps = []
     for e in examples:
         scores = [float(next(rewards)) for _ in e.responses]

@@ -33,7 +33,7 @@ from rewardserve.bundle.runtime import GraphRunner, providers_for, score_offline
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import graph as graphs
-from rewardserve.export.gaps import model_prompt, reward_gaps
+from rewardserve.export.gaps import example_inputs, model_prompt, reward_gaps
 from rewardserve.export.precision import PrecisionRefused, agreement, convert_fp16, passes, quantize_int8
 from rewardserve.export.reference import check_reference
 from rewardserve.export.source import ExportSource, load_source
@@ -86,7 +86,7 @@ def export_bundle(
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
             fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, Path(scratch), optimize)
             # On the fp32 graph: a reduced precision is judged by its gate, against this graph.
-            more = [(model_prompt(source.input_format, e.prompt), r) for e in heldout for r in e.responses]
+            more = example_inputs(source.input_format, heldout)
             reference = check_reference(checkpoint, source, GraphRunner(fp32, encoder), [*inputs, *more])
             shipped, chosen, gate, refused = fp32, "fp32", None, None
             if precision != "fp32":
@@ -230,8 +230,8 @@ def _reward_statistics(
     """Reward mean/std and temperature: training's, else measured here on the shipped graph."""
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
     if "reward_mean" not in stats and heldout:
-        prompts = [model_prompt(runner.encoder.format, e.prompt) for e in heldout for _ in e.responses]
-        rewards = score_offline(runner, prompts, [r for e in heldout for r in e.responses])
+        inputs = example_inputs(runner.encoder.format, heldout)
+        rewards = score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs])
         stats.update(reward_mean=float(rewards.mean()), reward_std=float(rewards.std()))
     if calibration:
         stats["calibration_temperature"] = fit_temperature(reward_gaps(runner, calibration))

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 from rewardserve.bundle.chat import as_turns
 from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.manifest import Reference
-from rewardserve.bundle.runtime import GraphRunner, score_offline
+from rewardserve.bundle.runtime import GraphRunner, score_sequences
 from rewardserve.export.source import ExportSource
 from rewardserve.training.reward_model import load_reward_model
 
@@ -58,24 +58,23 @@ def check_reference(
     # The chat layout is judged against the model's own class (its pooling included); the pair
     # layout against the checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
     model = load_reward_model(checkpoint).eval() if kind == "chat" else source.reward.model
-    checked, served_inputs, references = [], [], []
+    checked, served, references = [], [], []
     for index, (prompt, response) in enumerate(inputs):
         if len(checked) == CONVERSATIONS:
             break
         reference = _reference_inputs(tokenizer, kind, prompt, response)
         if reference["input_ids"].shape[1] > fmt.max_length:
             continue
-        served = runner.encoder.encode([prompt], [response])[0].ids
-        _check_ids(index, served, reference["input_ids"][0].numpy(), tokenizer)
+        (sequence,) = runner.encoder.encode([prompt], [response])
+        _check_ids(index, sequence.ids, reference["input_ids"][0].numpy(), tokenizer)
         with torch.inference_mode():
             references.append(float(model(**reference).logits[0, 0]))
         checked.append(index)
-        served_inputs.append((prompt, response))
+        served.append(sequence)
     if len(checked) < MIN_CONVERSATIONS:
         raise ValueError(f"the reference check needs {MIN_CONVERSATIONS} inputs within max_length, got {len(checked)}")
     # Served as the server serves: in padded batches of mixed lengths.
-    prompts, responses = [p for p, _ in served_inputs], [r for _, r in served_inputs]
-    diffs = np.abs(score_offline(runner, prompts, responses) - np.array(references))
+    diffs = np.abs(score_sequences(runner, served) - np.array(references))
     if diffs.max() > TOLERANCE:
         worst = int(diffs.argmax())
         raise ReferenceMismatch(

@@ -81,7 +81,7 @@ class Validate:
 
     def _score_items(self, items: Sequence[schemas.ScoreItem], policy_format: str | None) -> list[Input]:
         self._check_count("items", len(items))
-        text_format = None if policy_format == "raw" else policy_format
+        text_format = _text_format(policy_format)
         inputs = []
         for i, item in enumerate(items):
             if item.messages is None:
@@ -129,12 +129,10 @@ class Validate:
         self._check_count("query", len(body.query))
         for i, query in enumerate(body.query):
             self._check_text(f"query[{i}]", query)
-        policy_format = body.policy_format or self.policy_format
+        text_format = _text_format(body.policy_format or self.policy_format)
         prompts = body.prompts or [""] * len(body.query)
         pairs = enumerate(zip(body.query, prompts, strict=True))
-        if policy_format == "raw":
-            return [Input(prompt, query[len(prompt) :], f"query[{i}]") for i, (query, prompt) in pairs]
-        return [Input(prompt, query[len(prompt) :], f"query[{i}]", policy_format) for i, (query, prompt) in pairs]
+        return [Input(prompt, query[len(prompt) :], f"query[{i}]", text_format) for i, (query, prompt) in pairs]
 
     def _prompt(
         self, path: str, prompt: str | None, messages: list[schemas.Message] | None, messages_path: str
@@ -161,6 +159,11 @@ class Validate:
     def _check_text(self, path: str, text: str) -> None:
         if len(text) > self.max_chars:
             raise TextTooLongError(f"{path}: {len(text)} characters, at most {self.max_chars} (max_text_chars)")
+
+
+def _text_format(policy_format: str | None) -> str | None:
+    """What Input.policy_format says of text in `policy_format`: None (scored as it is) for raw."""
+    return None if policy_format == "raw" else policy_format
 
 
 def _answer(prompt: str | Conversation, response: str, path: str) -> Input:
