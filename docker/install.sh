@@ -17,6 +17,8 @@ case "$variant" in
     "$pip" install "$wheel[gpu]"
     "$pip" uninstall --yes onnxruntime
     "$pip" install --force-reinstall --no-deps onnxruntime-gpu
+    # OpenVINO serves bf16 on CPUs; a GPU image serves fp16 on CUDA and does not need it.
+    "$pip" uninstall --yes openvino openvino-telemetry
     ;;
   # torch==2.13.0 from the registry is its CUDA build on Linux: what GPU training wants.
   train) "$pip" install "$wheel[train]" ;;

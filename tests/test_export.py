@@ -13,6 +13,7 @@ from conftest import MINILM_TOKENIZER_FILES, build_decoder
 from transformers import AutoModelForSequenceClassification, BertConfig, DebertaV2Config
 
 from rewardserve.bundle import BundleError, BundleRuntime, load_bundle
+from rewardserve.bundle.engine_choice import Machine
 from rewardserve.bundle.runtime import score_offline
 from rewardserve.cli import main
 from rewardserve.data.hh import default_data_files
@@ -166,21 +167,31 @@ def gate(monkeypatch):
     return set_bars
 
 
-def test_int8_that_passes_the_gate_ships_with_its_figures(tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate):
+# Machines as the engine choice sees them, so that what export gates does not depend on this CPU.
+PLAIN_CPU = Machine("a CPU without bf16 or CUDA", frozenset({"avx2", "avx512_vnni"}), cuda=False, openvino=True)
+CUDA_MACHINE = Machine("a CUDA machine", frozenset({"avx2"}), cuda=True, openvino=False)
+
+
+def test_int8_that_passes_the_gate_ships_beside_fp32_with_its_figures(
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate
+):
     gate(0.0, 1.0)
     examples = heldout_pairs[:48]
     manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, examples, precision="int8")
-    assert manifest.precision == "int8"
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
+    assert manifest.precision == "fp32" and set(manifest.variants) == {"int8"}
+    int8 = manifest.variants["int8"]
+    assert int8.passed and int8.file == "model.int8.onnx" and int8.refused is None
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / int8.file)).graph.node}
     assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
-    fp32 = export_bundle(tiny_checkpoint, tmp_path / "fp32", parity_pairs)
+    assert "DynamicQuantizeLinear" not in {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
     expected = agreement(
-        reward_gaps(BundleRuntime(tmp_path / "fp32"), examples),
-        reward_gaps(BundleRuntime(tmp_path / "b"), examples),
+        reward_gaps(BundleRuntime(tmp_path / "b", precision="fp32"), examples),
+        reward_gaps(BundleRuntime(tmp_path / "b", precision="int8", machine=PLAIN_CPU), examples),
     )
-    assert manifest.agreement == expected and manifest.agreement.pairs == 48
-    assert manifest.parity.max_abs_diff > 0  # measured against PyTorch, not copied from fp32
-    assert fp32.agreement is None
+    assert int8.agreement == expected and int8.agreement.pairs == 48
+    assert int8.parity.max_abs_diff > 0  # measured against PyTorch, not copied from fp32
+    assert int8.parity.max_abs_diff_alone_vs_batched > 0  # dynamic int8's scales depend on the batch
+    assert int8.measured_on == Machine.this().describe()
 
 
 def test_int8_that_fails_the_gate_is_refused_with_its_figures(
@@ -193,25 +204,48 @@ def test_int8_that_fails_the_gate_is_refused_with_its_figures(
     assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []  # nothing half-written
 
 
-def test_auto_ships_fp32_when_int8_is_refused_and_records_why(
+def test_auto_gates_what_this_machine_can_and_records_refusals_and_what_it_could_not_gate(
     tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate
 ):
     gate(1.01, 0.0)
-    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:16], precision="auto")
-    assert manifest.precision == "fp32" and manifest.agreement is None
-    assert manifest.provenance["export"]["reduced_precision_refused"].startswith("int8 refused")
+    manifest = export_bundle(
+        tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:16], precision="auto", machine=PLAIN_CPU
+    )
+    assert manifest.precision == "fp32" and set(manifest.variants) == {"int8"}
+    int8 = manifest.variants["int8"]
+    assert not int8.passed and int8.file is None and int8.refused.startswith("int8 refused")
+    assert set(manifest.files) == {"model.onnx", "tokenizer.json"}  # a refused graph is not shipped
+    not_gated = manifest.provenance["export"]["precisions_not_gated"]
+    assert "no bf16 instructions" in not_gated["bf16"] and "CUDA" in not_gated["fp16"]
+    assert BundleRuntime(tmp_path / "b", machine=PLAIN_CPU).choice.precision == "fp32"
+
+
+def test_a_precision_this_machine_cannot_measure_is_not_gated_on_it(
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path
+):
+    with pytest.raises(ValueError, match="bf16 cannot be gated here: this CPU has no bf16 instructions"):
+        export_bundle(
+            tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:16], precision="bf16", machine=PLAIN_CPU
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fp16_keeps_int64_inputs_and_an_fp32_output_within_relative_parity(
-    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate
 ):
-    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:48], precision="fp16")
-    assert manifest.precision == "fp16" and manifest.parity.max_rel_diff <= 1e-2
-    model = onnx.load(str(tmp_path / "b" / "model.onnx"))
+    gate(0.0, 1.0)
+    # Gated as on a CUDA machine; this onnxruntime has no CUDA provider, so the graph runs on the CPU one.
+    manifest = export_bundle(
+        tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:48], precision="fp16", machine=CUDA_MACHINE
+    )
+    fp16 = manifest.variants["fp16"]
+    assert fp16.passed and fp16.parity.max_rel_diff <= precision.FP16_TOLERANCE
+    model = onnx.load(str(tmp_path / "b" / fp16.file))
     weights = {t.data_type for t in model.graph.initializer if len(t.dims) == 2}
     assert weights == {onnx.TensorProto.FLOAT16}
     assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.INT64}
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert BundleRuntime(tmp_path / "b", machine=CUDA_MACHINE).choice.precision == "fp16"
 
 
 @pytest.mark.parametrize("kind", ["fp32", "int8"])
@@ -221,16 +255,15 @@ def test_large_graphs_keep_their_weights_in_checksummed_external_data(
     gate(0.0, 1.0)
     monkeypatch.setattr(graphs, "EXTERNAL_DATA_LIMIT", 0)  # as if the graph were over 2 GB
     manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:16], precision=kind)
-    assert manifest.precision == kind and manifest.graph.external_data
-    assert set(manifest.files) == {"model.onnx", "model.onnx.data", "tokenizer.json"}
-    assert (tmp_path / "b" / "model.onnx").stat().st_size < 100_000
-    if kind == "fp32":
-        assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
-    score_offline(BundleRuntime(tmp_path / "b"), ["a prompt"], ["a response"])
-    with (tmp_path / "b" / "model.onnx.data").open("r+b") as f:
+    graph = "model.onnx" if kind == "fp32" else manifest.variants[kind].file
+    assert manifest.graph.external_data and f"{graph}.data" in manifest.files
+    assert (tmp_path / "b" / graph).stat().st_size < 100_000
+    assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
+    score_offline(BundleRuntime(tmp_path / "b", precision=kind, machine=PLAIN_CPU), ["a prompt"], ["a response"])
+    with (tmp_path / "b" / f"{graph}.data").open("r+b") as f:
         f.seek(1000)
         f.write(b"\x00\x01\x02\x03")
-    with pytest.raises(BundleError, match=r"model\.onnx\.data: sha256 mismatch"):
+    with pytest.raises(BundleError, match=rf"{graph}\.data: sha256 mismatch"):
         load_bundle(tmp_path / "b")
 
 

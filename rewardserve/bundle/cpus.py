@@ -35,3 +35,24 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
     except (OSError, ValueError):  # an unreadable or odd cgroup file: trust the affinity mask
         quota = None
     return affinity if quota is None else max(1, min(affinity, math.ceil(quota)))
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_description(cpuinfo: Path = CPUINFO) -> tuple[str, frozenset[str]]:
+    """This CPU's model name and instruction-set flags, as the kernel reports them (empty where
+    there is no /proc/cpuinfo, e.g. macOS: nothing then counts as supported)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return "unknown CPU", frozenset()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:  # the first processor's block is enough: cores of one machine share flags
+                break
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    return fields.get("model name", "unknown CPU"), frozenset(fields.get("flags", "").split())

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardserve.bundle.formatting import InputFormat
-from rewardserve.bundle.manifest import Manifest
+from rewardserve.bundle.manifest import Manifest, Variant
 
 
 def describe_bundle(directory: Path, manifest: Manifest) -> str:
@@ -61,12 +61,29 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
                 f"accuracy {gate.accuracy:.4f} (fp32 {gate.accuracy_fp32:.4f})",
             )
         )
+    for precision, variant in manifest.variants.items():
+        lines.append((f"variant {precision}", _variant(variant)))
     if manifest.graph is not None:
         lines += [(f"graph.{key}", value) for key, value in _flatten(manifest.graph.model_dump())]
     lines += [(f"provenance.{key}", value) for key, value in _flatten(manifest.provenance)]
     lines += [(f"sha256 {name}", digest) for name, digest in manifest.files.items()]
     width = max(len(key) for key, _ in lines)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in lines)
+
+
+def _variant(variant: Variant) -> str:
+    gate = variant.agreement
+    figures = (
+        f"{gate.pairs} held-out pairs: {gate.decisions_matching:.2%} ordered as fp32 does, "
+        f"accuracy {gate.accuracy:.4f} (fp32 {gate.accuracy_fp32:.4f})"
+    )
+    if variant.parity is not None:
+        figures += (
+            f"; max |reward - PyTorch fp32| {variant.parity.max_abs_diff:.2g}, "
+            f"alone vs batched {variant.parity.max_abs_diff_alone_vs_batched:.2g}"
+        )
+    verdict = f"passed, {variant.file or 'runs the fp32 graph'}" if variant.passed else "refused"
+    return f"{verdict}: {figures} (on {variant.measured_on})"
 
 
 def _size(path: Path) -> str:

@@ -23,7 +23,7 @@ class BundleError(Exception):
     """A bundle that cannot be trusted: missing, incomplete, corrupted or of another schema."""
 
 
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 class Parity(BaseModel):
@@ -56,6 +56,21 @@ class Agreement(BaseModel):
     accuracy: float = Field(description="Pairwise accuracy of this bundle's graph on the same pairs.")
 
 
+class Variant(BaseModel):
+    """A reduced precision of the bundle's model, as the agreement gate judged it at export."""
+
+    passed: bool = Field(description="Whether it passed the gate: only variants that did are served.")
+    file: str | None = Field(
+        None, description="Its own graph, when it has one (int8, fp16); bf16 runs the fp32 graph in OpenVINO."
+    )
+    agreement: Agreement
+    parity: Parity | None = Field(
+        None, description="Against PyTorch fp32, batched and alone: how far a reward moves, and with its batch-mates."
+    )
+    refused: str | None = Field(None, description="Why the gate refused it.")
+    measured_on: str = Field(description="The machine the gate ran on: CPU model and flags, or the GPU.")
+
+
 class GraphInfo(BaseModel):
     """How the bundle's graph was produced."""
 
@@ -75,18 +90,35 @@ class Manifest(BaseModel):
     tokenizer_file: str = "tokenizer.json"
     input_format: InputFormat
     output_name: str = Field("reward", description="ONNX output holding one reward per sequence.")
-    precision: Precision = Field("fp32", description="Weights: fp32, fp16 (GPU) or int8 (dynamic, CPU).")
+    precision: Precision = Field(
+        "fp32", description="model_file's precision: fp32 (bundles before variants: fp16 or int8 too)."
+    )
     graph: GraphInfo | None = None
     calibration_temperature: float = Field(1.0, gt=0, description="p(a better than b) = sigmoid((r_a - r_b) / T).")
     reward_mean: float | None = Field(None, description="Mean reward on a reference set (for normalising).")
     reward_std: float | None = Field(None, description="Reward standard deviation on the same set.")
     parity: Parity | None = None
     reference: Reference | None = Field(None, description="The served rewards against the model's reference usage.")
-    agreement: Agreement | None = Field(None, description="Reduced precision only: its gate figures.")
+    agreement: Agreement | None = Field(None, description="Older bundles: a reduced model_file's gate figures.")
+    variants: dict[Precision, Variant] = Field(
+        default_factory=dict, description="Reduced precisions gated at export, passed or refused."
+    )
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Base model, data files and hashes, training metrics."
     )
     files: dict[str, str] = Field(default_factory=dict, description="sha256 of every bundle file.")
+
+    def offered(self) -> dict[Precision, str | None]:
+        """Every precision this bundle has a record of -> None where it may be served, else why not."""
+        offered: dict[Precision, str | None] = {self.precision: None}
+        for precision, variant in self.variants.items():
+            offered[precision] = None if variant.passed else f"the agreement gate refused it ({variant.refused})"
+        return offered
+
+    def graph_file(self, precision: Precision) -> str:
+        """The graph that runs at `precision`: the variant's own, or model_file."""
+        variant = self.variants.get(precision)
+        return variant.file if variant is not None and variant.file else self.model_file
 
 
 def sha256_file(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Run a reward graph with ONNX Runtime: the scoring code shared by the server, export and eval."""
+"""Run a reward graph, with ONNX Runtime or (bf16 on CPU) OpenVINO: the scoring code shared by
+the server, export and eval."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rewardserve.bundle.cpus import available_cpus
+from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPrecision, choose
 from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 
@@ -20,6 +22,39 @@ def providers_for(precision: Precision) -> list[str]:
     their dynamic-quantisation operators have no CUDA kernels, so the GPU would only copy."""
     cuda = CUDA in ort.get_available_providers() and precision != "int8"
     return [CUDA, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+
+
+class OpenVinoSession:
+    """An fp32 ONNX graph compiled by OpenVINO's CPU plugin at bf16 inference precision: its
+    matrix products run on AMX or AVX-512-BF16 with fp32 accumulation. It answers `run` as an
+    ONNX Runtime session does, so GraphRunner treats both alike. OpenVINO releases the GIL
+    while it infers, as onnxruntime does."""
+
+    def __init__(self, graph: Path, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(
+            core.read_model(str(graph)),
+            "CPU",
+            # One stream with every thread: the batcher runs one batch at a time.
+            {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
+        )
+        # On a CPU without bf16 instructions OpenVINO quietly runs fp32; say so instead.
+        executes = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if executes != ov.Type.bf16:
+            raise RuntimeError(f"OpenVINO compiled {graph.name} to run at {executes}, not bf16")
+        self._request = compiled.create_infer_request()
+        self._inputs = [port.get_any_name() for port in compiled.inputs]
+        self._outputs = {port.get_any_name(): port for port in compiled.outputs}
+
+    def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self._request.infer({name: feeds[name] for name in self._inputs})
+        # Copies: the request reuses its output buffers on the next call.
+        return [np.array(results[self._outputs[name]]) for name in output_names]
+
+    def get_providers(self) -> list[str]:
+        return ["OpenVINO CPU"]
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -45,22 +80,27 @@ class GraphRunner:
         graph: Path,
         encoder: SequenceEncoder,
         output_name: str = "reward",
-        providers: Sequence[str] | None = None,
         *,
+        precision: Precision = "fp32",
         threads: int | None = None,
         io_binding: bool | None = None,
     ) -> None:
         self.encoder = encoder
         self.output_name = output_name
         self.graph = graph
-        self.providers = list(providers or providers_for("fp32"))
+        self.precision = precision
         self.threads = threads
         self.session = self._open()
         self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
 
-    def _open(self) -> ort.InferenceSession:
-        return ort.InferenceSession(str(self.graph), session_options(self.threads), providers=self.providers)
+    def _open(self) -> ort.InferenceSession | OpenVinoSession:
+        """The session for this graph's precision: bf16 in OpenVINO (the graph itself is fp32),
+        the others in ONNX Runtime on the providers that have kernels for them."""
+        if self.precision == "bf16":
+            return OpenVinoSession(self.graph, self.threads or available_cpus())
+        options = session_options(self.threads)
+        return ort.InferenceSession(str(self.graph), options, providers=providers_for(self.precision))
 
     def reopen(self) -> None:
         """Replace the session with a fresh one on the same graph (after a fault left it broken)."""
@@ -101,13 +141,23 @@ def score_sequences(runner: GraphRunner, sequences: Sequence[EncodedSequence], b
 
 
 class BundleRuntime(GraphRunner):
-    """A verified bundle: its graph, tokenizer and manifest."""
+    """A verified bundle: its tokenizer, its manifest, and its graph at the precision chosen for
+    this machine (`choice`, with the reason: engine_choice.py decides)."""
 
-    def __init__(self, directory: Path, manifest: Manifest | None = None, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest | None = None,
+        *,
+        precision: RequestedPrecision = "auto",
+        threads: int | None = None,
+        machine: Machine | None = None,
+    ) -> None:
         directory = Path(directory)
         self.directory = directory
         self.manifest = manifest or load_bundle(directory)
+        self.machine = machine or Machine.this()
+        self.choice: EngineChoice = choose(precision, self.manifest.offered(), self.machine)
         encoder = SequenceEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
-        graph = directory / self.manifest.model_file
-        providers = providers_for(self.manifest.precision)
-        super().__init__(graph, encoder, self.manifest.output_name, providers, threads=threads)
+        graph = directory / self.manifest.graph_file(self.choice.precision)
+        super().__init__(graph, encoder, self.manifest.output_name, precision=self.choice.precision, threads=threads)

@@ -56,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     graph = manifest.graph
     fused = ", ".join(f"{op} {n}" for op, n in graph.fused_operators.items()) or f"none ({graph.fallback})"
-    print(f"bundle {manifest.name!r} in {args.out}: {manifest.precision}, fused: {fused}")
+    print(f"bundle {manifest.name!r} in {args.out}: fp32, fused: {fused}")
     print(f"parity: {manifest.parity}")
     print(f"reference: {manifest.reference}")
-    if manifest.agreement:
-        print(f"agreement with fp32: {manifest.agreement}")
-    if refused := manifest.provenance["export"].get("reduced_precision_refused"):
-        print(f"shipped fp32: {refused}")
+    for precision, variant in manifest.variants.items():
+        verdict = "ships" if variant.passed else variant.refused
+        print(f"{precision}: {verdict}; agreement with fp32: {variant.agreement}; parity: {variant.parity}")
+    for precision, why in manifest.provenance["export"].get("precisions_not_gated", {}).items():
+        print(f"{precision}: not gated: {why}")
     return 0
 
 
@@ -74,10 +75,11 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
     export.add_argument("--name", help="model name reported by the API (default: checkpoint folder name)")
     export.add_argument(
         "--precision",
-        choices=["fp32", "int8", "fp16", "auto"],
+        choices=["fp32", "int8", "bf16", "fp16", "auto"],
         default="fp32",
-        help="int8 (CPU) and fp16 (GPU) ship only if they pass the agreement gate, else export fails; "
-        "auto: fp16 with CUDA, int8 without, fp32 when the gate refuses (default: fp32)",
+        help="reduced-precision variants to ship beside the fp32 graph: int8 (CPU), bf16 (OpenVINO, on a CPU "
+        "with bf16 instructions) or fp16 (CUDA), each only if it passes the agreement gate, else export fails; "
+        "auto: every one this machine can gate, shipping those that pass (default: fp32 only)",
     )
     export.add_argument(
         "--optimize",
@@ -93,7 +95,7 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
         export,
         "--parity-data",
         default_data_files(),
-        "their held-out split checks parity and gates int8/fp16 (default: the shipped HH-RLHF files)",
+        "their held-out split checks parity and gates reduced precisions (default: the shipped HH-RLHF files)",
     )
     export.add_argument(
         "--gate-pairs", type=int, default=0, help="held-out examples the agreement gate uses (default: all)"

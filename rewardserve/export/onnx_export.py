@@ -5,11 +5,12 @@ The steps, each checked before the next builds on it:
 1. trace the reward function to ONNX (fp32);
 2. fuse it with onnxruntime's transformer optimizer, keeping the traced graph when the
    architecture has no fusions or the fused graph fails parity;
-3. for int8 or fp16, derive the reduced graph and put it through the agreement gate;
-4. measure parity of the shipped graph against PyTorch;
-5. check the fp32 bundle against the model's reference usage, the ids and rewards its own
+3. check the fp32 graph against the model's reference usage, the ids and rewards its own
    transformers code gives (`reference.py`);
-6. fit what calibration asks for, and write the bundle, moved into place only once complete.
+4. put each reduced precision asked for (int8, bf16, fp16) through the agreement gate against
+   the fp32 graph, and measure its parity against PyTorch (`precision.py`); those that pass
+   ship beside the fp32 graph as variants, and the server picks one per machine;
+5. fit what calibration asks for, and write the bundle, moved into place only once complete.
 """
 
 from __future__ import annotations
@@ -28,20 +29,19 @@ import torch
 import transformers
 
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
-from rewardserve.bundle.manifest import Agreement, GraphInfo, Parity, Precision
-from rewardserve.bundle.runtime import GraphRunner, providers_for, score_offline
+from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
+from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, Variant
+from rewardserve.bundle.runtime import GraphRunner, score_offline
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import graph as graphs
+from rewardserve.export import precision as reduced
 from rewardserve.export.gaps import example_inputs, model_prompt, reward_gaps
-from rewardserve.export.precision import PrecisionRefused, agreement, convert_fp16, passes, quantize_int8
 from rewardserve.export.reference import check_reference
 from rewardserve.export.source import ExportSource, load_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
 
-RequestedPrecision = Literal["fp32", "fp16", "int8", "auto"]
 FP32_TOLERANCE = 1e-4  # absolute: fp32 graph vs PyTorch eager
-FP16_TOLERANCE = 1e-2  # relative to the largest |reward|: fp16 graph vs PyTorch fp32
 MIN_PARITY_SEQUENCES = 256
 
 
@@ -62,54 +62,93 @@ def export_bundle(
     padding_side: Literal["right", "left"] | None = None,
     calibration: Sequence[PreferenceExample] = (),
     provenance: dict | None = None,
+    machine: Machine | None = None,
 ) -> Manifest:
     """Export `checkpoint` into the bundle directory `out`.
 
     `parity_pairs` are the (prompt, response) texts parity is measured on; `heldout` the
     preference pairs a reduced precision must keep agreeing on (and where reward statistics are
     measured when training left none); `calibration`, when given, the pairs the temperature is
-    fitted on. `precision="auto"` ships fp16 where CUDA is available and int8 elsewhere when the
-    gate passes, and fp32 when it does not.
+    fitted on. A reduced `precision` named (int8, bf16, fp16) must pass its gate or the export
+    fails; `auto` gates every one this machine can measure and ships those that pass.
     """
     checkpoint, out = Path(checkpoint), Path(out)
+    machine = machine or Machine.this()
+    targets, not_gated = reduced.targets(precision, machine)
     source = load_source(checkpoint, max_length, padding_side)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
     inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
     sequences = encoder.encode([p for p, _ in inputs], [r for _, r in inputs])
     if len(sequences) < MIN_PARITY_SEQUENCES:
         raise ValueError(f"parity needs at least {MIN_PARITY_SEQUENCES} sequences, got {len(sequences)}")
-    if precision != "fp32" and not heldout:
+    if targets and not heldout:
         raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
 
     record = {**source.training, **(provenance or {}), "export": None}
     with _staged(out) as staging:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
-            fp32, info, fp32_parity = _fp32_graph(source, encoder, sequences, Path(scratch), optimize)
-            # On the fp32 graph: a reduced precision is judged by its gate, against this graph.
+            fp32, info, parity = _fp32_graph(source, encoder, sequences, Path(scratch), optimize)
+            if problem := _parity_problem(parity):
+                raise ParityError(problem)
+            runner = GraphRunner(fp32, encoder)
             more = example_inputs(source.input_format, heldout)
-            reference = check_reference(checkpoint, source, GraphRunner(fp32, encoder), [*inputs, *more])
-            shipped, chosen, gate, refused = fp32, "fp32", None, None
-            if precision != "fp32":
-                target = _reduced_precision(precision)
-                shipped, chosen, gate, refused = _reduce(fp32, target, precision == "auto", encoder, heldout)
-            external = graphs.save(onnx.load(str(shipped)), staging / graphs.GRAPH_FILE)
+            reference = check_reference(checkpoint, source, runner, [*inputs, *more])
+            variants = _variants(source, runner, targets, precision == "auto", heldout, sequences, staging, machine)
+            external = graphs.save(onnx.load(str(fp32)), staging / graphs.GRAPH_FILE)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
-        runner = GraphRunner(staging / graphs.GRAPH_FILE, encoder, providers=providers_for(chosen))
-        parity = fp32_parity if chosen == "fp32" else measure_parity(source, runner, sequences)
-        _check_parity(parity, chosen)
-        record["export"] = _export_record(checkpoint, precision, refused)
+        record["export"] = _export_record(checkpoint, precision, not_gated)
         manifest = Manifest(
             name=name or checkpoint.name,
             input_format=source.input_format,
-            precision=chosen,
             graph=info.model_copy(update={"external_data": external}),
             parity=parity,
             reference=reference,
-            agreement=gate,
-            **_reward_statistics(source, runner, heldout, calibration),
+            variants=variants,
+            **_reward_statistics(source, GraphRunner(staging / graphs.GRAPH_FILE, encoder), heldout, calibration),
             provenance=record,
         )
         return save_bundle(staging, manifest)
+
+
+def _variants(
+    source: ExportSource,
+    fp32: GraphRunner,
+    targets: Sequence[Precision],
+    keep_refused: bool,
+    heldout: Sequence[PreferenceExample],
+    sequences: Sequence[EncodedSequence],
+    staging: Path,
+    machine: Machine,
+) -> dict[Precision, Variant]:
+    """Each target precision judged against the fp32 graph: on held-out pairs (the agreement
+    gate) and against PyTorch (parity). Passed variants' graphs are written into `staging`. A
+    refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto)."""
+    variants: dict[Precision, Variant] = {}
+    if not targets:
+        return variants
+    fp32_gaps = reward_gaps(fp32, heldout)
+    for precision in targets:
+        runner = GraphRunner(reduced.derive(fp32.graph, precision), fp32.encoder, precision=precision)
+        gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout))
+        refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
+        parity = None if refused else measure_parity(source, runner, sequences)
+        if parity and precision == "fp16" and parity.max_rel_diff > reduced.FP16_TOLERANCE:
+            refused = f"fp16 refused: it differs from PyTorch fp32 beyond {reduced.FP16_TOLERANCE} (relative): {parity}"
+        if refused and not keep_refused:
+            raise reduced.PrecisionRefused(precision, gate, refused)
+        file = None
+        if not refused and runner.graph != fp32.graph:  # bf16 runs the fp32 graph
+            file = f"model.{precision}.onnx"
+            graphs.save(onnx.load(str(runner.graph)), staging / file)
+        variants[precision] = Variant(
+            passed=refused is None,
+            file=file,
+            agreement=gate,
+            parity=parity,
+            refused=refused,
+            measured_on=machine.describe(),
+        )
+    return variants
 
 
 @contextlib.contextmanager
@@ -126,29 +165,6 @@ def _staged(out: Path) -> Iterator[Path]:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _reduce(
-    fp32: Path, precision: Precision, fall_back: bool, encoder: SequenceEncoder, heldout: Sequence[PreferenceExample]
-) -> tuple[Path, Precision, Agreement | None, str | None]:
-    """The reduced graph with its gate figures if it passes the agreement gate; else the fp32
-    graph and the refusal when `fall_back`, else PrecisionRefused."""
-    reduced = fp32.with_name(f"{precision}.onnx")
-    (quantize_int8 if precision == "int8" else convert_fp16)(fp32, reduced)
-    reference = reward_gaps(GraphRunner(fp32, encoder), heldout)
-    runner = GraphRunner(reduced, encoder, providers=providers_for(precision))
-    gate = agreement(reference, reward_gaps(runner, heldout))
-    if passes(gate):
-        return reduced, precision, gate, None
-    if fall_back:
-        return fp32, "fp32", None, str(PrecisionRefused(precision, gate))
-    raise PrecisionRefused(precision, gate)
-
-
-def _reduced_precision(precision: RequestedPrecision) -> Precision:
-    if precision == "auto":
-        return "fp16" if "CUDAExecutionProvider" in ort.get_available_providers() else "int8"
-    return precision
 
 
 def _fp32_graph(
@@ -170,7 +186,7 @@ def _fp32_graph(
     except Exception as exc:  # noqa: BLE001 - any optimiser failure means: keep the traced graph
         return unfused(f"{type(exc).__name__}: {exc}"[:500])
     parity = measure_parity(source, GraphRunner(fused, encoder), sequences)
-    if problem := _parity_problem(parity, "fp32"):
+    if problem := _parity_problem(parity):
         return unfused(f"the fused graph failed parity: {problem}")
     return fused, info, parity
 
@@ -206,19 +222,12 @@ def measure_parity(
     )
 
 
-def _parity_problem(parity: Parity, precision: Precision) -> str | None:
-    """What is wrong with `parity` for a graph of `precision`, or None. int8 is judged by the
-    agreement gate instead: dynamic quantisation's per-batch scales make rewards batch-dependent."""
-    if precision == "fp32" and max(parity.max_abs_diff, parity.max_abs_diff_alone_vs_batched) > FP32_TOLERANCE:
+def _parity_problem(parity: Parity) -> str | None:
+    """What is wrong with the fp32 graph's `parity`, or None. Reduced precisions are judged by
+    the agreement gate instead (and fp16 by a relative bound too)."""
+    if max(parity.max_abs_diff, parity.max_abs_diff_alone_vs_batched) > FP32_TOLERANCE:
         return f"fp32 graph differs from PyTorch beyond {FP32_TOLERANCE} (absolute): {parity}"
-    if precision == "fp16" and parity.max_rel_diff > FP16_TOLERANCE:
-        return f"fp16 graph differs from PyTorch beyond {FP16_TOLERANCE} (relative): {parity}"
     return None
-
-
-def _check_parity(parity: Parity, precision: Precision) -> None:
-    if problem := _parity_problem(parity, precision):
-        raise ParityError(problem)
 
 
 def _reward_statistics(
@@ -238,8 +247,12 @@ def _reward_statistics(
     return stats
 
 
-def _export_record(checkpoint: Path, requested: str, refused: str | None) -> dict:
+def _export_record(checkpoint: Path, requested: str, not_gated: dict[str, str]) -> dict:
     versions = {"torch": torch.__version__, "transformers": transformers.__version__}
     versions |= {"onnx": onnx.__version__, "onnxruntime": ort.__version__}
+    with contextlib.suppress(ImportError):
+        import openvino
+
+        versions["openvino"] = openvino.__version__
     record = {"checkpoint": checkpoint.name, "requested_precision": requested, "versions": versions}
-    return record | ({"reduced_precision_refused": refused} if refused else {})
+    return record | ({"precisions_not_gated": not_gated} if not_gated else {})

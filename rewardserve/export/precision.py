@@ -1,8 +1,11 @@
-"""Reduced-precision graphs (int8 for CPU, fp16 for GPU) and the gate they must pass.
+"""Reduced precisions (int8 and bf16 for CPU, fp16 for GPU) and the gate they must pass.
 
 A reward model is used to rank, so the gate asks what a user would: on held-out human
-preference pairs, does the smaller graph still order the two responses as the fp32 graph does,
-and does it still agree with the humans as often?
+preference pairs, does the reduced precision still order the two responses as the fp32 graph
+does, and does it still agree with the humans as often?
+
+The gate is measured on the machine that exports, with the engine that serves each precision
+(engine_choice.py): bf16 can only be judged on a CPU with bf16 instructions, fp16 on CUDA.
 """
 
 from __future__ import annotations
@@ -12,25 +15,57 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from rewardserve.bundle.manifest import Agreement
+from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
+from rewardserve.bundle.manifest import Agreement, Precision
 from rewardserve.eval.metrics import ranking_accuracy
 from rewardserve.export.graph import data_file, save
 
 MIN_DECISIONS_MATCHING = 0.99
 MAX_ACCURACY_DROP = 0.005
+FP16_TOLERANCE = 1e-2  # relative to the largest |reward|: fp16 graph vs PyTorch fp32
+AUTO_TARGETS: tuple[Precision, ...] = ("int8", "bf16", "fp16")
 
 
 class PrecisionRefused(RuntimeError):
-    """The reduced-precision graph changes too many of the fp32 graph's decisions."""
+    """The reduced precision changes too many of the fp32 graph's decisions (or its rewards)."""
 
-    def __init__(self, precision: str, agreement: Agreement) -> None:
+    def __init__(self, precision: str, agreement: Agreement, message: str | None = None) -> None:
         self.agreement = agreement
         super().__init__(
-            f"{precision} refused: on {agreement.pairs} held-out pairs it orders "
+            message
+            or f"{precision} refused: on {agreement.pairs} held-out pairs it orders "
             f"{agreement.decisions_matching:.2%} the way fp32 does (at least {MIN_DECISIONS_MATCHING:.0%} needed) "
             f"with accuracy {agreement.accuracy:.4f} against fp32's {agreement.accuracy_fp32:.4f} "
             f"(a drop of at most {MAX_ACCURACY_DROP * 100:.1f} points allowed)"
         )
+
+
+def targets(requested: RequestedPrecision, machine: Machine) -> tuple[list[Precision], dict[str, str]]:
+    """The reduced precisions to gate, and those `auto` leaves out with why. A precision named
+    that this machine cannot measure is a ValueError: its gate figures would not be its own."""
+    if requested == "fp32":
+        return [], {}
+    if requested != "auto":
+        if why_not := _cannot_gate(requested, machine):
+            raise ValueError(f"--precision {requested} cannot be gated here: {why_not}")
+        return [requested], {}
+    gated = [p for p in AUTO_TARGETS if _cannot_gate(p, machine) is None]
+    return gated, {p: why for p in AUTO_TARGETS if (why := _cannot_gate(p, machine))}
+
+
+def _cannot_gate(precision: Precision, machine: Machine) -> str | None:
+    # int8 runs on any CPU (dynamic quantisation); the server decides where it is worth serving.
+    return None if precision == "int8" else machine.cannot_run(precision)
+
+
+def derive(fp32: Path, precision: Precision) -> Path:
+    """The graph that runs at `precision`, written beside `fp32`: bf16 needs none of its own,
+    since OpenVINO runs the fp32 graph at bf16."""
+    if precision == "bf16":
+        return fp32
+    out = fp32.with_name(f"{fp32.stem}.{precision}.onnx")
+    (quantize_int8 if precision == "int8" else convert_fp16)(fp32, out)
+    return out
 
 
 def quantize_int8(fp32: Path, out: Path) -> None:

@@ -59,10 +59,11 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
     # Loading verifies every checksum in the bundle before the server accepts anything. On a
     # low-priority thread, so the thread pools it starts are low-priority (threads.py).
     runtime = runtime or in_lower_priority_thread(
-        nice, lambda: BundleRuntime(settings.bundle, threads=settings.threads)
+        nice, lambda: BundleRuntime(settings.bundle, precision=settings.precision, threads=settings.threads)
     )
     manifest = runtime.manifest
     metrics = Metrics()
+    metrics.engine_precision.labels(runtime.choice.precision, runtime.device).set(1)
     engine = Engine(runtime, metrics)
     cache = RewardCache(bundle_digest(manifest), settings.cache_size) if settings.cache_size else None
     batch_tokens = settings.max_batch_tokens or DEFAULT_BATCH_TOKENS[runtime.device]

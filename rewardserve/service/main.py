@@ -46,6 +46,10 @@ def serve(**overrides: Any) -> int:
     logger.info(
         "serving %r from %s on http://%s:%d", runtime.manifest.name, settings.bundle, settings.host, settings.port
     )
+    choice = runtime.choice
+    logger.info(
+        "engine: %s on %s (%s; %s)", choice.precision, runtime.device, choice.reason, runtime.machine.describe()
+    )
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
     )
@@ -54,7 +58,7 @@ def serve(**overrides: Any) -> int:
 
 
 def _checked_runtime(settings: Settings) -> BundleRuntime:
-    runtime = BundleRuntime(settings.bundle, threads=settings.threads)
+    runtime = BundleRuntime(settings.bundle, precision=settings.precision, threads=settings.threads)
     Engine(runtime).probe()
     return runtime
 

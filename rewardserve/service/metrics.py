@@ -113,3 +113,9 @@ class Metrics:
             "ONNX Runtime sessions reopened after a failure left the old one broken.",
             registry=registry,
         )
+        self.engine_precision = Gauge(
+            "rewardserve_engine_precision",
+            "1 for the precision the engine runs at (chosen at start for this machine), by precision and device.",
+            ["precision", "device"],
+            registry=registry,
+        )

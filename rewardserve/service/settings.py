@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rewardserve.bundle.engine_choice import RequestedPrecision
 from rewardserve.bundle.policy_text import POLICY_FORMATS
 
 
@@ -21,6 +22,13 @@ class Settings(BaseSettings):
     bundle: Path = Field(description="Bundle directory written by `rewardserve export`.")
     host: str = Field("127.0.0.1", description="Interface to bind; loopback unless asked otherwise.")
     port: int = Field(8000, ge=0, le=65535)
+
+    precision: RequestedPrecision = Field(
+        "auto",
+        description="The bundle's precision to serve: auto (the fastest variant that passed the agreement gate and "
+        "runs well on this machine: bf16 on CPUs with AMX or AVX-512-BF16, int8 on CPUs with VNNI, fp16 on CUDA, "
+        "else fp32), or one by name (fp32, bf16, int8, fp16), refused at start when the bundle or machine lacks it.",
+    )
 
     # batching
     max_batch_size: int = Field(32, ge=1, description="Most sequences in one engine call.")

@@ -1,0 +1,115 @@
+"""Reduced-precision variants end to end: gated at export, chosen for the machine at start,
+served, and forced by REWARDSERVE_PRECISION. The bf16 path runs for real where this CPU has bf16
+instructions (OpenVINO), and is skipped with the reason where it does not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from rewardserve.bench.process import free_port, rewardserve_process
+from rewardserve.bundle import BundleRuntime, load_bundle
+from rewardserve.bundle.engine_choice import Machine
+from rewardserve.bundle.runtime import OpenVinoSession, score_offline
+from rewardserve.export import precision
+from rewardserve.export.onnx_export import export_bundle
+
+THIS_MACHINE = Machine.this()
+needs_bf16 = pytest.mark.skipif(
+    THIS_MACHINE.cannot_run("bf16") is not None, reason=f"bf16 cannot run here: {THIS_MACHINE.cannot_run('bf16')}"
+)
+WITHOUT_BF16 = Machine(
+    "a CPU with VNNI, without bf16", frozenset({"avx512f", "avx512_vnni"}), cuda=False, openvino=True
+)
+ITEMS = [{"prompt": "\n\nHuman: How do I boil an egg?", "response": r} for r in ("Simmer it 9 minutes.", "No idea.")]
+
+
+@pytest.fixture(scope="module")
+def variants_bundle(tiny_checkpoint, heldout_pairs, tmp_path_factory) -> Path:
+    """The tiny model exported with `--precision auto`, every gate passed: the tiny model's near-tied
+    rewards cannot be judged by the real bars, so these tests set them (test_export covers refusals)."""
+    out = tmp_path_factory.mktemp("variants") / "bundle"
+    parity = [(p.prompt, r) for p in heldout_pairs[:128] for r in p.responses]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "MIN_DECISIONS_MATCHING", 0.0)
+        patch.setattr(precision, "MAX_ACCURACY_DROP", 1.0)
+        export_bundle(tiny_checkpoint, out, parity, heldout_pairs[:48], precision="auto")
+    return out
+
+
+@needs_bf16
+def test_bf16_is_gated_on_openvino_and_ships_as_a_way_to_run_the_fp32_graph(variants_bundle):
+    manifest = load_bundle(variants_bundle)
+    bf16 = manifest.variants["bf16"]
+    assert bf16.passed and bf16.file is None and bf16.agreement.pairs == 48
+    # bf16 really ran: fp32 in OpenVINO would be within ~1e-6 of PyTorch
+    assert 1e-4 < bf16.parity.max_rel_diff < 0.05
+    assert "amx_bf16" in bf16.measured_on or "avx512_bf16" in bf16.measured_on
+    assert set(manifest.files) == {"model.onnx", "model.int8.onnx", "tokenizer.json"}
+
+
+@needs_bf16
+def test_on_this_bf16_cpu_auto_runs_bf16_in_openvino_close_to_fp32(variants_bundle, heldout_pairs):
+    bf16 = BundleRuntime(variants_bundle)
+    fp32 = BundleRuntime(variants_bundle, precision="fp32")
+    assert bf16.choice.precision == "bf16" and isinstance(bf16.session, OpenVinoSession)
+    prompts = [p.prompt for p in heldout_pairs[:32] for _ in p.responses]
+    responses = [r for p in heldout_pairs[:32] for r in p.responses]
+    reduced, full = score_offline(bf16, prompts, responses), score_offline(fp32, prompts, responses)
+    assert np.abs(reduced - full).max() <= 0.05 * np.abs(full).max()
+    assert not np.array_equal(reduced, full)
+
+
+def test_without_bf16_instructions_auto_serves_int8_and_says_why_not_bf16(variants_bundle):
+    runtime = BundleRuntime(variants_bundle, machine=WITHOUT_BF16)
+    assert runtime.choice.precision == "int8" and runtime.graph.name == "model.int8.onnx"
+    manifest = load_bundle(variants_bundle)
+    if "bf16" in manifest.variants:
+        assert "not bf16: this CPU has no bf16 instructions" in runtime.choice.reason
+    else:  # not gated where this bundle was exported
+        assert "not bf16: the bundle has no bf16 variant" in runtime.choice.reason
+
+
+def test_the_server_says_at_start_which_precision_it_serves_and_why(variants_bundle):
+    expected = BundleRuntime(variants_bundle).choice
+    with rewardserve_process(variants_bundle) as server:
+        scored = httpx.post(f"{server.url}/score", json={"items": ITEMS}, timeout=30)
+        metrics = httpx.get(f"{server.url}/metrics").text
+        log = server.log_text()
+    assert scored.status_code == 200 and len(scored.json()["rewards"]) == 2
+    assert f"engine: {expected.precision} on cpu ({expected.reason}; {THIS_MACHINE.describe()})" in log
+    assert f'rewardserve_engine_precision{{device="cpu",precision="{expected.precision}"}} 1.0' in metrics
+
+
+def test_precision_forces_a_variant_for_benchmarks(variants_bundle):
+    expected = BundleRuntime(variants_bundle, precision="fp32")
+    want = score_offline(expected, [i["prompt"] for i in ITEMS], [i["response"] for i in ITEMS])
+    with rewardserve_process(
+        variants_bundle, env={"REWARDSERVE_PRECISION": "fp32", "REWARDSERVE_CACHE_SIZE": "0"}
+    ) as s:
+        got = httpx.post(f"{s.url}/score", json={"items": ITEMS}, timeout=30).json()["rewards"]
+        assert "engine: fp32 on cpu (fp32 asked for;" in s.log_text()
+    assert got == pytest.approx(want.tolist(), abs=1e-5)
+
+
+def test_a_precision_the_bundle_lacks_is_refused_at_start_in_one_line(variants_bundle, monkeypatch):
+    monkeypatch.setenv("REWARDSERVE_PRECISION", "fp16")
+    command = [sys.executable, "-m", "rewardserve.cli", "serve", "--bundle", str(variants_bundle)]
+    result = subprocess.run([*command, "--port", str(free_port())], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "rewardserve: cannot serve: precision fp16 cannot be served: the bundle has no fp16 variant"
+    ]
+
+
+def test_inspect_lists_each_variant_with_its_gate_figures(variants_bundle):
+    result = subprocess.run(
+        [sys.executable, "-m", "rewardserve.cli", "inspect", str(variants_bundle)], capture_output=True, text=True
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("variant")]
+    assert any(line.split()[1] == "int8" and "passed, model.int8.onnx: 48 held-out pairs" in line for line in lines)
