@@ -1,14 +1,18 @@
-"""Engine speed, side by side: transformers + torch eager against the exported ONNX graphs
-(traced, fused fp32, int8) on the same real HH sequences in the same batches.
+"""Engine candidates, side by side: transformers + torch (fp32, bf16 weights) against the
+exported graph run by onnxruntime's CPU provider (fp32, dynamic int8, static QDQ int8) and by
+OpenVINO (fp32, bf16 inference precision, static QDQ int8), on the same real HH sequences in the
+same batches. What engine_choice.py's order rests on.
 
     python benchmarks/engine_speed.py                      # the default checkpoint, CPU
     python benchmarks/engine_speed.py --checkpoint DIR --rounds 5
 
-Two input sets: held-out HH pairs at their natural lengths (up to the checkpoint's max length),
-and pairs cut to exactly 128 tokens. Both are scored in length-sorted batches of --batch-size,
-as the server batches them. Engines take turns within each round, so machine noise hits all
-of them alike; the figures are the medians over rounds, and each ratio is against torch.
-The graphs are built with the exporter's own steps (no agreement gate: this measures speed).
+Speed: two input sets, held-out HH pairs at their natural lengths (up to the checkpoint's max
+length) and pairs cut to exactly 128 tokens, scored in length-sorted batches of --batch-size,
+as the server batches them. Engines take turns within each round, so machine noise hits all of
+them alike; the figures are the medians over rounds, and each ratio is against torch fp32.
+Agreement: each engine's decisions on --gate-pairs held-out pairs against onnxruntime fp32 and
+its accuracy, the export gate's two figures (static int8 is calibrated on other held-out pairs).
+The graphs are built with the exporter's own steps.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.runtime import GraphRunner, providers_for
+from rewardserve.bundle.engine_choice import Machine
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import default_data_files
-from rewardserve.data.preferences import load_preferences
+from rewardserve.data.preferences import PreferenceExample, load_preferences
 from rewardserve.export import graph as graphs
 from rewardserve.export.onnx_export import torch_rewards
-from rewardserve.export.precision import quantize_int8
+from rewardserve.export.precision import agreement, quantize_int8
 from rewardserve.export.source import ExportSource, load_source
 
 DEFAULT_CHECKPOINT = Path("models/default/checkpoint")
@@ -42,25 +47,96 @@ def batches(sequences: Sequence[EncodedSequence], size: int) -> list[list[Encode
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def build_engines(checkpoint: Path, work: Path) -> tuple[ExportSource, dict[str, Callable]]:
+def quantize_static_qdq(traced: Path, out: Path, encoder: SequenceEncoder, calibration: list[tuple[str, str]]) -> None:
+    """Static int8 in QDQ form: weights per channel, activations with ranges calibrated (min-max)
+    on real sequences, so both engines can run int8 matmuls (VNNI, AMX int8) end to end."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    sequences = encoder.encode(*zip(*calibration, strict=True))
+    feeds = iter([encoder.pad(sequences[i : i + 16]).arrays for i in range(0, len(sequences), 16)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict | None:
+            return next(feeds, None)
+
+    quantize_static(
+        traced,
+        out,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def openvino(graph: Path, encoder: SequenceEncoder, bf16: bool) -> Callable:
+    if bf16:
+        runner = GraphRunner(graph, encoder, precision="bf16")
+        return lambda batch: runner.run(encoder.pad(batch))
+    import openvino as ov
+
+    core = ov.Core()
+    config = {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": available_cpus(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    request = core.compile_model(core.read_model(str(graph)), "CPU", config).create_infer_request()
+    return lambda batch: np.array(request.infer(encoder.pad(batch).arrays)[0]).reshape(-1)
+
+
+def build_engines(
+    checkpoint: Path, work: Path, calibration: list[tuple[str, str]]
+) -> tuple[ExportSource, dict[str, Callable]]:
     """name -> function scoring one padded batch of EncodedSequences."""
     export = load_source(checkpoint)  # eager attention: what the fusions match
     torch_source = load_source(checkpoint, eager_attention=False)  # transformers' default, as users run it
+    bf16_source = load_source(checkpoint, eager_attention=False)
+    bf16_source.reward.to(torch.bfloat16)
     encoder = SequenceEncoder(export.tokenizer, export.input_format)
     sample = encoder.pad(encoder.encode(["a prompt"] * 2, ["a response", "a longer response"])).arrays
-    traced, fused, int8 = work / "traced.onnx", work / "fused.onnx", work / "int8.onnx"
+    traced, fused, int8, qdq = work / "traced.onnx", work / "fused.onnx", work / "int8.onnx", work / "qdq.onnx"
     graphs.trace(export, sample, traced)
     info = graphs.optimize(export, traced, fused)
     quantize_int8(fused, int8)
+    quantize_static_qdq(traced, qdq, encoder, calibration)
     print(f"fused operators: {info.fused_operators}")
     runners = {
-        "onnx traced fp32": GraphRunner(traced, encoder, providers=providers_for("fp32")),
-        "onnx fused fp32": GraphRunner(fused, encoder, providers=providers_for("fp32")),
-        "onnx fused int8": GraphRunner(int8, encoder, providers=providers_for("int8")),
+        "ort fp32": GraphRunner(fused, encoder),
+        "ort dynamic int8": GraphRunner(int8, encoder, precision="int8"),
+        "ort static int8": GraphRunner(qdq, encoder, precision="int8"),
     }
-    engines = {"torch eager fp32": lambda batch: torch_rewards(torch_source, encoder, batch)}
+    engines = {
+        "torch fp32": lambda batch: torch_rewards(torch_source, encoder, batch),
+        "torch bf16": lambda batch: torch_rewards(bf16_source, encoder, batch),
+    }
     engines |= {name: (lambda batch, r=runner: r.run(encoder.pad(batch))) for name, runner in runners.items()}
+    engines["openvino fp32"] = openvino(fused, encoder, bf16=False)
+    engines["openvino static int8"] = openvino(qdq, encoder, bf16=False)
+    if Machine.this().cannot_run("bf16") is None:
+        engines["openvino bf16"] = openvino(fused, encoder, bf16=True)
+    else:
+        print(f"openvino bf16 left out: {Machine.this().cannot_run('bf16')}")
     return export, engines
+
+
+def gate_figures(
+    engines: dict[str, Callable], encoder: SequenceEncoder, examples: list[PreferenceExample], size: int
+) -> dict:
+    """Each engine's agreement with onnxruntime fp32 on the pairs of `examples`."""
+    pairs = [(e.prompt, r) for e in examples for r in e.responses[:2]]
+    sequences = encoder.encode(*zip(*pairs, strict=True))
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    gaps = {}
+    for name, engine in tqdm(engines.items(), desc="agreement"):
+        rewards = np.empty(len(sequences))
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            rewards[chunk] = engine([sequences[i] for i in chunk])
+        gaps[name] = rewards[0::2] - rewards[1::2]
+    return {name: agreement(gaps["ort fp32"], g) for name, g in gaps.items()}
 
 
 def input_sets(source: ExportSource, count: int) -> dict[str, list[EncodedSequence]]:
@@ -82,11 +158,18 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=256, help="sequences per input set")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gate-pairs", type=int, default=600, help="held-out pairs the agreement is measured on")
     args = parser.parse_args()
 
     torch.set_num_threads(available_cpus())  # the same cores ONNX Runtime uses
+    print(f"{Machine.this().describe()}, {available_cpus()} CPUs")
+    heldout, _ = load_preferences(default_data_files(), split="heldout")
+    gated, calibration = heldout[: args.gate_pairs], heldout[args.gate_pairs : args.gate_pairs + 64]
     with tempfile.TemporaryDirectory() as tmp:
-        source, engines = build_engines(args.checkpoint, Path(tmp))
+        calibration_pairs = [(e.prompt, r) for e in calibration for r in e.responses]
+        source, engines = build_engines(args.checkpoint, Path(tmp), calibration_pairs)
+        encoder = SequenceEncoder(source.tokenizer, source.input_format)
+        gates = gate_figures(engines, encoder, gated, args.batch_size)
         sets = input_sets(source, args.sequences)
         rates: dict[tuple[str, str], list[float]] = {}
         for name, sequences in sets.items():
@@ -102,12 +185,20 @@ def main() -> None:
                         engine(batch)
                     rates.setdefault((name, engine_name), []).append(len(sequences) / (time.perf_counter() - start))
     print(f"\nsequences/s, median of {args.rounds} rounds, batches of {args.batch_size}, {available_cpus()} CPUs")
-    print(f"{'inputs':<28}{'engine':<20}{'seq/s':>8}{'vs torch':>10}")
+    print(f"{'inputs':<28}{'engine':<22}{'seq/s':>8}{'vs torch':>10}{'vs ort fp32':>13}")
     for name in sets:
-        baseline = statistics.median(rates[(name, "torch eager fp32")])
+        baseline = statistics.median(rates[(name, "torch fp32")])
+        ort = statistics.median(rates[(name, "ort fp32")])
         for engine_name in engines:
             rate = statistics.median(rates[(name, engine_name)])
-            print(f"{name:<28}{engine_name:<20}{rate:>8.1f}{rate / baseline:>9.2f}x")
+            print(f"{name:<28}{engine_name:<22}{rate:>8.1f}{rate / baseline:>9.2f}x{rate / ort:>12.2f}x")
+    pairs = next(iter(gates.values())).pairs
+    print(
+        f"\nagreement with ort fp32 on {pairs} held-out pairs (the gate: >= 99% decisions, accuracy drop <= 0.5 points)"
+    )
+    print(f"{'engine':<22}{'decisions':>10}{'accuracy':>10}")
+    for engine_name, gate in gates.items():
+        print(f"{engine_name:<22}{gate.decisions_matching:>10.2%}{gate.accuracy:>10.4f}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -15,6 +16,10 @@ from tqdm import tqdm
 from rewardserve.bench.workload import Item
 
 TIMING_HEADERS = ("X-Tokenization-Time", "X-Queue-Time", "X-Inference-Time", "X-Total-Time")
+
+# How a server is asked to score items: the path and the JSON body (a peer's API, for benchmarks).
+ScoreApi = tuple[str, Callable[[list[Item]], dict]]
+REWARDSERVE_SCORE: ScoreApi = ("/score", lambda items: {"items": items})
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,9 @@ class LoadResult:
         return float(np.percentile(self.latencies, percentile) * 1000)
 
 
-async def _run(url: str, requests: list[list[Item]], concurrency: int, label: str) -> LoadResult:
+async def _run(
+    url: str, requests: list[list[Item]], concurrency: int, label: str, api: ScoreApi = REWARDSERVE_SCORE
+) -> LoadResult:
     # aiohttp, as verl's reward loop uses: the load generator shares the server's cores, and
     # measured at 128 connections one shared httpx AsyncClient spent 4-9 ms of CPU per request
     # (its pool), one client per connection 2 ms, aiohttp 0.4 ms.
@@ -56,6 +63,7 @@ async def _run(url: str, requests: list[list[Item]], concurrency: int, label: st
     except ModuleNotFoundError:
         raise SystemExit("rewardserve bench needs aiohttp: pip install 'rewardserve[bench]'") from None
 
+    path, body = api
     pending = iter(requests)  # shared: each client takes the next request when it is free
     latencies: list[float] = []
     server_ms: dict[str, list[float]] = defaultdict(list)
@@ -69,7 +77,7 @@ async def _run(url: str, requests: list[list[Item]], concurrency: int, label: st
             nonlocal errors
             for items in pending:
                 started = time.perf_counter()
-                async with session.post("/score", json={"items": items}) as response:
+                async with session.post(path, json=body(items)) as response:
                     await response.read()
                 latencies.append(time.perf_counter() - started)
                 errors += response.status != 200
@@ -86,9 +94,11 @@ async def _run(url: str, requests: list[list[Item]], concurrency: int, label: st
     return LoadResult(sum(map(len, requests)), seconds, np.array(latencies), errors, timings)
 
 
-def run_load(url: str, items: list[Item], concurrency: int, per_request: int, label: str) -> LoadResult:
+def run_load(
+    url: str, items: list[Item], concurrency: int, per_request: int, label: str, api: ScoreApi = REWARDSERVE_SCORE
+) -> LoadResult:
     requests = [items[i : i + per_request] for i in range(0, len(items), per_request)]
-    return asyncio.run(_run(url, requests, concurrency, label))
+    return asyncio.run(_run(url, requests, concurrency, label, api))
 
 
 def one_at_a_time(url: str, items: list[Item], label: str) -> LoadResult:

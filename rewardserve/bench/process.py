@@ -76,9 +76,14 @@ def cpu_seconds(pid: int) -> CpuTime:
 
 @contextlib.contextmanager
 def server_process(
-    command: list[str], port: int, what: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    command: list[str],
+    port: int,
+    what: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    ready_path: str = "/ready",
 ) -> Iterator[ServerProcess]:
-    """Start `command` (a server on `port`) and yield it once /ready answers 200; stop it after."""
+    """Start `command` (a server on `port`) and yield it once `ready_path` answers 200; stop it after."""
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "server.log"
@@ -95,7 +100,7 @@ def server_process(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{what} not ready after {READY_TIMEOUT} s")
                 with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                    if httpx.get(f"{url}{ready_path}", timeout=5).status_code == 200:
                         break
                 time.sleep(0.2)
             yield server

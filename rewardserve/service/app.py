@@ -45,12 +45,20 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "
 
 SCORING_PATHS = frozenset({"/score", "/compare", "/get_reward"})
 
-# A CPU gains nothing from large batches: on an AMX Xeon, length-sorted HH sequences ran at 77
-# seq/s in batches of 4 (~600 tokens) and 61 in batches of 32; on an EPYC at the same speed from
-# 256 to 8192 tokens. Small batches also group closer lengths when few sequences are queued, as
-# with one sample per request: 512 tokens against 2048 cut padding at 128 clients x 1 item from
-# 8.6% to 1.9% and served 14% more (`rewardserve bench`, README). A GPU needs large batches.
-DEFAULT_BATCH_TOKENS = {"cpu": 512, "cuda": 32768}
+# fp32 (and int8) on a CPU gains nothing from large batches: on an AMX Xeon, length-sorted HH
+# sequences ran at 77 seq/s in batches of 4 (~600 tokens) and 61 in batches of 32; on an EPYC at
+# the same speed from 256 to 8192 tokens. Small batches also group closer lengths when few
+# sequences are queued, as with one sample per request: 512 tokens against 2048 cut padding at
+# 128 clients x 1 item from 8.6% to 1.9% and served 14% more (`rewardserve bench`, README).
+# bf16 on AMX wants more rows per matrix tile: the default bundle served 307 seq/s at 64 clients
+# x 8 items with 4096 tokens against 226 with 512 (2048: 278, 8192: 280). A GPU needs large batches.
+DEFAULT_BATCH_TOKENS = {"cpu": 512, "cpu bf16": 4096, "cuda": 32768}
+
+
+def default_batch_tokens(runtime: BundleRuntime) -> int:
+    if runtime.device == "cuda":
+        return DEFAULT_BATCH_TOKENS["cuda"]
+    return DEFAULT_BATCH_TOKENS["cpu bf16" if runtime.precision == "bf16" else "cpu"]
 
 
 def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) -> ScoringPipeline:
@@ -66,7 +74,7 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
     metrics.engine_precision.labels(runtime.choice.precision, runtime.device).set(1)
     engine = Engine(runtime, metrics)
     cache = RewardCache(bundle_digest(manifest), settings.cache_size) if settings.cache_size else None
-    batch_tokens = settings.max_batch_tokens or DEFAULT_BATCH_TOKENS[runtime.device]
+    batch_tokens = settings.max_batch_tokens or default_batch_tokens(runtime)
     # Workers run below the event loop's priority, so that the loop answers 429s at once.
     lower = functools.partial(lower_this_thread, nice)
     batcher = MicroBatcher(engine, settings.max_batch_size, batch_tokens, metrics, cache, lower)

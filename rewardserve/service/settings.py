@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="Most padded tokens (longest sequence x count) in one engine call "
-        "(default: 512 on CPU, 32768 on GPU).",
+        "(default: 512 on CPU, 4096 for bf16 on CPU, 32768 on GPU).",
     )
     cache_size: int = Field(
         65536, ge=0, description="Rewards of distinct formatted sequences kept for exact duplicates; 0 turns it off."

