@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Serving images: onnxruntime + tokenizers + FastAPI, no torch.
+# Serving images: onnxruntime + tokenizers + FastAPI, no torch; the CPU image also carries
+# OpenVINO, which serves bf16 bundle variants on CPUs with AMX or AVX-512-BF16.
 #   docker build -t rewardserve:0.1.0-cpu .
 #   docker build --build-arg VARIANT=gpu -t rewardserve:0.1.0-gpu .     # CUDA 12 + onnxruntime-gpu
 # and, for the training Job in k8s/training (torch with CUDA; its command is torchrun):

@@ -42,7 +42,8 @@ $(CHECKOV):
 $(CHECKPOINT)/rewardserve_input_format.json: | $(INSTALLED)
 	$(BIN)/rewardserve train --out $(CHECKPOINT)
 
-# int8 (fp16 on a CUDA machine) if it passes the agreement gate on held-out pairs, else fp32.
+# fp32, plus each reduced precision this machine can gate (int8; bf16 on a CPU with bf16
+# instructions; fp16 with CUDA) that passes the agreement gate on held-out pairs.
 $(BUNDLE)/manifest.json: | $(CHECKPOINT)/rewardserve_input_format.json
 	$(BIN)/rewardserve export $(CHECKPOINT) --out $(BUNDLE) --name rewardserve-minilm-hh --precision auto
 

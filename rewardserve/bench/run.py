@@ -121,7 +121,8 @@ def bench(options: BenchOptions) -> int:
     sequences = runtime.encoder.encode([i["prompt"] for i in batched], [i["response"] for i in batched])
     lengths = np.array([len(s) for s in sequences])
     print(
-        f"rewardserve bench: {manifest.name} ({manifest.precision}), {available_cpus()} CPUs; "
+        f"rewardserve bench: {manifest.name} ({runtime.choice.precision}: {runtime.choice.reason}), "
+        f"{runtime.machine.describe()}, {available_cpus()} CPUs; "
         f"{len(batched)} distinct HH sequences (tokens mean {lengths.mean():.0f}, max {lengths.max()} "
         f"after the bundle's {manifest.input_format.max_length}-token truncation); "
         f"{options.concurrency} clients x {options.items_per_request} items, "
@@ -153,7 +154,7 @@ def bench(options: BenchOptions) -> int:
         single = one_at_a_time(targets[0].url, idle, "1-item requests")
     idle_sequences = runtime.encoder.encode([i["prompt"] for i in idle], [i["response"] for i in idle])
     engine_batch1 = batch1_latencies(runtime, idle_sequences)
-    report(options, manifest.precision, rounds, single, probes, engine_batch1)
+    report(options, runtime.choice.precision, rounds, single, probes, engine_batch1)
     return 0
 
 
