@@ -29,4 +29,8 @@ if [ "$variant" != train ] && "$venv/bin/python" -c "import torch" 2>/dev/null; 
   echo "install.sh: torch is installed; the serving image must not carry it" >&2
   exit 1
 fi
+# The CPU image serves bf16 variants through OpenVINO (x86 only): fail here if it is missing.
+if [ "$variant" = cpu ] && [ "$(uname -m)" = x86_64 ]; then
+  "$venv/bin/python" -c "import openvino" || { echo "install.sh: openvino is missing from the cpu image" >&2; exit 1; }
+fi
 "$venv/bin/rewardserve" --help > /dev/null

@@ -5,6 +5,7 @@ scripts, and hadolint passes it with no findings."""
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
 import subprocess
@@ -34,10 +35,12 @@ def venv(tmp_path_factory) -> Path:
     return out / "venv"
 
 
-def test_the_serving_environment_has_no_training_packages(venv):
+def test_the_serving_environment_has_its_engines_and_no_training_packages(venv):
     installed = subprocess.run([venv / "bin" / "pip", "list"], capture_output=True, text=True, check=True).stdout
     names = {line.split()[0].lower() for line in installed.splitlines()[2:]}
     assert {"onnxruntime", "tokenizers", "fastapi", "uvicorn", "rewardserve"} <= names
+    if platform.machine() == "x86_64":  # bf16 variants on CPUs with AMX or AVX-512-BF16
+        assert "openvino" in names
     assert not names & {"torch", "transformers", "accelerate", "datasets", "peft"}
 
 

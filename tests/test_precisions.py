@@ -113,3 +113,13 @@ def test_inspect_lists_each_variant_with_its_gate_figures(variants_bundle):
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("variant")]
     assert any(line.split()[1] == "int8" and "passed, model.int8.onnx: 48 held-out pairs" in line for line in lines)
+
+
+@needs_bf16
+def test_a_reopened_bf16_session_scores_as_before(variants_bundle):
+    # What the engine does after a fault (service/engine.py): a fresh session on the same graph.
+    runtime = BundleRuntime(variants_bundle, precision="bf16")
+    batch = runtime.encoder.pad(runtime.encoder.encode([i["prompt"] for i in ITEMS], [i["response"] for i in ITEMS]))
+    before = runtime.run(batch)
+    runtime.reopen()
+    assert isinstance(runtime.session, OpenVinoSession) and runtime.run(batch).tolist() == before.tolist()

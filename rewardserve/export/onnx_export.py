@@ -94,6 +94,7 @@ def export_bundle(
             more = example_inputs(source.input_format, heldout)
             reference = check_reference(checkpoint, source, runner, [*inputs, *more])
             variants = _variants(source, runner, targets, precision == "auto", heldout, sequences, staging, machine)
+            statistics = _reward_statistics(source, runner, heldout, calibration)
             external = graphs.save(onnx.load(str(fp32)), staging / graphs.GRAPH_FILE)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         record["export"] = _export_record(checkpoint, precision, not_gated)
@@ -104,7 +105,7 @@ def export_bundle(
             parity=parity,
             reference=reference,
             variants=variants,
-            **_reward_statistics(source, GraphRunner(staging / graphs.GRAPH_FILE, encoder), heldout, calibration),
+            **statistics,
             provenance=record,
         )
         return save_bundle(staging, manifest)
@@ -236,7 +237,7 @@ def _reward_statistics(
     heldout: Sequence[PreferenceExample],
     calibration: Sequence[PreferenceExample],
 ) -> dict:
-    """Reward mean/std and temperature: training's, else measured here on the shipped graph."""
+    """Reward mean/std and temperature: training's, else measured here on the fp32 graph."""
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
     if "reward_mean" not in stats and heldout:
         inputs = example_inputs(runner.encoder.format, heldout)
