@@ -87,13 +87,16 @@ def main() -> None:
     model = str(args.vllm_checkpoint)
     with contextlib.ExitStack() as stack:
         servers: dict[str, tuple[str, ScoreApi]] = {}
-        server = stack.enter_context(rewardserve_process(args.bundle, env={"REWARDSERVE_CACHE_SIZE": "0"}))
-        servers[f"rewardserve {chosen.choice.precision}"] = (server.url, REWARDSERVE_SCORE)
-        fp32_env = {"REWARDSERVE_PRECISION": "fp32", "REWARDSERVE_CACHE_SIZE": "0"}
-        servers["rewardserve fp32"] = (
-            stack.enter_context(rewardserve_process(args.bundle, fp32_env)).url,
-            REWARDSERVE_SCORE,
-        )
+        ours = {
+            f"rewardserve auto ({chosen.choice.precision})": rewardserve_process(
+                args.bundle, {"REWARDSERVE_CACHE_SIZE": "0"}
+            ),
+            "rewardserve fp32": rewardserve_process(
+                args.bundle, {"REWARDSERVE_PRECISION": "fp32", "REWARDSERVE_CACHE_SIZE": "0"}
+            ),
+        }
+        processes = {name: stack.enter_context(process) for name, process in ours.items()}
+        servers |= {name: (process.url, REWARDSERVE_SCORE) for name, process in processes.items()}
         for dtype in args.vllm_dtypes:
             url = stack.enter_context(vllm_process(args.vllm_python, args.vllm_checkpoint, dtype)).url
             servers[f"vLLM {dtype}"] = (url, vllm_api(model))
@@ -116,6 +119,7 @@ def main() -> None:
                     if result.errors:
                         raise SystemExit(f"{name}: {result.errors} failed requests")
                     rates.setdefault((name, shape), []).append(result.sequences_per_second)
+        memory = {name: process.memory() for name, process in processes.items()}
 
     names = list(servers)
     print(f"\nserved sequences/s, median of {args.rounds} rounds (rounds in brackets)")
@@ -134,6 +138,10 @@ def main() -> None:
             f"{statistics.median(np.array(rates[(names[0], s)]) / np.array(rates[(other, s)])):>27.2f}x" for s in SHAPES
         )
         print(f"{names[0] + ' / ' + other:<40}{row}")
+    print(
+        "\nrewardserve's resident memory after the load (peak): "
+        + ", ".join(f"{name} {rss / 2**20:.0f} MiB ({peak / 2**20:.0f})" for name, (rss, peak) in memory.items())
+    )
     sys.stdout.flush()
 
 

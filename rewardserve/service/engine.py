@@ -1,6 +1,7 @@
 """Stage 6, engine: what the batcher calls from its one thread. A batch of sequences is padded
 into the graph's inputs (the bundle encoder's `pad`, which knows the graph's input names and
-padding side) and run through the bundle's ONNX Runtime session; then what happens when that fails.
+padding side) and run through the bundle's session (ONNX Runtime, or OpenVINO for bf16); then
+what happens when that fails.
 
 A failed batch is logged once, with its traceback, under a fresh error id; its requests get
 EngineError carrying that id. Then a probe batch tells a bad batch from a broken session: if

@@ -110,7 +110,7 @@ class Metrics:
         )
         self.engine_restarts = Counter(
             "rewardserve_engine_restarts",
-            "ONNX Runtime sessions reopened after a failure left the old one broken.",
+            "Engine sessions (ONNX Runtime or OpenVINO) reopened after a failure left the old one broken.",
             registry=registry,
         )
         self.engine_precision = Gauge(
