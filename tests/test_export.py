@@ -217,7 +217,8 @@ def test_auto_gates_what_this_machine_can_and_records_refusals_and_what_it_could
     assert set(manifest.files) == {"model.onnx", "tokenizer.json"}  # a refused graph is not shipped
     not_gated = manifest.provenance["export"]["precisions_not_gated"]
     assert "no bf16 instructions" in not_gated["bf16"] and "CUDA" in not_gated["fp16"]
-    assert BundleRuntime(tmp_path / "b", machine=PLAIN_CPU).choice.precision == "fp32"
+    served = BundleRuntime(tmp_path / "b", machine=PLAIN_CPU).choice
+    assert served.precision == "fp32" and "not int8: refused at export: int8 refused: on 16 held-out" in served.reason
 
 
 def test_a_precision_this_machine_cannot_measure_is_not_gated_on_it(

@@ -112,7 +112,7 @@ class Manifest(BaseModel):
         """Every precision this bundle has a record of -> None where it may be served, else why not."""
         offered: dict[Precision, str | None] = {self.precision: None}
         for precision, variant in self.variants.items():
-            offered[precision] = None if variant.passed else f"the agreement gate refused it ({variant.refused})"
+            offered[precision] = None if variant.passed else f"refused at export: {variant.refused}"
         return offered
 
     def graph_file(self, precision: Precision) -> str:
