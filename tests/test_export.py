@@ -20,9 +20,9 @@ from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature, ranking_accuracy
 from rewardserve.export import graph as graphs
-from rewardserve.export import precision
+from rewardserve.export import onnx_export, precision
 from rewardserve.export.gaps import reward_gaps
-from rewardserve.export.onnx_export import FP32_TOLERANCE, export_bundle
+from rewardserve.export.onnx_export import FP32_TOLERANCE, LARGE_MODEL_PARAMETERS, PassSizes, export_bundle
 from rewardserve.export.precision import PrecisionRefused, agreement
 
 MAX_LENGTH = 256
@@ -266,6 +266,28 @@ def test_large_graphs_keep_their_weights_in_checksummed_external_data(
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(BundleError, match=rf"{graph}\.data: sha256 mismatch"):
         load_bundle(tmp_path / "b")
+
+
+def test_large_models_take_samples_in_each_export_pass_unless_told_otherwise():
+    small, large = LARGE_MODEL_PARAMETERS, LARGE_MODEL_PARAMETERS + 1
+    assert PassSizes().for_model(small) == PassSizes()  # every sequence given
+    assert PassSizes().for_model(large) == PassSizes(parity_sequences=64, gate_examples=256, statistics_examples=256)
+    assert PassSizes(gate_examples=1000).for_model(large).gate_examples == 1000
+
+
+def test_export_passes_are_sized_to_the_model_and_recorded(
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, monkeypatch, gate
+):
+    gate(0.0, 1.0)
+    monkeypatch.setattr(onnx_export, "LARGE_MODEL_PARAMETERS", 0)  # as if the tiny model were large
+    sizes = PassSizes(gate_examples=12)
+    manifest = export_bundle(
+        tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:48], precision="int8", sizes=sizes
+    )
+    assert manifest.parity.sequences == 64 and manifest.variants["int8"].parity.sequences == 64
+    assert manifest.variants["int8"].agreement.pairs == 12
+    recorded = manifest.provenance["export"]["pass_sizes"]
+    assert recorded == {"parity_sequences": 64, "gate_examples": 12, "statistics_examples": 256}
 
 
 def test_calibration_pairs_given_at_export_set_the_temperature(tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tqdm import tqdm
 
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPrecision, choose
@@ -130,22 +131,31 @@ class GraphRunner:
 
 
 def score_offline(
-    runner: GraphRunner, prompts: Sequence[Text], responses: Sequence[Text], batch_size: int = 32
+    runner: GraphRunner,
+    prompts: Sequence[Text],
+    responses: Sequence[Text],
+    batch_size: int = 32,
+    progress: str | None = None,
 ) -> np.ndarray:
     """Rewards of many (prompt, response) texts or conversations known up front, in input order:
     offline jobs' batching (export's gates, `eval` and `score` in-process). With every sequence known, sorting
     by length and cutting batches of `batch_size` leaves almost no padding; the server's
-    MicroBatcher solves the other problem, sequences arriving from many clients over time."""
-    return score_sequences(runner, runner.encoder.encode(prompts, responses), batch_size)
+    MicroBatcher solves the other problem, sequences arriving from many clients over time.
+    `progress` labels a progress bar (rate and ETA) on stderr."""
+    return score_sequences(runner, runner.encoder.encode(prompts, responses), batch_size, progress)
 
 
-def score_sequences(runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32) -> np.ndarray:
+def score_sequences(
+    runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: str | None = None
+) -> np.ndarray:
     """score_offline's rewards for sequences already encoded."""
     order = np.argsort([len(s) for s in sequences], kind="stable")
     rewards = np.empty(len(sequences), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        rewards[chunk] = runner.run(runner.encoder.pad([sequences[i] for i in chunk]))
+    with tqdm(total=len(sequences), desc=progress, unit="seq", disable=progress is None, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            rewards[chunk] = runner.run(runner.encoder.pad([sequences[i] for i in chunk]))
+            bar.update(len(chunk))
     return rewards
 
 

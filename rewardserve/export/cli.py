@@ -22,14 +22,15 @@ def _checkpoint_data_options(checkpoint: Path) -> DataOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rewardserve.export.onnx_export import ParityError, export_bundle
+    from rewardserve.export.onnx_export import ParityError, PassSizes, export_bundle
     from rewardserve.export.precision import PrecisionRefused
     from rewardserve.export.reference import ReferenceMismatch
 
     checkpoint = Path(args.checkpoint)
     options = _checkpoint_data_options(checkpoint)
     heldout, _ = load_preferences(args.parity_data, split="heldout", options=options)
-    parity_pairs = [(e.prompt, r) for e in heldout[:PARITY_PAIRS] for r in e.responses]
+    examples = max(PARITY_PAIRS, (args.parity_sequences or 0) // 2 + 1)  # HH examples hold two responses
+    parity_pairs = [(e.prompt, r) for e in heldout[:examples] for r in e.responses]
     calibration = load_preferences(args.calibration_data, "all", options)[0] if args.calibration_data else []
     provenance = {"export_data": {"heldout": data_provenance(args.parity_data)}}
     if args.calibration_data:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint,
             Path(args.out),
             parity_pairs,
-            heldout[: args.gate_pairs] if args.gate_pairs else heldout,
+            heldout,
             name=args.name,
             precision=args.precision,
             optimize=args.optimize,
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             padding_side=args.padding_side,
             calibration=calibration,
             provenance=provenance,
+            sizes=PassSizes(args.parity_sequences, args.gate_pairs, args.statistics_pairs),
         )
     except (PrecisionRefused, ParityError, ReferenceMismatch) as exc:
         print(f"rewardserve: export refused: {exc}", file=sys.stderr)
@@ -97,8 +99,21 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
         default_data_files(),
         "their held-out split checks parity and gates reduced precisions (default: the shipped HH-RLHF files)",
     )
+    # Defaults: all for models up to 100M parameters; samples above, which run a few sequences a second.
     export.add_argument(
-        "--gate-pairs", type=int, default=0, help="held-out examples the agreement gate uses (default: all)"
+        "--parity-sequences",
+        type=int,
+        help=f"held-out sequences parity is measured on, at least 64 (default: {2 * PARITY_PAIRS}; 64 above 100M "
+        "parameters)",
+    )
+    export.add_argument(
+        "--gate-pairs", type=int, help="held-out examples the agreement gate uses (default: all; 256 above 100M)"
+    )
+    export.add_argument(
+        "--statistics-pairs",
+        type=int,
+        help="held-out examples reward mean/std are measured on, when training left none (default: all; 256 "
+        "above 100M)",
     )
     data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")
     export.set_defaults(func=run)

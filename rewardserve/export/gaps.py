@@ -25,10 +25,10 @@ def example_inputs(fmt: InputFormat, examples: Sequence[PreferenceExample]) -> l
     return [(model_prompt(fmt, e.prompt), r) for e in examples for r in e.responses]
 
 
-def reward_gaps(runner: GraphRunner, examples: Sequence[PreferenceExample]) -> np.ndarray:
+def reward_gaps(runner: GraphRunner, examples: Sequence[PreferenceExample], progress: str | None = None) -> np.ndarray:
     """r(better) - r(worse) of every strictly ordered pair of `examples`, in a fixed order."""
     inputs = example_inputs(runner.encoder.format, examples)
-    rewards = iter(score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs]))
+    rewards = iter(score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs], progress=progress))
     gaps = []
     for e in examples:
         scores = [float(next(rewards)) for _ in e.responses]

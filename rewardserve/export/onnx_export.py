@@ -19,6 +19,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -27,9 +28,11 @@ import onnx
 import onnxruntime as ort
 import torch
 import transformers
+from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
+from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, Variant
 from rewardserve.bundle.runtime import GraphRunner, score_offline
 from rewardserve.data.preferences import PreferenceExample
@@ -42,7 +45,27 @@ from rewardserve.export.source import ExportSource, load_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
 
 FP32_TOLERANCE = 1e-4  # absolute: fp32 graph vs PyTorch eager
-MIN_PARITY_SEQUENCES = 256
+MIN_PARITY_SEQUENCES = 64
+# Above this many parameters a model scores a few sequences a second on a CPU: a 0.6B decoder
+# took 23 minutes over every held-out response. Its passes then take samples (README, Export).
+LARGE_MODEL_PARAMETERS = 100_000_000
+
+
+@dataclass(frozen=True)
+class PassSizes:
+    """How much held-out data each export pass takes; None: all that it is given."""
+
+    parity_sequences: int | None = None
+    gate_examples: int | None = None
+    statistics_examples: int | None = None
+
+    def for_model(self, parameters: int) -> PassSizes:
+        """These sizes, with the defaults for a model of `parameters` where none was asked for."""
+        default = LARGE_MODEL_PASSES if parameters > LARGE_MODEL_PARAMETERS else PassSizes()
+        return PassSizes(**{f.name: getattr(self, f.name) or getattr(default, f.name) for f in fields(self)})
+
+
+LARGE_MODEL_PASSES = PassSizes(parity_sequences=64, gate_examples=256, statistics_examples=256)
 
 
 class ParityError(RuntimeError):
@@ -63,6 +86,7 @@ def export_bundle(
     calibration: Sequence[PreferenceExample] = (),
     provenance: dict | None = None,
     machine: Machine | None = None,
+    sizes: PassSizes = PassSizes(),
 ) -> Manifest:
     """Export `checkpoint` into the bundle directory `out`.
 
@@ -70,15 +94,18 @@ def export_bundle(
     preference pairs a reduced precision must keep agreeing on (and where reward statistics are
     measured when training left none); `calibration`, when given, the pairs the temperature is
     fitted on. A reduced `precision` named (int8, bf16, fp16) must pass its gate or the export
-    fails; `auto` gates every one this machine can measure and ships those that pass.
+    fails; `auto` gates every one this machine can measure and ships those that pass. `sizes`
+    caps how much of `parity_pairs` and `heldout` each pass takes (by default all of it for
+    models up to LARGE_MODEL_PARAMETERS, samples above).
     """
     checkpoint, out = Path(checkpoint), Path(out)
     machine = machine or Machine.this()
     targets, not_gated = reduced.targets(precision, machine)
     source = load_source(checkpoint, max_length, padding_side)
+    sizes = sizes.for_model(source.parameters)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
     inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
-    sequences = encoder.encode([p for p, _ in inputs], [r for _, r in inputs])
+    sequences = encoder.encode(*_columns(inputs[: sizes.parity_sequences]))
     if len(sequences) < MIN_PARITY_SEQUENCES:
         raise ValueError(f"parity needs at least {MIN_PARITY_SEQUENCES} sequences, got {len(sequences)}")
     if targets and not heldout:
@@ -93,11 +120,12 @@ def export_bundle(
             runner = GraphRunner(fp32, encoder)
             more = example_inputs(source.input_format, heldout)
             reference = check_reference(checkpoint, source, runner, [*inputs, *more])
-            variants = _variants(source, runner, targets, precision == "auto", heldout, sequences, staging, machine)
-            statistics = _reward_statistics(source, runner, heldout, calibration)
+            gated = heldout[: sizes.gate_examples]
+            variants = _variants(source, runner, targets, precision == "auto", gated, sequences, staging, machine)
+            statistics = _reward_statistics(source, runner, heldout[: sizes.statistics_examples], calibration)
             external = graphs.save(onnx.load(str(fp32)), staging / graphs.GRAPH_FILE)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
-        record["export"] = _export_record(checkpoint, precision, not_gated)
+        record["export"] = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
         manifest = Manifest(
             name=name or checkpoint.name,
             input_format=source.input_format,
@@ -127,10 +155,10 @@ def _variants(
     variants: dict[Precision, Variant] = {}
     if not targets:
         return variants
-    fp32_gaps = reward_gaps(fp32, heldout)
+    fp32_gaps = reward_gaps(fp32, heldout, "agreement gate: fp32")
     for precision in targets:
         runner = GraphRunner(reduced.derive(fp32.graph, precision), fp32.encoder, precision=precision)
-        gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout))
+        gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
         refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
         parity = None if refused else measure_parity(source, runner, sequences)
         if parity and precision == "fp16" and parity.max_rel_diff > reduced.FP16_TOLERANCE:
@@ -150,6 +178,10 @@ def _variants(
             measured_on=machine.describe(),
         )
     return variants
+
+
+def _columns(inputs: Sequence[tuple[Text, Text]]) -> tuple[list[Text], list[Text]]:
+    return [p for p, _ in inputs], [r for _, r in inputs]
 
 
 @contextlib.contextmanager
@@ -204,16 +236,21 @@ def measure_parity(
     """Compare rewards in arrival-order batches of mixed lengths (padding present) and alone
     (padding absent), between PyTorch and ONNX and between alone and batched in ONNX."""
     encoder = runner.encoder
-    batched_onnx, batched_torch = [], []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start : start + batch_size]
-        batched_onnx.append(runner.run(encoder.pad(chunk)))
-        batched_torch.append(torch_rewards(source, encoder, chunk))
-    onnx_batched = np.concatenate(batched_onnx)
-    torch_batched = np.concatenate(batched_torch)
     alone = sequences[: min(len(sequences), 64)]
-    onnx_alone = np.array([runner.run(encoder.pad([s]))[0] for s in alone])
-    torch_alone = np.array([torch_rewards(source, encoder, [s])[0] for s in alone])
+    batched_onnx, batched_torch, onnx_alone, torch_alone = [], [], [], []
+    label = f"parity: {runner.graph.stem} {runner.precision} against PyTorch"
+    with tqdm(total=len(sequences) + len(alone), desc=label, unit="seq", leave=False) as bar:
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start : start + batch_size]
+            batched_onnx.append(runner.run(encoder.pad(chunk)))
+            batched_torch.append(torch_rewards(source, encoder, chunk))
+            bar.update(len(chunk))
+        for sequence in alone:
+            onnx_alone.append(runner.run(encoder.pad([sequence]))[0])
+            torch_alone.append(torch_rewards(source, encoder, [sequence])[0])
+            bar.update(1)
+    onnx_batched, torch_batched = np.concatenate(batched_onnx), np.concatenate(batched_torch)
+    onnx_alone, torch_alone = np.array(onnx_alone), np.array(torch_alone)
     max_abs = float(max(np.abs(onnx_batched - torch_batched).max(), np.abs(onnx_alone - torch_alone).max()))
     return Parity(
         sequences=len(sequences),
@@ -241,10 +278,10 @@ def _reward_statistics(
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
     if "reward_mean" not in stats and heldout:
         inputs = example_inputs(runner.encoder.format, heldout)
-        rewards = score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs])
+        rewards = score_offline(runner, *_columns(inputs), progress="reward statistics")
         stats.update(reward_mean=float(rewards.mean()), reward_std=float(rewards.std()))
     if calibration:
-        stats["calibration_temperature"] = fit_temperature(reward_gaps(runner, calibration))
+        stats["calibration_temperature"] = fit_temperature(reward_gaps(runner, calibration, "calibration"))
     return stats
 
 

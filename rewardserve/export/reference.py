@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from rewardserve.bundle.chat import as_turns
@@ -59,22 +60,24 @@ def check_reference(
     # layout against the checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
     model = load_reward_model(checkpoint).eval() if kind == "chat" else source.reward.model
     checked, served, references = [], [], []
-    for index, (prompt, response) in enumerate(inputs):
-        if len(checked) == CONVERSATIONS:
-            break
-        reference = _reference_inputs(tokenizer, kind, prompt, response)
-        if reference["input_ids"].shape[1] > fmt.max_length:
-            continue
-        (sequence,) = runner.encoder.encode([prompt], [response])
-        _check_ids(index, sequence.ids, reference["input_ids"][0].numpy(), tokenizer)
-        with torch.inference_mode():
-            references.append(float(model(**reference).logits[0, 0]))
-        checked.append(index)
-        served.append(sequence)
+    with tqdm(total=CONVERSATIONS, desc="reference: transformers", unit="input", leave=False) as bar:
+        for index, (prompt, response) in enumerate(inputs):
+            if len(checked) == CONVERSATIONS:
+                break
+            reference = _reference_inputs(tokenizer, kind, prompt, response)
+            if reference["input_ids"].shape[1] > fmt.max_length:
+                continue
+            (sequence,) = runner.encoder.encode([prompt], [response])
+            _check_ids(index, sequence.ids, reference["input_ids"][0].numpy(), tokenizer)
+            with torch.inference_mode():
+                references.append(float(model(**reference).logits[0, 0]))
+            checked.append(index)
+            served.append(sequence)
+            bar.update(1)
     if len(checked) < MIN_CONVERSATIONS:
         raise ValueError(f"the reference check needs {MIN_CONVERSATIONS} inputs within max_length, got {len(checked)}")
     # Served as the server serves: in padded batches of mixed lengths.
-    diffs = np.abs(score_sequences(runner, served) - np.array(references))
+    diffs = np.abs(score_sequences(runner, served, progress="reference: the bundle") - np.array(references))
     if diffs.max() > TOLERANCE:
         worst = int(diffs.argmax())
         raise ReferenceMismatch(

@@ -43,6 +43,7 @@ class ExportSource:
     model_type: str
     num_heads: int
     hidden_size: int
+    parameters: int  # how large the model is: export sizes its passes by it
     stats: dict = field(default_factory=dict)  # reward mean/std and temperature measured in training
     training: dict = field(default_factory=dict)  # training metrics and provenance, when we trained it
 
@@ -120,6 +121,7 @@ def load_source(
         model_type=config.model_type,
         num_heads=getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 0),
         hidden_size=getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0),
+        parameters=sum(p.numel() for p in model.parameters()),
         stats=_read_json(checkpoint / STATS_FILE),
         training=_read_json(checkpoint / METRICS_FILE),
     )
