@@ -25,10 +25,17 @@ def example_inputs(fmt: InputFormat, examples: Sequence[PreferenceExample]) -> l
     return [(model_prompt(fmt, e.prompt), r) for e in examples for r in e.responses]
 
 
+def example_rewards(
+    runner: GraphRunner, examples: Sequence[PreferenceExample], progress: str | None = None
+) -> np.ndarray:
+    """The reward of every response of `examples`, in example_inputs' order."""
+    inputs = example_inputs(runner.encoder.format, examples)
+    return score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs], progress=progress)
+
+
 def reward_gaps(runner: GraphRunner, examples: Sequence[PreferenceExample], progress: str | None = None) -> np.ndarray:
     """r(better) - r(worse) of every strictly ordered pair of `examples`, in a fixed order."""
-    inputs = example_inputs(runner.encoder.format, examples)
-    rewards = iter(score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs], progress=progress))
+    rewards = iter(example_rewards(runner, examples, progress))
     gaps = []
     for e in examples:
         scores = [float(next(rewards)) for _ in e.responses]

@@ -32,14 +32,13 @@ from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
-from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, Variant
-from rewardserve.bundle.runtime import GraphRunner, score_offline
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import graph as graphs
 from rewardserve.export import precision as reduced
-from rewardserve.export.gaps import example_inputs, model_prompt, reward_gaps
+from rewardserve.export.gaps import example_inputs, example_rewards, model_prompt, reward_gaps
 from rewardserve.export.reference import check_reference
 from rewardserve.export.source import ExportSource, load_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
@@ -105,7 +104,8 @@ def export_bundle(
     sizes = sizes.for_model(source.parameters)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
     inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
-    sequences = encoder.encode(*_columns(inputs[: sizes.parity_sequences]))
+    parity_inputs = inputs[: sizes.parity_sequences]
+    sequences = encoder.encode([p for p, _ in parity_inputs], [r for _, r in parity_inputs])
     if len(sequences) < MIN_PARITY_SEQUENCES:
         raise ValueError(f"parity needs at least {MIN_PARITY_SEQUENCES} sequences, got {len(sequences)}")
     if targets and not heldout:
@@ -178,10 +178,6 @@ def _variants(
             measured_on=machine.describe(),
         )
     return variants
-
-
-def _columns(inputs: Sequence[tuple[Text, Text]]) -> tuple[list[Text], list[Text]]:
-    return [p for p, _ in inputs], [r for _, r in inputs]
 
 
 @contextlib.contextmanager
@@ -277,8 +273,7 @@ def _reward_statistics(
     """Reward mean/std and temperature: training's, else measured here on the fp32 graph."""
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
     if "reward_mean" not in stats and heldout:
-        inputs = example_inputs(runner.encoder.format, heldout)
-        rewards = score_offline(runner, *_columns(inputs), progress="reward statistics")
+        rewards = example_rewards(runner, heldout, "reward statistics")
         stats.update(reward_mean=float(rewards.mean()), reward_std=float(rewards.std()))
     if calibration:
         stats["calibration_temperature"] = fit_temperature(reward_gaps(runner, calibration, "calibration"))
