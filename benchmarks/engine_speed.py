@@ -31,7 +31,7 @@ from tqdm import tqdm
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import Machine
-from rewardserve.bundle.runtime import GraphRunner
+from rewardserve.bundle.runtime import GraphRunner, OpenVinoSession
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample, load_preferences
 from rewardserve.export import graph as graphs
@@ -71,20 +71,9 @@ def quantize_static_qdq(traced: Path, out: Path, encoder: SequenceEncoder, calib
     )
 
 
-def openvino(graph: Path, encoder: SequenceEncoder, bf16: bool) -> Callable:
-    if bf16:
-        runner = GraphRunner(graph, encoder, precision="bf16")
-        return lambda batch: runner.run(encoder.pad(batch))
-    import openvino as ov
-
-    core = ov.Core()
-    config = {
-        "INFERENCE_PRECISION_HINT": "f32",
-        "INFERENCE_NUM_THREADS": available_cpus(),
-        "PERFORMANCE_HINT": "LATENCY",
-    }
-    request = core.compile_model(core.read_model(str(graph)), "CPU", config).create_infer_request()
-    return lambda batch: np.array(request.infer(encoder.pad(batch).arrays)[0]).reshape(-1)
+def openvino(graph: Path, encoder: SequenceEncoder, inference_precision: str) -> Callable:
+    session = OpenVinoSession(graph, available_cpus(), inference_precision)
+    return lambda batch: session.run(["reward"], encoder.pad(batch).arrays)[0].reshape(-1)
 
 
 def build_engines(
@@ -113,10 +102,10 @@ def build_engines(
         "torch bf16": lambda batch: torch_rewards(bf16_source, encoder, batch),
     }
     engines |= {name: (lambda batch, r=runner: r.run(encoder.pad(batch))) for name, runner in runners.items()}
-    engines["openvino fp32"] = openvino(fused, encoder, bf16=False)
-    engines["openvino static int8"] = openvino(qdq, encoder, bf16=False)
+    engines["openvino fp32"] = openvino(fused, encoder, "f32")
+    engines["openvino static int8"] = openvino(qdq, encoder, "f32")
     if Machine.this().cannot_run("bf16") is None:
-        engines["openvino bf16"] = openvino(fused, encoder, bf16=True)
+        engines["openvino bf16"] = openvino(fused, encoder, "bf16")
     else:
         print(f"openvino bf16 left out: {Machine.this().cannot_run('bf16')}")
     return export, engines
