@@ -80,9 +80,9 @@ def build_engines(
     checkpoint: Path, work: Path, calibration: list[tuple[str, str]]
 ) -> tuple[ExportSource, dict[str, Callable]]:
     """name -> function scoring one padded batch of EncodedSequences."""
-    export = load_source(checkpoint)  # eager attention: what the fusions match
-    torch_source = load_source(checkpoint, eager_attention=False)  # transformers' default, as users run it
-    bf16_source = load_source(checkpoint, eager_attention=False)
+    export = load_source(checkpoint)  # tracing switches to eager attention, what the fusions match
+    torch_source = load_source(checkpoint)  # transformers' default attention, as users run it
+    bf16_source = load_source(checkpoint)
     bf16_source.reward.to(torch.bfloat16)
     encoder = SequenceEncoder(export.tokenizer, export.input_format)
     sample = encoder.pad(encoder.encode(["a prompt"] * 2, ["a response", "a longer response"])).arrays

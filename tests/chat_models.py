@@ -99,7 +99,7 @@ def build_chat_rm(kind: str, out: Path, texts: list[str]) -> Path:
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
-        num_key_value_heads=2,
+        num_key_value_heads=1,  # grouped-query attention, as the families ship
         max_position_embeddings=1024,
         pad_token_id=fast.pad_token_id,
         eos_token_id=fast.eos_token_id,

@@ -101,9 +101,9 @@ def test_a_pad_eq_eos_decoder_is_pooled_at_its_eos_under_either_padding_side(che
     model = AutoModelForSequenceClassification.from_pretrained(base).eval()
     assert model.config.pad_token_id == model.config.eos_token_id  # as Qwen2 ships
     pairs = parity_pairs[:12]
-    served = {}
+    served, graph = {}, {}
     for side in ("right", "left"):
-        export_bundle(base, tmp_path / side, parity_pairs, max_length=MAX_LENGTH, padding_side=side)
+        graph[side] = export_bundle(base, tmp_path / side, parity_pairs, max_length=MAX_LENGTH, padding_side=side).graph
         runtime = BundleRuntime(tmp_path / side)
         served[side] = runtime.run(runtime.encoder.encode_batch(*zip(*pairs, strict=True)))
     sequences = runtime.encoder.encode(*zip(*pairs, strict=True))
@@ -118,6 +118,9 @@ def test_a_pad_eq_eos_decoder_is_pooled_at_its_eos_under_either_padding_side(che
     np.testing.assert_allclose(served["right"], expected, atol=1e-4)
     np.testing.assert_allclose(served["left"], expected, atol=1e-4)
     assert np.abs(np.array(hf_own) - expected).max() > 1e-3
+    # Written from the weights with right padding; traced with left, and the bundle says why.
+    assert graph["right"].builder == "decoder" and graph["right"].fused_operators["GroupQueryAttention"] == 2
+    assert graph["left"].builder is None and "needs right padding" in graph["left"].fallback
 
 
 def test_bert_gets_fused_attention_layernorm_and_gelu(checkpoint, parity_pairs, tmp_path):

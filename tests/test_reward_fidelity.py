@@ -79,6 +79,8 @@ def score(url: str, body: dict) -> np.ndarray:
 
 def test_export_recorded_the_reference_check(chat_rm):
     manifest = BundleRuntime(chat_rm[1]).manifest
+    assert manifest.graph.builder == "decoder"  # written from the weights, attention fused
+    assert manifest.graph.fused_operators["GroupQueryAttention"] == 2
     assert manifest.input_format.layout == "chat"
     assert "apply_chat_template" in manifest.reference.usage
     assert manifest.reference.conversations >= 64

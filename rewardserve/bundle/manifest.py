@@ -77,7 +77,10 @@ class GraphInfo(BaseModel):
     opset: int
     optimizer: str | None = Field(None, description="onnxruntime.transformers model type whose fusions were applied.")
     fused_operators: dict[str, int] = Field(default_factory=dict, description="Fused nodes by operator type.")
-    fallback: str | None = Field(None, description="Why the unfused graph was kept, when it was.")
+    builder: Literal["decoder"] | None = Field(
+        None, description="decoder: written from the weights, attention fused (export/decoder_graph.py); else traced."
+    )
+    fallback: str | None = Field(None, description="Why a less fused graph was kept, when one was.")
     external_data: bool = Field(False, description="Weights in a side file (graphs over 2 GB).")
 
 

@@ -6,9 +6,11 @@ for parity before the next builds on it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,12 @@ def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> N
     args = tuple(torch.from_numpy(example[n]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     # The exporter writes a large model's tensors as loose files beside the graph: keep them apart.
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch, warnings.catch_warnings(), torch.inference_mode():
+    with (
+        tempfile.TemporaryDirectory(dir=path.parent) as scratch,
+        warnings.catch_warnings(),
+        torch.inference_mode(),
+        _eager_attention(source.model),
+    ):
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         raw = Path(scratch) / GRAPH_FILE
         torch.onnx.export(
@@ -62,6 +69,27 @@ def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> N
             dynamo=False,
         )
         save(onnx.load(str(raw)), path)
+
+
+@contextlib.contextmanager
+def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """onnxruntime fuses attention from transformers' eager pattern (MatMul, scale, mask Add,
+    Softmax, MatMul); a traced scaled_dot_product_attention matches none of its fusions."""
+    model = getattr(model, "backbone", model)  # rewardserve's own models wrap a transformers encoder
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def move(graph: Path, directory: Path) -> None:
+    """Move `graph` and its external data (if any) into `directory` without reading either: a
+    graph names its data file, so both keep their names."""
+    for file in (graph, data_file(graph)):
+        if file.exists():
+            file.replace(directory / file.name)
 
 
 def save(model: onnx.ModelProto, path: Path) -> bool:

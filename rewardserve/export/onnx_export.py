@@ -36,6 +36,7 @@ from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, Variant
 from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
+from rewardserve.export import decoder_graph
 from rewardserve.export import graph as graphs
 from rewardserve.export import precision as reduced
 from rewardserve.export.gaps import example_inputs, example_rewards, model_prompt, reward_gaps
@@ -114,23 +115,27 @@ def export_bundle(
     record = {**source.training, **(provenance or {}), "export": None}
     with _staged(out) as staging:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
-            fp32, info, parity = _fp32_graph(source, encoder, sequences, Path(scratch), optimize)
-            if problem := _parity_problem(parity):
+            expected = torch_reference(source, encoder, sequences)
+            fp32 = _fp32_graph(source, encoder, sequences, expected, Path(scratch), optimize)
+            if problem := _parity_problem(fp32.parity):
                 raise ParityError(problem)
-            runner = GraphRunner(fp32, encoder)
+            runner = GraphRunner(fp32.path, encoder)
             more = example_inputs(source.input_format, heldout)
             reference = check_reference(checkpoint, source, runner, [*inputs, *more])
             gated = heldout[: sizes.gate_examples]
-            variants = _variants(source, runner, targets, precision == "auto", gated, sequences, staging, machine)
+            variants = _variants(
+                runner, fp32.portable, targets, precision == "auto", gated, sequences, expected, staging, machine
+            )
             statistics = _reward_statistics(source, runner, heldout[: sizes.statistics_examples], calibration)
-            external = graphs.save(onnx.load(str(fp32)), staging / graphs.GRAPH_FILE)
+            external = graphs.data_file(fp32.path).exists()
+            graphs.move(fp32.path, staging)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         record["export"] = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
         manifest = Manifest(
             name=name or checkpoint.name,
             input_format=source.input_format,
-            graph=info.model_copy(update={"external_data": external}),
-            parity=parity,
+            graph=fp32.info.model_copy(update={"external_data": external}),
+            parity=fp32.parity,
             reference=reference,
             variants=variants,
             **statistics,
@@ -140,35 +145,37 @@ def export_bundle(
 
 
 def _variants(
-    source: ExportSource,
     fp32: GraphRunner,
+    portable: Path,
     targets: Sequence[Precision],
     keep_refused: bool,
     heldout: Sequence[PreferenceExample],
     sequences: Sequence[EncodedSequence],
+    expected: TorchRewards,
     staging: Path,
     machine: Machine,
 ) -> dict[Precision, Variant]:
     """Each target precision judged against the fp32 graph: on held-out pairs (the agreement
-    gate) and against PyTorch (parity). Passed variants' graphs are written into `staging`. A
-    refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto)."""
+    gate) and against PyTorch (parity). Passed variants' graphs are moved into `staging`. A
+    refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto). `portable` is
+    the graph OpenVINO runs at bf16."""
     variants: dict[Precision, Variant] = {}
     if not targets:
         return variants
     fp32_gaps = reward_gaps(fp32, heldout, "agreement gate: fp32")
     for precision in targets:
-        runner = GraphRunner(reduced.derive(fp32.graph, precision), fp32.encoder, precision=precision)
+        runner = GraphRunner(reduced.derive(fp32.graph, portable, precision), fp32.encoder, precision=precision)
         gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
         refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
-        parity = None if refused else measure_parity(source, runner, sequences)
+        parity = None if refused else measure_parity(runner, sequences, expected)
         if parity and precision == "fp16" and parity.max_rel_diff > reduced.FP16_TOLERANCE:
             refused = f"fp16 refused: it differs from PyTorch fp32 beyond {reduced.FP16_TOLERANCE} (relative): {parity}"
         if refused and not keep_refused:
             raise reduced.PrecisionRefused(precision, gate, refused)
         file = None
-        if not refused and runner.graph != fp32.graph:  # bf16 runs the fp32 graph
-            file = f"model.{precision}.onnx"
-            graphs.save(onnx.load(str(runner.graph)), staging / file)
+        if not refused and runner.graph != fp32.graph:  # bf16 may run the fp32 graph itself
+            file = runner.graph.name
+            graphs.move(runner.graph, staging)
         variants[precision] = Variant(
             passed=refused is None,
             file=file,
@@ -196,28 +203,65 @@ def _staged(out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class FP32Graph:
+    path: Path
+    portable: Path  # the graph OpenVINO reads for bf16: `path` itself unless that has onnxruntime-only attention
+    info: GraphInfo
+    parity: Parity
+
+
 def _fp32_graph(
-    source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence], work: Path, optimize: bool
-) -> tuple[Path, GraphInfo, Parity]:
-    """The fused fp32 graph when fusion is possible and keeps parity, else the traced one."""
-    traced = work / "traced.onnx"
+    source: ExportSource,
+    encoder: SequenceEncoder,
+    sequences: Sequence[EncodedSequence],
+    expected: TorchRewards,
+    work: Path,
+    optimize: bool,
+) -> FP32Graph:
+    """The most fused fp32 graph that keeps parity: written from the weights for the decoder
+    families decoder_graph.py knows, else traced and fused by onnxruntime's optimizer, else
+    traced. Each step down records why."""
+    why_not_built = None
+    if optimize and source.model_type in decoder_graph.FAMILIES:
+        try:
+            built = decoder_graph.build(source.model, source.input_format, work / "built")
+        except decoder_graph.NotBuildable as exc:
+            why_not_built = f"not written from the weights: {exc}"
+        else:
+            info = GraphInfo(
+                opset=decoder_graph.OPSET,
+                builder="decoder",
+                fused_operators=built.fused_operators,
+                fallback=built.why_unfused,
+                external_data=True,
+            )
+            parity = measure_parity(GraphRunner(built.graph, encoder), sequences, expected)
+            if not (problem := _parity_problem(parity)):
+                return FP32Graph(built.graph, built.portable, info, parity)
+            why_not_built = f"the graph written from the weights failed parity: {problem}"
+    traced = work / "traced" / graphs.GRAPH_FILE
+    traced.parent.mkdir()
     graphs.trace(source, encoder.pad(sequences[:2]).arrays, traced)
 
-    def unfused(why: str) -> tuple[Path, GraphInfo, Parity]:
-        parity = measure_parity(source, GraphRunner(traced, encoder), sequences)
-        return traced, GraphInfo(opset=graphs.OPSET, fallback=why), parity
+    def unfused(why: str) -> FP32Graph:
+        why = "; ".join(filter(None, [why_not_built, why]))
+        parity = measure_parity(GraphRunner(traced, encoder), sequences, expected)
+        return FP32Graph(traced, traced, GraphInfo(opset=graphs.OPSET, fallback=why), parity)
 
     if not optimize:
         return unfused("optimisation switched off (--no-optimize)")
-    fused = work / "fused.onnx"
+    fused = work / "fused" / graphs.GRAPH_FILE
+    fused.parent.mkdir()
     try:
         info = graphs.optimize(source, traced, fused)
     except Exception as exc:  # noqa: BLE001 - any optimiser failure means: keep the traced graph
         return unfused(f"{type(exc).__name__}: {exc}"[:500])
-    parity = measure_parity(source, GraphRunner(fused, encoder), sequences)
+    parity = measure_parity(GraphRunner(fused, encoder), sequences, expected)
     if problem := _parity_problem(parity):
         return unfused(f"the fused graph failed parity: {problem}")
-    return fused, info, parity
+    # OpenVINO reads onnxruntime's fused encoder operators (LayerNorm, Attention): one graph serves both.
+    return FP32Graph(fused, fused, info.model_copy(update={"fallback": why_not_built}), parity)
 
 
 @torch.inference_mode()
@@ -226,32 +270,55 @@ def torch_rewards(source: ExportSource, encoder: SequenceEncoder, sequences: Seq
     return source.reward(*(torch.from_numpy(arrays[n]) for n in source.input_format.input_names)).float().numpy()
 
 
-def measure_parity(
-    source: ExportSource, runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32
-) -> Parity:
-    """Compare rewards in arrival-order batches of mixed lengths (padding present) and alone
-    (padding absent), between PyTorch and ONNX and between alone and batched in ONNX."""
+PARITY_BATCH = 32
+ALONE_SEQUENCES = 64  # scored one at a time too: padding absent
+
+
+@dataclass(frozen=True)
+class TorchRewards:
+    """PyTorch's rewards on the parity sequences, computed once and compared with every graph."""
+
+    batched: np.ndarray  # in arrival-order batches of PARITY_BATCH, mixed lengths: padding present
+    alone: np.ndarray  # the first ALONE_SEQUENCES, each alone
+
+
+def torch_reference(
+    source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence]
+) -> TorchRewards:
+    alone = sequences[:ALONE_SEQUENCES]
+    with tqdm(total=len(sequences) + len(alone), desc="parity: PyTorch", unit="seq", leave=False) as bar:
+        batched = []
+        for start in range(0, len(sequences), PARITY_BATCH):
+            batched.append(torch_rewards(source, encoder, sequences[start : start + PARITY_BATCH]))
+            bar.update(len(batched[-1]))
+        each = []
+        for sequence in alone:
+            each.append(torch_rewards(source, encoder, [sequence])[0])
+            bar.update(1)
+    return TorchRewards(np.concatenate(batched), np.array(each))
+
+
+def measure_parity(runner: GraphRunner, sequences: Sequence[EncodedSequence], expected: TorchRewards) -> Parity:
+    """Compare the graph's rewards with PyTorch's, batched as torch_reference batched them and
+    alone, and the graph's own alone and batched rewards with each other."""
     encoder = runner.encoder
-    alone = sequences[: min(len(sequences), 64)]
-    batched_onnx, batched_torch, onnx_alone, torch_alone = [], [], [], []
+    alone = sequences[: len(expected.alone)]
     label = f"parity: {runner.graph.stem} {runner.precision} against PyTorch"
     with tqdm(total=len(sequences) + len(alone), desc=label, unit="seq", leave=False) as bar:
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
-            batched_onnx.append(runner.run(encoder.pad(chunk)))
-            batched_torch.append(torch_rewards(source, encoder, chunk))
-            bar.update(len(chunk))
+        batched = []
+        for start in range(0, len(sequences), PARITY_BATCH):
+            batched.append(runner.run(encoder.pad(sequences[start : start + PARITY_BATCH])))
+            bar.update(len(batched[-1]))
+        each = []
         for sequence in alone:
-            onnx_alone.append(runner.run(encoder.pad([sequence]))[0])
-            torch_alone.append(torch_rewards(source, encoder, [sequence])[0])
+            each.append(runner.run(encoder.pad([sequence]))[0])
             bar.update(1)
-    onnx_batched, torch_batched = np.concatenate(batched_onnx), np.concatenate(batched_torch)
-    onnx_alone, torch_alone = np.array(onnx_alone), np.array(torch_alone)
-    max_abs = float(max(np.abs(onnx_batched - torch_batched).max(), np.abs(onnx_alone - torch_alone).max()))
+    onnx_batched, onnx_alone = np.concatenate(batched), np.array(each)
+    max_abs = float(max(np.abs(onnx_batched - expected.batched).max(), np.abs(onnx_alone - expected.alone).max()))
     return Parity(
         sequences=len(sequences),
         max_abs_diff=max_abs,
-        max_rel_diff=max_abs / max(float(np.abs(torch_batched).max()), 1e-12),
+        max_rel_diff=max_abs / max(float(np.abs(expected.batched).max()), 1e-12),
         max_abs_diff_alone_vs_batched=float(np.abs(onnx_alone - onnx_batched[: len(alone)]).max()),
     )
 

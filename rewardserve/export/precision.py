@@ -58,11 +58,11 @@ def _cannot_gate(precision: Precision, machine: Machine) -> str | None:
     return None if precision == "int8" else machine.cannot_run(precision)
 
 
-def derive(fp32: Path, precision: Precision) -> Path:
+def derive(fp32: Path, portable: Path, precision: Precision) -> Path:
     """The graph that runs at `precision`, written beside `fp32`: bf16 needs none of its own,
-    since OpenVINO runs the fp32 graph at bf16."""
+    since OpenVINO runs the fp32 weights at bf16 (from `portable`, the graph it can read)."""
     if precision == "bf16":
-        return fp32
+        return portable
     out = fp32.with_name(f"{fp32.stem}.{precision}.onnx")
     (quantize_int8 if precision == "int8" else convert_fp16)(fp32, out)
     return out

@@ -28,7 +28,6 @@ from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.manifest import Reference
 from rewardserve.bundle.runtime import GraphRunner, score_sequences
 from rewardserve.export.source import ExportSource
-from rewardserve.training.reward_model import load_reward_model
 
 MIN_CONVERSATIONS = 64
 CONVERSATIONS = 128  # checked when the inputs have as many within max_length
@@ -58,7 +57,7 @@ def check_reference(
     kind = "chat" if fmt.layout == "chat" else "decoder" if fmt.position_ids else "encoder"
     # The chat layout is judged against the model's own class (its pooling included); the pair
     # layout against the checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
-    model = load_reward_model(checkpoint).eval() if kind == "chat" else source.reward.model
+    model = source.model if kind == "chat" else source.reward.model
     checked, served, references = [], [], []
     with tqdm(total=CONVERSATIONS, desc="reference: transformers", unit="input", leave=False) as bar:
         for index, (prompt, response) in enumerate(inputs):

@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from rewardserve.bundle import InputFormat
+from rewardserve.export import decoder_graph
 from rewardserve.training.checkpoint import (
     FORMAT_FILE,
     METRICS_FILE,
@@ -38,6 +39,7 @@ class ExportSource:
     """A reward model ready to trace, and everything the bundle needs besides the graph."""
 
     reward: torch.nn.Module  # forward(*inputs in input_format.input_names order) -> (batch,) rewards
+    model: torch.nn.Module  # the checkpoint's own class, which `reward` wraps (weights shared)
     input_format: InputFormat
     tokenizer: Tokenizer
     model_type: str
@@ -90,18 +92,12 @@ def load_source(
     checkpoint: Path,
     max_length: int | None = None,
     padding_side: Literal["right", "left"] | None = None,
-    eager_attention: bool = True,
 ) -> ExportSource:
     """Read a checkpoint for export; `max_length` and `padding_side` override what it declares.
-
-    `eager_attention`: onnxruntime fuses attention from the eager pattern (MatMul, scale, mask
-    Add, Softmax, MatMul); a traced scaled_dot_product_attention matches none of its fusions.
-    Off, the model keeps transformers' default attention (for comparing with PyTorch as users run it).
-    """
+    The model keeps transformers' default attention, as its users run it (tracing switches to
+    the eager pattern for itself: graph.py)."""
     checkpoint = Path(checkpoint)
     model = load_reward_model(checkpoint).eval()
-    if eager_attention:
-        getattr(model, "backbone", model).set_attn_implementation("eager")
     if (checkpoint / FORMAT_FILE).is_file():
         fmt = load_input_format(checkpoint)
         tokenizer = Tokenizer.from_file(str(checkpoint / TOKENIZER_FILE))
@@ -116,6 +112,7 @@ def load_source(
         # eval(): a fresh Module is in training mode, and dropout would then be on in the
         # PyTorch model that parity compares the graph against.
         reward=RewardGraph(_pool_by_mask(model, fmt), fmt.input_names).eval(),
+        model=model,
         input_format=fmt,
         tokenizer=tokenizer,
         model_type=config.model_type,
@@ -147,7 +144,10 @@ def _derive_format(
     if tokenizer.pad_token_id is None and not is_pair_encoder(tokenizer):
         # Pad positions are masked out and never pooled, so any id serves; no new token is added.
         tokenizer.pad_token = tokenizer.eos_token
-    side = padding_side or ("right" if is_pair_encoder(tokenizer) else tokenizer.padding_side)
+    # Encoders read [CLS] at position 0; the decoder graphs written from the weights read rows by
+    # their lengths (decoder_graph.py). Rewards do not depend on the side otherwise.
+    right = is_pair_encoder(tokenizer) or model.config.model_type in decoder_graph.FAMILIES
+    side = padding_side or ("right" if right else tokenizer.padding_side)
     length = max_length or min(_max_positions(model.config) or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
     fmt = derive_input_format(tokenizer, model.config, length, side, chat_layout=True)
     return fmt, tokenizer.backend_tokenizer

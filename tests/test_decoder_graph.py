@@ -1,0 +1,185 @@
+"""Decoder reward graphs written from the weights (export/decoder_graph.py): for each family,
+both flavors give transformers' own reward, alone and in right-padded batches of mixed lengths;
+the fused one with onnxruntime's fused attention and norms; and what the builder cannot write is
+refused with the reason, for export to trace instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+from rewardserve.bundle import InputFormat
+from rewardserve.export import decoder_graph
+from rewardserve.export.decoder_graph import NotBuildable, build
+
+TOLERANCE = 1e-4  # fp32, absolute: the fidelity contract
+VOCAB = 300
+PAD = 0
+# Grouped-query attention (4 query heads over 2 key-value heads), head size 16 (GroupQueryAttention's
+# CPU kernel takes multiples of 16), and each family's own features.
+SHAPE = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    pad_token_id=PAD,
+    num_labels=1,
+)
+FAMILIES = {
+    "llama": lambda: LlamaConfig(**SHAPE, attention_bias=True, mlp_bias=True),
+    "llama-3.2 rope scaling": lambda: LlamaConfig(
+        **SHAPE,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    ),
+    "mistral": lambda: MistralConfig(**SHAPE, sliding_window=None),
+    "qwen2": lambda: Qwen2Config(**SHAPE),  # q/k/v biases
+    "qwen3": lambda: Qwen3Config(**SHAPE, head_dim=32),  # q/k RMSNorm per head; heads * head_dim != hidden
+}
+
+
+def random_model(config) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():  # rewards that differ visibly between sequences
+        model.score.weight.normal_(0, 1.0)
+    return model
+
+
+def chat_format(max_length: int = 128, padding_side: str = "right") -> InputFormat:
+    return InputFormat(
+        prefix_ids=[],
+        separator_ids=[],
+        suffix_ids=[],
+        pad_id=PAD,
+        max_length=max_length,
+        token_type_ids=False,
+        position_ids=True,
+        layout="chat",
+        padding_side=padding_side,
+    )
+
+
+def right_padded(lengths: list[int]) -> dict[str, np.ndarray]:
+    """A batch of random token ids (never the pad id) of `lengths`, padded on the right."""
+    rng = np.random.default_rng(1)
+    width = max(lengths)
+    ids = np.full((len(lengths), width), PAD, np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(1, VOCAB, length)
+        mask[row, :length] = 1
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": np.tile(np.arange(width), (len(lengths), 1))}
+
+
+def transformers_rewards(model: torch.nn.Module, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's own class on each sequence alone, unpadded: the reference."""
+    with torch.inference_mode():
+        rows = zip(batch["input_ids"], batch["attention_mask"].sum(1), strict=True)
+        return np.array([float(model(input_ids=torch.from_numpy(ids[:n][None])).logits[0, 0]) for ids, n in rows])
+
+
+def graph_rewards(graph: Path, batch: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    return session.run(["reward"], batch)[0]
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def built(request, tmp_path_factory):
+    model = random_model(FAMILIES[request.param]())
+    return model, build(model, chat_format(), tmp_path_factory.mktemp("built"))
+
+
+def test_both_flavors_give_transformers_reward_alone_and_in_padded_batches(built):
+    model, graphs = built
+    batch = right_padded([23, 5, 17, 1, 40])
+    expected = transformers_rewards(model, batch)
+    assert np.ptp(expected) > 0.1  # rewards that can tell a wrong position apart
+    for graph in (graphs.graph, graphs.portable):
+        np.testing.assert_allclose(graph_rewards(graph, batch), expected, atol=TOLERANCE, rtol=0)
+        alone = [graph_rewards(graph, right_padded([n]))[0] for n in (23,)]
+        np.testing.assert_allclose(alone, expected[:1], atol=TOLERANCE, rtol=0)
+
+
+def test_the_fused_flavor_runs_attention_and_norms_in_fused_operators(built):
+    model, graphs = built
+    layers = model.config.num_hidden_layers
+    assert graphs.why_unfused is None
+    assert graphs.fused_operators["GroupQueryAttention"] == layers
+    assert graphs.fused_operators["SkipSimplifiedLayerNormalization"] == 2 * layers
+    ops = {node.op_type for node in onnx.load(str(graphs.portable), load_external_data=False).graph.node}
+    assert "GroupQueryAttention" not in ops and {"Softmax", "MatMul"} <= ops  # OpenVINO reads these
+
+
+def test_weights_live_once_in_external_data_both_graphs_read(built):
+    model, graphs = built
+    data = graphs.graph.parent / decoder_graph.DATA_FILE
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    head_dim = getattr(model.config, "head_dim", None) or 16
+    rotary_tables = 2 * chat_format().max_length * head_dim // 2 * 4
+    alignment = decoder_graph.ALIGNMENT * (len(list(model.parameters())) + 2)  # each tensor starts a page
+    assert weights + rotary_tables <= data.stat().st_size <= weights + rotary_tables + alignment
+    for graph in (graphs.graph, graphs.portable):
+        assert graph.stat().st_size < 200_000
+        locations = {
+            entry.value
+            for tensor in onnx.load(str(graph), load_external_data=False).graph.initializer
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+        assert locations == {data.name}
+
+
+def test_a_reward_read_at_the_last_token_that_is_not_the_pad_id(tmp_path):
+    """The chat layout reads where the model's own class does: a trailing pad-id token inside the
+    mask (pad == eos models that end on their EOS) is skipped."""
+    model = random_model(FAMILIES["qwen2"]())
+    graphs = build(model, chat_format(), tmp_path)
+    batch = right_padded([9, 14])
+    batch["input_ids"][0, 8] = PAD  # a real token that is the pad id, last in its row
+    with torch.inference_mode():
+        expected = [float(model(input_ids=torch.from_numpy(batch["input_ids"][0, :9][None])).logits[0, 0])]
+    np.testing.assert_allclose(graph_rewards(graphs.graph, batch)[:1], expected, atol=TOLERANCE, rtol=0)
+
+
+def test_a_head_size_the_fused_attention_cannot_run_gets_the_portable_graph_and_the_reason(tmp_path):
+    model = random_model(LlamaConfig(**{**SHAPE, "hidden_size": 32}))  # 4 heads of 8
+    graphs = build(model, chat_format(), tmp_path)
+    assert graphs.graph == graphs.portable == tmp_path / "model.onnx"
+    assert "head size 8 is not a multiple of 16" in graphs.why_unfused
+    batch = right_padded([7, 12])
+    np.testing.assert_allclose(graph_rewards(graphs.graph, batch), transformers_rewards(model, batch), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("config", "fmt", "reason"),
+    [
+        (lambda: LlamaConfig(**SHAPE), chat_format(padding_side="left"), "needs right padding"),
+        (lambda: MistralConfig(**SHAPE, sliding_window=64), chat_format(max_length=128), "sliding-window"),
+        (lambda: LlamaConfig(**SHAPE, hidden_act="gelu"), chat_format(), "only SwiGLU"),
+        (
+            lambda: LlamaConfig(**SHAPE, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}),
+            chat_format(),
+            "depends on the sequence length",
+        ),
+    ],
+    ids=["left padding", "short sliding window", "gelu", "dynamic rope"],
+)
+def test_what_the_builder_does_not_write_is_refused_with_the_reason(config, fmt, reason, tmp_path):
+    with pytest.raises(NotBuildable, match=reason):
+        build(random_model(config()), fmt, tmp_path)
