@@ -274,7 +274,9 @@ def test_large_graphs_keep_their_weights_in_checksummed_external_data(
 def test_large_models_take_samples_in_each_export_pass_unless_told_otherwise():
     small, large = LARGE_MODEL_PARAMETERS, LARGE_MODEL_PARAMETERS + 1
     assert PassSizes().for_model(small) == PassSizes()  # every sequence given
-    assert PassSizes().for_model(large) == PassSizes(parity_sequences=64, gate_examples=256, statistics_examples=256)
+    assert PassSizes().for_model(large) == PassSizes(
+        parity_sequences=64, reference_conversations=64, gate_examples=256, statistics_examples=128
+    )
     assert PassSizes(gate_examples=1000).for_model(large).gate_examples == 1000
 
 
@@ -290,7 +292,12 @@ def test_export_passes_are_sized_to_the_model_and_recorded(
     assert manifest.parity.sequences == 64 and manifest.variants["int8"].parity.sequences == 64
     assert manifest.variants["int8"].agreement.pairs == 12
     recorded = manifest.provenance["export"]["pass_sizes"]
-    assert recorded == {"parity_sequences": 64, "gate_examples": 12, "statistics_examples": 256}
+    assert recorded == {
+        "parity_sequences": 64,
+        "reference_conversations": 64,
+        "gate_examples": 12,
+        "statistics_examples": 128,
+    }
 
 
 def test_calibration_pairs_given_at_export_set_the_temperature(tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path):

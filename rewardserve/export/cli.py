@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
             padding_side=args.padding_side,
             calibration=calibration,
             provenance=provenance,
-            sizes=PassSizes(args.parity_sequences, args.gate_pairs, args.statistics_pairs),
+            sizes=PassSizes(
+                args.parity_sequences, args.reference_conversations, args.gate_pairs, args.statistics_pairs
+            ),
         )
     except (PrecisionRefused, ParityError, ReferenceMismatch) as exc:
         print(f"rewardserve: export refused: {exc}", file=sys.stderr)
@@ -107,12 +109,18 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
         "parameters)",
     )
     export.add_argument(
+        "--reference-conversations",
+        type=int,
+        help="held-out inputs compared with the model's own transformers usage, at least 64 (default: 128; 64 "
+        "above 100M parameters)",
+    )
+    export.add_argument(
         "--gate-pairs", type=int, help="held-out examples the agreement gate uses (default: all; 256 above 100M)"
     )
     export.add_argument(
         "--statistics-pairs",
         type=int,
-        help="held-out examples reward mean/std are measured on, when training left none (default: all; 256 "
+        help="held-out examples reward mean/std are measured on, when training left none (default: all; 128 "
         "above 100M)",
     )
     data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")

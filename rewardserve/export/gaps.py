@@ -33,9 +33,19 @@ def example_rewards(
     return score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs], progress=progress)
 
 
+def response_count(examples: Sequence[PreferenceExample]) -> int:
+    return sum(len(e.responses) for e in examples)
+
+
 def reward_gaps(runner: GraphRunner, examples: Sequence[PreferenceExample], progress: str | None = None) -> np.ndarray:
     """r(better) - r(worse) of every strictly ordered pair of `examples`, in a fixed order."""
-    rewards = iter(example_rewards(runner, examples, progress))
+    return gaps_of(examples, example_rewards(runner, examples, progress))
+
+
+def gaps_of(examples: Sequence[PreferenceExample], rewards: np.ndarray) -> np.ndarray:
+    """reward_gaps from rewards already scored in example_inputs' order (those past `examples`'
+    own responses are not read), so that one scoring serves several passes."""
+    rewards = iter(rewards)
     gaps = []
     for e in examples:
         scores = [float(next(rewards)) for _ in e.responses]

@@ -39,7 +39,14 @@ from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import decoder_graph
 from rewardserve.export import graph as graphs
 from rewardserve.export import precision as reduced
-from rewardserve.export.gaps import example_inputs, example_rewards, model_prompt, reward_gaps
+from rewardserve.export.gaps import (
+    example_inputs,
+    example_rewards,
+    gaps_of,
+    model_prompt,
+    response_count,
+    reward_gaps,
+)
 from rewardserve.export.reference import check_reference
 from rewardserve.export.source import ExportSource, load_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
@@ -56,6 +63,7 @@ class PassSizes:
     """How much held-out data each export pass takes; None: all that it is given."""
 
     parity_sequences: int | None = None
+    reference_conversations: int | None = None
     gate_examples: int | None = None
     statistics_examples: int | None = None
 
@@ -65,7 +73,9 @@ class PassSizes:
         return PassSizes(**{f.name: getattr(self, f.name) or getattr(default, f.name) for f in fields(self)})
 
 
-LARGE_MODEL_PASSES = PassSizes(parity_sequences=64, gate_examples=256, statistics_examples=256)
+LARGE_MODEL_PASSES = PassSizes(
+    parity_sequences=64, reference_conversations=64, gate_examples=256, statistics_examples=128
+)
 
 
 class ParityError(RuntimeError):
@@ -116,17 +126,21 @@ def export_bundle(
     with _staged(out) as staging:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
             expected = torch_reference(source, encoder, sequences)
-            fp32 = _fp32_graph(source, encoder, sequences, expected, Path(scratch), optimize)
+            fp32 = _fp32_graph(source, encoder, expected, Path(scratch), optimize)
             if problem := _parity_problem(fp32.parity):
                 raise ParityError(problem)
             runner = GraphRunner(fp32.path, encoder)
             more = example_inputs(source.input_format, heldout)
-            reference = check_reference(checkpoint, source, runner, [*inputs, *more])
-            gated = heldout[: sizes.gate_examples]
+            reference = check_reference(checkpoint, source, runner, [*inputs, *more], sizes.reference_conversations)
+            gated = heldout[: sizes.gate_examples] if targets else []
+            measured = heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else []
+            # Both are prefixes of heldout: one fp32 scoring serves the gate and the statistics.
+            fp32_rewards = example_rewards(runner, max(gated, measured, key=len), "held-out rewards: fp32")
+            fp32_gaps = gaps_of(gated, fp32_rewards)
             variants = _variants(
-                runner, fp32.portable, targets, precision == "auto", gated, sequences, expected, staging, machine
+                runner, fp32.portable, targets, precision == "auto", gated, fp32_gaps, expected, staging, machine
             )
-            statistics = _reward_statistics(source, runner, heldout[: sizes.statistics_examples], calibration)
+            statistics = _reward_statistics(source, runner, fp32_rewards[: response_count(measured)], calibration)
             external = graphs.data_file(fp32.path).exists()
             graphs.move(fp32.path, staging)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
@@ -150,7 +164,7 @@ def _variants(
     targets: Sequence[Precision],
     keep_refused: bool,
     heldout: Sequence[PreferenceExample],
-    sequences: Sequence[EncodedSequence],
+    fp32_gaps: np.ndarray,
     expected: TorchRewards,
     staging: Path,
     machine: Machine,
@@ -162,12 +176,11 @@ def _variants(
     variants: dict[Precision, Variant] = {}
     if not targets:
         return variants
-    fp32_gaps = reward_gaps(fp32, heldout, "agreement gate: fp32")
     for precision in targets:
         runner = GraphRunner(reduced.derive(fp32.graph, portable, precision), fp32.encoder, precision=precision)
         gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
         refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
-        parity = None if refused else measure_parity(runner, sequences, expected)
+        parity = None if refused else measure_parity(runner, expected)
         if parity and precision == "fp16" and parity.max_rel_diff > reduced.FP16_TOLERANCE:
             refused = f"fp16 refused: it differs from PyTorch fp32 beyond {reduced.FP16_TOLERANCE} (relative): {parity}"
         if refused and not keep_refused:
@@ -212,12 +225,7 @@ class FP32Graph:
 
 
 def _fp32_graph(
-    source: ExportSource,
-    encoder: SequenceEncoder,
-    sequences: Sequence[EncodedSequence],
-    expected: TorchRewards,
-    work: Path,
-    optimize: bool,
+    source: ExportSource, encoder: SequenceEncoder, expected: TorchRewards, work: Path, optimize: bool
 ) -> FP32Graph:
     """The most fused fp32 graph that keeps parity: written from the weights for the decoder
     families decoder_graph.py knows, else traced and fused by onnxruntime's optimizer, else
@@ -236,17 +244,17 @@ def _fp32_graph(
                 fallback=built.why_unfused,
                 external_data=True,
             )
-            parity = measure_parity(GraphRunner(built.graph, encoder), sequences, expected)
+            parity = measure_parity(GraphRunner(built.graph, encoder), expected)
             if not (problem := _parity_problem(parity)):
                 return FP32Graph(built.graph, built.portable, info, parity)
             why_not_built = f"the graph written from the weights failed parity: {problem}"
     traced = work / "traced" / graphs.GRAPH_FILE
     traced.parent.mkdir()
-    graphs.trace(source, encoder.pad(sequences[:2]).arrays, traced)
+    graphs.trace(source, encoder.pad(expected.sequences[:2]).arrays, traced)
 
     def unfused(why: str) -> FP32Graph:
         why = "; ".join(filter(None, [why_not_built, why]))
-        parity = measure_parity(GraphRunner(traced, encoder), sequences, expected)
+        parity = measure_parity(GraphRunner(traced, encoder), expected)
         return FP32Graph(traced, traced, GraphInfo(opset=graphs.OPSET, fallback=why), parity)
 
     if not optimize:
@@ -257,7 +265,7 @@ def _fp32_graph(
         info = graphs.optimize(source, traced, fused)
     except Exception as exc:  # noqa: BLE001 - any optimiser failure means: keep the traced graph
         return unfused(f"{type(exc).__name__}: {exc}"[:500])
-    parity = measure_parity(GraphRunner(fused, encoder), sequences, expected)
+    parity = measure_parity(GraphRunner(fused, encoder), expected)
     if problem := _parity_problem(parity):
         return unfused(f"the fused graph failed parity: {problem}")
     # OpenVINO reads onnxruntime's fused encoder operators (LayerNorm, Attention): one graph serves both.
@@ -270,55 +278,66 @@ def torch_rewards(source: ExportSource, encoder: SequenceEncoder, sequences: Seq
     return source.reward(*(torch.from_numpy(arrays[n]) for n in source.input_format.input_names)).float().numpy()
 
 
-PARITY_BATCH = 32
-ALONE_SEQUENCES = 64  # scored one at a time too: padding absent
+ALONE_SEQUENCES = 64  # graphs score these one at a time too: padding absent
+PARITY_BATCH_TOKENS = 8192  # padded tokens per batch: rows of mixed lengths, without a large model's padding waste
+PARITY_BATCH_ROWS = 32
 
 
 @dataclass(frozen=True)
 class TorchRewards:
-    """PyTorch's rewards on the parity sequences, computed once and compared with every graph."""
+    """PyTorch's reward of each parity sequence, scored alone (no padding to get wrong): what
+    every graph of the export is compared with, computed once."""
 
-    batched: np.ndarray  # in arrival-order batches of PARITY_BATCH, mixed lengths: padding present
-    alone: np.ndarray  # the first ALONE_SEQUENCES, each alone
+    sequences: Sequence[EncodedSequence]
+    rewards: np.ndarray
 
 
 def torch_reference(
     source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence]
 ) -> TorchRewards:
+    rewards = [
+        torch_rewards(source, encoder, [s])[0] for s in tqdm(sequences, desc="parity: PyTorch", unit="seq", leave=False)
+    ]
+    return TorchRewards(sequences, np.array(rewards))
+
+
+def parity_batches(sequences: Sequence[EncodedSequence]) -> Iterator[Sequence[EncodedSequence]]:
+    """Arrival-order batches of mixed lengths, as the server forms them, each within
+    PARITY_BATCH_TOKENS once padded (and PARITY_BATCH_ROWS)."""
+    start = 0
+    while start < len(sequences):
+        end, width = start, 0
+        while end < len(sequences) and end - start < PARITY_BATCH_ROWS:
+            width = max(width, len(sequences[end]))
+            if end > start and width * (end - start + 1) > PARITY_BATCH_TOKENS:
+                break
+            end += 1
+        yield sequences[start:end]
+        start = end
+
+
+def measure_parity(runner: GraphRunner, expected: TorchRewards) -> Parity:
+    """Compare the graph's rewards in padded batches of mixed lengths, and (for the first
+    ALONE_SEQUENCES) alone, with PyTorch's; and the graph's alone and batched rewards."""
+    encoder, sequences = runner.encoder, expected.sequences
     alone = sequences[:ALONE_SEQUENCES]
-    with tqdm(total=len(sequences) + len(alone), desc="parity: PyTorch", unit="seq", leave=False) as bar:
-        batched = []
-        for start in range(0, len(sequences), PARITY_BATCH):
-            batched.append(torch_rewards(source, encoder, sequences[start : start + PARITY_BATCH]))
-            bar.update(len(batched[-1]))
-        each = []
-        for sequence in alone:
-            each.append(torch_rewards(source, encoder, [sequence])[0])
-            bar.update(1)
-    return TorchRewards(np.concatenate(batched), np.array(each))
-
-
-def measure_parity(runner: GraphRunner, sequences: Sequence[EncodedSequence], expected: TorchRewards) -> Parity:
-    """Compare the graph's rewards with PyTorch's, batched as torch_reference batched them and
-    alone, and the graph's own alone and batched rewards with each other."""
-    encoder = runner.encoder
-    alone = sequences[: len(expected.alone)]
     label = f"parity: {runner.graph.stem} {runner.precision} against PyTorch"
     with tqdm(total=len(sequences) + len(alone), desc=label, unit="seq", leave=False) as bar:
         batched = []
-        for start in range(0, len(sequences), PARITY_BATCH):
-            batched.append(runner.run(encoder.pad(sequences[start : start + PARITY_BATCH])))
-            bar.update(len(batched[-1]))
+        for batch in parity_batches(sequences):
+            batched.append(runner.run(encoder.pad(batch)))
+            bar.update(len(batch))
         each = []
         for sequence in alone:
             each.append(runner.run(encoder.pad([sequence]))[0])
             bar.update(1)
     onnx_batched, onnx_alone = np.concatenate(batched), np.array(each)
-    max_abs = float(max(np.abs(onnx_batched - expected.batched).max(), np.abs(onnx_alone - expected.alone).max()))
+    truth = expected.rewards
+    max_abs = float(max(np.abs(onnx_batched - truth).max(), np.abs(onnx_alone - truth[: len(alone)]).max()))
     return Parity(
         sequences=len(sequences),
         max_abs_diff=max_abs,
-        max_rel_diff=max_abs / max(float(np.abs(expected.batched).max()), 1e-12),
+        max_rel_diff=max_abs / max(float(np.abs(truth).max()), 1e-12),
         max_abs_diff_alone_vs_batched=float(np.abs(onnx_alone - onnx_batched[: len(alone)]).max()),
     )
 
@@ -332,15 +351,12 @@ def _parity_problem(parity: Parity) -> str | None:
 
 
 def _reward_statistics(
-    source: ExportSource,
-    runner: GraphRunner,
-    heldout: Sequence[PreferenceExample],
-    calibration: Sequence[PreferenceExample],
+    source: ExportSource, runner: GraphRunner, rewards: np.ndarray, calibration: Sequence[PreferenceExample]
 ) -> dict:
-    """Reward mean/std and temperature: training's, else measured here on the fp32 graph."""
+    """Reward mean/std and temperature: training's, else measured here on the fp32 graph (its
+    held-out `rewards`)."""
     stats = {k: source.stats[k] for k in ("reward_mean", "reward_std", "calibration_temperature") if k in source.stats}
-    if "reward_mean" not in stats and heldout:
-        rewards = example_rewards(runner, heldout, "reward statistics")
+    if "reward_mean" not in stats and len(rewards):
         stats.update(reward_mean=float(rewards.mean()), reward_std=float(rewards.std()))
     if calibration:
         stats["calibration_temperature"] = fit_temperature(reward_gaps(runner, calibration, "calibration"))

@@ -45,12 +45,17 @@ class ReferenceMismatch(RuntimeError):
 
 
 def check_reference(
-    checkpoint: Path, source: ExportSource, runner: GraphRunner, inputs: Sequence[tuple[Text, Text]]
+    checkpoint: Path,
+    source: ExportSource,
+    runner: GraphRunner,
+    inputs: Sequence[tuple[Text, Text]],
+    conversations: int | None = None,
 ) -> Reference:
     """Compare the bundle (`runner`: its graph and encoder) with the reference on the first
-    CONVERSATIONS of `inputs` that fit the model's length untruncated (the reference has no
-    truncation policy); ReferenceMismatch naming the first input and token position that differ,
-    or the input whose reward differs most."""
+    `conversations` (default CONVERSATIONS) of `inputs` that fit the model's length untruncated
+    (the reference has no truncation policy); ReferenceMismatch naming the first input and token
+    position that differ, or the input whose reward differs most."""
+    wanted = max(conversations or CONVERSATIONS, MIN_CONVERSATIONS)
     fmt = runner.encoder.format
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tokenizer.model_max_length = 1 << 30  # inputs over max_length are skipped here, not warned about
@@ -59,9 +64,9 @@ def check_reference(
     # layout against the checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
     model = source.model if kind == "chat" else source.reward.model
     checked, served, references = [], [], []
-    with tqdm(total=CONVERSATIONS, desc="reference: transformers", unit="input", leave=False) as bar:
+    with tqdm(total=wanted, desc="reference: transformers", unit="input", leave=False) as bar:
         for index, (prompt, response) in enumerate(inputs):
-            if len(checked) == CONVERSATIONS:
+            if len(checked) == wanted:
                 break
             reference = _reference_inputs(tokenizer, kind, prompt, response)
             if reference["input_ids"].shape[1] > fmt.max_length:
