@@ -179,7 +179,7 @@ def test_one_exchange_over_the_length_is_cut_in_tokens_keeping_the_last_one(chat
 
 
 def test_export_refuses_a_bundle_whose_ids_differ_from_the_reference(chat_rm, heldout_pairs):
-    from rewardserve.export.reference import ReferenceMismatch, check_reference
+    from rewardserve.export.reference import ReferenceMismatch, model_card_rewards
     from rewardserve.export.source import load_source
 
     checkpoint, bundle = chat_rm
@@ -192,7 +192,7 @@ def test_export_refuses_a_bundle_whose_ids_differ_from_the_reference(chat_rm, he
     inputs = [(prompt_turns(e.prompt), e.responses[0]) for e in heldout_pairs[:200]]
     eos = re.escape(repr(fmt.template_variables["eos_token"]))
     with pytest.raises(ReferenceMismatch, match=rf"^input \d+: token \d+ differs: the bundle has {eos} where"):
-        check_reference(checkpoint, load_source(checkpoint, max_length=1024), runtime, inputs)
+        model_card_rewards(checkpoint, load_source(checkpoint, max_length=1024), runtime.encoder, inputs)
 
 
 def test_a_chat_template_error_names_the_pair_it_came_from(chat_rm):

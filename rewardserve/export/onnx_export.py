@@ -33,7 +33,7 @@ from tqdm import tqdm
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, Variant
-from rewardserve.bundle.runtime import GraphRunner
+from rewardserve.bundle.runtime import GraphRunner, token_batches
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import decoder_graph
@@ -47,7 +47,7 @@ from rewardserve.export.gaps import (
     response_count,
     reward_gaps,
 )
-from rewardserve.export.reference import check_reference
+from rewardserve.export.reference import check_reference, model_card_rewards
 from rewardserve.export.source import ExportSource, load_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
 
@@ -125,13 +125,16 @@ def export_bundle(
     record = {**source.training, **(provenance or {}), "export": None}
     with _staged(out) as staging:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
+            # PyTorch's side first: its rewards, the model card's, and the graphs written from (or
+            # traced through) the model. Then the model leaves memory to the sessions that score them.
             expected = torch_reference(source, encoder, sequences)
-            fp32 = _fp32_graph(source, encoder, expected, Path(scratch), optimize)
-            if problem := _parity_problem(fp32.parity):
-                raise ParityError(problem)
-            runner = GraphRunner(fp32.path, encoder)
             more = example_inputs(source.input_format, heldout)
-            reference = check_reference(checkpoint, source, runner, [*inputs, *more], sizes.reference_conversations)
+            card = model_card_rewards(checkpoint, source, encoder, [*inputs, *more], sizes.reference_conversations)
+            candidates = _candidates(source, encoder, sequences[:2], Path(scratch), optimize)
+            source.forget_model()
+            fp32 = _first_within_parity(candidates, encoder, expected)
+            runner = GraphRunner(fp32.path, encoder)
+            reference = check_reference(runner, card)
             gated = heldout[: sizes.gate_examples] if targets else []
             measured = heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else []
             # Both are prefixes of heldout: one fp32 scoring serves the gate and the statistics.
@@ -217,19 +220,26 @@ def _staged(out: Path) -> Iterator[Path]:
 
 
 @dataclass(frozen=True)
-class FP32Graph:
+class Candidate:
+    """An fp32 graph export may ship, if it keeps parity."""
+
     path: Path
     portable: Path  # the graph OpenVINO reads for bf16: `path` itself unless that has onnxruntime-only attention
     info: GraphInfo
+
+
+@dataclass(frozen=True)
+class FP32Graph(Candidate):
     parity: Parity
 
 
-def _fp32_graph(
-    source: ExportSource, encoder: SequenceEncoder, expected: TorchRewards, work: Path, optimize: bool
-) -> FP32Graph:
-    """The most fused fp32 graph that keeps parity: written from the weights for the decoder
-    families decoder_graph.py knows, else traced and fused by onnxruntime's optimizer, else
-    traced. Each step down records why."""
+def _candidates(
+    source: ExportSource, encoder: SequenceEncoder, sample: Sequence[EncodedSequence], work: Path, optimize: bool
+) -> list[Candidate]:
+    """The fp32 graphs to try, most fused first, written while the PyTorch model is in memory:
+    written from the weights for the decoder families decoder_graph.py knows; else traced and
+    fused by onnxruntime's optimizer, then traced alone. Each records why a more fused one is
+    missing."""
     why_not_built = None
     if optimize and source.model_type in decoder_graph.FAMILIES:
         try:
@@ -244,32 +254,46 @@ def _fp32_graph(
                 fallback=built.why_unfused,
                 external_data=True,
             )
-            parity = measure_parity(GraphRunner(built.graph, encoder), expected)
-            if not (problem := _parity_problem(parity)):
-                return FP32Graph(built.graph, built.portable, info, parity)
-            why_not_built = f"the graph written from the weights failed parity: {problem}"
+            return [Candidate(built.graph, built.portable, info)]
     traced = work / "traced" / graphs.GRAPH_FILE
     traced.parent.mkdir()
-    graphs.trace(source, encoder.pad(expected.sequences[:2]).arrays, traced)
+    graphs.trace(source, encoder.pad(sample).arrays, traced)
 
-    def unfused(why: str) -> FP32Graph:
-        why = "; ".join(filter(None, [why_not_built, why]))
-        parity = measure_parity(GraphRunner(traced, encoder), expected)
-        return FP32Graph(traced, traced, GraphInfo(opset=graphs.OPSET, fallback=why), parity)
+    def unfused(why: str) -> Candidate:
+        return Candidate(
+            traced, traced, GraphInfo(opset=graphs.OPSET, fallback="; ".join(filter(None, [why_not_built, why])))
+        )
 
     if not optimize:
-        return unfused("optimisation switched off (--no-optimize)")
+        return [unfused("optimisation switched off (--no-optimize)")]
     fused = work / "fused" / graphs.GRAPH_FILE
     fused.parent.mkdir()
     try:
         info = graphs.optimize(source, traced, fused)
     except Exception as exc:  # noqa: BLE001 - any optimiser failure means: keep the traced graph
-        return unfused(f"{type(exc).__name__}: {exc}"[:500])
-    parity = measure_parity(GraphRunner(fused, encoder), expected)
-    if problem := _parity_problem(parity):
-        return unfused(f"the fused graph failed parity: {problem}")
+        return [unfused(f"{type(exc).__name__}: {exc}"[:500])]
     # OpenVINO reads onnxruntime's fused encoder operators (LayerNorm, Attention): one graph serves both.
-    return FP32Graph(fused, fused, info.model_copy(update={"fallback": why_not_built}), parity)
+    return [
+        Candidate(fused, fused, info.model_copy(update={"fallback": why_not_built})),
+        unfused("the fused graph failed parity"),
+    ]
+
+
+def _first_within_parity(
+    candidates: Sequence[Candidate], encoder: SequenceEncoder, expected: TorchRewards
+) -> FP32Graph:
+    """The first candidate whose parity with PyTorch holds; the one after a failure says why."""
+    problem = None
+    for candidate in candidates:
+        parity = measure_parity(GraphRunner(candidate.path, encoder), expected)
+        info = candidate.info
+        if problem:
+            info = info.model_copy(update={"fallback": f"{info.fallback}: {problem}"})
+        if (problem := _parity_problem(parity)) is None:
+            return FP32Graph(candidate.path, candidate.portable, info, parity)
+    if candidates[-1].info.builder == "decoder":
+        problem += "; export with --no-optimize to trace the model instead"
+    raise ParityError(problem)
 
 
 @torch.inference_mode()
@@ -279,7 +303,6 @@ def torch_rewards(source: ExportSource, encoder: SequenceEncoder, sequences: Seq
 
 
 ALONE_SEQUENCES = 64  # graphs score these one at a time too: padding absent
-PARITY_BATCH_TOKENS = 8192  # padded tokens per batch: rows of mixed lengths, without a large model's padding waste
 PARITY_BATCH_ROWS = 32
 
 
@@ -301,21 +324,6 @@ def torch_reference(
     return TorchRewards(sequences, np.array(rewards))
 
 
-def parity_batches(sequences: Sequence[EncodedSequence]) -> Iterator[Sequence[EncodedSequence]]:
-    """Arrival-order batches of mixed lengths, as the server forms them, each within
-    PARITY_BATCH_TOKENS once padded (and PARITY_BATCH_ROWS)."""
-    start = 0
-    while start < len(sequences):
-        end, width = start, 0
-        while end < len(sequences) and end - start < PARITY_BATCH_ROWS:
-            width = max(width, len(sequences[end]))
-            if end > start and width * (end - start + 1) > PARITY_BATCH_TOKENS:
-                break
-            end += 1
-        yield sequences[start:end]
-        start = end
-
-
 def measure_parity(runner: GraphRunner, expected: TorchRewards) -> Parity:
     """Compare the graph's rewards in padded batches of mixed lengths, and (for the first
     ALONE_SEQUENCES) alone, with PyTorch's; and the graph's alone and batched rewards."""
@@ -324,9 +332,10 @@ def measure_parity(runner: GraphRunner, expected: TorchRewards) -> Parity:
     label = f"parity: {runner.graph.stem} {runner.precision} against PyTorch"
     with tqdm(total=len(sequences) + len(alone), desc=label, unit="seq", leave=False) as bar:
         batched = []
-        for batch in parity_batches(sequences):
-            batched.append(runner.run(encoder.pad(batch)))
-            bar.update(len(batch))
+        # In arrival order, as the server batches: mixed lengths, padding present.
+        for rows in token_batches([len(s) for s in sequences], PARITY_BATCH_ROWS):
+            batched.append(runner.run(encoder.pad(sequences[rows])))
+            bar.update(len(batched[-1]))
         each = []
         for sequence in alone:
             each.append(runner.run(encoder.pad([sequence]))[0])

@@ -16,6 +16,7 @@ the reference way and compares both the ids and the rewards:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from rewardserve.bundle.chat import as_turns
-from rewardserve.bundle.formatting import Text
+from rewardserve.bundle.formatting import EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Reference
 from rewardserve.bundle.runtime import GraphRunner, score_sequences
 from rewardserve.export.source import ExportSource
@@ -44,19 +45,29 @@ class ReferenceMismatch(RuntimeError):
     """The bundle would serve rewards other than the model's reference usage gives."""
 
 
-def check_reference(
+@dataclass(frozen=True)
+class ModelCardRewards:
+    """The reference's rewards on held-out inputs, computed while the PyTorch model is loaded,
+    with the ids the bundle builds for the same inputs (already checked equal to the reference's)."""
+
+    usage: str
+    inputs: list[int]  # which of the inputs given were checked
+    sequences: list[EncodedSequence]
+    rewards: np.ndarray
+
+
+def model_card_rewards(
     checkpoint: Path,
     source: ExportSource,
-    runner: GraphRunner,
+    encoder: SequenceEncoder,
     inputs: Sequence[tuple[Text, Text]],
     conversations: int | None = None,
-) -> Reference:
-    """Compare the bundle (`runner`: its graph and encoder) with the reference on the first
-    `conversations` (default CONVERSATIONS) of `inputs` that fit the model's length untruncated
-    (the reference has no truncation policy); ReferenceMismatch naming the first input and token
-    position that differ, or the input whose reward differs most."""
+) -> ModelCardRewards:
+    """The reference side of the check, on the first `conversations` (default CONVERSATIONS) of
+    `inputs` that fit the model's length untruncated (the reference has no truncation policy).
+    ReferenceMismatch names the first input and token position where the ids differ."""
+    fmt = encoder.format
     wanted = max(conversations or CONVERSATIONS, MIN_CONVERSATIONS)
-    fmt = runner.encoder.format
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tokenizer.model_max_length = 1 << 30  # inputs over max_length are skipped here, not warned about
     kind = "chat" if fmt.layout == "chat" else "decoder" if fmt.position_ids else "encoder"
@@ -71,7 +82,7 @@ def check_reference(
             reference = _reference_inputs(tokenizer, kind, prompt, response)
             if reference["input_ids"].shape[1] > fmt.max_length:
                 continue
-            (sequence,) = runner.encoder.encode([prompt], [response])
+            (sequence,) = encoder.encode([prompt], [response])
             _check_ids(index, sequence.ids, reference["input_ids"][0].numpy(), tokenizer)
             with torch.inference_mode():
                 references.append(float(model(**reference).logits[0, 0]))
@@ -80,15 +91,22 @@ def check_reference(
             bar.update(1)
     if len(checked) < MIN_CONVERSATIONS:
         raise ValueError(f"the reference check needs {MIN_CONVERSATIONS} inputs within max_length, got {len(checked)}")
-    # Served as the server serves: in padded batches of mixed lengths.
-    diffs = np.abs(score_sequences(runner, served, progress="reference: the bundle") - np.array(references))
+    return ModelCardRewards(USAGE[kind], checked, served, np.array(references))
+
+
+def check_reference(runner: GraphRunner, expected: ModelCardRewards) -> Reference:
+    """The bundle (`runner`: its graph and encoder) against the reference's rewards, served as the
+    server serves: in padded batches of mixed lengths. ReferenceMismatch names the input whose
+    reward differs most."""
+    served = score_sequences(runner, expected.sequences, progress="reference: the bundle")
+    diffs = np.abs(served - expected.rewards)
     if diffs.max() > TOLERANCE:
         worst = int(diffs.argmax())
         raise ReferenceMismatch(
-            f"input {checked[worst]}: the served reward differs from {USAGE[kind]} by {diffs[worst]:.3g} "
+            f"input {expected.inputs[worst]}: the served reward differs from {expected.usage} by {diffs[worst]:.3g} "
             f"(over {TOLERANCE}) on the same token ids: the reward is read at another position or computed otherwise"
         )
-    return Reference(usage=USAGE[kind], conversations=len(checked), max_abs_diff=float(diffs.max()))
+    return Reference(usage=expected.usage, conversations=len(expected.inputs), max_abs_diff=float(diffs.max()))
 
 
 def _reference_inputs(tokenizer, kind: str, prompt: Text, response: Text) -> dict[str, torch.Tensor]:

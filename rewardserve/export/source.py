@@ -8,6 +8,7 @@ DeBERTa, a Llama or Qwen2 reward model) gets a format derived from its own confi
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,8 @@ DEFAULT_MAX_LENGTH = 4096  # for checkpoints of others; a longer context costs m
 class ExportSource:
     """A reward model ready to trace, and everything the bundle needs besides the graph."""
 
-    reward: torch.nn.Module  # forward(*inputs in input_format.input_names order) -> (batch,) rewards
-    model: torch.nn.Module  # the checkpoint's own class, which `reward` wraps (weights shared)
+    reward: torch.nn.Module | None  # forward(*inputs in input_format.input_names order) -> (batch,) rewards
+    model: torch.nn.Module | None  # the checkpoint's own class, which `reward` wraps (weights shared)
     input_format: InputFormat
     tokenizer: Tokenizer
     model_type: str
@@ -48,6 +49,12 @@ class ExportSource:
     parameters: int  # how large the model is: export sizes its passes by it
     stats: dict = field(default_factory=dict)  # reward mean/std and temperature measured in training
     training: dict = field(default_factory=dict)  # training metrics and provenance, when we trained it
+
+    def forget_model(self) -> None:
+        """Drop the PyTorch model once export has what it needs from it (its rewards, its graph):
+        the sessions that score the graph take its place in memory, not a second copy beside it."""
+        self.reward = self.model = None
+        gc.collect()
 
 
 class LastTokenReward(torch.nn.Module):
