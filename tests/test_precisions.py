@@ -123,3 +123,30 @@ def test_a_reopened_bf16_session_scores_as_before(variants_bundle):
     before = runtime.run(batch)
     runtime.reopen()
     assert isinstance(runtime.session, OpenVinoSession) and runtime.run(batch).tolist() == before.tolist()
+
+
+@needs_bf16
+def test_a_decoder_runs_bf16_from_its_portable_graph_on_the_same_weights_file(tmp_path, train_pairs, heldout_pairs):
+    """OpenVINO cannot read onnxruntime's GroupQueryAttention: a decoder bundle's bf16 variant is
+    the portable graph written beside it, reading the one weights file both share."""
+    from chat_models import build_chat_rm
+
+    texts = [e.prompt + r for e in train_pairs[:200] for r in e.responses]
+    checkpoint = build_chat_rm("qwen3", tmp_path / "rm", texts)
+    parity = [(p.prompt, r) for p in heldout_pairs[:64] for r in p.responses]
+    with pytest.MonkeyPatch.context() as patch:  # near-tied random rewards: the bars are set aside
+        patch.setattr(precision, "MIN_DECISIONS_MATCHING", 0.0)
+        patch.setattr(precision, "MAX_ACCURACY_DROP", 1.0)
+        manifest = export_bundle(
+            checkpoint, tmp_path / "b", parity, heldout_pairs[:32], precision="auto", max_length=1024
+        )
+    assert manifest.graph.builder == "decoder"
+    assert manifest.variants["bf16"].passed and manifest.variants["bf16"].file == "model.portable.onnx"
+    assert {"model.onnx", "model.onnx.data", "model.portable.onnx"} <= set(manifest.files)
+    assert not any(name.startswith("model.portable.onnx.") for name in manifest.files)  # no second weights file
+    bf16, fp32 = BundleRuntime(tmp_path / "b"), BundleRuntime(tmp_path / "b", precision="fp32")
+    assert bf16.choice.precision == "bf16" and isinstance(bf16.session, OpenVinoSession)
+    prompts, responses = zip(*parity[:32], strict=True)
+    np.testing.assert_allclose(
+        score_offline(bf16, prompts, responses), score_offline(fp32, prompts, responses), rtol=0, atol=0.05 * 10
+    )

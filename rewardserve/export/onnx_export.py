@@ -133,7 +133,7 @@ def export_bundle(
             candidates = _candidates(source, encoder, sequences[:2], Path(scratch), optimize)
             source.forget_model()
             fp32 = _first_within_parity(candidates, encoder, expected)
-            runner = GraphRunner(fp32.path, encoder)
+            runner = _runner(fp32.path, encoder)
             reference = check_reference(runner, card)
             gated = heldout[: sizes.gate_examples] if targets else []
             measured = heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else []
@@ -180,7 +180,7 @@ def _variants(
     if not targets:
         return variants
     for precision in targets:
-        runner = GraphRunner(reduced.derive(fp32.graph, portable, precision), fp32.encoder, precision=precision)
+        runner = _runner(reduced.derive(fp32.graph, portable, precision), fp32.encoder, precision)
         gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
         refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
         parity = None if refused else measure_parity(runner, expected)
@@ -217,6 +217,12 @@ def _staged(out: Path) -> Iterator[Path]:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _runner(graph: Path, encoder: SequenceEncoder, precision: Precision = "fp32") -> GraphRunner:
+    """A session for export's offline passes: without onnxruntime's arena, so that the memory of
+    its longest batch goes back between batches (session_options)."""
+    return GraphRunner(graph, encoder, precision=precision, arena=False)
 
 
 @dataclass(frozen=True)
@@ -285,7 +291,7 @@ def _first_within_parity(
     """The first candidate whose parity with PyTorch holds; the one after a failure says why."""
     problem = None
     for candidate in candidates:
-        parity = measure_parity(GraphRunner(candidate.path, encoder), expected)
+        parity = measure_parity(_runner(candidate.path, encoder), expected)
         info = candidate.info
         if problem:
             info = info.model_copy(update={"fallback": f"{info.fallback}: {problem}"})
