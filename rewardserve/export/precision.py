@@ -87,6 +87,23 @@ def quantize_int8(fp32: Path, out: Path) -> None:
     save(onnx.load(str(out)), out)
 
 
+WEIGHT_BLOCK = 32  # weights per scale: onnxruntime-genai's CPU int4 default
+
+
+def quantize_weights(fp32: Path, out: Path, bits: int, int8_activations: bool = False) -> None:
+    """Weight-only quantisation: every MatMul's weights in blocks of WEIGHT_BLOCK along the input
+    axis, `bits` wide with one fp32 scale a block (MatMulNBits, with CPU and CUDA kernels). The
+    activations stay fp32 unless `int8_activations`, where onnxruntime quantises them per block
+    at run time to use the CPU's int8 dot products (its accuracy level 4)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        str(fp32), bits=bits, block_size=WEIGHT_BLOCK, is_symmetric=True, accuracy_level=4 if int8_activations else 1
+    )
+    quantizer.process()
+    save(quantizer.model.model, out)
+
+
 def convert_fp16(fp32: Path, out: Path) -> None:
     """fp16 weights and activations, with fp32 inputs and output so the bundle's interface is
     unchanged; LayerNorm/Softmax-style ops that overflow stay in fp32 (onnxruntime's block list)."""
