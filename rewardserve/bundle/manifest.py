@@ -23,7 +23,7 @@ class BundleError(Exception):
     """A bundle that cannot be trusted: missing, incomplete, corrupted or of another schema."""
 
 
-Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
 
 
 class Parity(BaseModel):
@@ -61,7 +61,9 @@ class Variant(BaseModel):
 
     passed: bool = Field(description="Whether it passed the gate: only variants that did are served.")
     file: str | None = Field(
-        None, description="Its own graph, when it has one (int8, fp16); bf16 runs the fp32 graph in OpenVINO."
+        None,
+        description="Its own graph (int8, int4, fp16); for bf16 a decoder's portable graph, else none (the fp32 graph "
+        "in OpenVINO).",
     )
     agreement: Agreement
     parity: Parity | None = Field(

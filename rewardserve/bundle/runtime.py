@@ -19,9 +19,9 @@ CUDA = "CUDAExecutionProvider"
 
 
 def providers_for(precision: Precision) -> list[str]:
-    """fp32 and fp16 graphs run on CUDA when this onnxruntime has it. int8 graphs stay on the CPU:
-    their dynamic-quantisation operators have no CUDA kernels, so the GPU would only copy."""
-    cuda = CUDA in ort.get_available_providers() and precision != "int8"
+    """fp32 and fp16 graphs run on CUDA when this onnxruntime has it. int8 and int4 graphs stay on
+    the CPU: dynamic int8 has no CUDA kernels, and int4 with fp32 activations is a CPU memory option."""
+    cuda = CUDA in ort.get_available_providers() and precision not in ("int8", "int4")
     return [CUDA, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
 
 

@@ -23,6 +23,8 @@ from rewardserve.export.graph import data_file, save
 MIN_DECISIONS_MATCHING = 0.99
 MAX_ACCURACY_DROP = 0.005
 FP16_TOLERANCE = 1e-2  # relative to the largest |reward|: fp16 graph vs PyTorch fp32
+# int4 saves memory, not time, for a reward model's long prefills (README, Export): it is gated
+# only when asked for by name.
 AUTO_TARGETS: tuple[Precision, ...] = ("int8", "bf16", "fp16")
 
 
@@ -54,8 +56,8 @@ def targets(requested: RequestedPrecision, machine: Machine) -> tuple[list[Preci
 
 
 def _cannot_gate(precision: Precision, machine: Machine) -> str | None:
-    # int8 runs on any CPU (dynamic quantisation); the server decides where it is worth serving.
-    return None if precision == "int8" else machine.cannot_run(precision)
+    # int8 and int4 run on any CPU; the server decides where they are worth serving.
+    return None if precision in ("int8", "int4") else machine.cannot_run(precision)
 
 
 def derive(fp32: Path, portable: Path, precision: Precision) -> Path:
@@ -64,7 +66,10 @@ def derive(fp32: Path, portable: Path, precision: Precision) -> Path:
     if precision == "bf16":
         return portable
     out = fp32.with_name(f"{fp32.stem}.{precision}.onnx")
-    (quantize_int8 if precision == "int8" else convert_fp16)(fp32, out)
+    if precision == "int4":
+        quantize_weights(fp32, out, bits=4)
+    else:
+        (quantize_int8 if precision == "int8" else convert_fp16)(fp32, out)
     return out
 
 

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
         "auto",
         description="The bundle's precision to serve: auto (the fastest variant that passed the agreement gate and "
         "runs well on this machine: bf16 on CPUs with AMX or AVX-512-BF16, int8 on CPUs with VNNI, fp16 on CUDA, "
-        "else fp32), or one by name (fp32, bf16, int8, fp16), refused at start when the bundle or machine lacks it.",
+        "else fp32), or one by name (fp32, bf16, int8, int4, fp16), refused at start when the bundle or machine "
+        "lacks it.",
     )
 
     # batching
