@@ -40,13 +40,6 @@ SHAPES = {
              num_key_value_heads=8, head_dim=128, vocab_size=32000, tie_word_embeddings=True),
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", "<|endoftext|>", CHATML,
     ),
-    # Small enough to train here in minutes (benchmarks/decoder_gate.py), shaped as the family.
-    "qwen3-small": (
-        "qwen3",
-        dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
-             num_key_value_heads=2, head_dim=64, vocab_size=8000, tie_word_embeddings=True),
-        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", "<|endoftext|>", CHATML,
-    ),
     "llama-3.2-1b": (
         "llama",
         dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,

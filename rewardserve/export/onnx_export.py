@@ -2,14 +2,17 @@
 
 The steps, each checked before the next builds on it:
 
-1. trace the reward function to ONNX (fp32);
-2. fuse it with onnxruntime's transformer optimizer, keeping the traced graph when the
-   architecture has no fusions or the fused graph fails parity;
-3. check the fp32 graph against the model's reference usage, the ids and rewards its own
-   transformers code gives (`reference.py`);
-4. put each reduced precision asked for (int8, bf16, fp16) through the agreement gate against
-   the fp32 graph, and measure its parity against PyTorch (`precision.py`); those that pass
-   ship beside the fp32 graph as variants, and the server picks one per machine;
+1. while the PyTorch model is loaded: its reward of each parity sequence, the model card's
+   rewards for the reference check (`reference.py`), and the fp32 graph candidates, written
+   from the weights for the decoder families `decoder_graph.py` knows, else traced and fused
+   with onnxruntime's transformer optimizer (and traced alone, as a fallback); then the model
+   leaves memory;
+2. the first candidate that keeps parity with PyTorch is the fp32 graph;
+3. check it against the model's reference usage, the ids and rewards its own transformers code
+   gives;
+4. put each reduced precision asked for (int8, int4, bf16, fp16) through the agreement gate
+   against the fp32 graph, and measure its parity against PyTorch (`precision.py`); those that
+   pass ship beside the fp32 graph as variants, and the server picks one per machine;
 5. fit what calibration asks for, and write the bundle, moved into place only once complete.
 """
 
