@@ -104,7 +104,9 @@ def _check_supported(model: torch.nn.Module, fmt: InputFormat) -> None:
         raise NotBuildable(f"activation {config.hidden_act}: only SwiGLU (silu) is written here")
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", "linear", "llama3", "yarn", "longrope"):
+    # The tables are computed once for every position; dynamic NTK and LongRoPE change them with
+    # the length of the sequence at run time.
+    if rope_type not in ("default", "linear", "llama3", "yarn"):
         raise NotBuildable(f"rotary scaling {rope_type!r} depends on the sequence length at run time")
     if (partial := getattr(config, "partial_rotary_factor", 1.0)) != 1.0:
         raise NotBuildable(f"partial rotary embeddings (factor {partial})")
@@ -113,8 +115,6 @@ def _check_supported(model: torch.nn.Module, fmt: InputFormat) -> None:
     sliding = "sliding_attention" in kinds or (config.model_type == "mistral" and window)
     if sliding and window and window < fmt.max_length:
         raise NotBuildable(f"sliding-window attention ({window} tokens) shorter than max_length {fmt.max_length}")
-    if model.score.out_features < 1:
-        raise NotBuildable("the score head has no outputs")
 
 
 class _WeightFile:
