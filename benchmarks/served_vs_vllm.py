@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=2048, help="distinct HH pairs per load shape")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--warm-up", type=int, default=WARM_UP, help=f"items each server scores first (default {WARM_UP})"
+    )
+    parser.add_argument(
         "--rewardserve-fp32", action=argparse.BooleanOptionalAction, default=True, help="also serve the fp32 graph"
     )
     args = parser.parse_args()
@@ -97,10 +100,10 @@ def main() -> None:
     chosen = BundleRuntime(args.bundle)
     max_length = chosen.manifest.input_format.max_length
     items = hh_items(chosen.encoder, max_tokens=max_length)
-    needed = WARM_UP + len(SHAPES) * args.sequences
+    needed = args.warm_up + len(SHAPES) * args.sequences
     if len(items) < needed:
         raise SystemExit(f"only {len(items)} HH items fit {max_length} tokens, {needed} needed")
-    warm_up, measured = items[:WARM_UP], items[WARM_UP:needed]
+    warm_up, measured = items[: args.warm_up], items[args.warm_up : needed]
     print(f"{chosen.machine.describe()}, {available_cpus()} CPUs")
     print(f"rewardserve chooses {chosen.choice.precision} ({chosen.choice.reason})")
     print(f"{args.sequences} distinct HH pairs per shape, at most {max_length} tokens, {args.rounds} rounds")
