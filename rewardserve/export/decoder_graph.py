@@ -68,7 +68,7 @@ def build(model: torch.nn.Module, fmt: InputFormat, out: Path) -> BuiltGraphs:
     """Write the reward graphs of `model` (a *ForSequenceClassification of FAMILIES) into the
     directory `out`, for inputs in `fmt` (right padding; position ids, if declared, are not read)."""
     config = model.config
-    _check_supported(model, fmt)
+    _check_supported(config, fmt)
     out.mkdir(parents=True, exist_ok=True)
     with _WeightFile(out / DATA_FILE) as weights:
         layers = [_layer_weights(weights, layer) for layer in model.base_model.layers]
@@ -82,18 +82,19 @@ def build(model: torch.nn.Module, fmt: InputFormat, out: Path) -> BuiltGraphs:
     flavors: list[tuple[Flavor, Path]] = [("portable", out / (GRAPH_FILE if why_unfused else PORTABLE_FILE))]
     if not why_unfused:
         flavors.append(("fused", out / GRAPH_FILE))
+    fused_operators = {}
     for flavor, path in flavors:
-        onnx.save_model(_Writer(config, fmt, flavor).model(shared, layers), str(path))
-    graph = out / GRAPH_FILE
-    return BuiltGraphs(graph, flavors[0][1], _count(onnx.load(str(graph), load_external_data=False)), why_unfused)
+        proto = _Writer(config, fmt, flavor).model(shared, layers)
+        onnx.save_model(proto, str(path))
+        fused_operators = _count(proto)  # the last written is model.onnx
+    return BuiltGraphs(out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused)
 
 
 def _head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def _check_supported(model: torch.nn.Module, fmt: InputFormat) -> None:
-    config = model.config
+def _check_supported(config, fmt: InputFormat) -> None:
     if config.model_type not in FAMILIES:
         raise NotBuildable(f"{config.model_type} is not one of the families written here ({', '.join(FAMILIES)})")
     if fmt.padding_side != "right":
@@ -233,14 +234,15 @@ class _Writer:
             helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in self.fmt.input_names
         ]
         hidden = self.one("Gather", "embed_tokens", "input_ids")
-        lengths = self.one("ReduceSum", "attention_mask", self.ints("axis_1", [1]), keepdims=0)
-        self.rows = self._row_inputs(lengths)
+        length = self.one("Squeeze", self.one("Shape", "input_ids", start=1, end=2), self.ints("axis_0", [0]))
+        self.positions = self.one("Range", self.ints("zero_i64", 0), length, self.ints("one_i64", 1))
+        self.rows = self._row_inputs(length)
         residual = None
         for index, layer in enumerate(layers):
             x, residual = self._norm(hidden, residual, f"layers.{index}.input_norm")
-            attention = self._attention(x, index, layer)
+            attention = self._attention(x, layer)
             x, residual = self._norm(attention, residual, f"layers.{index}.post_attention_norm")
-            hidden = self._mlp(x, index, layer)
+            hidden = self._mlp(x, layer)
         final, _ = self._norm(hidden, residual, "norm")
         reward = self._score(final, shared)
         self.nodes.append(helper.make_node("Identity", [reward], ["reward"]))
@@ -251,20 +253,21 @@ class _Writer:
         opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)]
         return helper.make_model(graph, opset_imports=opsets, producer_name="rewardserve")
 
-    def _row_inputs(self, lengths: str) -> dict[str, str]:
-        """Per-batch tensors the attention of every layer reads."""
-        one = self.ints("one_i64", 1)
-        length = self.one("Squeeze", self.one("Shape", "input_ids", start=1, end=2), self.ints("axis_0", [0]))
+    def _row_inputs(self, length: str) -> dict[str, str]:
+        """Per-batch tensors the attention of every layer reads; `length` is the padded one."""
         if self.flavor == "fused":
+            lengths = self.one("ReduceSum", "attention_mask", self.ints("axis_1", [1]), keepdims=0)
             return {
                 # GroupQueryAttention: each row's last real position, and the padded length
-                "seqlens_k": self.one("Cast", self.one("Sub", lengths, one), to=TensorProto.INT32),
+                "seqlens_k": self.one("Cast", self.one("Sub", lengths, "one_i64"), to=TensorProto.INT32),
                 "total_length": self.one("Cast", length, to=TensorProto.INT32),
             }
-        positions = self.one("Range", self.ints("zero_i64", 0), length, one)
+        positions = self.positions
         # Key j is visible from query i when j <= i and j is a real token: an additive bias.
         causal = self.one(
-            "LessOrEqual", self.one("Unsqueeze", positions, "axis_0"), self.one("Unsqueeze", positions, "axis_1")
+            "LessOrEqual",
+            self.one("Unsqueeze", positions, "axis_0"),
+            self.one("Unsqueeze", positions, self.ints("axis_1", [1])),
         )
         real = self.one(
             "Cast",
@@ -305,7 +308,7 @@ class _Writer:
         )
         return self.one("Reshape", normed, self.ints("shape_flat", [0, 0, -1]))
 
-    def _attention(self, x: str, index: int, layer: dict[str, list[TensorProto]]) -> str:
+    def _attention(self, x: str, layer: dict[str, list[TensorProto]]) -> str:
         q = self._heads_norm(self._project(x, layer["q_proj"]), self.heads, layer.get("q_norm"))
         k = self._heads_norm(self._project(x, layer["k_proj"]), self.kv_heads, layer.get("k_norm"))
         v = self._project(x, layer["v_proj"])
@@ -368,7 +371,7 @@ class _Writer:
         expanded = self.one("Expand", self.one("Unsqueeze", x, "at_2"), grouped)
         return self.one("Reshape", expanded, self.ints("shape_all_heads", [0, self.heads, -1, self.head_dim]))
 
-    def _mlp(self, x: str, index: int, layer: dict[str, list[TensorProto]]) -> str:
+    def _mlp(self, x: str, layer: dict[str, list[TensorProto]]) -> str:
         gate = self._project(x, layer["gate_proj"])
         activated = self.one("Mul", gate, self.one("Sigmoid", gate))  # SiLU
         return self._project(self.one("Mul", activated, self._project(x, layer["up_proj"])), layer["down_proj"])
@@ -379,13 +382,12 @@ class _Writer:
         if self.fmt.layout == "chat" and self.config.pad_token_id is not None:
             is_pad = self.one("Equal", "input_ids", self.ints("pad_id", self.config.pad_token_id))
             readable = self.one("Mul", readable, self.one("Cast", self.one("Not", is_pad), to=TensorProto.INT64))
-        length = self.one("Shape", "input_ids", start=1, end=2)
-        zero, one = self.ints("zero_i64", 0), self.ints("one_i64", 1)
-        positions = self.one("Range", zero, self.one("Squeeze", length, "axis_0"), one)
-        last = self.one("ArgMax", self.one("Mul", readable, positions), axis=1, keepdims=1)
+        last = self.one("ArgMax", self.one("Mul", readable, self.positions), axis=1, keepdims=1)
         pooled = self.one("GatherND", final, last, batch_dims=1)
         logits = self._project(pooled, shared["score"])
-        return self.one("Squeeze", self.one("Gather", logits, self.ints("label_0", [0]), axis=1), "axis_1")
+        return self.one(
+            "Squeeze", self.one("Gather", logits, self.ints("label_0", [0]), axis=1), self.ints("axis_1", [1])
+        )
 
 
 def _count(model: onnx.ModelProto) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Reduced precisions (int8 and bf16 for CPU, fp16 for GPU) and the gate they must pass.
+"""Reduced precisions (int8, int4 and bf16 for CPU, fp16 for GPU) and the gate they must pass.
 
 A reward model is used to rank, so the gate asks what a user would: on held-out human
 preference pairs, does the reduced precision still order the two responses as the fp32 graph
