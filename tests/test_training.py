@@ -50,6 +50,23 @@ def test_decoders_get_a_real_pad_token_and_end_with_eos(tiny_decoder):
     assert fmt.suffix_ids == [tokenizer.eos_token_id] and fmt.position_ids
 
 
+def test_a_decoder_reads_prompt_and_response_as_one_text_with_merges_across_the_join(tiny_decoder):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_decoder, num_labels=1)
+    ensure_pad_token(tokenizer, model)
+    fmt = derive_input_format(tokenizer, model.config, max_length=128)
+    encoder = SequenceEncoder.from_file(_save_tokenizer(tokenizer, tiny_decoder), fmt)
+    prompt, response = "Can you tell me a joke? ", "Why did the chicken cross the road?"
+    (sequence,) = encoder.encode([prompt], [response])
+    # The byte-level BPE merges the prompt's last space into the response's first word.
+    apart = tokenizer(prompt, add_special_tokens=False).input_ids
+    assert tokenizer(prompt + response, add_special_tokens=False).input_ids[: len(apart)] != apart
+    # What the model reads is what its users feed it: `prompt + response` tokenized in one piece.
+    assert sequence.ids.tolist() == [*tokenizer(prompt + response).input_ids, tokenizer.eos_token_id]
+    merged = tokenizer.convert_ids_to_tokens(int(sequence.ids[sequence.response_start]))
+    assert merged.startswith("Ġ")  # the merged token counts as the response's
+
+
 def test_left_and_right_padding_give_the_same_rewards_as_scoring_alone(tiny_decoder, heldout_pairs):
     tokenizer = AutoTokenizer.from_pretrained(tiny_decoder)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_decoder, num_labels=1).eval()

@@ -6,10 +6,12 @@ encodes requests here, so there is no train/serve skew in special tokens, trunca
 
 A prompt and a response are each text or chat messages. Two layouts:
 
-- ``pair``: ``prefix_ids + prompt_ids + separator_ids + response_ids + suffix_ids``, prompt and
-  response tokenized apart, e.g. ``[CLS] prompt [SEP] response [SEP]`` for BERT-style encoders
-  (token type 0 up to and including the separator, 1 after it). Messages are first rendered to
-  (prompt, response) text with the format's template.
+- ``pair``: ``prefix_ids + prompt_ids + separator_ids + response_ids + suffix_ids``. Around a
+  separator, prompt and response are tokenized apart, e.g. ``[CLS] prompt [SEP] response [SEP]``
+  for BERT-style encoders (token type 0 up to and including the separator, 1 after it). Without
+  one, ``[BOS] prompt response [EOS]`` for decoders, the text ``prompt + response`` is tokenized
+  in one piece, as the model reads it. Messages are first rendered to (prompt, response) text
+  with the format's template.
 - ``chat``: how chat reward models are used on their model cards,
   ``model(tokenizer.apply_chat_template(conversation)).logits[0][0]``: the whole conversation
   rendered with the model's template and tokenized in one piece (the template's special tokens
@@ -71,7 +73,8 @@ class InputFormat(BaseModel):
     layout: Literal["pair", "chat"] = Field(
         "pair",
         description=(
-            "pair: prompt and response tokenized apart between the special ids above; chat: the whole "
+            "pair: prompt and response between the special ids above (tokenized apart around a separator, "
+            "joined without one); chat: the whole "
             "conversation rendered with chat_template and tokenized in one piece (prefix, separator and "
             "suffix empty), as the model card's apply_chat_template does."
         ),
@@ -125,6 +128,13 @@ def _each(pairs: Sequence[tuple[Text, Text]], encode: Callable[[Text, Text], T])
     return results
 
 
+def _first_token_past(offsets: Sequence[tuple[int, int]], boundary: int) -> int:
+    """The index of the first token that holds a character at or after `boundary`: where the
+    response starts in a prompt and response tokenized together (a token merged across the
+    boundary counts as the response's: the reward never depends on this split)."""
+    return next((i for i, (_, end) in enumerate(offsets) if end > boundary), len(offsets))
+
+
 @dataclass(frozen=True)
 class EncodedBatch:
     """A padded batch, as numpy int64 arrays keyed by model input name."""
@@ -172,18 +182,32 @@ class SequenceEncoder:
 
     def _encode_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> list[EncodedSequence]:
         fmt = self.format
-        prompt_encodings = self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)
-        response_encodings = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
         budget = fmt.max_length - fmt.special_length
         sequences = []
-        for p_enc, r_enc in zip(prompt_encodings, response_encodings, strict=True):
-            p, r = p_enc.ids, r_enc.ids
+        for p, r in self._token_pairs(prompts, responses):
             r_kept = r[: budget - min(len(p), fmt.min_prompt_tokens)]
             p_kept = p[max(0, len(p) + len(r_kept) - budget) :]
             head = [*fmt.prefix_ids, *p_kept, *fmt.separator_ids]
             ids = np.array([*head, *r_kept, *fmt.suffix_ids], dtype=np.int64)
             sequences.append(EncodedSequence(ids, len(head), len(p) - len(p_kept), len(r) - len(r_kept)))
         return sequences
+
+    def _token_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, response ids) of each pair. Between separator tokens (encoders) prompt and
+        response are tokenized apart. Without one (decoders) they are tokenized joined, as the
+        model reads `prompt + response`: a token that merges across the join (`?` + `"` -> `?"`)
+        is the response's first."""
+        if self.format.separator_ids:
+            prompt_encodings = self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)
+            response_encodings = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
+            return [(p.ids, r.ids) for p, r in zip(prompt_encodings, response_encodings, strict=True)]
+        texts = [p + r for p, r in zip(prompts, responses, strict=True)]
+        joined = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        pairs = []
+        for prompt, encoding in zip(prompts, joined, strict=True):
+            start = _first_token_past(encoding.offsets, len(prompt))
+            pairs.append((encoding.ids[:start], encoding.ids[start:]))
+        return pairs
 
     def _fitted_conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
         """A conversation within max_length: as it is; else without its earliest exchanges, as
@@ -203,10 +227,7 @@ class SequenceEncoder:
         fmt = self.format
         prompt_text, response_text = split_conversation(fmt.chat_template, prompt, response, fmt.template_variables)
         encoding = self.tokenizer.encode(prompt_text + response_text, add_special_tokens=False)
-        # The response starts at the token holding its first character (a merge across the
-        # boundary counts as the response's: the reward never depends on this split).
-        boundary = len(prompt_text)
-        start = next((i for i, (_, end) in enumerate(encoding.offsets) if end > boundary), len(encoding.ids))
+        start = _first_token_past(encoding.offsets, len(prompt_text))
         return EncodedSequence(np.array(encoding.ids, dtype=np.int64), start)
 
     def _cut(self, sequence: EncodedSequence) -> EncodedSequence:

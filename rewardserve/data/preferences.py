@@ -26,10 +26,19 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE, ChatTemplateError, check_messages, split_conversation
+from rewardserve.bundle.chat import (
+    PAIR_LAYOUT_TEMPLATE,
+    ChatTemplateError,
+    Conversation,
+    as_turns,
+    check_messages,
+    split_conversation,
+)
+from rewardserve.bundle.formatting import Text
 from rewardserve.data import tables
-from rewardserve.data.hh import Split, source_name, split_of, split_transcript
+from rewardserve.data.hh import Split, prompt_turns, source_name, split_of, split_transcript
 from rewardserve.data.tables import BadRow, TableError, decode_json_cell, table_format
 
 # Llama 2's "large" margins for its four preference-strength labels (Touvron et al., 2023, table 28).
@@ -46,17 +55,33 @@ CHAT_COLUMNS = ("prompt", "chosen", "rejected")
 
 @dataclass(frozen=True)
 class PreferenceExample:
-    """One prompt with two or more responses, best first, and their ranks (0 = best; equal = tie)."""
+    """One prompt with two or more responses, best first, and their ranks (0 = best; equal = tie).
+
+    `prompt` and `responses` are text: conversational rows rendered with the data's template
+    (what pair-layout models read, and what splits are keyed on). Such rows keep their messages
+    too (`prompt_messages`, `response_messages`), which chat-layout models read instead.
+    """
 
     prompt: str
     responses: tuple[str, ...]
     ranks: tuple[int, ...]
     source: str
     margin: float | None = None
+    prompt_messages: Conversation | None = field(default=None, compare=False)
+    response_messages: tuple[Conversation, ...] | None = field(default=None, compare=False)
 
     @classmethod
     def pair(cls, prompt: str, chosen: str, rejected: str, source: str, margin: float | None = None):
         return cls(prompt, (chosen, rejected), (0, 1), source, margin)
+
+    def model_inputs(self, layout: Literal["pair", "chat"]) -> list[tuple[Text, Text]]:
+        """(prompt, response) of each response, as a model of `layout` reads them: the texts in
+        the pair layout; in the chat layout the conversation: the row's own messages, else an HH
+        transcript's turns (other text: one user turn), each response an assistant turn."""
+        if layout == "pair":
+            return [(self.prompt, r) for r in self.responses]
+        prompt = self.prompt_messages or prompt_turns(self.prompt)
+        return [(prompt, r) for r in self.response_messages or self.responses]
 
     def ordered_pairs(self) -> list[tuple[int, int]]:
         """(better, worse) response indices of every strictly ordered pair."""
@@ -168,16 +193,36 @@ def _margin(row: Mapping, options: DataOptions) -> float | None:
     return None
 
 
-def _render(options: DataOptions, prompt: object, response: object, column: str) -> tuple[str, str]:
-    """(prompt text, response text) for a conversational prompt and response."""
-    prompt_messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    response_messages = [{"role": "assistant", "content": response}] if isinstance(response, str) else response
+def _conversational(
+    options: DataOptions,
+    prompt: object,
+    responses: Sequence[object],
+    columns: Sequence[str],
+    ranks: Sequence[int],
+    source: str,
+    margin: float | None = None,
+) -> PreferenceExample:
+    """An example given as chat messages (text as one turn): rendered to text with the data's
+    template, its messages kept; responses ordered best first."""
+    turns = [as_turns(prompt, response) for response in responses]
     try:
-        return split_conversation(
-            options.chat_template, check_messages(prompt_messages, "prompt"), check_messages(response_messages, column)
-        )
+        prompt_messages = check_messages(turns[0][0], "prompt")
+        rendered = [
+            split_conversation(options.chat_template, prompt_messages, check_messages(response, column))
+            for (_, response), column in zip(turns, columns, strict=True)
+        ]
     except ChatTemplateError as e:
         raise RowError(str(e)) from e
+    order = sorted(range(len(responses)), key=lambda i: ranks[i])
+    return PreferenceExample(
+        rendered[0][0],
+        tuple(rendered[i][1] for i in order),
+        tuple(ranks[i] for i in order),
+        source,
+        margin,
+        prompt_messages,
+        tuple(turns[i][1] for i in order),
+    )
 
 
 def _pair_row(row: Mapping, source: str, options: DataOptions) -> PreferenceExample:
@@ -193,9 +238,7 @@ def _pair_row(row: Mapping, source: str, options: DataOptions) -> PreferenceExam
             if shared == 0:
                 raise RowError("chosen and rejected share no prompt messages")
             prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
-        prompt_text, chosen_text = _render(options, prompt, chosen, "chosen")
-        _, rejected_text = _render(options, prompt, rejected, "rejected")
-        return PreferenceExample.pair(prompt_text, chosen_text, rejected_text, source, margin)
+        return _conversational(options, prompt, [chosen, rejected], ["chosen", "rejected"], (0, 1), source, margin)
     if "prompt" in row:
         return PreferenceExample.pair(
             _text(row, "prompt"), _text(row, "chosen"), _text(row, "rejected"), source, margin
@@ -234,13 +277,13 @@ def _ranked_row(row: Mapping, source: str, options: DataOptions) -> PreferenceEx
     ranks = _ranks_of(row, len(responses))
     prompt = row.get("prompt")
     if isinstance(prompt, list) or any(isinstance(r, list) for r in responses):
-        rendered = [_render(options, prompt, r, f"responses[{i}]") for i, r in enumerate(responses)]
-        prompt, texts = rendered[0][0], [response for _, response in rendered]
-    else:
-        prompt = _text(row, "prompt")
-        texts = [_text({"responses": r}, "responses") for r in responses]
+        columns = [f"responses[{i}]" for i in range(len(responses))]
+        return _conversational(options, prompt, responses, columns, ranks, source)
+    texts = [_text({"responses": r}, "responses") for r in responses]
     order = sorted(range(len(texts)), key=lambda i: ranks[i])  # best first
-    return PreferenceExample(prompt, tuple(texts[i] for i in order), tuple(ranks[i] for i in order), source)
+    return PreferenceExample(
+        _text(row, "prompt"), tuple(texts[i] for i in order), tuple(ranks[i] for i in order), source
+    )
 
 
 def parse_row(row: object, source: str, options: DataOptions) -> PreferenceExample:

@@ -20,9 +20,9 @@ def model_prompt(fmt: InputFormat, prompt: str) -> Text:
     return prompt_turns(prompt) if fmt.layout == "chat" else prompt
 
 
-def example_inputs(fmt: InputFormat, examples: Sequence[PreferenceExample]) -> list[tuple[Text, str]]:
+def example_inputs(fmt: InputFormat, examples: Sequence[PreferenceExample]) -> list[tuple[Text, Text]]:
     """(prompt, response) of every response of `examples`, in order, as the model reads them."""
-    return [(model_prompt(fmt, e.prompt), r) for e in examples for r in e.responses]
+    return [pair for e in examples for pair in e.model_inputs(fmt.layout)]
 
 
 def example_rewards(

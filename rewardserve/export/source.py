@@ -156,7 +156,7 @@ def _derive_format(
     right = is_pair_encoder(tokenizer) or model.config.model_type in decoder_graph.FAMILIES
     side = padding_side or ("right" if right else tokenizer.padding_side)
     length = max_length or min(_max_positions(model.config) or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
-    fmt = derive_input_format(tokenizer, model.config, length, side, chat_layout=True)
+    fmt = derive_input_format(tokenizer, model.config, length, side)
     return fmt, tokenizer.backend_tokenizer
 
 

@@ -66,22 +66,17 @@ def template_variables(tokenizer) -> dict[str, str]:
 
 
 def derive_input_format(
-    tokenizer,
-    model_config,
-    max_length: int,
-    padding_side: Literal["right", "left"] = "right",
-    chat_template: str | None = None,
-    chat_layout: bool = False,
+    tokenizer, model_config, max_length: int, padding_side: Literal["right", "left"] = "right"
 ) -> InputFormat:
-    """The layout for a checkpoint: `[CLS] prompt [SEP] response [SEP]` for encoders; with
-    `chat_layout`, for decoders with a chat template of their own (the RMs of others: export), the
-    chat layout; for other decoders `[BOS] prompt response [EOS]` (pooled at the EOS, the last
-    real token), which training uses: it tokenizes prompt and response apart."""
+    """The layout for a checkpoint: `[CLS] prompt [SEP] response [SEP]` for encoders; for decoders
+    with a chat template (their own, or the one they were trained on) the chat layout, as chat
+    reward models are scored on their model cards; for other decoders `[BOS] prompt response
+    [EOS]`, pooled at the EOS (the last real token)."""
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; call ensure_pad_token first")
     positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
     max_length = min(max_length, positions or max_length)
-    template = chat_template or default_chat_template(tokenizer)
+    template = default_chat_template(tokenizer)
     if is_pair_encoder(tokenizer):
         return InputFormat(
             prefix_ids=[tokenizer.cls_token_id],
@@ -102,7 +97,7 @@ def derive_input_format(
         position_ids=True,
         chat_template=template,
     )
-    if chat_layout and getattr(tokenizer, "chat_template", None):
+    if getattr(tokenizer, "chat_template", None):
         # A chat reward model: scored as its model card scores it, the whole conversation
         # rendered with its template and read at the rendering's last token.
         variables = template_variables(tokenizer)

