@@ -70,7 +70,8 @@ CHAT_RMS = {
 }
 
 
-def build_chat_rm(kind: str, out: Path, texts: list[str]) -> Path:
+def build_chat_rm(kind: str, out: Path, texts: list[str], hidden_size: int = 32) -> Path:
+    """A 2-layer chat RM of `kind` with random weights, two query heads sharing one key-value head."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, PreTrainedTokenizerFast, Qwen3Config
 
@@ -95,8 +96,8 @@ def build_chat_rm(kind: str, out: Path, texts: list[str]) -> Path:
     family = Qwen3Config if kind == "qwen3" else LlamaConfig
     config = family(
         vocab_size=len(fast),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,  # grouped-query attention, as the families ship
@@ -107,7 +108,7 @@ def build_chat_rm(kind: str, out: Path, texts: list[str]) -> Path:
         num_labels=1,
     )
     if kind == "qwen3":
-        config.head_dim = 16
+        config.head_dim = hidden_size // 2
     return save_random_reward_model(config, out)
 
 

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 from rewardserve.bundle import SequenceEncoder, load_bundle
+from rewardserve.data.hh import prompt_turns
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.training.checkpoint import (
     ADDED_PAD_TOKEN,
@@ -126,6 +127,25 @@ def test_a_decoder_trains_with_left_padding_into_a_checkpoint_export_can_read(
     assert model.config.pad_token_id == fmt.pad_id
     expected = "MeanPooledRewardModel" if pooling == "mean" else "ForSequenceClassification"
     assert type(model).__name__.endswith(expected)
+
+
+def test_a_decoder_with_a_chat_template_trains_on_the_ids_apply_chat_template_gives(
+    train_pairs, heldout_pairs, tmp_path
+):
+    from chat_models import QWEN3_TEMPLATE, build_chat_rm
+
+    base = build_chat_rm("qwen3", tmp_path / "base", [e.prompt + r for e in train_pairs[:200] for r in e.responses])
+    train_reward_model(config_for(base, tmp_path / "rm", max_length=512), train_pairs[:16], [], provenance={})
+    fmt, tokenizer = load_input_format(tmp_path / "rm"), AutoTokenizer.from_pretrained(tmp_path / "rm")
+    assert fmt.layout == "chat" and tokenizer.chat_template == QWEN3_TEMPLATE
+    encoder = SequenceEncoder.from_file(tmp_path / "rm" / "tokenizer.json", fmt)
+    example = next(e for e in heldout_pairs if "\n\nAssistant:" in e.prompt and len(e.prompt) < 600)
+    (prompt, response), _ = example.model_inputs("chat")
+    (sequence,) = encoder.encode([prompt], [response])
+    # An HH transcript reaches the model as its turns, rendered and tokenized as its users will.
+    conversation = [*prompt_turns(example.prompt), {"role": "assistant", "content": example.responses[0]}]
+    assert len(conversation) > 2
+    assert sequence.ids.tolist() == tokenizer.apply_chat_template(conversation, return_dict=True)["input_ids"]
 
 
 def ranked_examples(pairs: list[PreferenceExample], k: int = 3) -> list[PreferenceExample]:
