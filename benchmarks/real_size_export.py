@@ -2,6 +2,8 @@
 
     python benchmarks/real_size_export.py --shape qwen3-0.6b          # ~10 min on 2 cores
     python benchmarks/real_size_export.py --shape llama-3.2-1b --precision auto
+    python benchmarks/real_size_export.py --precision bf16 --set-aside-gate \
+        --out models/real-size/qwen3-0.6b/bundle-bf16-speed          # for served speed figures only
 
 Builds (once, under --work) a sequence-classification reward model with the named model's
 dimensions and random weights, a byte-level BPE tokenizer trained here on HH-RLHF text with the
@@ -90,12 +92,24 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("models/real-size"))
     parser.add_argument("--precision", default="fp32", help="export's --precision (default: fp32)")
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--out", type=Path, help="the bundle (default: WORK/SHAPE/bundle)")
+    parser.add_argument(
+        "--set-aside-gate",
+        action="store_true",
+        help="ship the reduced precision whatever its agreement, for speed figures only: random weights give "
+        "near-tied rewards that the gate cannot judge (the bundle is then not fit to serve rewards)",
+    )
     args = parser.parse_args()
 
     checkpoint = build(args.shape, args.work / args.shape / "checkpoint")
     weights = sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))
-    command = [sys.executable, "-m", "rewardserve.cli", "export", str(checkpoint)]
-    command += ["--out", str(args.work / args.shape / "bundle"), "--precision", args.precision]
+    cli = [sys.executable, "-m", "rewardserve.cli"]
+    if args.set_aside_gate:
+        bars = "p.MIN_DECISIONS_MATCHING, p.MAX_ACCURACY_DROP = 0.0, 1.0"
+        cli = [sys.executable, "-c", f"import sys, rewardserve.export.precision as p; {bars}; "
+               "from rewardserve.cli import main; sys.exit(main(sys.argv[1:]))"]  # fmt: skip
+    out = args.out or args.work / args.shape / "bundle"
+    command = [*cli, "export", str(checkpoint), "--out", str(out), "--precision", args.precision]
     command += ["--max-length", str(args.max_length)]
     started = time.perf_counter()
     result = subprocess.run(command)

@@ -1,13 +1,16 @@
 """Chat reward models and policy chat formats for the fidelity tests.
 
-Two tiny decoder RMs built from configs, each with a byte-level BPE tokenizer trained on HH text
-and the special tokens and chat template of the family it imitates:
+Three tiny decoder RMs built from configs, each with a byte-level BPE tokenizer trained on HH
+text and the special tokens and chat template of the family it imitates:
 
 - `qwen3`: ChatML with Qwen3's empty thinking block before the final answer, `<|im_end|>` EOS,
   pad `<|endoftext|>`, no BOS (Skywork-Reward-V2-Qwen3);
 - `llama3`: Llama 3.1's headers, its knowledge-date system preamble, `bos_token` written by the
   template and also added by the tokenizer's post-processor, so a careless second BOS shows
-  (Skywork-Reward-V2-Llama-3.1).
+  (Skywork-Reward-V2-Llama-3.1);
+- `gemma2`: Gemma's turns (`model` for the assistant, content trimmed), `<bos>` written by the
+  template and added by the post-processor, sliding-window layers shorter than the conversations
+  (Skywork-Reward-Gemma-2-27B).
 
 And the chat formats a policy may write in, as Jinja templates like those the families ship,
 with the end-of-turn token generation stops at: what a trainer decodes and sends.
@@ -56,6 +59,12 @@ LLAMA31_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
 
+GEMMA_TEMPLATE = (
+    "{{- bos_token }}{%- for m in messages %}{%- set role = 'model' if m.role == 'assistant' else m.role %}"
+    "{{- '<start_of_turn>' + role + '\\n' + m.content | trim + '<end_of_turn>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}"
+)
+
 CHAT_RMS = {
     # kind: (special tokens, bos, eos, pad, template)
     "qwen3": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", "<|endoftext|>", QWEN3_TEMPLATE),
@@ -67,13 +76,20 @@ CHAT_RMS = {
         "<|finetune_right_pad_id|>",
         LLAMA31_TEMPLATE,
     ),
+    "gemma2": (
+        ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        GEMMA_TEMPLATE,
+    ),
 }
 
 
 def build_chat_rm(kind: str, out: Path, texts: list[str], hidden_size: int = 32) -> Path:
     """A 2-layer chat RM of `kind` with random weights, two query heads sharing one key-value head."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, PreTrainedTokenizerFast, Qwen3Config
+    from transformers import Gemma2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen3Config
 
     specials, bos, eos, pad, template = CHAT_RMS[kind]
     tokenizer = Tokenizer(models.BPE())
@@ -93,7 +109,7 @@ def build_chat_rm(kind: str, out: Path, texts: list[str], hidden_size: int = 32)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad)
     fast.chat_template = template
     fast.save_pretrained(out)
-    family = Qwen3Config if kind == "qwen3" else LlamaConfig
+    family = {"qwen3": Qwen3Config, "llama3": LlamaConfig, "gemma2": Gemma2Config}[kind]
     config = family(
         vocab_size=len(fast),
         hidden_size=hidden_size,
@@ -107,8 +123,10 @@ def build_chat_rm(kind: str, out: Path, texts: list[str], hidden_size: int = 32)
         bos_token_id=fast.bos_token_id,
         num_labels=1,
     )
-    if kind == "qwen3":
+    if kind in ("qwen3", "gemma2"):
         config.head_dim = hidden_size // 2
+    if kind == "gemma2":  # attention scaled by its own scalar; sliding layers shorter than conversations
+        config.query_pre_attn_scalar, config.sliding_window = hidden_size // 2, 64
     return save_random_reward_model(config, out)
 
 
@@ -152,9 +170,7 @@ POLICY_FORMATS = {
         "</s>",
     ),
     "gemma": (
-        "{{- bos_token }}{%- for m in messages %}{%- set role = 'model' if m.role == 'assistant' else m.role %}"
-        "{{- '<start_of_turn>' + role + '\\n' + m.content | trim + '<end_of_turn>\\n' }}{%- endfor %}"
-        "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}",
+        GEMMA_TEMPLATE,
         {"bos_token": "<bos>"},
         "<end_of_turn>",
     ),

@@ -12,7 +12,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import (
+    AutoModelForSequenceClassification,
+    Gemma2Config,
+    Gemma3TextConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 from rewardserve.bundle import InputFormat
 from rewardserve.export import decoder_graph
@@ -50,6 +58,23 @@ FAMILIES = {
     "mistral": lambda: MistralConfig(**SHAPE, sliding_window=None),
     "qwen2": lambda: Qwen2Config(**SHAPE),  # q/k/v biases
     "qwen3": lambda: Qwen3Config(**SHAPE, head_dim=32),  # q/k RMSNorm per head; heads * head_dim != hidden
+    # Sliding layers (window 8, shorter than the sequences) beside global ones, soft-capped logits,
+    # attention scaled by query_pre_attn_scalar, (1 + w) norms around attention and MLP, GeGLU.
+    "gemma2": lambda: Gemma2Config(
+        **SHAPE, head_dim=16, query_pre_attn_scalar=24, attn_logit_softcapping=5.0, sliding_window=8
+    ),
+    # q/k norms, and the sliding layers' own rotary base beside the global layers' scaled one.
+    "gemma3": lambda: Gemma3TextConfig(
+        **SHAPE,
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        },
+    ),
 }
 
 
@@ -131,8 +156,9 @@ def test_weights_live_once_in_external_data_both_graphs_read(built):
     data = graphs.graph.parent / decoder_graph.DATA_FILE
     weights = sum(p.numel() * 4 for p in model.parameters())
     head_dim = getattr(model.config, "head_dim", None) or 16
-    rotary_tables = 2 * chat_format().max_length * head_dim // 2 * 4
-    alignment = decoder_graph.ALIGNMENT * (len(list(model.parameters())) + 2)  # each tensor starts a page
+    rope_kinds = len(decoder_graph._rope_parameters(model.config))  # Gemma 3: one per layer type
+    rotary_tables = rope_kinds * 2 * chat_format().max_length * head_dim // 2 * 4
+    alignment = decoder_graph.ALIGNMENT * (len(list(model.parameters())) + 2 * rope_kinds)  # each starts a page
     assert weights + rotary_tables <= data.stat().st_size <= weights + rotary_tables + alignment
     for graph in (graphs.graph, graphs.portable):
         assert graph.stat().st_size < 200_000

@@ -37,7 +37,7 @@ def conversations(heldout_pairs) -> list[list[dict]]:
     return [[*prompt_turns(e.prompt), {"role": "assistant", "content": e.responses[0]}] for e in examples]
 
 
-@pytest.fixture(scope="module", params=["qwen3", "llama3"])
+@pytest.fixture(scope="module", params=["qwen3", "llama3", "gemma2"])
 def chat_rm(request, tmp_path_factory, train_pairs, heldout_pairs) -> tuple[Path, Path]:
     """(checkpoint, bundle): a tiny chat RM and what `export` made of it."""
     from rewardserve.export.onnx_export import export_bundle

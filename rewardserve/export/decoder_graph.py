@@ -3,11 +3,17 @@
 Tracing a 0.6B decoder holds the model several times over (the traced graph, onnx's copy, the
 optimizer's copy) and yields attention that onnxruntime's optimizer cannot fuse: rotary
 embeddings, grouped-query repeats and the attention matmuls stay separate nodes. The Llama
-family (Llama, Mistral, Qwen2, Qwen3) is regular enough to write down instead, as
+family (Llama, Mistral, Qwen2, Qwen3) and Gemma 2/3 are regular enough to write down instead, as
 onnxruntime-genai's model builder does for generation:
 
     embed -> N x [RMSNorm -> q, k, v (-> q/k RMSNorm, Qwen3) -> attention with rotary -> o
                   -> residual + RMSNorm -> SwiGLU MLP] -> residual + RMSNorm -> score head
+
+Gemma 2/3 differ in ways each written where it applies: embeddings scaled by sqrt(hidden), norms
+that multiply by (1 + weight), a norm after attention and after the MLP as well as before
+them, a GeGLU MLP (tanh GELU), attention scaled by query_pre_attn_scalar, logits soft-capped
+(Gemma 2), q/k norms (Gemma 3), and sliding-window layers (with their own rotary base in
+Gemma 3) beside global ones.
 
 read at each row's last real token, the position LastTokenReward reads (source.py). Every weight
 is streamed to one external data file as it is written, so memory stays about one copy of the
@@ -39,7 +45,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rewardserve.bundle import InputFormat
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+GEMMA = ("gemma2", "gemma3_text")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", *GEMMA)
+ACTIVATIONS = {"silu": "SwiGLU", "gelu_pytorch_tanh": "GeGLU"}  # the MLPs written here
 OPSET = 18
 MS = "com.microsoft"
 GRAPH_FILE = "model.onnx"
@@ -70,8 +78,9 @@ def build(model: torch.nn.Module, fmt: InputFormat, out: Path) -> BuiltGraphs:
     config = model.config
     _check_supported(config, fmt)
     out.mkdir(parents=True, exist_ok=True)
+    gemma = config.model_type in GEMMA
     with _WeightFile(out / DATA_FILE) as weights:
-        layers = [_layer_weights(weights, layer) for layer in model.base_model.layers]
+        layers = [_layer_weights(weights, layer, gemma) for layer in model.base_model.layers]
         shared = _shared_weights(weights, model, fmt)
     why_unfused = None
     if _head_dim(config) % GQA_HEAD_MULTIPLE:
@@ -101,21 +110,38 @@ def _check_supported(config, fmt: InputFormat) -> None:
         raise NotBuildable("the built graph reads rows by their lengths and needs right padding")
     if fmt.token_type_ids:
         raise NotBuildable("decoders take no segment ids")
-    if getattr(config, "hidden_act", "silu") != "silu":
-        raise NotBuildable(f"activation {config.hidden_act}: only SwiGLU (silu) is written here")
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    # The tables are computed once for every position; dynamic NTK and LongRoPE change them with
-    # the length of the sequence at run time.
-    if rope_type not in ("default", "linear", "llama3", "yarn"):
-        raise NotBuildable(f"rotary scaling {rope_type!r} depends on the sequence length at run time")
+    if (activation := _activation(config)) not in ACTIVATIONS:
+        raise NotBuildable(f"activation {activation}: only {' and '.join(ACTIVATIONS.values())} MLPs are written here")
+    for rope in _rope_parameters(config).values():
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        # The tables are computed once for every position; dynamic NTK and LongRoPE change them
+        # with the length of the sequence at run time.
+        if rope_type not in ("default", "linear", "llama3", "yarn"):
+            raise NotBuildable(f"rotary scaling {rope_type!r} depends on the sequence length at run time")
     if (partial := getattr(config, "partial_rotary_factor", 1.0)) != 1.0:
         raise NotBuildable(f"partial rotary embeddings (factor {partial})")
+    if getattr(config, "use_bidirectional_attention", False):
+        raise NotBuildable("bidirectional attention")
     window = getattr(config, "sliding_window", None)
     kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
     sliding = "sliding_attention" in kinds or (config.model_type == "mistral" and window)
-    if sliding and window and window < fmt.max_length:
+    # Gemma's sliding layers are written with their window; other families' windows (Mistral's
+    # on every layer, Qwen2's above max_window_layers) are not.
+    if sliding and window and window < fmt.max_length and config.model_type not in GEMMA:
         raise NotBuildable(f"sliding-window attention ({window} tokens) shorter than max_length {fmt.max_length}")
+
+
+def _activation(config) -> str | None:
+    return getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+
+
+def _rope_parameters(config) -> dict[str, dict]:
+    """The rotary parameters of each layer type ("full_attention", "sliding_attention"): Gemma 3
+    gives its sliding layers their own base; other models have one set for every layer."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if all(isinstance(value, dict) for value in rope.values()) and rope:
+        return rope
+    return {"full_attention": rope}
 
 
 class _WeightFile:
@@ -156,39 +182,54 @@ def _linear(weights: _WeightFile, name: str, linear: torch.nn.Linear) -> list[Te
     return tensors
 
 
-def _layer_weights(weights: _WeightFile, layer: torch.nn.Module) -> dict[str, list[TensorProto]]:
+def _norm_weight(weights: _WeightFile, name: str, norm: torch.nn.Module, gemma: bool) -> list[TensorProto]:
+    """An RMSNorm's scale as the normalized input is multiplied by it: Gemma's norms multiply by
+    (1 + weight), computed here in fp32 as Gemma does."""
+    return [weights.add(name, 1.0 + norm.weight.float() if gemma else norm.weight)]
+
+
+def _layer_weights(weights: _WeightFile, layer: torch.nn.Module, gemma: bool) -> dict[str, list[TensorProto]]:
     index = layer.self_attn.layer_idx
     attention, mlp = layer.self_attn, layer.mlp
     prefix = f"layers.{index}"
+    norms = {"input_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm"}
+    if gemma:  # and around the MLP
+        norms |= {
+            "pre_feedforward_norm": "pre_feedforward_layernorm",
+            "post_feedforward_norm": "post_feedforward_layernorm",
+        }
     tensors = {
-        "input_norm": [weights.add(f"{prefix}.input_norm", layer.input_layernorm.weight)],
-        "post_attention_norm": [weights.add(f"{prefix}.post_attention_norm", layer.post_attention_layernorm.weight)],
+        name: _norm_weight(weights, f"{prefix}.{name}", getattr(layer, module), gemma) for name, module in norms.items()
     }
     for part in ("q_proj", "k_proj", "v_proj", "o_proj"):
         tensors[part] = _linear(weights, f"{prefix}.{part}", getattr(attention, part))
-    for part in ("q_norm", "k_norm"):  # Qwen3: RMSNorm over each head, before rotary
+    for part in ("q_norm", "k_norm"):  # Qwen3, Gemma 3: RMSNorm over each head, before rotary
         if hasattr(attention, part):
-            tensors[part] = [weights.add(f"{prefix}.{part}", getattr(attention, part).weight)]
+            tensors[part] = _norm_weight(weights, f"{prefix}.{part}", getattr(attention, part), gemma)
     for part in ("gate_proj", "up_proj", "down_proj"):
         tensors[part] = _linear(weights, f"{prefix}.{part}", getattr(mlp, part))
     return tensors
 
 
 def _shared_weights(weights: _WeightFile, model: torch.nn.Module, fmt: InputFormat) -> dict[str, list[TensorProto]]:
-    base = model.base_model
+    base, gemma = model.base_model, model.config.model_type in GEMMA
     positions = torch.arange(fmt.max_length)[None]
-    # The model's own rotary module computes the tables, so its scaling (llama3, yarn, ...) and
-    # attention factor are the ones the model uses.
-    with torch.no_grad():
-        cos, sin = base.rotary_emb(torch.zeros(1, dtype=torch.float32), positions)
-    half = cos.shape[-1] // 2
-    return {
+    tensors = {
         "embed": [weights.add("embed_tokens", base.embed_tokens.weight)],
-        "norm": [weights.add("norm", base.norm.weight)],
+        "norm": _norm_weight(weights, "norm", base.norm, gemma),
         "score": _linear(weights, "score", model.score),
-        "cos_cache": [weights.add("cos_cache", cos[0, :, :half])],
-        "sin_cache": [weights.add("sin_cache", sin[0, :, :half])],
     }
+    # The model's own rotary module computes the tables, so its scaling (llama3, yarn, ...) and
+    # attention factor are the ones the model uses; one pair of tables per rotary base.
+    rope_kinds = _rope_parameters(model.config)
+    for kind in rope_kinds:
+        with torch.no_grad():
+            x = torch.zeros(1, dtype=torch.float32)
+            cos, sin = base.rotary_emb(x, positions, kind) if len(rope_kinds) > 1 else base.rotary_emb(x, positions)
+        half = cos.shape[-1] // 2
+        tensors[f"cos_cache_{kind}"] = [weights.add(f"cos_cache_{kind}", cos[0, :, :half])]
+        tensors[f"sin_cache_{kind}"] = [weights.add(f"sin_cache_{kind}", sin[0, :, :half])]
+    return tensors
 
 
 class _Writer:
@@ -201,6 +242,12 @@ class _Writer:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = _head_dim(config)
         self.eps = float(config.rms_norm_eps)
+        self.gemma = config.model_type in GEMMA
+        self.scale = (config.query_pre_attn_scalar if self.gemma else self.head_dim) ** -0.5
+        self.softcap = float(getattr(config, "attn_logit_softcapping", None) or 0.0)
+        self.rope_kinds = list(_rope_parameters(config))
+        self.layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+        self.window = config.sliding_window if self.gemma else None
         self.nodes: list[onnx.NodeProto] = []
         self.constants: list[TensorProto] = []
         self.constant_names: set[str] = set()
@@ -234,15 +281,24 @@ class _Writer:
             helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in self.fmt.input_names
         ]
         hidden = self.one("Gather", "embed_tokens", "input_ids")
+        if self.gemma:  # embeddings scaled by sqrt(hidden size), in fp32 as Gemma does
+            scale = np.array(self.config.hidden_size**0.5, np.float32)
+            hidden = self.one("Mul", hidden, self.const("embed_scale", scale))
         length = self.one("Squeeze", self.one("Shape", "input_ids", start=1, end=2), self.ints("axis_0", [0]))
         self.positions = self.one("Range", self.ints("zero_i64", 0), length, self.ints("one_i64", 1))
         self.rows = self._row_inputs(length)
         residual = None
         for index, layer in enumerate(layers):
-            x, residual = self._norm(hidden, residual, f"layers.{index}.input_norm")
-            attention = self._attention(x, layer)
-            x, residual = self._norm(attention, residual, f"layers.{index}.post_attention_norm")
-            hidden = self._mlp(x, layer)
+            name = f"layers.{index}"
+            x, residual = self._norm(hidden, residual, f"{name}.input_norm")
+            attention = self._attention(x, layer, self.layer_types[index])
+            if self.gemma:  # normed after attention and around the MLP, before each residual add
+                attention = self._norm(attention, None, f"{name}.post_attention_norm")[0]
+                x, residual = self._norm(attention, residual, f"{name}.pre_feedforward_norm")
+                hidden = self._norm(self._mlp(x, layer), None, f"{name}.post_feedforward_norm")[0]
+            else:
+                x, residual = self._norm(attention, residual, f"{name}.post_attention_norm")
+                hidden = self._mlp(x, layer)
         final, _ = self._norm(hidden, residual, "norm")
         reward = self._score(final, shared)
         self.nodes.append(helper.make_node("Identity", [reward], ["reward"]))
@@ -263,27 +319,39 @@ class _Writer:
                 "total_length": self.one("Cast", length, to=TensorProto.INT32),
             }
         positions = self.positions
-        # Key j is visible from query i when j <= i and j is a real token: an additive bias.
-        causal = self.one(
-            "LessOrEqual",
+        # Key j is visible from query i when j <= i (and i - j < window in sliding layers) and j
+        # is a real token: an additive bias per kind of layer.
+        keys, queries = (
             self.one("Unsqueeze", positions, "axis_0"),
             self.one("Unsqueeze", positions, self.ints("axis_1", [1])),
         )
+        causal = self.one("LessOrEqual", keys, queries)
         real = self.one(
             "Cast",
             self.one("Unsqueeze", "attention_mask", self.ints("axes_1_2", [1, 2])),
             to=TensorProto.BOOL,
         )
-        visible = self.one("And", self.one("Unsqueeze", causal, "axis_0"), real)
         floor = self.const("masked", np.array(np.finfo(np.float32).min, np.float32))
-        bias = self.one("Where", visible, self.const("visible", np.array(0.0, np.float32)), floor)
-        cos = self.one("Gather", "cos_cache", positions)
-        sin = self.one("Gather", "sin_cache", positions)
-        return {
-            "bias": bias,  # (batch, 1, sequence, sequence)
-            "cos": self.one("Concat", cos, cos, axis=-1),  # (sequence, head_dim): rotate-half layout
-            "sin": self.one("Concat", sin, sin, axis=-1),
-        }
+        rows = {}
+        for kind in set(self.layer_types):
+            allowed = causal
+            if kind == "sliding_attention" and self.window:
+                near = self.one("Less", self.one("Sub", queries, keys), self.ints("window", self.window))
+                allowed = self.one("And", causal, near)
+            visible = self.one("And", self.one("Unsqueeze", allowed, "axis_0"), real)
+            # (batch, 1, sequence, sequence)
+            rows[f"bias_{kind}"] = self.one("Where", visible, self.const("visible", np.array(0.0, np.float32)), floor)
+        for kind in self.rope_kinds:
+            cos = self.one("Gather", f"cos_cache_{kind}", positions)
+            sin = self.one("Gather", f"sin_cache_{kind}", positions)
+            # (sequence, head_dim): the rotate-half layout
+            rows[f"cos_{kind}"] = self.one("Concat", cos, cos, axis=-1)
+            rows[f"sin_{kind}"] = self.one("Concat", sin, sin, axis=-1)
+        return rows
+
+    def _rope_kind(self, layer_type: str) -> str:
+        """Which rotary tables a layer reads: its own kind's where the model has several."""
+        return layer_type if layer_type in self.rope_kinds else self.rope_kinds[0]
 
     def _norm(self, x: str, residual: str | None, weight: str) -> tuple[str, str]:
         """RMSNorm of x (+ residual, fused when there is one); returns (normed, new residual)."""
@@ -308,38 +376,53 @@ class _Writer:
         )
         return self.one("Reshape", normed, self.ints("shape_flat", [0, 0, -1]))
 
-    def _attention(self, x: str, layer: dict[str, list[TensorProto]]) -> str:
+    def _attention(self, x: str, layer: dict[str, list[TensorProto]], layer_type: str) -> str:
         q = self._heads_norm(self._project(x, layer["q_proj"]), self.heads, layer.get("q_norm"))
         k = self._heads_norm(self._project(x, layer["k_proj"]), self.kv_heads, layer.get("k_norm"))
         v = self._project(x, layer["v_proj"])
-        scale = self.head_dim**-0.5
+        rope = self._rope_kind(layer_type)
+        sliding = layer_type == "sliding_attention" and self.window
         if self.flavor == "fused":
+            optional = {"softcap": self.softcap} if self.softcap else {}
+            if sliding:  # transformers' window: the query and the window - 1 keys before it
+                optional["local_window_size"] = self.window
             context = self.op(
                 "GroupQueryAttention",
-                [q, k, v, "", "", self.rows["seqlens_k"], self.rows["total_length"], "cos_cache", "sin_cache"],
+                [
+                    q,
+                    k,
+                    v,
+                    "",
+                    "",
+                    self.rows["seqlens_k"],
+                    self.rows["total_length"],
+                    f"cos_cache_{rope}",
+                    f"sin_cache_{rope}",
+                ],
                 3,
                 MS,
                 num_heads=self.heads,
                 kv_num_heads=self.kv_heads,
                 do_rotary=1,
                 rotary_interleaved=0,
-                scale=scale,
+                scale=self.scale,
+                **optional,
             )[0]
         else:
-            context = self._plain_attention(q, k, v, scale)
+            context = self._plain_attention(q, k, v, rope, layer_type)
         return self._project(context, layer["o_proj"])
 
-    def _plain_attention(self, q: str, k: str, v: str, scale: float) -> str:
+    def _plain_attention(self, q: str, k: str, v: str, rope: str, layer_type: str) -> str:
         """Attention in standard operators, laid out as transformers' eager attention is."""
-        q = self._rotate(self._split_heads(q, self.heads))
-        k = self._repeat_kv(self._rotate(self._split_heads(k, self.kv_heads)))
+        q = self._rotate(self._split_heads(q, self.heads), rope)
+        k = self._repeat_kv(self._rotate(self._split_heads(k, self.kv_heads), rope))
         v = self._repeat_kv(self._split_heads(v, self.kv_heads))
         scores = self.one("MatMul", q, self.one("Transpose", k, perm=[0, 1, 3, 2]))
-        scores = self.one(
-            "Add",
-            self.one("Mul", scores, self.const("attention_scale", np.array(scale, np.float32))),
-            self.rows["bias"],
-        )
+        scores = self.one("Mul", scores, self.const("attention_scale", np.array(self.scale, np.float32)))
+        if self.softcap:  # Gemma 2: cap * tanh(scores / cap)
+            cap = self.const("softcap", np.array(self.softcap, np.float32))
+            scores = self.one("Mul", self.one("Tanh", self.one("Div", scores, cap)), cap)
+        scores = self.one("Add", scores, self.rows[f"bias_{layer_type}"])
         context = self.one("MatMul", self.one("Softmax", scores, axis=-1), v)
         return self.one(
             "Reshape", self.one("Transpose", context, perm=[0, 2, 1, 3]), self.ints("shape_flat", [0, 0, -1])
@@ -349,11 +432,12 @@ class _Writer:
         shape = self.ints(f"shape_heads_{heads}", [0, 0, heads, self.head_dim])
         return self.one("Transpose", self.one("Reshape", x, shape), perm=[0, 2, 1, 3])
 
-    def _rotate(self, x: str) -> str:
+    def _rotate(self, x: str, rope: str) -> str:
         """Rotary embedding, rotate-half layout: x * cos + rotate_half(x) * sin."""
         first, second = self.op("Split", [x], 2, axis=-1, num_outputs=2)
         rotated = self.one("Concat", self.one("Neg", second), first, axis=-1)
-        return self.one("Add", self.one("Mul", x, self.rows["cos"]), self.one("Mul", rotated, self.rows["sin"]))
+        cos, sin = self.rows[f"cos_{rope}"], self.rows[f"sin_{rope}"]
+        return self.one("Add", self.one("Mul", x, cos), self.one("Mul", rotated, sin))
 
     def _repeat_kv(self, x: str) -> str:
         """(batch, kv_heads, sequence, head_dim) -> (batch, heads, ...): each kv head serves a group."""
@@ -373,8 +457,23 @@ class _Writer:
 
     def _mlp(self, x: str, layer: dict[str, list[TensorProto]]) -> str:
         gate = self._project(x, layer["gate_proj"])
-        activated = self.one("Mul", gate, self.one("Sigmoid", gate))  # SiLU
+        if _activation(self.config) == "gelu_pytorch_tanh":
+            activated = self._tanh_gelu(gate)
+        else:
+            activated = self.one("Mul", gate, self.one("Sigmoid", gate))  # SiLU
         return self._project(self.one("Mul", activated, self._project(x, layer["up_proj"])), layer["down_proj"])
+
+    def _tanh_gelu(self, x: str) -> str:
+        """GELU, tanh approximation: onnxruntime's FastGelu, or its formula in standard operators,
+        0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+        if self.flavor == "fused":
+            return self.one("FastGelu", x, domain=MS)
+        cube = self.one("Mul", self.one("Mul", x, x), x)
+        inner = self.one("Add", x, self.one("Mul", cube, self.const("gelu_cubic", np.array(0.044715, np.float32))))
+        inner = self.one("Mul", inner, self.const("gelu_scale", np.array(np.sqrt(2 / np.pi), np.float32)))
+        half = self.const("half", np.array(0.5, np.float32))
+        one = self.const("one_f32", np.array(1.0, np.float32))
+        return self.one("Mul", self.one("Mul", x, half), self.one("Add", one, self.one("Tanh", inner)))
 
     def _score(self, final: str, shared: dict[str, list[TensorProto]]) -> str:
         """The score head at each row's last real token (not the pad id in the chat layout)."""
