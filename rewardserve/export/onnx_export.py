@@ -130,9 +130,10 @@ def export_bundle(
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
             # PyTorch's side first: its rewards, the model card's, and the graphs written from (or
             # traced through) the model. Then the model leaves memory to the sessions that score them.
-            expected = torch_reference(source, encoder, sequences)
             more = example_inputs(source.input_format, heldout)
-            card = model_card_rewards(checkpoint, source, encoder, [*inputs, *more], sizes.reference_conversations)
+            with source.on_gpu():
+                expected = torch_reference(source, encoder, sequences)
+                card = model_card_rewards(checkpoint, source, encoder, [*inputs, *more], sizes.reference_conversations)
             candidates = _candidates(source, encoder, sequences[:2], Path(scratch), optimize)
             source.forget_model()
             fp32 = _first_within_parity(candidates, encoder, expected)
@@ -308,7 +309,8 @@ def _first_within_parity(
 @torch.inference_mode()
 def torch_rewards(source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence]) -> np.ndarray:
     arrays = encoder.pad(sequences).arrays
-    return source.reward(*(torch.from_numpy(arrays[n]) for n in source.input_format.input_names)).float().numpy()
+    inputs = (torch.from_numpy(arrays[n]).to(source.device) for n in source.input_format.input_names)
+    return source.reward(*inputs).float().cpu().numpy()
 
 
 ALONE_SEQUENCES = 64  # graphs score up to these one at a time too (padding absent), a quarter of all at most

@@ -85,7 +85,8 @@ def model_card_rewards(
             (sequence,) = encoder.encode([prompt], [response])
             _check_ids(index, sequence.ids, reference["input_ids"][0].numpy(), tokenizer)
             with torch.inference_mode():
-                references.append(float(model(**reference).logits[0, 0]))
+                on_device = {name: tensor.to(source.device) for name, tensor in reference.items()}
+                references.append(float(model(**on_device).logits[0, 0]))
             checked.append(index)
             served.append(sequence)
             bar.update(1)

@@ -8,8 +8,10 @@ DeBERTa, a Llama or Qwen2 reward model) gets a format derived from its own confi
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +35,7 @@ from rewardserve.training.checkpoint import (
 from rewardserve.training.reward_model import MeanPooledRewardModel, load_reward_model
 
 DEFAULT_MAX_LENGTH = 4096  # for checkpoints of others; a longer context costs memory in every batch
+GPU_HEADROOM = 1.5  # free GPU memory needed, in model sizes: the weights and one batch's activations
 
 
 @dataclass
@@ -49,6 +52,29 @@ class ExportSource:
     parameters: int  # how large the model is: export sizes its passes by it
     stats: dict = field(default_factory=dict)  # reward mean/std and temperature measured in training
     training: dict = field(default_factory=dict)  # training metrics and provenance, when we trained it
+
+    @contextlib.contextmanager
+    def on_gpu(self) -> Iterator[None]:
+        """The model on the GPU for the block, where there is one with room for it (its PyTorch
+        passes: parity's reference rewards and the model card's), then back on the CPU, where the
+        graph is written from it. Without one, nothing moves."""
+        room = torch.cuda.is_available() and torch.cuda.mem_get_info()[0] > GPU_HEADROOM * self._bytes()
+        if not room:
+            yield
+            return
+        self.model.to("cuda")
+        try:
+            yield
+        finally:
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+
+    def _bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def forget_model(self) -> None:
         """Drop the PyTorch model once export has what it needs from it (its rewards, its graph):
