@@ -94,6 +94,42 @@ def test_in_process_evaluation_agrees_with_the_server(report, tiny_bundle, data)
     assert line.split()[1:3] == [str(served["all"]["pairs"]), f"{served['all']['accuracy']:.3f}"]
 
 
+def test_a_chat_bundle_is_evaluated_on_each_conversation_as_its_model_card_scores_it(train_pairs, data, tmp_path):
+    """HH transcripts reach a chat-layout bundle as their turns: the accuracy is the one the model's
+    own class gives on `apply_chat_template` of each conversation."""
+    import torch
+    from chat_models import build_chat_rm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rewardserve.data.hh import prompt_turns
+    from rewardserve.data.preferences import load_preferences
+    from rewardserve.export.onnx_export import export_bundle
+
+    checkpoint = build_chat_rm("qwen3", tmp_path / "rm", [e.prompt + r for e in train_pairs[:200] for r in e.responses])
+    examples, _ = load_preferences(data, split="all")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+
+    def reward(prompt: str, response: str) -> tuple[float, int]:
+        conversation = [*prompt_turns(prompt), {"role": "assistant", "content": response}]
+        inputs = tokenizer.apply_chat_template(conversation, return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            return float(model(**inputs).logits[0, 0]), inputs["input_ids"].shape[1]
+
+    scored = [[reward(e.prompt, r) for r in e.responses] for e in examples]
+    fitting = [e for e, s in zip(examples, scored, strict=True) if max(n for _, n in s) <= 1024]
+    gaps = np.array([s[0][0] - s[1][0] for s in scored if max(n for _, n in s) <= 1024])
+    rows = [{"prompt": e.prompt, "chosen": e.responses[0], "rejected": e.responses[1]} for e in fitting]
+    (tmp_path / "fitting.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    parity = [(e.prompt, r) for e in fitting[:64] for r in e.responses]
+    export_bundle(checkpoint, tmp_path / "bundle", parity, max_length=1024)
+    done = run_eval(str(tmp_path / "fitting.jsonl"), "--bundle", str(tmp_path / "bundle"), "--split", "all")
+    line = next(line for line in done.stdout.splitlines() if line.startswith("all "))
+    # No gap within the fidelity contract's 2 x 1e-4 of zero, which float noise could flip.
+    assert len(fitting) > 80 and np.abs(gaps).min() > 2e-4
+    assert line.split()[1:3] == [str(len(fitting)), f"{np.mean(gaps > 0):.3f}"]
+
+
 def test_the_report_renders_in_headless_chromium(report, tmp_path):
     page, _ = report
     text = page.read_text()

@@ -58,9 +58,10 @@ class LocalScorer:
         return score_offline(self.runtime, prompts, responses, self.batch_size).tolist()
 
     def compare(
-        self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]
+        self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]
     ) -> list[Comparison]:
-        """As `/compare` answers: both rewards and p(a better than b) with the bundle's temperature."""
+        """As `/compare` answers: both rewards and p(a better than b) with the bundle's temperature;
+        prompts and responses are text or, for chat-layout bundles, messages."""
         n = len(prompts)
         rewards = score_offline(self.runtime, [*prompts, *prompts], [*responses_a, *responses_b], self.batch_size)
         p_a = choice.p_better(rewards[:n], rewards[n:], self.runtime.manifest.calibration_temperature)

@@ -23,18 +23,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         scorer = open_scorer(args)
         # Conversational rows are rendered to text here: with the bundle's template in-process;
-        # a server's template cannot be asked for, so --chat-template names it.
+        # a server's template cannot be asked for, so --chat-template names it. A chat-layout
+        # bundle in-process reads each example as its conversation instead (HH transcripts as
+        # their turns), as the model card scores it.
+        layout = "pair"
         if isinstance(scorer, LocalScorer):
-            if scorer.runtime.manifest.input_format.layout == "chat":
-                # Data rows reach the scorer as text, which a chat model would read as one user turn
-                raise ValueError(f"{args.bundle}: evaluating chat-layout bundles is not supported yet")
+            layout = scorer.runtime.manifest.input_format.layout
             template = scorer.runtime.manifest.input_format.chat_template
         else:
             template = args.chat_template.read_text() if args.chat_template else PAIR_LAYOUT_TEMPLATE
         examples, data_report = load_preferences(args.data, split=args.split, options=DataOptions(template))
         print(f"data: {data_report}", file=sys.stderr)
         with contextlib.closing(scorer):
-            pairs = compare_pairs(scorer, examples)
+            pairs = compare_pairs(scorer, examples, layout)
             report = build_report(
                 pairs, model=scorer.name, scorer=args.url or args.bundle, data=args.data, split=args.split
             )

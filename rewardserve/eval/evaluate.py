@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -48,16 +49,23 @@ class ComparedPairs:
 
 
 def compare_pairs(
-    scorer: Scorer, examples: Sequence[PreferenceExample], chunk: int = 256, progress: bool = True
+    scorer: Scorer,
+    examples: Sequence[PreferenceExample],
+    layout: Literal["pair", "chat"] = "pair",
+    chunk: int = 256,
+    progress: bool = True,
 ) -> ComparedPairs:
+    """Every ordered pair of `examples` compared by `scorer`, each given as a model of `layout`
+    reads it (PreferenceExample.model_inputs)."""
     pairs = [(e, i, j) for e in examples for i, j in e.ordered_pairs()]
+    inputs = {id(e): e.model_inputs(layout) for e in examples}
     results = []
     with tqdm(total=len(pairs), unit=" pairs", desc="comparing", disable=not progress) as bar:
         for start in range(0, len(pairs), chunk):
             part = pairs[start : start + chunk]
-            prompts = [e.prompt for e, _, _ in part]
-            better = [e.responses[i] for e, i, _ in part]
-            worse = [e.responses[j] for e, _, j in part]
+            prompts = [inputs[id(e)][i][0] for e, i, _ in part]
+            better = [inputs[id(e)][i][1] for e, i, _ in part]
+            worse = [inputs[id(e)][j][1] for e, _, j in part]
             results += scorer.compare(prompts, better, worse)
             bar.update(len(part))
     responses: dict[tuple[int, int], tuple[float, int]] = {}
