@@ -144,10 +144,20 @@ def export_bundle(
             # Both are prefixes of heldout: one fp32 scoring serves the gate and the statistics.
             fp32_rewards = example_rewards(runner, max(gated, measured, key=len), "held-out rewards: fp32")
             fp32_gaps = gaps_of(gated, fp32_rewards)
-            variants = _variants(
-                runner, fp32.portable, targets, precision == "auto", gated, fp32_gaps, expected, staging, machine
-            )
             statistics = _reward_statistics(source, runner, fp32_rewards[: response_count(measured)], calibration)
+            del runner  # one session at a time: each variant's opens once the fp32 one has closed
+            variants = _variants(
+                fp32.path,
+                fp32.portable,
+                encoder,
+                targets,
+                precision == "auto",
+                gated,
+                fp32_gaps,
+                expected,
+                staging,
+                machine,
+            )
             external = graphs.data_file(fp32.path).exists()
             graphs.move(fp32.path, staging)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
@@ -166,8 +176,9 @@ def export_bundle(
 
 
 def _variants(
-    fp32: GraphRunner,
+    fp32: Path,
     portable: Path,
+    encoder: SequenceEncoder,
     targets: Sequence[Precision],
     keep_refused: bool,
     heldout: Sequence[PreferenceExample],
@@ -176,35 +187,48 @@ def _variants(
     staging: Path,
     machine: Machine,
 ) -> dict[Precision, Variant]:
-    """Each target precision judged against the fp32 graph: on held-out pairs (the agreement
-    gate) and against PyTorch (parity). Passed variants' graphs are moved into `staging`. A
-    refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto). `portable` is
-    the graph OpenVINO runs at bf16."""
+    """Each target precision judged against the fp32 graph `fp32`: on held-out pairs (the
+    agreement gate) and against PyTorch (parity). Passed variants' graphs are moved into
+    `staging`. A refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto).
+    `portable` is the graph OpenVINO runs at bf16."""
     variants: dict[Precision, Variant] = {}
-    if not targets:
-        return variants
     for precision in targets:
-        runner = _runner(reduced.derive(fp32.graph, portable, precision), fp32.encoder, precision)
-        gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
-        refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
-        parity = None if refused else measure_parity(runner, expected)
-        if parity and precision == "fp16" and parity.max_rel_diff > reduced.FP16_TOLERANCE:
-            refused = f"fp16 refused: it differs from PyTorch fp32 beyond {reduced.FP16_TOLERANCE} (relative): {parity}"
-        if refused and not keep_refused:
-            raise reduced.PrecisionRefused(precision, gate, refused)
-        file = None
-        if not refused and runner.graph != fp32.graph:  # bf16 may run the fp32 graph itself
-            file = runner.graph.name
-            graphs.move(runner.graph, staging)
-        variants[precision] = Variant(
-            passed=refused is None,
-            file=file,
-            agreement=gate,
-            parity=parity,
-            refused=refused,
-            measured_on=machine.describe(),
-        )
+        variant = _judged(precision, fp32, portable, encoder, heldout, fp32_gaps, expected, machine)
+        if variant.refused and not keep_refused:
+            raise reduced.PrecisionRefused(precision, variant.agreement, variant.refused)
+        if variant.file:
+            graphs.move(fp32.with_name(variant.file), staging)
+        variants[precision] = variant
     return variants
+
+
+def _judged(
+    precision: Precision,
+    fp32: Path,
+    portable: Path,
+    encoder: SequenceEncoder,
+    heldout: Sequence[PreferenceExample],
+    fp32_gaps: np.ndarray,
+    expected: TorchRewards,
+    machine: Machine,
+) -> Variant:
+    """One precision's variant, judged in a session that closes when this returns (so that no
+    two variants' sessions are in memory at once)."""
+    runner = _runner(reduced.derive(fp32, portable, precision), encoder, precision)
+    gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
+    refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
+    parity = None if refused else measure_parity(runner, expected)
+    if parity and precision == "fp16" and parity.max_rel_diff > reduced.FP16_TOLERANCE:
+        refused = f"fp16 refused: it differs from PyTorch fp32 beyond {reduced.FP16_TOLERANCE} (relative): {parity}"
+    own_graph = not refused and runner.graph != fp32  # bf16 may run the fp32 graph itself
+    return Variant(
+        passed=refused is None,
+        file=runner.graph.name if own_graph else None,
+        agreement=gate,
+        parity=parity,
+        refused=refused,
+        measured_on=machine.describe(),
+    )
 
 
 @contextlib.contextmanager
