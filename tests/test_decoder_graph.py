@@ -209,3 +209,38 @@ def test_a_head_size_the_fused_attention_cannot_run_gets_the_portable_graph_and_
 def test_what_the_builder_does_not_write_is_refused_with_the_reason(config, fmt, reason, tmp_path):
     with pytest.raises(NotBuildable, match=reason):
         build(random_model(config()), fmt, tmp_path)
+
+
+def test_int8_of_a_built_graph_is_quantized_weight_by_weight_as_onnxruntime_would(tmp_path):
+    """A graph with external data is quantized one weight at a time (onnxruntime's quantizer holds
+    several copies of the model): the same dynamic int8 rewards as onnxruntime's quantize_dynamic,
+    the int8 weights in a data file of their own, the others read from the fp32 graph's."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from rewardserve.export import precision
+
+    model = random_model(FAMILIES["qwen3"]())
+    graphs = build(model, chat_format(), tmp_path / "built")
+    int8 = tmp_path / "built" / "model.int8.onnx"
+    precision.quantize_int8(graphs.graph, int8)
+    proto = onnx.load(str(int8), load_external_data=False)
+    projections = 7 * model.config.num_hidden_layers + 1  # q, k, v, o, gate, up, down; the score head
+    assert [n.op_type for n in proto.graph.node].count("DynamicQuantizeMatMul") == projections
+    assert "MatMul" not in {n.op_type for n in proto.graph.node}
+    locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"model.onnx.data", "model.int8.onnx.data"}
+    reference = tmp_path / "ort" / "model.int8.onnx"
+    reference.parent.mkdir()
+    quantize_dynamic(
+        graphs.graph,
+        reference,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        use_external_data_format=True,
+    )
+    batch = right_padded([23, 5, 17, 1, 40])
+    expected = graph_rewards(reference, batch)
+    assert np.abs(expected - transformers_rewards(model, batch)).max() > 1e-4  # int8 is not fp32
+    np.testing.assert_allclose(graph_rewards(int8, batch), expected, atol=1e-5, rtol=0)

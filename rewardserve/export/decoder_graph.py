@@ -79,7 +79,7 @@ def build(model: torch.nn.Module, fmt: InputFormat, out: Path) -> BuiltGraphs:
     _check_supported(config, fmt)
     out.mkdir(parents=True, exist_ok=True)
     gemma = config.model_type in GEMMA
-    with _WeightFile(out / DATA_FILE) as weights:
+    with WeightFile(out / DATA_FILE) as weights:
         layers = [_layer_weights(weights, layer, gemma) for layer in model.base_model.layers]
         shared = _shared_weights(weights, model, fmt)
     why_unfused = None
@@ -144,7 +144,7 @@ def _rope_parameters(config) -> dict[str, dict]:
     return {"full_attention": rope}
 
 
-class _WeightFile:
+class WeightFile:
     """Weights appended to one external data file; each comes back as a TensorProto that only
     points into the file, so no graph ever holds weight bytes in memory."""
 
@@ -152,7 +152,7 @@ class _WeightFile:
         self.path = path
         self.offset = 0
 
-    def __enter__(self) -> _WeightFile:
+    def __enter__(self) -> WeightFile:
         self.file = self.path.open("wb")
         return self
 
@@ -161,12 +161,15 @@ class _WeightFile:
 
     def add(self, name: str, tensor: torch.Tensor, transpose: bool = False) -> TensorProto:
         array = tensor.detach().to(torch.float32)
-        array = np.ascontiguousarray((array.T if transpose else array).numpy())
+        return self.add_array(name, (array.T if transpose else array).numpy())
+
+    def add_array(self, name: str, array: np.ndarray) -> TensorProto:
+        array = np.ascontiguousarray(array)
         padding = -self.offset % ALIGNMENT
         self.file.write(b"\0" * padding)
         self.offset += padding
         self.file.write(array.tobytes())
-        proto = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape)
+        proto = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
         proto.data_location = TensorProto.EXTERNAL
         for key, value in (("location", self.path.name), ("offset", self.offset), ("length", array.nbytes)):
             proto.external_data.add(key=key, value=str(value))
@@ -174,7 +177,7 @@ class _WeightFile:
         return proto
 
 
-def _linear(weights: _WeightFile, name: str, linear: torch.nn.Linear) -> list[TensorProto]:
+def _linear(weights: WeightFile, name: str, linear: torch.nn.Linear) -> list[TensorProto]:
     """A Linear as MatMul's right operand ([in, out]) and its bias, if any."""
     tensors = [weights.add(f"{name}.weight", linear.weight, transpose=True)]
     if linear.bias is not None:
@@ -182,13 +185,13 @@ def _linear(weights: _WeightFile, name: str, linear: torch.nn.Linear) -> list[Te
     return tensors
 
 
-def _norm_weight(weights: _WeightFile, name: str, norm: torch.nn.Module, gemma: bool) -> list[TensorProto]:
+def _norm_weight(weights: WeightFile, name: str, norm: torch.nn.Module, gemma: bool) -> list[TensorProto]:
     """An RMSNorm's scale as the normalized input is multiplied by it: Gemma's norms multiply by
     (1 + weight), computed here in fp32 as Gemma does."""
     return [weights.add(name, 1.0 + norm.weight.float() if gemma else norm.weight)]
 
 
-def _layer_weights(weights: _WeightFile, layer: torch.nn.Module, gemma: bool) -> dict[str, list[TensorProto]]:
+def _layer_weights(weights: WeightFile, layer: torch.nn.Module, gemma: bool) -> dict[str, list[TensorProto]]:
     index = layer.self_attn.layer_idx
     attention, mlp = layer.self_attn, layer.mlp
     prefix = f"layers.{index}"
@@ -211,7 +214,7 @@ def _layer_weights(weights: _WeightFile, layer: torch.nn.Module, gemma: bool) ->
     return tensors
 
 
-def _shared_weights(weights: _WeightFile, model: torch.nn.Module, fmt: InputFormat) -> dict[str, list[TensorProto]]:
+def _shared_weights(weights: WeightFile, model: torch.nn.Module, fmt: InputFormat) -> dict[str, list[TensorProto]]:
     base, gemma = model.base_model, model.config.model_type in GEMMA
     positions = torch.arange(fmt.max_length)[None]
     tensors = {
