@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.manifest import Agreement, Precision
@@ -102,12 +103,11 @@ def _quantize_int8_streamed(fp32: Path, out: Path) -> None:
     the weight symmetric int8 per output column (in `<out>.data`, written as each is read), the
     activations quantised per batch at run time, as `quantize_dynamic` does. The other weights
     stay where the fp32 graph has them: its data file, which the bundle ships beside this graph."""
-    from rewardserve.export.decoder_graph import WeightFile
+    from rewardserve.export.decoder_graph import MS, WeightFile
 
     model = onnx.load(str(fp32), load_external_data=False)
     weights = {t.name: t for t in model.graph.initializer}
-    read_by = {name for node in model.graph.node if node.op_type != "MatMul" for name in node.input}
-    replaced: set[str] = set()
+    quantized: dict[str, list[str]] = {}  # weight -> its int8 weight and scales, each written once
     nodes = []
     with WeightFile(data_file(out)) as written:
         for node in model.graph.node:
@@ -115,41 +115,32 @@ def _quantize_int8_streamed(fp32: Path, out: Path) -> None:
             if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
                 nodes.append(node)
                 continue
-            matrix = _external_array(fp32.parent, weight)
-            scale = np.abs(matrix).max(axis=0) / 127.0
-            scale[scale == 0] = 1.0
-            quantized = np.clip(np.rint(matrix / scale), -127, 127).astype(np.int8)
-            written_q = written.add_array(f"{weight.name}.int8", quantized)
-            written_s = written.add_array(f"{weight.name}.scale", scale.astype(np.float32))
-            model.graph.initializer.extend([written_q, written_s])
+            if weight.name not in quantized:
+                # numpy_helper reads this tensor alone from the data file
+                matrix = numpy_helper.to_array(weight, str(fp32.parent))
+                scale = np.abs(matrix).max(axis=0) / 127.0
+                scale[scale == 0] = 1.0
+                tensors = [
+                    written.add_array(
+                        f"{weight.name}.int8", np.clip(np.rint(matrix / scale), -127, 127).astype(np.int8)
+                    ),
+                    written.add_array(f"{weight.name}.scale", scale.astype(np.float32)),
+                ]
+                model.graph.initializer.extend(tensors)
+                quantized[weight.name] = [t.name for t in tensors]
+            inputs = [node.input[0], *quantized[weight.name]]
             nodes.append(
-                onnx.helper.make_node(
-                    "DynamicQuantizeMatMul",
-                    [node.input[0], written_q.name, written_s.name],
-                    list(node.output),
-                    name=node.name,
-                    domain="com.microsoft",
-                )
+                onnx.helper.make_node("DynamicQuantizeMatMul", inputs, list(node.output), name=node.name, domain=MS)
             )
-            replaced.add(weight.name)
-    kept = [t for t in model.graph.initializer if t.name not in replaced or t.name in read_by]
+    read = {name for node in nodes for name in node.input}
+    kept = [t for t in model.graph.initializer if t.name in read]  # fp32 weights still read by some node
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    if not any(o.domain == MS for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(MS, 1))
     onnx.save_model(model, str(out))
-
-
-def _external_array(directory: Path, tensor: onnx.TensorProto) -> np.ndarray:
-    """A float32 weight stored as external data, read from its file alone (memory-mapped)."""
-    where = {entry.key: entry.value for entry in tensor.external_data}
-    count = int(np.prod(tensor.dims))
-    data = np.memmap(
-        directory / where["location"], dtype=np.float32, mode="r", offset=int(where.get("offset", 0)), shape=(count,)
-    )
-    return np.array(data).reshape(tuple(tensor.dims))
 
 
 WEIGHT_BLOCK = 32  # weights per scale: onnxruntime-genai's CPU int4 default
