@@ -93,7 +93,7 @@ class Server:
     def gate_engine(self) -> Gate:
         gate = Gate()
         runtime = self.runtime
-        runtime.run = gate.wrap(runtime.run)
+        runtime.score = gate.wrap(runtime.score)
         return gate
 
 

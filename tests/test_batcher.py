@@ -48,7 +48,7 @@ async def run_with(engine, work, max_batch_size=8, max_batch_tokens=10_000, cach
 
 
 def rewards(scored) -> list[float]:
-    return scored.rewards.tolist()
+    return scored.scores.rewards.tolist()
 
 
 def test_requests_from_several_clients_share_a_batch_and_each_gets_its_rewards_in_order():
@@ -228,9 +228,9 @@ def test_the_cache_evicts_the_least_recently_used_reward():
     a, b, c = (cache.key(seq(n)) for n in (1, 2, 3))
     cache.put(a, 1.0)
     cache.put(b, 2.0)
-    assert cache.get(a) == 1.0  # a is now more recent than b
+    assert cache.get(a) == (1.0, None)  # a is now more recent than b
     cache.put(c, 3.0)
-    assert (cache.get(a), cache.get(b), cache.get(c), len(cache)) == (1.0, None, 3.0, 2)
+    assert (cache.get(a), cache.get(b), cache.get(c), len(cache)) == ((1.0, None), None, (3.0, None), 2)
 
 
 def test_cache_keys_depend_on_the_bundle_the_ids_and_where_the_response_starts():

@@ -80,7 +80,7 @@ def test_a_request_past_its_deadline_gets_504_and_its_queued_sequences_are_dropp
 
 def test_an_engine_error_fails_only_its_batch_with_500_and_an_error_id_logged_with_the_traceback(server, caplog):
     runtime = server.runtime
-    real_run, calls = runtime.run, []
+    real_run, calls = runtime.score, []
 
     def fails_first_call(batch):
         calls.append(len(batch.arrays["input_ids"]))
@@ -89,7 +89,7 @@ def test_an_engine_error_fails_only_its_batch_with_500_and_an_error_id_logged_wi
         return real_run(batch)
 
     gate = Gate()
-    runtime.run = gate.wrap(fails_first_call)
+    runtime.score = gate.wrap(fails_first_call)
     failing, failing_answer = post_in_background(server.url, {"items": items(1, "bad")})
     assert gate.entered.wait(timeout=10)
     other, other_answer = post_in_background(server.url, {"items": items(2, "ok")})
@@ -185,10 +185,10 @@ def drain_scenario(tiny_bundle, drain_timeout: float) -> dict:
         await pipeline.start()
         gate = Gate()
         runtime = pipeline.batcher.engine.runtime
-        runtime.run = gate.wrap(runtime.run)
+        runtime.score = gate.wrap(runtime.score)
 
         def score(prompts: list[str], responses: list[str]):
-            return pipeline.rewards(RequestContext("test", time.perf_counter()), Inputs.of_texts(prompts, responses))
+            return pipeline.scores(RequestContext("test", time.perf_counter()), Inputs.of_texts(prompts, responses))
 
         running = asyncio.ensure_future(score(["p"], ["running"]))
         await asyncio.to_thread(gate.entered.wait, 10)

@@ -137,9 +137,11 @@ def _first_token_past(offsets: Sequence[tuple[int, int]], boundary: int) -> int:
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    """A padded batch, as numpy int64 arrays keyed by model input name."""
+    """A padded batch, as numpy int64 arrays keyed by model input name, and the column where
+    each row's response starts (step rewards are read from there on)."""
 
     arrays: dict[str, np.ndarray]
+    response_starts: np.ndarray | None = None
 
 
 class SequenceEncoder:
@@ -261,8 +263,10 @@ class SequenceEncoder:
         attention_mask = np.zeros(shape, dtype=np.int64)
         token_type_ids = np.zeros(shape, dtype=np.int64)
         position_ids = np.zeros(shape, dtype=np.int64)
+        response_starts = np.zeros(len(sequences), dtype=np.int64)
         for row, sequence in enumerate(sequences):
             start = width - len(sequence) if fmt.padding_side == "left" else 0
+            response_starts[row] = start + sequence.response_start
             real = slice(start, start + len(sequence))
             input_ids[row, real] = sequence.ids
             attention_mask[row, real] = 1
@@ -273,7 +277,7 @@ class SequenceEncoder:
             arrays["token_type_ids"] = token_type_ids
         if fmt.position_ids:
             arrays["position_ids"] = position_ids
-        return EncodedBatch(arrays)
+        return EncodedBatch(arrays, response_starts)
 
     def encode_batch(self, prompts: Sequence[str], responses: Sequence[str]) -> EncodedBatch:
         return self.pad(self.encode(prompts, responses))

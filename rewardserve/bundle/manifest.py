@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from rewardserve.bundle.formatting import InputFormat
+from rewardserve.bundle.outputs import ModelOutputs
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
@@ -31,10 +32,15 @@ class Parity(BaseModel):
     over real sequences in arrival-order batches of mixed lengths (padding present) and alone."""
 
     sequences: int
-    max_abs_diff: float = Field(description="Max |reward_onnx - reward_torch|, batched and alone.")
+    max_abs_diff: float = Field(
+        description="Max |reward_onnx - reward_torch|, batched and alone: over every output the model has."
+    )
     max_rel_diff: float | None = Field(None, description="max_abs_diff / max |reward_torch|.")
     max_abs_diff_alone_vs_batched: float = Field(
         description="Max |reward alone - reward inside a padded batch| in the ONNX graph."
+    )
+    by_output: dict[str, float] = Field(
+        default_factory=dict, description="max_abs_diff of each output (reward, objectives, gating, step_rewards)."
     )
 
 
@@ -45,6 +51,9 @@ class Reference(BaseModel):
     usage: str = Field(description="The reference computation, as its model card spells it.")
     conversations: int
     max_abs_diff: float = Field(description="Max |served reward - reference reward|; the token ids were equal.")
+    by_output: dict[str, float] = Field(
+        default_factory=dict, description="max_abs_diff of each output, where the model has more than the reward."
+    )
 
 
 class Agreement(BaseModel):
@@ -95,6 +104,11 @@ class Manifest(BaseModel):
     tokenizer_file: str = "tokenizer.json"
     input_format: InputFormat
     output_name: str = Field("reward", description="ONNX output holding one reward per sequence.")
+    outputs: ModelOutputs = Field(
+        default_factory=ModelOutputs,
+        description="What the model answers besides one scalar: named objectives, or per-step rewards "
+        "(bundle/outputs.py). Empty: one scalar reward, as every bundle before them.",
+    )
     precision: Precision = Field(
         "fp32", description="model_file's precision: fp32 (bundles before variants: fp16 or int8 too)."
     )

@@ -14,6 +14,7 @@ from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPrecision, choose
 from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
+from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
 
 CUDA = "CUDAExecutionProvider"
 
@@ -85,7 +86,8 @@ def session_options(threads: int | None = None, arena: bool = True) -> ort.Sessi
 
 class GraphRunner:
     """A session on a reward graph (ONNX Runtime; OpenVINO for bf16), with the encoder that
-    builds its inputs.
+    builds its inputs and the declaration of what its outputs are (`outputs`: one scalar by
+    default; objectives or step rewards, bundle/outputs.py).
 
     On CUDA, batches go through IO binding: inputs are copied to the GPU once, and the rewards
     stay there until one copy back, instead of onnxruntime staging every tensor per call.
@@ -98,6 +100,7 @@ class GraphRunner:
         encoder: SequenceEncoder,
         output_name: str = "reward",
         *,
+        outputs: ModelOutputs | None = None,
         precision: Precision = "fp32",
         threads: int | None = None,
         io_binding: bool | None = None,
@@ -105,7 +108,10 @@ class GraphRunner:
     ) -> None:
         self.encoder = encoder
         self.arena = arena
-        self.output_name = output_name
+        self.outputs = outputs or ModelOutputs()
+        # A scalar bundle's reward output keeps its manifest name; the others' names are fixed.
+        names = self.outputs.graph_outputs()
+        self.output_names = [output_name] if names == [REWARD] else names
         self.graph = graph
         self.precision = precision
         self.threads = threads
@@ -127,16 +133,24 @@ class GraphRunner:
 
     def run(self, batch: EncodedBatch) -> np.ndarray:
         """Rewards (float32, one per row) of a padded batch."""
+        return self.score(batch).rewards
+
+    def score(self, batch: EncodedBatch) -> Scores:
+        """Rewards of a padded batch, and every other output the model declares."""
         if self.io_binding:
             binding = self.session.io_binding()
             for name, array in batch.arrays.items():
                 binding.bind_cpu_input(name, array)
-            binding.bind_output(self.output_name, self.device)
+            for name in self.output_names:
+                binding.bind_output(name, self.device)
             self.session.run_with_iobinding(binding)
-            (rewards,) = binding.copy_outputs_to_cpu()
+            values = binding.copy_outputs_to_cpu()
         else:
-            (rewards,) = self.session.run([self.output_name], batch.arrays)
-        return rewards.reshape(-1).astype(np.float32, copy=False)
+            values = self.session.run(self.output_names, batch.arrays)
+        if len(self.output_names) == 1 and self.outputs.steps is None:  # one scalar: the common case
+            return Scores(values[0].reshape(-1).astype(np.float32, copy=False))
+        named = dict(zip(self.outputs.graph_outputs(), values, strict=True))
+        return read_outputs(self.outputs, named, batch.arrays["input_ids"], batch.response_starts)
 
 
 # Padded tokens per offline batch. A 0.6B decoder's fused graph holds about 0.55 MB a token while
@@ -164,14 +178,21 @@ def score_sequences(
     runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: str | None = None
 ) -> np.ndarray:
     """score_offline's rewards for sequences already encoded."""
+    return scores_of_sequences(runner, sequences, batch_size, progress).rewards
+
+
+def scores_of_sequences(
+    runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: str | None = None
+) -> Scores:
+    """Every output of sequences already encoded, in their order, batched as score_offline does."""
     order = np.argsort([len(s) for s in sequences], kind="stable")
-    rewards = np.empty(len(sequences), dtype=np.float32)
+    parts = []
     with tqdm(total=len(sequences), desc=progress, unit="seq", disable=progress is None, leave=False) as bar:
         for rows in token_batches([len(sequences[i]) for i in order], batch_size):
             chunk = order[rows]
-            rewards[chunk] = runner.run(runner.encoder.pad([sequences[i] for i in chunk]))
+            parts.append(runner.score(runner.encoder.pad([sequences[i] for i in chunk])))
             bar.update(len(chunk))
-    return rewards
+    return Scores.concatenate(parts).take(np.argsort(order, kind="stable"))
 
 
 def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int = OFFLINE_BATCH_TOKENS) -> Iterator[slice]:
@@ -209,4 +230,11 @@ class BundleRuntime(GraphRunner):
         self.choice: EngineChoice = choose(precision, self.manifest.offered(), self.machine)
         encoder = SequenceEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
         graph = directory / self.manifest.graph_file(self.choice.precision)
-        super().__init__(graph, encoder, self.manifest.output_name, precision=self.choice.precision, threads=threads)
+        super().__init__(
+            graph,
+            encoder,
+            self.manifest.output_name,
+            outputs=self.manifest.outputs,
+            precision=self.choice.precision,
+            threads=threads,
+        )

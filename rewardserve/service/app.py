@@ -29,7 +29,7 @@ from rewardserve.service.handlers import install_error_handlers
 from rewardserve.service.limits import BodyLimit, RefuseEarly
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.monitoring import RewardMonitor
-from rewardserve.service.pipeline import ScoringPipeline
+from rewardserve.service.pipeline import ScoringPipeline, warm_up_inputs
 from rewardserve.service.respond import Respond
 from rewardserve.service.retemplate import Retemplate
 from rewardserve.service.routes import router
@@ -79,17 +79,25 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
     lower = functools.partial(lower_this_thread, nice)
     batcher = MicroBatcher(engine, settings.max_batch_size, batch_tokens, metrics, cache, lower)
     return ScoringPipeline(
-        validate=Validate(settings.max_items_per_request, settings.max_text_chars, settings.policy_format),
+        validate=Validate(
+            settings.max_items_per_request,
+            settings.max_text_chars,
+            settings.policy_format,
+            outputs=manifest.outputs,
+            max_steps=settings.max_steps_per_item,
+            max_objectives=settings.max_objectives_per_request,
+        ),
         admission=Admission(
             settings.max_queued_sequences, metrics, lambda: batcher.throughput, lambda: not engine.broken
         ),
         retemplate=Retemplate(settings.unparsed_policy_text),
-        tokenize=Tokenize(runtime.encoder),
+        tokenize=Tokenize(runtime.encoder, manifest.outputs.steps),
         batcher=batcher,
-        respond=Respond(manifest.name, manifest.calibration_temperature),
+        respond=Respond(manifest.name, manifest.calibration_temperature, manifest.outputs),
         metrics=metrics,
-        monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std),
+        monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std, outputs=manifest.outputs),
         thread_initializer=lower,
+        warm_up=warm_up_inputs(manifest.outputs.steps and manifest.outputs.steps.separator),
     )
 
 

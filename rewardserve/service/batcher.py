@@ -24,18 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from rewardserve.bundle import EncodedSequence
+from rewardserve.bundle.outputs import Extra, Scores
 from rewardserve.service.cache import RewardCache
 from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.metrics import Metrics
 
-Engine = Callable[[Sequence[EncodedSequence]], np.ndarray]
+# An engine answers Scores (bundle/outputs.py); a bare array of rewards is taken as their Scores.
+Engine = Callable[[Sequence[EncodedSequence]], Scores | np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A request's rewards, in its order, and where its time went."""
+    """A request's rewards (and the model's other outputs), in its order, and where its time went."""
 
-    rewards: np.ndarray
+    scores: Scores
     queue_seconds: float = 0.0  # in the batcher but not in one of its own batches
     inference_seconds: float = 0.0  # engine time of the batches that held its sequences
     cached: int = 0  # sequences answered without running them: cached, or joined to an identical one
@@ -44,10 +46,20 @@ class Scored:
 class _Request:
     """One caller's rewards, filled in as their batches finish."""
 
-    __slots__ = ("rewards", "remaining", "future", "enqueued_at", "inference_seconds", "last_batch", "cached")
+    __slots__ = (
+        "rewards",
+        "extras",
+        "remaining",
+        "future",
+        "enqueued_at",
+        "inference_seconds",
+        "last_batch",
+        "cached",
+    )
 
     def __init__(self, size: int, future: asyncio.Future[Scored]) -> None:
         self.rewards = np.empty(size, dtype=np.float32)
+        self.extras: list[Extra | None] | None = None  # made when the first extra output arrives
         self.remaining = size
         self.future = future
         self.enqueued_at = time.perf_counter()
@@ -60,12 +72,17 @@ class _Request:
             self.last_batch = batch
             self.inference_seconds += seconds
 
-    def set(self, index: int, reward: float) -> None:
+    def set(self, index: int, reward: float, extra: Extra | None = None) -> None:
         self.rewards[index] = reward
+        if extra is not None:
+            if self.extras is None:
+                self.extras = [None] * len(self.rewards)
+            self.extras[index] = extra
         self.remaining -= 1
         if self.remaining == 0 and not self.future.done():
             waited = time.perf_counter() - self.enqueued_at - self.inference_seconds
-            self.future.set_result(Scored(self.rewards, max(waited, 0.0), self.inference_seconds, self.cached))
+            scores = Scores.of_rows(self.rewards, self.extras)
+            self.future.set_result(Scored(scores, max(waited, 0.0), self.inference_seconds, self.cached))
 
     def fail(self, error: BaseException) -> None:
         if not self.future.done():
@@ -174,7 +191,7 @@ class MicroBatcher:
         if self._closed:
             raise ShuttingDownError("the server is shutting down")
         if not sequences:
-            return Scored(np.empty(0, dtype=np.float32))
+            return Scored(Scores(np.empty(0, dtype=np.float32)))
         request = _Request(len(sequences), asyncio.get_running_loop().create_future())
         request.future.add_done_callback(self._forget_if_gone)
         for index, sequence in enumerate(sequences):
@@ -187,12 +204,12 @@ class MicroBatcher:
         key = None
         if self._cache is not None:
             key = self._cache.key(sequence)
-            reward = self._cache.get(key)
-            joined = self._pending.get(key) if reward is None else None
-            self._count_cache(hit=reward is not None or joined is not None)
-            if reward is not None:
+            cached = self._cache.get(key)
+            joined = self._pending.get(key) if cached is None else None
+            self._count_cache(hit=cached is not None or joined is not None)
+            if cached is not None:
                 request.cached += 1
-                request.set(index, reward)
+                request.set(index, *cached)
                 return
             if joined is not None:
                 request.cached += 1
@@ -252,9 +269,11 @@ class MicroBatcher:
                 self._batches += 1
                 started = time.perf_counter()
                 try:
-                    rewards = await loop.run_in_executor(self._executor, self.engine, [e.sequence for e in batch])
-                    if len(rewards) != len(batch):
-                        raise RuntimeError(f"engine returned {len(rewards)} rewards for {len(batch)} sequences")
+                    scores = await loop.run_in_executor(self._executor, self.engine, [e.sequence for e in batch])
+                    if not isinstance(scores, Scores):
+                        scores = Scores(np.asarray(scores, dtype=np.float32))
+                    if len(scores) != len(batch):
+                        raise RuntimeError(f"engine returned {len(scores)} rewards for {len(batch)} sequences")
                 except asyncio.CancelledError:  # stopped mid-batch: its requests must not wait forever
                     self._fail(batch, ShuttingDownError("the server stopped before scoring this request"))
                     raise
@@ -264,11 +283,12 @@ class MicroBatcher:
                 seconds = time.perf_counter() - started
                 rate = len(batch) / max(seconds, 1e-6)
                 self._throughput = rate if self._throughput is None else 0.8 * self._throughput + 0.2 * rate
-                for entry, reward in zip(batch, rewards.tolist(), strict=True):
-                    self._finish(entry, reward)
+                for row, (entry, reward) in enumerate(zip(batch, scores.rewards.tolist(), strict=True)):
+                    extra = scores.extra(row)
+                    self._finish(entry, reward, extra)
                     for request, index in entry.targets:
                         request.ran_in(self._batches, seconds)
-                        request.set(index, reward)
+                        request.set(index, reward, extra)
                 self._observe(batch, started, seconds)
 
     def _fail(self, entries: list[_Entry], error: BaseException) -> None:
@@ -277,11 +297,11 @@ class MicroBatcher:
             for request, _ in entry.targets:
                 request.fail(error)
 
-    def _finish(self, entry: _Entry, reward: float | None = None) -> None:
+    def _finish(self, entry: _Entry, reward: float | None = None, extra: Extra | None = None) -> None:
         if entry.key is not None:
             self._pending.pop(entry.key, None)
             if reward is not None:
-                self._cache.put(entry.key, reward)
+                self._cache.put(entry.key, reward, extra)
 
     def _observe(self, batch: list[_Entry], started: float, seconds: float) -> None:
         if not self._metrics:

@@ -14,17 +14,19 @@ import hashlib
 from collections import OrderedDict
 
 from rewardserve.bundle import EncodedSequence
+from rewardserve.bundle.outputs import Extra
 
 
 class RewardCache:
-    """Least-recently-used rewards of formatted sequences (the batcher counts hits and misses)."""
+    """Least-recently-used rewards of formatted sequences, with the model's other outputs for
+    them (objectives, step rewards) where it has any; the batcher counts hits and misses."""
 
     def __init__(self, bundle_digest: str, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1 (leave the cache out to disable it)")
         self._salt = bytes.fromhex(bundle_digest)[:64]
         self.capacity = capacity
-        self._rewards: OrderedDict[bytes, float] = OrderedDict()
+        self._rewards: OrderedDict[bytes, tuple[float, Extra | None]] = OrderedDict()
 
     def key(self, sequence: EncodedSequence) -> bytes:
         digest = hashlib.blake2b(key=self._salt, digest_size=16)
@@ -32,14 +34,14 @@ class RewardCache:
         digest.update(sequence.ids.tobytes())
         return digest.digest()
 
-    def get(self, key: bytes) -> float | None:
-        reward = self._rewards.get(key)
-        if reward is not None:
+    def get(self, key: bytes) -> tuple[float, Extra | None] | None:
+        scored = self._rewards.get(key)
+        if scored is not None:
             self._rewards.move_to_end(key)
-        return reward
+        return scored
 
-    def put(self, key: bytes, reward: float) -> None:
-        self._rewards[key] = reward
+    def put(self, key: bytes, reward: float, extra: Extra | None = None) -> None:
+        self._rewards[key] = (reward, extra)
         self._rewards.move_to_end(key)
         if len(self._rewards) > self.capacity:
             self._rewards.popitem(last=False)

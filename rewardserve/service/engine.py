@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rewardserve.bundle import EncodedSequence, GraphRunner
+from rewardserve.bundle.outputs import Scores
 from rewardserve.service.errors import EngineError
 from rewardserve.service.metrics import Metrics
 
@@ -37,13 +38,19 @@ class Engine:
 
     def probe(self) -> None:
         """Score one known batch; raises when the session cannot."""
-        batch = self.runtime.encoder.pad(self.runtime.encoder.encode(PROBE_PROMPTS, PROBE_RESPONSES))
-        _check(self.runtime.run(batch), expected=len(PROBE_PROMPTS))
+        batch = self.runtime.encoder.pad(self.runtime.encoder.encode(PROBE_PROMPTS, self.probe_responses))
+        _check(self.runtime.score(batch), expected=len(PROBE_PROMPTS))
 
-    def __call__(self, sequences: Sequence[EncodedSequence]) -> np.ndarray:
-        """Finite rewards of `sequences`, or EngineError."""
+    @property
+    def probe_responses(self) -> list[str]:
+        """The probe's responses, each ending its step when the model reads steps."""
+        steps = self.runtime.outputs.steps
+        return PROBE_RESPONSES if steps is None else [r + steps.separator for r in PROBE_RESPONSES]
+
+    def __call__(self, sequences: Sequence[EncodedSequence]) -> Scores:
+        """Finite rewards (and the model's other outputs) of `sequences`, or EngineError."""
         try:
-            return _check(self.runtime.run(self.runtime.encoder.pad(sequences)), expected=len(sequences))
+            return _check(self.runtime.score(self.runtime.encoder.pad(sequences)), expected=len(sequences))
         except Exception as error:
             error_id = uuid.uuid4().hex[:16]
             logger.exception(
@@ -75,9 +82,12 @@ class Engine:
         logger.warning("ONNX Runtime session reopened; serving again")
 
 
-def _check(rewards: np.ndarray, expected: int) -> np.ndarray:
+def _check(scores: Scores, expected: int) -> Scores:
+    rewards = scores.rewards
     if rewards.shape != (expected,):
         raise RuntimeError(f"engine returned {rewards.shape[0]} rewards for {expected} sequences")
     if not np.isfinite(rewards).all():
         raise FloatingPointError(f"engine returned {int((~np.isfinite(rewards)).sum())} non-finite rewards")
-    return rewards
+    if scores.objectives is not None and not np.isfinite(scores.objectives).all():
+        raise FloatingPointError("engine returned non-finite objectives")
+    return scores

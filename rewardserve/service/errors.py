@@ -68,6 +68,37 @@ class SequenceTooLongError(TooLargeError):
     error_type = "sequence_too_long"
 
 
+class TooManyStepsError(TooLargeError):
+    """A response with more steps than `max_steps_per_item` (process reward models)."""
+
+    error_type = "too_many_steps"
+
+
+class TooManyObjectivesError(TooLargeError):
+    """A request asking for more objectives than `max_objectives_per_request`."""
+
+    error_type = "too_many_objectives"
+
+
+class UnprocessableError(ServiceError):
+    """A well-formed request this bundle's model cannot answer as asked."""
+
+    error_type = "unprocessable"
+
+
+class InvalidStepsError(UnprocessableError):
+    """Steps the model cannot read: none, steps sent to a model without step rewards, or step
+    separators that tokenizing did not keep."""
+
+    error_type = "invalid_steps"
+
+
+class UnknownObjectiveError(UnprocessableError):
+    """An objective the bundle's model does not have (or objectives asked of a model without them)."""
+
+    error_type = "unknown_objective"
+
+
 class UnrenderableChatError(ServiceError):
     """Chat messages that the bundle's chat template refuses or cannot split into prompt and response."""
 

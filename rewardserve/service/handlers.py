@@ -28,6 +28,7 @@ from rewardserve.service.errors import (
     UnauthorizedError,
     UnavailableError,
     UnhealthyError,
+    UnprocessableError,
     UnrenderableChatError,
 )
 
@@ -44,6 +45,7 @@ HTTP_STATUS: dict[type[ServiceError], tuple[int, dict[str, str]]] = {
     ShuttingDownError: (503, _GO_ELSEWHERE),
     TooLargeError: (413, {}),
     UnrenderableChatError: (422, {}),
+    UnprocessableError: (422, {}),
     QueueFullError: (429, {}),
     DeadlineExceededError: (504, {}),
     UnauthorizedError: (401, {}),

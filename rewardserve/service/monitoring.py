@@ -3,7 +3,10 @@
 A policy that learns to exploit its reward model shows here before it shows in evaluations:
 the reward distribution drifts up, and rewards start to follow response length. So the server
 exports histograms of the rewards it answered and of the responses' lengths, and the
-correlation of the two over the most recent sequences.
+correlation of the two over the most recent sequences. A multi-objective model adds one
+histogram per objective (labelled `objective`): a policy gaming one objective at the expense of
+another shows there. A process reward model adds the number of steps per response and the step
+rewards.
 """
 
 from __future__ import annotations
@@ -17,41 +20,62 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from rewardserve.bundle.outputs import ModelOutputs, Scores
+
 LENGTH_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Reward buckets in standard deviations around the bundle's reference mean, so that any
 # model's scale gets a useful histogram without configuration.
 REWARD_BUCKET_STDS = (-3, -2.5, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3)
 CORRELATION_WINDOW = 4096
+# Objectives come on every scale (ArmoRM's are mostly within [-1, 1], others' logits wider) and
+# export measures no statistics of theirs: buckets that double away from zero fit most.
+OBJECTIVE_BUCKETS = (-8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8)
+STEP_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+STEP_REWARD_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # probabilities
 
 
 class BulkHistogram(Collector):
     """A Prometheus histogram that observes a whole numpy array at once: a 1024-item request
     costs one searchsorted instead of 1024 `Histogram.observe` calls on the event loop."""
 
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+        label: str | None = None,
+        values: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.bounds = np.asarray(buckets, dtype=np.float64)
-        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last one is +Inf
-        self.sum = 0.0
+        # One histogram per value of `label` (or one without labels); the last bucket is +Inf.
+        self.label = label
+        self.counts = {value: np.zeros(len(self.bounds) + 1, dtype=np.int64) for value in (values if label else [""])}
+        self.sums = dict.fromkeys(self.counts, 0.0)
         registry.register(self)
 
-    def observe(self, values: np.ndarray) -> None:
+    def observe(self, values: np.ndarray, label: str = "") -> None:
         values = np.asarray(values, dtype=np.float64)
         # `le` buckets: a value equal to a bound counts in that bound's bucket.
-        np.add.at(self.counts, np.searchsorted(self.bounds, values, side="left"), 1)
-        self.sum += float(values.sum())
+        np.add.at(self.counts[label], np.searchsorted(self.bounds, values, side="left"), 1)
+        self.sums[label] += float(values.sum())
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        cumulative = np.cumsum(self.counts)
-        labels = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
-        family = HistogramMetricFamily(self.name, self.documentation)
+        bounds = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label] if self.label else None)
         # As prometheus_client's own Histogram does, _sum is left out when values can be negative:
         # a sum that falls would read as a counter reset to rate(). _count is always there.
         signed = self.bounds[0] < 0
-        family.add_metric([], list(zip(labels, cumulative.tolist(), strict=True)), None if signed else self.sum)
-        if signed:
-            family.add_sample(f"{self.name}_count", {}, float(cumulative[-1]))
+        for value, counts in self.counts.items():
+            cumulative = np.cumsum(counts)
+            labels = [value] if self.label else []
+            buckets = list(zip(bounds, cumulative.tolist(), strict=True))
+            family.add_metric(labels, buckets, None if signed else self.sums[value])
+            if signed:
+                sample_labels = {self.label: value} if self.label else {}
+                family.add_sample(f"{self.name}_count", sample_labels, float(cumulative[-1]))
         yield family
 
 
@@ -65,8 +89,34 @@ class RewardMonitor:
         reward_mean: float | None,
         reward_std: float | None,
         window: int = CORRELATION_WINDOW,
+        outputs: ModelOutputs | None = None,
     ) -> None:
         mean, std = reward_mean or 0.0, reward_std or 1.0
+        outputs = outputs or ModelOutputs()
+        self.objectives = self.steps = self.step_rewards = None
+        if outputs.objectives is not None:
+            self.names = outputs.objectives.names
+            self.objectives = BulkHistogram(
+                "rewardserve_objective",
+                "Each objective's values answered (multi-objective models), by objective.",
+                OBJECTIVE_BUCKETS,
+                registry,
+                label="objective",
+                values=self.names,
+            )
+        if outputs.steps is not None:
+            self.steps = BulkHistogram(
+                "rewardserve_response_steps",
+                "Steps per scored response (process reward models).",
+                STEP_COUNT_BUCKETS,
+                registry,
+            )
+            self.step_rewards = BulkHistogram(
+                "rewardserve_step_reward",
+                "Step rewards answered (process reward models).",
+                STEP_REWARD_BUCKETS,
+                registry,
+            )
         self.rewards = BulkHistogram(
             "rewardserve_reward",
             "Rewards answered (warm-up excluded); buckets are the bundle's reference mean +- 0.5 std steps.",
@@ -104,8 +154,15 @@ class RewardMonitor:
             reference.set(math.nan if value is None else value)
         recent_mean.set_function(lambda: float(self._recent[0, : self._filled].mean()) if self._filled else math.nan)
 
-    def observe(self, rewards: np.ndarray, lengths: np.ndarray) -> None:
+    def observe(self, scores: Scores, lengths: np.ndarray) -> None:
+        rewards = scores.rewards
         self.rewards.observe(rewards)
+        if self.objectives is not None and scores.objectives is not None:
+            for column, name in enumerate(self.names):
+                self.objectives.observe(scores.objectives[:, column], name)
+        if self.steps is not None and self.step_rewards is not None and scores.steps is not None:
+            self.steps.observe(np.array([len(s) for s in scores.steps]))
+            self.step_rewards.observe(np.concatenate(scores.steps))
         self.response_tokens.observe(lengths)
         window = self._recent.shape[1]
         rewards, lengths = rewards[-window:], lengths[-window:]

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from rewardserve.bundle import EncodedSequence
+from rewardserve.bundle.outputs import Scores
 from rewardserve.service.admit import Admission
 from rewardserve.service.batcher import MicroBatcher, Scored
 from rewardserve.service.context import RequestContext, Timings
@@ -43,7 +44,11 @@ from rewardserve.service.validate import Inputs, Validate
 
 T = TypeVar("T")
 
-WARM_UP = Inputs.of_texts(PROBE_PROMPTS * 2, PROBE_RESPONSES * 2)
+
+def warm_up_inputs(step_separator: str | None = None) -> Inputs:
+    """What warms the server up: the engine's probe texts, twice (each response one step for a
+    process reward model)."""
+    return Inputs.of_texts(PROBE_PROMPTS * 2, PROBE_RESPONSES * 2, step_separator)
 
 
 class ScoringPipeline:
@@ -59,8 +64,10 @@ class ScoringPipeline:
         metrics: Metrics,
         monitor: RewardMonitor | None = None,
         thread_initializer: Callable[[], None] | None = None,
+        warm_up: Inputs | None = None,
     ) -> None:
         self.validate = validate
+        self.warm_up = warm_up or warm_up_inputs()
         self.admission = admission
         self.retemplate = retemplate
         self.tokenize = tokenize
@@ -76,17 +83,18 @@ class ScoringPipeline:
         """The response to one scoring request; a ServiceError says why there is none."""
         inputs = self.validate(body)
         context.items, context.sequences = inputs.items, len(inputs)
-        rewards = await self.rewards(context, inputs)
-        return self.respond(body, rewards)
+        scores = await self.scores(context, inputs)
+        return self.respond(body, scores, inputs)
 
-    async def rewards(self, context: RequestContext, inputs: Inputs) -> np.ndarray:
-        """Rewards of `inputs` in their order, within the context's deadline and while its client waits."""
+    async def scores(self, context: RequestContext, inputs: Inputs) -> Scores:
+        """Rewards (and the model's other outputs) of `inputs` in their order, within the
+        context's deadline and while its client waits."""
         if not inputs.sequences:  # OpenRLHF sends empty shards to some of its reward URLs
-            return np.empty(0, dtype=np.float32)
+            return Scores(np.empty(0, dtype=np.float32))
         with self.admission.permit(len(inputs)):
             return await _watched(context, self._scored(context, inputs))
 
-    async def _scored(self, context: RequestContext, inputs: Inputs) -> np.ndarray:
+    async def _scored(self, context: RequestContext, inputs: Inputs) -> Scores:
         # Retemplate and tokenize in one hop to the tokenizer thread, before queueing: the engine
         # keeps running meanwhile, and a bad input fails its own request only.
         started = time.perf_counter()
@@ -102,8 +110,8 @@ class ScoringPipeline:
             raise
         context.timings = Timings(tokenized, scored.queue_seconds, scored.inference_seconds, scored.cached)
         if self.monitor is not None and context.monitored:
-            self.monitor.observe(scored.rewards, self.tokenize.response_tokens(sequences))
-        return scored.rewards
+            self.monitor.observe(scored.scores, self.tokenize.response_tokens(sequences))
+        return scored.scores
 
     def _encode(self, inputs: Inputs) -> list[EncodedSequence]:
         return self.tokenize(self.retemplate(inputs), inputs)
@@ -113,7 +121,7 @@ class ScoringPipeline:
     async def start(self) -> None:
         """Start batching and warm up; the server turns ready when the first batches have run."""
         self.batcher.start()
-        await self.rewards(RequestContext("warm-up", time.perf_counter(), monitored=False), WARM_UP)
+        await self.scores(RequestContext("warm-up", time.perf_counter(), monitored=False), self.warm_up)
         self.admission.warmed_up = True
 
     async def drain(self, timeout: float) -> None:

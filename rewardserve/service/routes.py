@@ -65,9 +65,11 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-@router.post("/score", response_model=ScoreResponse, responses=ERRORS)
+# Fields a scalar bundle has no values for (objectives, steps) are left out, not null.
+@router.post("/score", response_model=ScoreResponse, response_model_exclude_none=True, responses=ERRORS)
 async def score(body: ScoreRequest, request: Request, x_request_timeout: RequestTimeout = None) -> ScoreResponse:
-    """Scalar rewards of (prompt, response) or chat `messages` items, in request order."""
+    """Scalar rewards of (prompt, response) or chat `messages` items, in request order; and the
+    model's objectives or step rewards, when it has them."""
     pipeline, context = scoring(request, x_request_timeout)
     return await pipeline(context, body)
 

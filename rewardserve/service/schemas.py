@@ -43,14 +43,26 @@ Messages = Annotated[list[Message], Field(min_length=1)]
 
 class ScoreItem(_Body):
     """Either `prompt` and `response`, or `messages`: a conversation whose last (assistant)
-    message is the response, rendered with the bundle's chat template."""
+    message is the response, rendered with the bundle's chat template. For a process reward
+    model, the response may come as `steps` instead, beside `prompt` or `messages` (then the
+    conversation so far): the server writes each step followed by the model's step separator."""
 
     prompt: Text | None = Field(None, description="The conversation so far, e.g. '\\n\\nHuman: How do I ...?'")
     response: Text | None = Field(None, description="The response to score.")
     messages: Messages | None = Field(None, description="Chat form: the last message is the assistant's response.")
+    steps: Annotated[list[Text], Field(min_length=1)] | None = Field(
+        None,
+        description="Process reward models: the response's reasoning steps, without separators; the response "
+        "scored is separator.join(steps) + separator.",
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> ScoreItem:
+        if self.steps is not None:
+            if self.response is not None:
+                raise ValueError("response: not with steps (send the response as text or as steps)")
+            _one_form(self, texts=("prompt",))
+            return self
         _one_form(self, texts=("prompt", "response"))
         if self.messages is not None and self.messages[-1].role != "assistant":
             role = self.messages[-1].role
@@ -69,6 +81,10 @@ PolicyFormat = Annotated[str | None, AfterValidator(_known_format)]
 
 class ScoreRequest(_Body):
     items: list[ScoreItem] = Field(min_length=1)
+    objectives: list[str] | None = Field(
+        None,
+        description="Multi-objective models: the objectives to answer (default: all of them); [] answers none.",
+    )
     truncate: bool = TRUNCATE
     policy_format: PolicyFormat = Field(
         None,
@@ -78,8 +94,22 @@ class ScoreRequest(_Body):
     )
 
 
+class StepReward(BaseModel):
+    reward: float = Field(description="The step's reward: the model's probability of its step class.")
+    span: tuple[int, int] = Field(description="[start, end) of the step's text in the response, separator excluded.")
+
+
 class ScoreResponse(BaseModel):
     rewards: list[float] = Field(description="One scalar reward per item, in request order.")
+    objectives: dict[str, list[float]] | None = Field(
+        None, description="Multi-objective models: each objective's value per item, in request order."
+    )
+    objective_weights: dict[str, list[float]] | None = Field(
+        None, description="Gated multi-objective models: the weight the gating network gave each objective per item."
+    )
+    steps: list[list[StepReward]] | None = Field(
+        None, description="Process reward models: per item, each step's reward and character span in the response."
+    )
     model: str
 
 

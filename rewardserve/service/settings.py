@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         100_000, ge=1, description="Longest prompt or response, in characters (longer inputs are truncated in tokens)."
     )
+    max_steps_per_item: int = Field(256, ge=1, description="Most steps in one response (process reward models).")
+    max_objectives_per_request: int = Field(
+        64, ge=1, description="Most objectives one /score request may name in `objectives` (multi-objective models)."
+    )
 
     # policy-formatted text (/get_reward queries, /score with "policy_format")
     policy_format: Literal[("auto", "raw", *POLICY_FORMATS)] = Field(  # type: ignore[valid-type]

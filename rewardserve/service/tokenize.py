@@ -2,6 +2,10 @@
 (`bundle/formatting.py`, the code training and export encode with): conversations rendered with
 the bundle's chat template, truncated by the bundle's policy; or, for a request that asked not
 to truncate, SequenceTooLongError naming the first sequence over the model's length.
+
+For a process reward model each response must keep one step token per step that validate.py
+found in its text: a step cut off by truncation, or a separator the template or tokenizer did
+not keep whole, would otherwise go unscored or be scored at another place without a word.
 """
 
 from __future__ import annotations
@@ -12,14 +16,21 @@ import numpy as np
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.chat import ChatTemplateError
-from rewardserve.service.errors import SequenceTooLongError, UnrenderableChatError
+from rewardserve.bundle.outputs import Steps, step_positions
+from rewardserve.service.errors import (
+    InvalidStepsError,
+    SequenceTooLongError,
+    TooManyStepsError,
+    UnrenderableChatError,
+)
 from rewardserve.service.retemplate import Texts
 from rewardserve.service.validate import Inputs
 
 
 class Tokenize:
-    def __init__(self, encoder: SequenceEncoder) -> None:
+    def __init__(self, encoder: SequenceEncoder, steps: Steps | None = None) -> None:
         self.encoder = encoder
+        self.steps = steps
 
     def __call__(self, texts: Texts, inputs: Inputs) -> list[EncodedSequence]:
         try:
@@ -28,7 +39,25 @@ class Tokenize:
             raise UnrenderableChatError(f"{inputs.sequences[error.index].path}: {error}") from None
         if not inputs.truncate:
             self._refuse_truncated(sequences, inputs)
+        if self.steps is not None:
+            self._check_steps(sequences, inputs)
         return sequences
+
+    def _check_steps(self, sequences: Sequence[EncodedSequence], inputs: Inputs) -> None:
+        assert self.steps is not None
+        for sequence, spelled in zip(sequences, inputs.sequences, strict=True):
+            if sequence.response_cut:
+                raise TooManyStepsError(
+                    f"{spelled.path}: the response is over the model's {self.encoder.format.max_length} tokens, "
+                    "so its last steps would go unscored; send fewer steps"
+                )
+            found = len(step_positions(sequence.ids, self.steps.token_id, sequence.response_start))
+            expected = len(spelled.steps or ())
+            if found != expected:
+                raise InvalidStepsError(
+                    f"{spelled.path}: {expected} steps end with {self.steps.separator!r} in the text, but the "
+                    f"tokenized response holds {found} step tokens (the template or tokenizer changed a separator)"
+                )
 
     def response_tokens(self, sequences: Sequence[EncodedSequence]) -> np.ndarray:
         """Each response's length in tokens, as sent (what truncation cut counts)."""
