@@ -86,17 +86,33 @@ CHAT_RMS = {
 }
 
 
-def build_chat_rm(kind: str, out: Path, texts: list[str], hidden_size: int = 32) -> Path:
-    """A 2-layer chat RM of `kind` with random weights, two query heads sharing one key-value head."""
+def build_chat_rm(
+    kind: str, out: Path, texts: list[str], hidden_size: int = 32, labels: list[str] | None = None
+) -> Path:
+    """A 2-layer chat RM of `kind` with random weights, two query heads sharing one key-value head;
+    with `labels`, a head of one output per label (a multi-objective RM, labels in its id2label)."""
+    config = family_config(kind, chat_tokenizer(kind, out, texts), hidden_size)
+    if labels:
+        config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
+    return save_random_reward_model(config, out)
+
+
+def chat_tokenizer(kind: str, out: Path, texts: list[str], extra_specials: tuple[str, ...] = ()):
+    """A byte-level BPE tokenizer trained on `texts`, with the family's special tokens and chat
+    template (and `extra_specials`), saved in `out`."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import Gemma2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen3Config
+    from transformers import PreTrainedTokenizerFast
 
     specials, bos, eos, pad, template = CHAT_RMS[kind]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=700, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=700,
+        special_tokens=[*specials, *extra_specials],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(texts, trainer)
     if kind == "qwen3":  # Qwen3's thinking tags are added tokens, not special ones
@@ -106,9 +122,21 @@ def build_chat_rm(kind: str, out: Path, texts: list[str], hidden_size: int = 32)
         tokenizer.post_processor = processors.TemplateProcessing(
             single=single, special_tokens=[(bos, tokenizer.token_to_id(bos))]
         )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        additional_special_tokens=list(extra_specials) or None,
+    )
     fast.chat_template = template
     fast.save_pretrained(out)
+    return fast
+
+
+def family_config(kind: str, fast, hidden_size: int):
+    from transformers import Gemma2Config, LlamaConfig, Qwen3Config
+
     family = {"qwen3": Qwen3Config, "llama3": LlamaConfig, "gemma2": Gemma2Config}[kind]
     config = family(
         vocab_size=len(fast),
@@ -127,7 +155,7 @@ def build_chat_rm(kind: str, out: Path, texts: list[str], hidden_size: int = 32)
         config.head_dim = hidden_size // 2
     if kind == "gemma2":  # attention scaled by its own scalar; sliding layers shorter than conversations
         config.query_pre_attn_scalar, config.sliding_window = hidden_size // 2, 64
-    return save_random_reward_model(config, out)
+    return config
 
 
 def save_random_reward_model(config, out: Path) -> Path:
@@ -139,6 +167,59 @@ def save_random_reward_model(config, out: Path) -> Path:
     model = AutoModelForSequenceClassification.from_config(config)
     with torch.no_grad():  # a head whose rewards differ visibly between sequences and tokens
         model.score.weight.normal_(0, 1.0)
+    model.save_pretrained(out)
+    return out
+
+
+STEP_SEPARATOR = "<extra_0>"  # Qwen2.5-Math-PRM's
+
+
+def build_prm(out: Path, texts: list[str], hidden_size: int = 32) -> Path:
+    """A Qwen3-style process reward model: a 2-label token classifier, `<extra_0>` a special token."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    config = family_config("qwen3", chat_tokenizer("qwen3", out, texts, (STEP_SEPARATOR,)), hidden_size)
+    config.num_labels = 2
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_config(config)
+    with torch.no_grad():  # step probabilities spread over (0, 1), not all near one half
+        model.score.weight.normal_(0, 1.0)
+    model.save_pretrained(out)
+    return out
+
+
+OBJECTIVES = ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
+GATED_MODELING = Path(__file__).with_name("gated_reward_model.py")
+ASSISTANT_HEADER = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def build_gated_rm(out: Path, texts: list[str], hidden_size: int = 32) -> Path:
+    """A Llama-3.1-style RM with a gated multi-objective head shaped like ArmoRM's: its own modeling
+    code in the checkpoint (config auto_map, loaded with trust_remote_code), the gating network
+    read at the last assistant header, whose token ids the code defines as `token_pattern`."""
+    import importlib.util
+
+    import torch
+
+    fast = chat_tokenizer("llama3", out, texts)
+    pattern = fast(ASSISTANT_HEADER, add_special_tokens=False)["input_ids"]
+    code = GATED_MODELING.read_text().replace("token_pattern = []", f"token_pattern = {pattern}")
+    (out / "modeling_gated.py").write_text(code)
+    spec = importlib.util.spec_from_file_location("modeling_gated", out / "modeling_gated.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = family_config("llama3", fast, hidden_size)
+    config.num_objectives = len(OBJECTIVES)
+    config.id2label = dict(enumerate(OBJECTIVES))
+    config.label2id = {name: i for i, name in enumerate(OBJECTIVES)}
+    config.gating_hidden_dim, config.gating_n_hidden, config.gating_temperature = 16, 2, 1.0
+    config.auto_map = {"AutoModelForSequenceClassification": "modeling_gated.LlamaForRewardModelWithGating"}
+    torch.manual_seed(0)
+    model = module.LlamaForRewardModelWithGating(config)
+    with torch.no_grad():  # objectives that differ visibly; a transform that is not the identity
+        model.regression_layer.weight.normal_(0, 1.0)
+        model.reward_transform_matrix.add_(torch.randn_like(model.reward_transform_matrix) * 0.1)
     model.save_pretrained(out)
     return out
 

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_api import wait_ready
 
 from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle.outputs import Scores
 from rewardserve.service import Settings, create_app
 from rewardserve.service.monitoring import BulkHistogram, RewardMonitor
 
@@ -41,10 +42,10 @@ def test_the_correlation_covers_the_last_window_of_sequences():
     assert np.isnan(monitor.correlation())
     rng = np.random.default_rng(0)
     old = rng.normal(size=150)
-    monitor.observe(old, -old)  # anti-correlated, pushed out of the window below
+    monitor.observe(Scores(old), -old)  # anti-correlated, pushed out of the window below
     new_rewards, new_lengths = rng.normal(size=(2, 100))
     for start in range(0, 100, 30):  # several requests of different sizes
-        monitor.observe(new_rewards[start : start + 30], new_lengths[start : start + 30])
+        monitor.observe(Scores(new_rewards[start : start + 30]), new_lengths[start : start + 30])
     assert monitor.correlation() == pytest.approx(np.corrcoef(new_rewards, new_lengths)[0, 1])
 
 

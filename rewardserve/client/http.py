@@ -5,6 +5,7 @@
         rewards = client.score_chats(conversations)          # each ends with the assistant's reply
         results = client.compare(prompts, responses_a, responses_b)  # list[Comparison]
         best = client.rank(prompt, candidates).ranking[0]     # best-of-n
+        detailed = client.score_detailed(items)               # + objectives, step rewards
 
 Large inputs are sent in chunks of `chunk_size` items (the async client sends up to
 `concurrency` chunks at once), so a 100,000-item scoring job is one call. A 429 or 503 answer,
@@ -71,6 +72,45 @@ class Ranking:
     ranking: list[int]  # indices, best first
     p_best: list[float]  # Plackett-Luce first-choice probabilities softmax(rewards / T)
     p_better: list[list[float]] | None  # [i][j] = sigmoid((rewards[i] - rewards[j]) / T)
+
+
+@dataclass(frozen=True)
+class Step:
+    reward: float
+    span: tuple[int, int]  # [start, end) of the step's text in the response
+
+
+@dataclass(frozen=True)
+class DetailedScores:
+    """`/score` with everything the model answers: multi-objective models' objectives (and a
+    gated model's weights), process reward models' steps; None where the model has none."""
+
+    rewards: list[float]
+    objectives: dict[str, list[float]] | None = None
+    objective_weights: dict[str, list[float]] | None = None
+    steps: list[list[Step]] | None = None
+
+
+def _detailed(answers: Sequence[dict[str, Any]]) -> DetailedScores:
+    """The answers to consecutive chunks of one call, as one."""
+
+    def joined(field: str) -> dict[str, list[float]] | None:
+        if answers[0].get(field) is None:
+            return None
+        return {name: [v for answer in answers for v in answer[field][name]] for name in answers[0][field]}
+
+    steps = None
+    if answers[0].get("steps") is not None:
+        steps = [[Step(s["reward"], tuple(s["span"])) for s in item] for a in answers for item in a["steps"]]
+    rewards = [r for answer in answers for r in answer["rewards"]]
+    return DetailedScores(rewards, joined("objectives"), joined("objective_weights"), steps)
+
+
+def _score_body(items: Sequence[dict[str, Any]], truncate: bool, objectives: Sequence[str] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"items": list(items), "truncate": truncate}
+    if objectives is not None:
+        body["objectives"] = list(objectives)
+    return body
 
 
 def _chunks(count: int, size: int) -> Iterator[slice]:
@@ -185,6 +225,14 @@ class RewardClient(_Base):
             rewards += self._post("/score", {"items": items[part], "truncate": truncate})["rewards"]
         return rewards
 
+    def score_detailed(
+        self, items: Sequence[dict[str, Any]], *, objectives: Sequence[str] | None = None, truncate: bool = True
+    ) -> DetailedScores:
+        """Rewards of `/score` items, with the model's objectives (those named in `objectives`,
+        default all) or step rewards. Items may send a process reward model's `steps`."""
+        parts = _chunks(len(items), self.chunk_size)
+        return _detailed([self._post("/score", _score_body(items[part], truncate, objectives)) for part in parts])
+
     def rank(
         self, prompt: str | Conversation, responses: Sequence[str], *, pairwise: bool = True, truncate: bool = True
     ) -> Ranking:
@@ -247,6 +295,14 @@ class AsyncRewardClient(_Base):
         bodies = [{"items": items[part], "truncate": truncate} for part in _chunks(len(items), self.chunk_size)]
         answers = await asyncio.gather(*(self._post("/score", body) for body in bodies))
         return [reward for answer in answers for reward in answer["rewards"]]
+
+    async def score_detailed(
+        self, items: Sequence[dict[str, Any]], *, objectives: Sequence[str] | None = None, truncate: bool = True
+    ) -> DetailedScores:
+        """RewardClient.score_detailed's answer."""
+        parts = _chunks(len(items), self.chunk_size)
+        bodies = [_score_body(items[part], truncate, objectives) for part in parts]
+        return _detailed(await asyncio.gather(*(self._post("/score", body) for body in bodies)))
 
     async def rank(
         self, prompt: str | Conversation, responses: Sequence[str], *, pairwise: bool = True, truncate: bool = True

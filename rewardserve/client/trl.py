@@ -6,6 +6,11 @@
 TRL calls it with the batch's `prompts` and `completions`: strings for plain-text datasets, or
 lists of {role, content} messages for conversational ones, which the server renders with its
 bundle's chat template. TRL itself is not imported here.
+
+With a multi-objective reward model, the reward TRL gets may be one objective
+(`objective="helpfulness"`) or a weighted sum of several (`objectives={"helpfulness": 0.7,
+"safety": 0.3}`) instead of the model's own scalar; register several RewardFunctions (with
+`reward_weights` in GRPOConfig) to have TRL log and weigh each objective apart.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rewardserve.client.http import Retry, RewardClient
+from rewardserve.client.http import Retry, RewardClient, RewardServerError
 
 if TYPE_CHECKING:
     from rewardserve.bundle.chat import Conversation
@@ -39,6 +44,8 @@ class RewardFunction:
     Picklable (the HTTP client is made on first use in each process), so it survives
     accelerate's and torchrun's worker processes. Extra keyword arguments (dataset columns,
     `trainer_state`, ...) are accepted and ignored. Rewards are logged under `name`.
+    `objective` or `objectives` (a weight per name) pick the reward among a multi-objective
+    model's objectives; a name the model does not have fails the first call with ValueError.
     """
 
     def __init__(
@@ -50,7 +57,12 @@ class RewardFunction:
         chunk_size: int = 256,
         retry: Retry | None = None,
         request_timeout: float | None = None,
+        objective: str | None = None,
+        objectives: dict[str, float] | None = None,
     ) -> None:
+        if objective is not None and objectives is not None:
+            raise ValueError("objective or objectives, not both")
+        self.weights = {objective: 1.0} if objective is not None else objectives
         self.__name__ = name  # TRL logs rewards/<__name__>/mean
         self._options: dict[str, Any] = dict(
             url=url, api_key=api_key, chunk_size=chunk_size, retry=retry, request_timeout=request_timeout
@@ -63,7 +75,17 @@ class RewardFunction:
         if self._client is None:
             self._client = RewardClient(**self._options)
         items = [score_item(p, c) for p, c in zip(prompts, completions, strict=True)]
-        return self._client.score_items(items)
+        if self.weights is None:
+            return self._client.score_items(items)
+        try:
+            scored = self._client.score_detailed(items, objectives=list(self.weights))
+        except RewardServerError as error:
+            if error.error_type == "unknown_objective":
+                raise ValueError(f"unknown objective: {error.message}") from error
+            raise
+        assert scored.objectives is not None
+        columns = [[weight * value for value in scored.objectives[name]] for name, weight in self.weights.items()]
+        return [sum(values) for values in zip(*columns, strict=True)]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}

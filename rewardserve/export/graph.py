@@ -18,6 +18,7 @@ import onnx
 import torch
 
 from rewardserve.bundle.manifest import GraphInfo
+from rewardserve.bundle.outputs import STEP_REWARDS
 from rewardserve.export.source import ExportSource
 
 OPSET = 18
@@ -49,6 +50,9 @@ def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> N
     names = source.input_format.input_names
     args = tuple(torch.from_numpy(example[n]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    outputs = source.outputs.graph_outputs()
+    # Step rewards have one value per position; the others one (or one per objective) per sequence.
+    axes |= {n: {0: "batch", 1: "sequence"} if n == STEP_REWARDS else {0: "batch"} for n in outputs}
     # The exporter writes a large model's tensors as loose files beside the graph: keep them apart.
     with (
         tempfile.TemporaryDirectory(dir=path.parent) as scratch,
@@ -63,8 +67,8 @@ def trace(source: ExportSource, example: dict[str, np.ndarray], path: Path) -> N
             args,
             str(raw),
             input_names=names,
-            output_names=["reward"],
-            dynamic_axes={**axes, "reward": {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )

@@ -14,11 +14,17 @@ The steps, each checked before the next builds on it:
    against the fp32 graph, and measure its parity against PyTorch (`precision.py`); those that
    pass ship beside the fp32 graph as variants, and the server picks one per machine;
 5. fit what calibration asks for, and write the bundle, moved into place only once complete.
+
+A model with more than one output (objectives, step rewards: bundle/outputs.py) is checked on
+every one of them, in parity and in the reference check. A process reward model reads held-out
+responses cut into steps (`stepped`), each step ending with its separator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -36,6 +42,7 @@ from tqdm import tqdm
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, Variant
+from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, join_steps, read_outputs
 from rewardserve.bundle.runtime import GraphRunner, token_batches
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
@@ -51,7 +58,7 @@ from rewardserve.export.gaps import (
     reward_gaps,
 )
 from rewardserve.export.reference import check_reference, model_card_rewards
-from rewardserve.export.source import ExportSource, load_source
+from rewardserve.export.source import ExportSource, OutputOptions, load_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
 
 FP32_TOLERANCE = 1e-4  # absolute: fp32 graph vs PyTorch eager
@@ -100,6 +107,7 @@ def export_bundle(
     provenance: dict | None = None,
     machine: Machine | None = None,
     sizes: PassSizes = PassSizes(),
+    output_options: OutputOptions | None = None,
 ) -> Manifest:
     """Export `checkpoint` into the bundle directory `out`.
 
@@ -109,17 +117,23 @@ def export_bundle(
     fitted on. A reduced `precision` named (int8, bf16, fp16) must pass its gate or the export
     fails; `auto` gates every one this machine can measure and ships those that pass. `sizes`
     caps how much of `parity_pairs` and `heldout` each pass takes (by default all of it for
-    models up to LARGE_MODEL_PARAMETERS, samples above).
+    models up to LARGE_MODEL_PARAMETERS, samples above). `output_options` say what export cannot
+    read off a model with several outputs (source.OutputOptions).
     """
     checkpoint, out = Path(checkpoint), Path(out)
     machine = machine or Machine.this()
     targets, not_gated = reduced.targets(precision, machine)
-    source = load_source(checkpoint, max_length, padding_side)
+    source = load_source(checkpoint, max_length, padding_side, output_options or OutputOptions())
     sizes = sizes.for_model(source.parameters)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
+    if (steps := source.outputs.steps) is not None:
+        parity_pairs = [(p, stepped(r, steps.separator)) for p, r in parity_pairs]
+        heldout = [_stepped_example(e, steps.separator) for e in heldout]
     inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
     parity_inputs = inputs[: sizes.parity_sequences]
     sequences = encoder.encode([p for p, _ in parity_inputs], [r for _, r in parity_inputs])
+    if steps is not None:  # a step cut off by truncation would be missing on both sides, unnoticed
+        sequences = [s for s in sequences if not s.response_cut]
     if len(sequences) < MIN_PARITY_SEQUENCES:
         raise ValueError(f"parity needs at least {MIN_PARITY_SEQUENCES} sequences, got {len(sequences)}")
     if targets and not heldout:
@@ -137,7 +151,7 @@ def export_bundle(
             candidates = _candidates(source, encoder, sequences[:2], Path(scratch), optimize)
             source.forget_model()
             fp32 = _first_within_parity(candidates, encoder, expected)
-            runner = _runner(fp32.path, encoder)
+            runner = _runner(fp32.path, encoder, source.outputs)
             reference = check_reference(runner, card)
             gated = heldout[: sizes.gate_examples] if targets else []
             measured = heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else []
@@ -165,6 +179,7 @@ def export_bundle(
         manifest = Manifest(
             name=name or checkpoint.name,
             input_format=source.input_format,
+            outputs=source.outputs,
             graph=fp32.info.model_copy(update={"external_data": external}),
             parity=fp32.parity,
             reference=reference,
@@ -173,6 +188,22 @@ def export_bundle(
             provenance=record,
         )
         return save_bundle(staging, manifest)
+
+
+def stepped(response: str, separator: str) -> str:
+    """A held-out response as a process reward model reads one: cut into steps at line breaks
+    and sentence ends, each step followed by the separator (a response of one sentence is one step)."""
+    steps = [step for step in re.split(r"\n+|(?<=[.!?])\s+", response.strip()) if step.strip()]
+    return join_steps(steps or [response], separator)
+
+
+def _stepped_example(example: PreferenceExample, separator: str) -> PreferenceExample:
+    responses = tuple(stepped(r, separator) for r in example.responses)
+    messages = example.response_messages and tuple(
+        [*turns[:-1], {**turns[-1], "content": stepped(turns[-1]["content"], separator)}]
+        for turns in example.response_messages
+    )
+    return dataclasses.replace(example, responses=responses, response_messages=messages)
 
 
 def _variants(
@@ -214,7 +245,7 @@ def _judged(
 ) -> Variant:
     """One precision's variant, judged in a session that closes when this returns (so that no
     two variants' sessions are in memory at once)."""
-    runner = _runner(reduced.derive(fp32, portable, precision), encoder, precision)
+    runner = _runner(reduced.derive(fp32, portable, precision), encoder, expected.outputs, precision)
     gate = reduced.agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
     refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused(precision, gate))
     parity = None if refused else measure_parity(runner, expected)
@@ -247,10 +278,10 @@ def _staged(out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _runner(graph: Path, encoder: SequenceEncoder, precision: Precision = "fp32") -> GraphRunner:
+def _runner(graph: Path, encoder: SequenceEncoder, outputs: ModelOutputs, precision: Precision = "fp32") -> GraphRunner:
     """A session for export's offline passes: without onnxruntime's arena, so that the memory of
     its longest batch goes back between batches (session_options)."""
-    return GraphRunner(graph, encoder, precision=precision, arena=False)
+    return GraphRunner(graph, encoder, outputs=outputs, precision=precision, arena=False)
 
 
 @dataclass(frozen=True)
@@ -275,7 +306,12 @@ def _candidates(
     fused by onnxruntime's optimizer, then traced alone. Each records why a more fused one is
     missing."""
     why_not_built = None
-    if optimize and source.model_type in decoder_graph.FAMILIES:
+    several_outputs = source.outputs.graph_outputs() != [REWARD]
+    if optimize and source.model_type in decoder_graph.FAMILIES and several_outputs:
+        why_not_built = (
+            f"not written from the weights: the builder writes one scalar head, not {source.outputs.describe()}"
+        )
+    elif optimize and source.model_type in decoder_graph.FAMILIES:
         try:
             built = decoder_graph.build(source.model, source.input_format, work / "built")
         except decoder_graph.NotBuildable as exc:
@@ -319,7 +355,7 @@ def _first_within_parity(
     """The first candidate whose parity with PyTorch holds; the one after a failure says why."""
     problem = None
     for candidate in candidates:
-        parity = measure_parity(_runner(candidate.path, encoder), expected)
+        parity = measure_parity(_runner(candidate.path, encoder, expected.outputs), expected)
         info = candidate.info
         if problem:
             info = info.model_copy(update={"fallback": f"{info.fallback}: {problem}"})
@@ -331,10 +367,18 @@ def _first_within_parity(
 
 
 @torch.inference_mode()
+def torch_scores(source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence]) -> Scores:
+    """Every output of the PyTorch model on `sequences`, read as the graph's are."""
+    batch = encoder.pad(sequences)
+    inputs = (torch.from_numpy(batch.arrays[n]).to(source.device) for n in source.input_format.input_names)
+    values = source.reward(*inputs)
+    values = values if isinstance(values, tuple) else (values,)
+    named = {n: v.float().cpu().numpy() for n, v in zip(source.outputs.graph_outputs(), values, strict=True)}
+    return read_outputs(source.outputs, named, batch.arrays["input_ids"], batch.response_starts)
+
+
 def torch_rewards(source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence]) -> np.ndarray:
-    arrays = encoder.pad(sequences).arrays
-    inputs = (torch.from_numpy(arrays[n]).to(source.device) for n in source.input_format.input_names)
-    return source.reward(*inputs).float().cpu().numpy()
+    return torch_scores(source, encoder, sequences).rewards
 
 
 ALONE_SEQUENCES = 64  # graphs score up to these one at a time too (padding absent), a quarter of all at most
@@ -343,25 +387,30 @@ PARITY_BATCH_ROWS = 32
 
 @dataclass(frozen=True)
 class TorchRewards:
-    """PyTorch's reward of each parity sequence, scored alone (no padding to get wrong): what
-    every graph of the export is compared with, computed once."""
+    """PyTorch's outputs on each parity sequence, scored alone (no padding to get wrong): what
+    every graph of the export is compared with, computed once; and what those outputs are."""
 
     sequences: Sequence[EncodedSequence]
-    rewards: np.ndarray
+    scores: Scores
+    outputs: ModelOutputs
+
+    @property
+    def rewards(self) -> np.ndarray:
+        return self.scores.rewards
 
 
 def torch_reference(
     source: ExportSource, encoder: SequenceEncoder, sequences: Sequence[EncodedSequence]
 ) -> TorchRewards:
-    rewards = [
-        torch_rewards(source, encoder, [s])[0] for s in tqdm(sequences, desc="parity: PyTorch", unit="seq", leave=False)
+    alone = [
+        torch_scores(source, encoder, [s]) for s in tqdm(sequences, desc="parity: PyTorch", unit="seq", leave=False)
     ]
-    return TorchRewards(sequences, np.array(rewards))
+    return TorchRewards(sequences, Scores.concatenate(alone), source.outputs)
 
 
 def measure_parity(runner: GraphRunner, expected: TorchRewards) -> Parity:
-    """Compare the graph's rewards in padded batches of mixed lengths, and (for the first
-    ALONE_SEQUENCES) alone, with PyTorch's; and the graph's alone and batched rewards."""
+    """Compare the graph's outputs in padded batches of mixed lengths, and (for the first
+    ALONE_SEQUENCES) alone, with PyTorch's; and the graph's alone and batched ones."""
     encoder, sequences = runner.encoder, expected.sequences
     alone = sequences[: min(ALONE_SEQUENCES, len(sequences) // 4)]
     label = f"parity: {runner.graph.stem} {runner.precision} against PyTorch"
@@ -369,20 +418,25 @@ def measure_parity(runner: GraphRunner, expected: TorchRewards) -> Parity:
         batched = []
         # In arrival order, as the server batches: mixed lengths, padding present.
         for rows in token_batches([len(s) for s in sequences], PARITY_BATCH_ROWS):
-            batched.append(runner.run(encoder.pad(sequences[rows])))
+            batched.append(runner.score(encoder.pad(sequences[rows])))
             bar.update(len(batched[-1]))
         each = []
         for sequence in alone:
-            each.append(runner.run(encoder.pad([sequence]))[0])
+            each.append(runner.score(encoder.pad([sequence])))
             bar.update(1)
-    onnx_batched, onnx_alone = np.concatenate(batched), np.array(each)
-    truth = expected.rewards
-    max_abs = float(max(np.abs(onnx_batched - truth).max(), np.abs(onnx_alone - truth[: len(alone)]).max()))
+    onnx_batched, onnx_alone = Scores.concatenate(batched), Scores.concatenate(each)
+    truth = expected.scores
+    rows = np.arange(len(alone))
+    by_output = onnx_batched.max_abs_diff(truth)
+    for name, diff in onnx_alone.max_abs_diff(truth.take(rows)).items():
+        by_output[name] = max(by_output[name], diff)
+    max_abs = max(by_output.values())
     return Parity(
         sequences=len(sequences),
         max_abs_diff=max_abs,
-        max_rel_diff=max_abs / max(float(np.abs(truth).max()), 1e-12),
-        max_abs_diff_alone_vs_batched=float(np.abs(onnx_alone - onnx_batched[: len(alone)]).max()),
+        max_rel_diff=by_output[REWARD] / max(float(np.abs(truth.rewards).max()), 1e-12),
+        max_abs_diff_alone_vs_batched=max(onnx_alone.max_abs_diff(onnx_batched.take(rows)).values()),
+        by_output=by_output if len(by_output) > 1 else {},
     )
 
 

@@ -11,6 +11,11 @@ the reference way and compares both the ids and the rewards:
 - pair layout, encoders: ``model(**tokenizer(prompt, response, return_tensors="pt"))``, as
   OpenAssistant's DeBERTa reward models are scored (and rewardserve's own models were trained);
 - pair layout, decoders: ``tokenizer(prompt + response)`` and the EOS, read at the EOS.
+
+A model with more outputs is compared on each (`USAGE_OF_OUTPUTS`): every label of an N-label
+head (`logits[0]`); ArmoRM's `output.score`, `output.rewards` and `output.gating_output`; a
+process reward model's step rewards as Qwen2.5-Math-PRM's model card reads them, the positive
+class's softmax probability wherever the input ids are the step token.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from transformers import AutoTokenizer
 from rewardserve.bundle.chat import as_turns
 from rewardserve.bundle.formatting import EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Reference
-from rewardserve.bundle.runtime import GraphRunner, score_sequences
+from rewardserve.bundle.outputs import ModelOutputs, Scores, step_scalar
+from rewardserve.bundle.runtime import GraphRunner, scores_of_sequences
 from rewardserve.export.source import ExportSource
 
 MIN_CONVERSATIONS = 64
@@ -38,6 +44,11 @@ USAGE = {
     "chat": "model(**tokenizer.apply_chat_template(messages, return_tensors='pt')).logits[0][0]",
     "encoder": "model(**tokenizer(prompt, response, return_tensors='pt')).logits[0][0]",
     "decoder": "model(tokenizer(prompt + response).input_ids + [eos_token_id]).logits[0][0], read at the EOS",
+}
+USAGE_OF_OUTPUTS = {
+    "objectives": "; objectives: its .logits[0], the reward by the declared rule",
+    "gated": "; output.score, output.rewards (objectives) and output.gating_output of the model's own class",
+    "steps": "; step rewards: softmax(logits[0])[input_ids[0] == step token][:, label] (sigmoid for one class)",
 }
 
 
@@ -53,7 +64,7 @@ class ModelCardRewards:
     usage: str
     inputs: list[int]  # which of the inputs given were checked
     sequences: list[EncodedSequence]
-    rewards: np.ndarray
+    scores: Scores
 
 
 def model_card_rewards(
@@ -74,6 +85,7 @@ def model_card_rewards(
     # The chat layout is judged against the model's own class (its pooling included); the pair
     # layout against the checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
     model = source.model if kind == "chat" else source.reward.model
+    outputs = source.outputs
     checked, served, references = [], [], []
     with tqdm(total=wanted, desc="reference: transformers", unit="input", leave=False) as bar:
         for index, (prompt, response) in enumerate(inputs):
@@ -86,28 +98,69 @@ def model_card_rewards(
             _check_ids(index, sequence.ids, reference["input_ids"][0].numpy(), tokenizer)
             with torch.inference_mode():
                 on_device = {name: tensor.to(source.device) for name, tensor in reference.items()}
-                references.append(float(model(**on_device).logits[0, 0]))
+                references.append(_reference_scores(model(**on_device), reference["input_ids"][0].numpy(), outputs))
             checked.append(index)
             served.append(sequence)
             bar.update(1)
     if len(checked) < MIN_CONVERSATIONS:
         raise ValueError(f"the reference check needs {MIN_CONVERSATIONS} inputs within max_length, got {len(checked)}")
-    return ModelCardRewards(USAGE[kind], checked, served, np.array(references))
+    usage = USAGE[kind] + _usage_of_outputs(outputs)
+    return ModelCardRewards(usage, checked, served, Scores.concatenate(references))
+
+
+def _usage_of_outputs(outputs: ModelOutputs) -> str:
+    if outputs.steps is not None:
+        return USAGE_OF_OUTPUTS["steps"]
+    if outputs.objectives is not None:
+        return USAGE_OF_OUTPUTS["gated" if outputs.gated else "objectives"]
+    return ""
+
+
+def _reference_scores(answer, input_ids: np.ndarray, outputs: ModelOutputs) -> Scores:
+    """One input's outputs read from the model's own answer, the way its model card reads them."""
+    if (steps := outputs.steps) is not None:
+        logits = answer.logits[0].float()
+        classes = torch.softmax(logits, -1) if steps.activation == "softmax" else torch.sigmoid(logits)
+        rewards = classes[torch.from_numpy(input_ids == steps.token_id)][:, steps.label].cpu().numpy()
+        return Scores(np.array([step_scalar(rewards, steps.scalar)], np.float32), steps=[rewards])
+    if outputs.gated:
+        return Scores(
+            answer.score.float().cpu().numpy().reshape(1),
+            answer.rewards.float().cpu().numpy(),
+            answer.gating_output.float().cpu().numpy(),
+        )
+    logits = answer.logits.float().cpu().numpy()
+    objectives = outputs.objectives
+    if objectives is None:
+        return Scores(logits[:, 0])
+    weights = objectives.weights or [float(name == objectives.objective) for name in objectives.names]
+    return Scores((logits @ np.array(weights, np.float32)).reshape(1), logits)
 
 
 def check_reference(runner: GraphRunner, expected: ModelCardRewards) -> Reference:
-    """The bundle (`runner`: its graph and encoder) against the reference's rewards, served as the
+    """The bundle (`runner`: its graph and encoder) against the reference's outputs, served as the
     server serves: in padded batches of mixed lengths. ReferenceMismatch names the input whose
-    reward differs most."""
-    served = score_sequences(runner, expected.sequences, progress="reference: the bundle")
-    diffs = np.abs(served - expected.rewards)
+    reward differs most, or the output that differs."""
+    served = scores_of_sequences(runner, expected.sequences, progress="reference: the bundle")
+    diffs = np.abs(served.rewards - expected.scores.rewards)
     if diffs.max() > TOLERANCE:
         worst = int(diffs.argmax())
         raise ReferenceMismatch(
             f"input {expected.inputs[worst]}: the served reward differs from {expected.usage} by {diffs[worst]:.3g} "
             f"(over {TOLERANCE}) on the same token ids: the reward is read at another position or computed otherwise"
         )
-    return Reference(usage=expected.usage, conversations=len(expected.inputs), max_abs_diff=float(diffs.max()))
+    by_output = served.max_abs_diff(expected.scores)
+    for name, diff in by_output.items():
+        if diff > TOLERANCE:
+            raise ReferenceMismatch(
+                f"{name}: the served values differ from {expected.usage} by {diff:.3g} (over {TOLERANCE})"
+            )
+    return Reference(
+        usage=expected.usage,
+        conversations=len(expected.inputs),
+        max_abs_diff=max(by_output.values()),
+        by_output=by_output if len(by_output) > 1 else {},
+    )
 
 
 def _reference_inputs(tokenizer, kind: str, prompt: Text, response: Text) -> dict[str, torch.Tensor]:

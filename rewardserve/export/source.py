@@ -4,6 +4,11 @@ Two kinds of checkpoint come in. One written by `rewardserve train` carries the 
 training used. Any other sequence-classification reward checkpoint (an OpenAssistant-style
 DeBERTa, a Llama or Qwen2 reward model) gets a format derived from its own config and tokenizer:
 `[CLS] prompt [SEP] response [SEP]` for encoders, `[BOS] prompt response [EOS]` for decoders.
+
+What the model answers is declared here too (`bundle/outputs.py`): one scalar; named objectives
+(a sequence-classification head with N labels, or a gated head shaped like ArmoRM's, loaded from
+the checkpoint's own modeling code); or step rewards (a token-classification process reward
+model). The graph export traces answers every one of them (`RewardGraph`).
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import torch
@@ -22,6 +29,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from rewardserve.bundle import InputFormat
+from rewardserve.bundle.outputs import ModelOutputs, Objectives, Steps, StepScalar
 from rewardserve.export import decoder_graph
 from rewardserve.training.checkpoint import (
     FORMAT_FILE,
@@ -50,6 +58,7 @@ class ExportSource:
     num_heads: int
     hidden_size: int
     parameters: int  # how large the model is: export sizes its passes by it
+    outputs: ModelOutputs = field(default_factory=ModelOutputs)  # what `reward` answers besides one scalar
     stats: dict = field(default_factory=dict)  # reward mean/std and temperature measured in training
     training: dict = field(default_factory=dict)  # training metrics and provenance, when we trained it
 
@@ -109,28 +118,177 @@ class LastTokenReward(torch.nn.Module):
         return SequenceClassifierOutput(logits=self.score(pooled))
 
 
-class RewardGraph(torch.nn.Module):
-    """What the ONNX graph computes: one reward per sequence from positional inputs."""
+class GatedObjectives(torch.nn.Module):
+    """A gated multi-objective head shaped like ArmoRM's, computed from the model's own parts in
+    operations that trace: ArmoRM's forward finds the gating position with a Python loop over
+    token ids, which tracing would freeze into constants.
 
-    def __init__(self, model: torch.nn.Module, input_names: list[str]) -> None:
+    The objectives are `regression_layer` at each row's last real token; the gating network
+    reads the hidden state where the last occurrence of `pattern` starts (ArmoRM: the token ids
+    of `<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n`, the prompt's end); the
+    score is sum(gating * (objectives @ reward_transform_matrix)). Export's reference check
+    compares all three with the model's own forward."""
+
+    def __init__(self, model: PreTrainedModel, pattern: list[int]) -> None:
+        super().__init__()
+        self.backbone = model.base_model
+        self.regression = model.regression_layer
+        self.gating = model.gating
+        self.transform = model.reward_transform_matrix
+        self.config = model.config
+        self.pattern = pattern
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs) -> SimpleNamespace:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        positions = torch.arange(attention_mask.shape[1], device=hidden.device)
+        last = (positions * attention_mask).argmax(-1)
+        rewards = self.regression(hidden[rows, last])
+        # Where each window of len(pattern) tokens equals the pattern; the last such start.
+        starts = input_ids.shape[1] - len(self.pattern) + 1
+        matches = torch.ones_like(input_ids[:, :starts], dtype=torch.bool)
+        for offset, token in enumerate(self.pattern):
+            matches = matches & (input_ids[:, offset : offset + starts] == token)
+        gate_at = (matches.long() * (positions[:starts] + 1)).argmax(-1)
+        gating = self.gating(hidden[rows, gate_at])
+        score = (gating * (rewards @ self.transform)).sum(-1)
+        return SimpleNamespace(score=score, rewards=rewards, gating_output=gating)
+
+
+def gating_pattern(model: PreTrainedModel, text: str | None, tokenizer: Tokenizer) -> list[int]:
+    """The token ids the gating network is read at: `text` tokenized, else the `token_pattern`
+    ArmoRM's modeling code defines beside its class."""
+    if text is not None:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+    pattern = getattr(sys.modules[type(model).__module__], "token_pattern", None)
+    if not pattern:
+        raise ValueError("a gated model's gating position: its code defines no token_pattern; give --gating-pattern")
+    return [int(token) for token in pattern]
+
+
+class RewardGraph(torch.nn.Module):
+    """What the ONNX graph computes from positional inputs: one reward per sequence; or, as
+    `outputs` declares, (reward, objectives[, gating]) or the step class's probability at every
+    position (ModelOutputs.graph_outputs' order)."""
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str], outputs: ModelOutputs | None = None) -> None:
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.outputs = outputs or ModelOutputs()
+        objectives = self.outputs.objectives
+        # The scalar rule of a head with N labels, applied in the graph: a weight per objective.
+        weights = None
+        if objectives is not None and objectives.scalar != "gating":
+            weights = objectives.weights or [float(n == objectives.objective) for n in objectives.names]
+        self.register_buffer("weights", None if weights is None else torch.tensor(weights), persistent=False)
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits[:, 0]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.model(**dict(zip(self.input_names, inputs, strict=True)))
+        steps = self.outputs.steps
+        if steps is not None:
+            logits = out.logits.float()
+            if steps.activation == "softmax":
+                return torch.softmax(logits, dim=-1)[..., steps.label]
+            return torch.sigmoid(logits[..., steps.label])
+        if self.outputs.gated:  # ArmoRM's output: the gated score, the objectives, the gating weights
+            return out.score.float(), out.rewards.float(), out.gating_output.float()
+        if self.weights is not None:
+            logits = out.logits.float()
+            return logits @ self.weights, logits
+        return out.logits[:, 0]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What export is told of a model with more than one output (the CLI's flags)."""
+
+    objectives: list[str] | None = None  # names, in the head's order (default: the config's id2label)
+    reward_objective: str | None = None  # the scalar is this objective ...
+    reward_weights: list[float] | None = None  # ... or this weighted sum of them
+    step_separator: str | None = None  # a PRM's step token
+    step_label: int = 1
+    step_scalar: StepScalar = "min"
+    trust_remote_code: bool = False  # load the checkpoint's own modeling code (ArmoRM's gated head)
+    gating_pattern: str | None = None  # where a gated head's gating network reads (default: its code's)
+
+
+def declared_outputs(model: torch.nn.Module, tokenizer: Tokenizer, options: OutputOptions) -> ModelOutputs:
+    """What `model` answers, from its class and head and `options`; ValueError when something
+    export cannot know is missing (objective names, the scalar's rule, the step token)."""
+    if type(model).__name__.endswith("ForTokenClassification"):
+        return ModelOutputs(steps=_steps(model, tokenizer, options))
+    gated = hasattr(model, "gating") and hasattr(model, "regression_layer")
+    count = model.regression_layer.out_features if gated else getattr(model.config, "num_labels", 1)
+    if count == 1 and not gated:
+        if options.objectives or options.reward_objective or options.reward_weights:
+            raise ValueError(
+                "the model has one output: --objectives, --reward-objective and --reward-weights are for N"
+            )
+        return ModelOutputs()
+    names = options.objectives or _label_names(model.config, count)
+    if len(names) != count:
+        raise ValueError(f"--objectives names {len(names)} objectives; the model's head has {count}")
+    if gated:
+        if options.reward_objective or options.reward_weights:
+            raise ValueError("a gated model's reward is its own gating network's; --reward-* do not apply")
+        return ModelOutputs(objectives=Objectives(names=names, scalar="gating"))
+    if options.reward_weights is not None:
+        rule = {"scalar": "weights", "weights": options.reward_weights}
+    elif options.reward_objective is not None:
+        rule = {"scalar": "objective", "objective": options.reward_objective}
+    else:
+        raise ValueError(
+            f"the model has {count} objectives ({', '.join(names)}): say which makes the reward with "
+            "--reward-objective NAME or --reward-weights w1,...,wN"
+        )
+    return ModelOutputs(objectives=Objectives(names=names, **rule))
+
+
+def _label_names(config, count: int) -> list[str]:
+    """The config's label names, when they are names (transformers fills in LABEL_0, LABEL_1, ...)."""
+    labels = getattr(config, "id2label", None) or {}
+    names = [labels.get(i, labels.get(str(i), f"LABEL_{i}")) for i in range(count)]
+    if all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        raise ValueError(
+            f"the model's {count} objectives have no names in its config (id2label): name them with --objectives"
+        )
+    return names
+
+
+def _steps(model: torch.nn.Module, tokenizer: Tokenizer, options: OutputOptions) -> Steps:
+    separator = options.step_separator
+    if separator is None:
+        raise ValueError(
+            "a token-classification model is read as a process reward model: name its step token with --step-separator"
+        )
+    ids = tokenizer.encode(separator, add_special_tokens=False).ids
+    if len(ids) != 1:
+        raise ValueError(f"--step-separator {separator!r} is {len(ids)} tokens; a step reward is read at one token")
+    labels = model.config.num_labels
+    if not 0 <= options.step_label < labels:
+        raise ValueError(f"--step-label {options.step_label}: the model has {labels} classes")
+    activation = "softmax" if labels > 1 else "sigmoid"
+    return Steps(
+        separator=separator,
+        token_id=ids[0],
+        label=options.step_label,
+        activation=activation,
+        scalar=options.step_scalar,
+    )
 
 
 def load_source(
     checkpoint: Path,
     max_length: int | None = None,
     padding_side: Literal["right", "left"] | None = None,
+    output_options: OutputOptions = OutputOptions(),
 ) -> ExportSource:
     """Read a checkpoint for export; `max_length` and `padding_side` override what it declares.
     The model keeps transformers' default attention, as its users run it (tracing switches to
     the eager pattern for itself: graph.py)."""
     checkpoint = Path(checkpoint)
-    model = load_reward_model(checkpoint).eval()
+    model = load_reward_model(checkpoint, trust_remote_code=output_options.trust_remote_code).eval()
     if (checkpoint / FORMAT_FILE).is_file():
         fmt = load_input_format(checkpoint)
         tokenizer = Tokenizer.from_file(str(checkpoint / TOKENIZER_FILE))
@@ -141,10 +299,15 @@ def load_source(
     if fmt.max_length > (limit := _max_positions(model.config) or fmt.max_length):
         raise ValueError(f"--max-length {fmt.max_length} is over the model's {limit} positions")
     config = model.config
+    outputs = declared_outputs(model, tokenizer, output_options)
+    if outputs.gated:
+        pooled = GatedObjectives(model, gating_pattern(model, output_options.gating_pattern, tokenizer))
+    else:  # a token classifier reads every position
+        pooled = model if outputs.steps else _pool_by_mask(model, fmt)
     return ExportSource(
         # eval(): a fresh Module is in training mode, and dropout would then be on in the
         # PyTorch model that parity compares the graph against.
-        reward=RewardGraph(_pool_by_mask(model, fmt), fmt.input_names).eval(),
+        reward=RewardGraph(pooled, fmt.input_names, outputs).eval(),
         model=model,
         input_format=fmt,
         tokenizer=tokenizer,
@@ -152,6 +315,7 @@ def load_source(
         num_heads=getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 0),
         hidden_size=getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0),
         parameters=sum(p.numel() for p in model.parameters()),
+        outputs=outputs,
         stats=_read_json(checkpoint / STATS_FILE),
         training=_read_json(checkpoint / METRICS_FILE),
     )

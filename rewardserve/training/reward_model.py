@@ -26,7 +26,13 @@ from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from rewardserve.training.config import Pooling
@@ -105,8 +111,25 @@ def new_reward_model(base_model: str | Path, pooling: Pooling) -> torch.nn.Modul
     return AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
 
 
-def load_reward_model(checkpoint: str | Path) -> torch.nn.Module:
-    """A trained reward model: ours (either pooling) or any sequence-classification checkpoint."""
+def load_reward_model(checkpoint: str | Path, trust_remote_code: bool = False) -> torch.nn.Module:
+    """A trained reward model: ours (either pooling); a sequence-classification checkpoint, with
+    as many labels as its head has (one for a checkpoint that is not a classifier yet); a
+    token-classification one (a process reward model); or, with `trust_remote_code`, the
+    checkpoint's own class that its config's auto_map names (ArmoRM's gated head), read from its
+    directory. Custom code is never run unless asked for."""
     if (Path(checkpoint) / HEAD_FILE).is_file():
         return MeanPooledRewardModel.from_pretrained(checkpoint)
-    return AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=1)
+    config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+    architecture = (getattr(config, "architectures", None) or [""])[0]
+    own_code = "AutoModelForSequenceClassification" in (getattr(config, "auto_map", None) or {})
+    if own_code and not trust_remote_code:
+        raise ValueError(
+            f"{checkpoint}: its model class ({architecture}) is the checkpoint's own code (auto_map); read it, then "
+            "export with --trust-remote-code"
+        )
+    if architecture.endswith("ForTokenClassification"):
+        return AutoModelForTokenClassification.from_pretrained(checkpoint)
+    if own_code:
+        return AutoModelForSequenceClassification.from_pretrained(checkpoint, trust_remote_code=True)
+    labels = config.num_labels if architecture.endswith("ForSequenceClassification") else 1
+    return AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=labels)
