@@ -317,7 +317,7 @@ def test_steps_a_model_cannot_read_are_422_naming_the_field(objective_rm, prm):
 def test_a_scalar_bundle_answers_as_before(tiny_bundle):
     with serve(tiny_bundle) as server:
         answer = post(server.url, "/score", {"items": [{"prompt": "Hi", "response": "Hello"}]}).json()
-        logs = post(server.url, "/get_reward", {"query": ["Hi Hello"]}).json()
+        logs = post(server.url, "/get_reward", {"query": ["Hi Hello"], "policy_format": "raw"}).json()
         steps = post(server.url, "/score", {"items": [{"prompt": "p", "steps": ["a"]}]})
     assert set(answer) == {"rewards", "model"} and logs["extra_logs"] == {}
     assert steps.status_code == 422
