@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from chat_models import OBJECTIVES, STEP_SEPARATOR, build_chat_rm, build_gated_rm, build_prm
+from chat_models import OBJECTIVES, STEP_SEPARATOR, build_chat_rm, build_gated_rm, build_prm, policy_text
 from live import free_port, running
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -245,6 +245,22 @@ def test_get_reward_logs_objectives_and_step_rewards_in_extra_logs(objective_rm,
     assert logs["step_reward_mean"] == pytest.approx([s.mean() for s in steps], abs=1e-6)
     assert logs["step_reward_min"] == pytest.approx([s.min() for s in steps], abs=1e-6)
     assert logs["steps"] == [len(s) for s in steps]
+
+
+def test_openrlhfs_own_client_gets_the_step_rewards_of_policy_text_in_extra_logs(prm, conversations):
+    agent = pytest.importorskip("openrlhf.utils.agent", reason="make install adds openrlhf (without its dependencies)")
+    checkpoint, bundle = prm
+    expected = card_steps(checkpoint, conversations[:4])
+    stepped = [(p, STEP_SEPARATOR.join(steps_of(r)) + STEP_SEPARATOR) for p, r in conversations[:4]]
+    texts = [policy_text("chatml", p, r) for p, r in stepped]  # what a ChatML policy decodes
+    with serve(bundle) as server:
+        executor = agent.SingleTurnAgentExecutor(remote_rm_url=f"{server.url}/get_reward")
+        (answer,) = asyncio.run(
+            executor._fetch_rewards_via_http([q for _, q in texts], [p for p, _ in texts], [None] * 4)
+        )
+    assert answer["extra_logs"]["step_reward_min"] == pytest.approx([e.min() for e in expected], abs=TOLERANCE)
+    assert answer["extra_logs"]["step_reward_mean"] == pytest.approx([e.mean() for e in expected], abs=TOLERANCE)
+    assert answer["rewards"] == pytest.approx([e.min() for e in expected], abs=TOLERANCE)
 
 
 def test_the_clients_return_objectives_and_steps(objective_rm, prm, conversations):

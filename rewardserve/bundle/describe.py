@@ -12,6 +12,10 @@ from rewardserve.bundle.formatting import InputFormat
 from rewardserve.bundle.manifest import Manifest, Variant
 
 
+def _by_output(diffs: dict[str, float]) -> str:
+    return "; " + ", ".join(f"{name} {diff:.2g}" for name, diff in diffs.items()) if diffs else ""
+
+
 def describe_bundle(directory: Path, manifest: Manifest) -> str:
     """One `key  value` line per fact, grouped as the manifest is; the chat template by size only."""
     directory = Path(directory)
@@ -20,6 +24,7 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
         ("bundle", f"{directory} (schema {manifest.schema_version}, every file's sha256 verified)"),
         ("name", manifest.name),
         ("model", f"{manifest.model_file} ({_size(directory / manifest.model_file)}), output {manifest.output_name!r}"),
+        ("outputs", manifest.outputs.describe()),
         ("precision", manifest.precision),
         ("tokenizer", manifest.tokenizer_file),
         ("layout", _layout(fmt)),
@@ -41,7 +46,7 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
             (
                 "parity",
                 f"{parity.sequences} sequences: max |ONNX - PyTorch| {parity.max_abs_diff:.2g}{relative}, "
-                f"alone vs batched {parity.max_abs_diff_alone_vs_batched:.2g}",
+                f"alone vs batched {parity.max_abs_diff_alone_vs_batched:.2g}{_by_output(parity.by_output)}",
             )
         )
     if (reference := manifest.reference) is not None:
@@ -49,7 +54,7 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
             (
                 "reference",
                 f"{reference.conversations} held-out inputs: the same ids as {reference.usage}, "
-                f"rewards within {reference.max_abs_diff:.2g}",
+                f"rewards within {reference.max_abs_diff:.2g}{_by_output(reference.by_output)}",
             )
         )
     if manifest.agreement is not None:

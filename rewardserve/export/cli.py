@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from rewardserve.export.onnx_export import ParityError, PassSizes, export_bundle
     from rewardserve.export.precision import PrecisionRefused
     from rewardserve.export.reference import ReferenceMismatch
+    from rewardserve.export.source import OutputOptions
 
     checkpoint = Path(args.checkpoint)
     options = _checkpoint_data_options(checkpoint)
@@ -51,6 +52,16 @@ def run(args: argparse.Namespace) -> int:
             sizes=PassSizes(
                 args.parity_sequences, args.reference_conversations, args.gate_pairs, args.statistics_pairs
             ),
+            output_options=OutputOptions(
+                objectives=args.objectives,
+                reward_objective=args.reward_objective,
+                reward_weights=args.reward_weights,
+                step_separator=args.step_separator,
+                step_label=args.step_label,
+                step_scalar=args.step_scalar,
+                trust_remote_code=args.trust_remote_code,
+                gating_pattern=args.gating_pattern,
+            ),
         )
     except (PrecisionRefused, ParityError, ReferenceMismatch) as exc:
         print(f"rewardserve: export refused: {exc}", file=sys.stderr)
@@ -61,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     graph = manifest.graph
     fused = ", ".join(f"{op} {n}" for op, n in graph.fused_operators.items()) or f"none ({graph.fallback})"
     print(f"bundle {manifest.name!r} in {args.out}: fp32, fused: {fused}")
+    print(f"outputs: {manifest.outputs.describe()}")
     print(f"parity: {manifest.parity}")
     print(f"reference: {manifest.reference}")
     for precision, variant in manifest.variants.items():
@@ -124,4 +136,47 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
         "above 100M)",
     )
     data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")
+    outputs = export.add_argument_group(
+        "models with more than one output",
+        "multi-objective heads (N labels, or a gated head like ArmoRM's) and process reward models "
+        "(token classification): what export cannot read off the model",
+    )
+    outputs.add_argument(
+        "--objectives", type=_names, help="names of the head's N objectives, comma-separated (default: its id2label)"
+    )
+    rule = outputs.add_mutually_exclusive_group()
+    rule.add_argument("--reward-objective", help="an N-label head's scalar reward is this objective")
+    rule.add_argument(
+        "--reward-weights", type=_weights, help="an N-label head's scalar reward is this weighted sum (w1,...,wN)"
+    )
+    outputs.add_argument(
+        "--step-separator", help="a process reward model's step token, e.g. '<extra_0>' (Qwen2.5-Math-PRM)"
+    )
+    outputs.add_argument("--step-label", type=int, default=1, help="the class whose probability is a step's reward")
+    outputs.add_argument(
+        "--step-scalar",
+        choices=["min", "mean", "product", "last"],
+        default="min",
+        help="how a response's step rewards make its scalar reward (default: min)",
+    )
+    outputs.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="load the checkpoint's own modeling code (config auto_map: ArmoRM's gated head); read it first",
+    )
+    outputs.add_argument(
+        "--gating-pattern",
+        help="text whose tokens' last occurrence the gating network reads (default: the code's token_pattern)",
+    )
     export.set_defaults(func=run)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated numbers") from None
