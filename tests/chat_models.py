@@ -171,6 +171,19 @@ def save_random_reward_model(config, out: Path) -> Path:
     return out
 
 
+LABELS = ["helpfulness", "harmlessness", "verbosity"]  # the multi-objective RM's head
+LABEL_WEIGHTS = [1.0, 0.5, -0.25]  # its reward
+
+
+def export_chat_rm(checkpoint: Path, out: Path, heldout_pairs, options) -> Path:
+    """`checkpoint` exported to the bundle `out` (named so), parity on 128 held-out responses."""
+    from rewardserve.export.onnx_export import export_bundle
+
+    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
+    export_bundle(checkpoint, out, parity, name=out.name, max_length=1024, output_options=options)
+    return out
+
+
 STEP_SEPARATOR = "<extra_0>"  # Qwen2.5-Math-PRM's
 
 

@@ -6,7 +6,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from chat_models import save_random_reward_model
+from chat_models import (
+    LABEL_WEIGHTS,
+    LABELS,
+    STEP_SEPARATOR,
+    build_chat_rm,
+    build_prm,
+    export_chat_rm,
+    save_random_reward_model,
+)
 
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample, load_preferences
@@ -137,3 +145,30 @@ def tiny_policy(tmp_path_factory, train_pairs) -> Path:
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out)).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def chat_texts(train_pairs) -> list[str]:
+    """What the tiny chat models' tokenizers are trained on."""
+    return [e.prompt + r for e in train_pairs[:200] for r in e.responses]
+
+
+@pytest.fixture(scope="session")
+def objective_rm(tmp_path_factory, chat_texts, heldout_pairs) -> tuple[Path, Path]:
+    """(checkpoint, bundle): a Qwen3-style chat RM with a head of three named objectives, its
+    reward their weighted sum."""
+    from rewardserve.export.source import OutputOptions
+
+    checkpoint = build_chat_rm("qwen3", tmp_path_factory.mktemp("objectives"), chat_texts, labels=LABELS)
+    out = tmp_path_factory.mktemp("bundles") / "objectives"
+    return checkpoint, export_chat_rm(checkpoint, out, heldout_pairs, OutputOptions(reward_weights=LABEL_WEIGHTS))
+
+
+@pytest.fixture(scope="session")
+def prm(tmp_path_factory, chat_texts, heldout_pairs) -> tuple[Path, Path]:
+    """(checkpoint, bundle): a Qwen3-style process reward model read at `<extra_0>`."""
+    from rewardserve.export.source import OutputOptions
+
+    checkpoint = build_prm(tmp_path_factory.mktemp("prm"), chat_texts)
+    out = tmp_path_factory.mktemp("bundles") / "prm"
+    return checkpoint, export_chat_rm(checkpoint, out, heldout_pairs, OutputOptions(step_separator=STEP_SEPARATOR))

@@ -12,7 +12,19 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from chat_models import OBJECTIVES, STEP_SEPARATOR, build_chat_rm, build_gated_rm, build_prm, policy_text
+from chat_models import (
+    LABEL_WEIGHTS as WEIGHTS,
+)
+from chat_models import (
+    LABELS,
+    OBJECTIVES,
+    STEP_SEPARATOR,
+    build_chat_rm,
+    build_gated_rm,
+    build_prm,
+    export_chat_rm,
+    policy_text,
+)
 from live import free_port, running
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -25,21 +37,6 @@ from rewardserve.service import Settings
 
 TOLERANCE = 1e-4
 CONVERSATIONS = 16
-LABELS = ["helpfulness", "harmlessness", "verbosity"]
-WEIGHTS = [1.0, 0.5, -0.25]
-
-
-def export(checkpoint: Path, out: Path, heldout_pairs, options: OutputOptions) -> Path:
-    from rewardserve.export.onnx_export import export_bundle
-
-    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
-    export_bundle(checkpoint, out, parity, name=out.name, max_length=1024, output_options=options)
-    return out
-
-
-@pytest.fixture(scope="module")
-def texts(train_pairs) -> list[str]:
-    return [e.prompt + r for e in train_pairs[:200] for r in e.responses]
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +47,10 @@ def conversations(heldout_pairs) -> list[tuple[list[dict], str]]:
 
 
 @pytest.fixture(scope="module")
-def objective_rm(tmp_path_factory, texts, heldout_pairs) -> tuple[Path, Path]:
-    checkpoint = build_chat_rm("qwen3", tmp_path_factory.mktemp("objectives"), texts, labels=LABELS)
-    options = OutputOptions(reward_weights=WEIGHTS)
-    return checkpoint, export(checkpoint, tmp_path_factory.mktemp("bundles") / "objectives", heldout_pairs, options)
-
-
-@pytest.fixture(scope="module")
-def gated_rm(tmp_path_factory, texts, heldout_pairs) -> tuple[Path, Path]:
-    checkpoint = build_gated_rm(tmp_path_factory.mktemp("gated"), texts)
+def gated_rm(tmp_path_factory, chat_texts, heldout_pairs) -> tuple[Path, Path]:
+    checkpoint = build_gated_rm(tmp_path_factory.mktemp("gated"), chat_texts)
     options = OutputOptions(trust_remote_code=True)
-    return checkpoint, export(checkpoint, tmp_path_factory.mktemp("bundles") / "gated", heldout_pairs, options)
-
-
-@pytest.fixture(scope="module")
-def prm(tmp_path_factory, texts, heldout_pairs) -> tuple[Path, Path]:
-    checkpoint = build_prm(tmp_path_factory.mktemp("prm"), texts)
-    options = OutputOptions(step_separator=STEP_SEPARATOR)
-    return checkpoint, export(checkpoint, tmp_path_factory.mktemp("bundles") / "prm", heldout_pairs, options)
+    return checkpoint, export_chat_rm(checkpoint, tmp_path_factory.mktemp("bundles") / "gated", heldout_pairs, options)
 
 
 def serve(bundle: Path):
@@ -353,20 +336,20 @@ def test_metrics_show_each_objective_and_the_step_counts(objective_rm, prm, conv
 # ---------------------------------------------------------------- what export refuses
 
 
-def test_export_refuses_a_model_whose_outputs_it_cannot_name_or_combine(tmp_path, texts, heldout_pairs):
+def test_export_refuses_a_model_whose_outputs_it_cannot_name_or_combine(tmp_path, chat_texts, heldout_pairs):
     from rewardserve.export.onnx_export import export_bundle
 
     parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
-    several = build_chat_rm("qwen3", tmp_path / "several", texts, labels=LABELS)
+    several = build_chat_rm("qwen3", tmp_path / "several", chat_texts, labels=LABELS)
     with pytest.raises(ValueError, match="--reward-objective NAME or --reward-weights"):
         export_bundle(several, tmp_path / "b1", parity, max_length=1024)
     with pytest.raises(ValueError, match="one per objective"):
         export_bundle(
             several, tmp_path / "b2", parity, max_length=1024, output_options=OutputOptions(reward_weights=[1.0])
         )
-    gated = build_gated_rm(tmp_path / "gated", texts)
+    gated = build_gated_rm(tmp_path / "gated", chat_texts)
     with pytest.raises(ValueError, match="--trust-remote-code"):
         export_bundle(gated, tmp_path / "b3", parity, max_length=1024)
-    prm_checkpoint = build_prm(tmp_path / "prm", texts)
+    prm_checkpoint = build_prm(tmp_path / "prm", chat_texts)
     with pytest.raises(ValueError, match="--step-separator"):
         export_bundle(prm_checkpoint, tmp_path / "b4", parity, max_length=1024)

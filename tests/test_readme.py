@@ -41,7 +41,7 @@ def run_example(name: str, server, tmp_path: Path, **replacements: str) -> str:
 
 
 def test_every_marked_example_is_run_here():
-    tested = {"chat", "best-of-n", "trl", "openrlhf", "verl", "score", "eval"}
+    tested = {"chat", "best-of-n", "objectives", "steps", "trl", "openrlhf", "verl", "score", "eval"}
     assert set(EXAMPLES) == tested
 
 
@@ -53,6 +53,20 @@ def test_chat_scoring(server, tmp_path):
 def test_best_of_n(server, tmp_path):
     answer = json.loads(run_example("best-of-n", server, tmp_path))
     assert sorted(answer["ranking"]) == [0, 1, 2] and len(answer["p_better"]) == 3
+
+
+def test_objectives(objective_rm, tmp_path):
+    with running(Settings(bundle=objective_rm[1], port=free_port())) as server:
+        answer = json.loads(run_example("objectives", server, tmp_path))
+    assert list(answer["objectives"]) == ["helpfulness", "verbosity"] and len(answer["rewards"]) == 1
+
+
+def test_steps(prm, tmp_path):
+    with running(Settings(bundle=prm[1], port=free_port())) as server:
+        answer = json.loads(run_example("steps", server, tmp_path))
+    (steps,) = answer["steps"]
+    assert [step["span"] for step in steps] == [[0, 25], [34, 63], [72, 88]]
+    assert answer["rewards"] == [min(step["reward"] for step in steps)]
 
 
 def test_trl(server, tiny_policy, tmp_path):
