@@ -219,7 +219,10 @@ def declared_outputs(model: torch.nn.Module, tokenizer: Tokenizer, options: Outp
     if type(model).__name__.endswith("ForTokenClassification"):
         return ModelOutputs(steps=_steps(model, tokenizer, options))
     gated = hasattr(model, "gating") and hasattr(model, "regression_layer")
-    count = model.regression_layer.out_features if gated else getattr(model.config, "num_labels", 1)
+    if gated:
+        count = model.regression_layer.out_features
+    else:  # rewardserve's own head holds its size; a transformers head's config does
+        count = model.score.out_features if isinstance(model, MeanPooledRewardModel) else model.config.num_labels
     if count == 1 and not gated:
         if options.objectives or options.reward_objective or options.reward_weights:
             raise ValueError(

@@ -87,6 +87,25 @@ class TrainConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and data order."})
+    objectives: str = field(
+        default="",
+        metadata={
+            "help": "Several rewards, one head each on a shared model: comma-separated NAME=SOURCE[+SOURCE...] "
+            "(or SOURCE alone, its own name), a source being a data file's name (helpful-base for "
+            "helpful-base-test.jsonl.gz); each head learns from its sources' pairs with the loss above. Export "
+            "then asks for --reward-weights or --reward-objective. Empty: one reward for all data."
+        },
+    )
+
+    def objective_sources(self) -> dict[str, list[str]]:
+        """{objective: the data sources whose pairs train it}, in the order given."""
+        objectives: dict[str, list[str]] = {}
+        for item in filter(None, (part.strip() for part in self.objectives.split(","))):
+            name, _, sources = item.partition("=")
+            objectives[name.strip()] = [s.strip() for s in (sources or name).split("+") if s.strip()]
+        if len(objectives) == 1:
+            raise ValueError("--objectives: name two or more (one objective is the plain reward)")
+        return objectives
 
     def training_arguments(self, evaluate: bool) -> TrainingArguments:
         """The Trainer's arguments for this run (`evaluate`: there is a validation set). Every

@@ -45,13 +45,13 @@ HEAD_WEIGHTS = "reward_head.safetensors"
 class MeanPooledRewardModel(torch.nn.Module):
     """`score(mean of the backbone's last hidden states over the response's or all real tokens)`."""
 
-    def __init__(self, backbone: PreTrainedModel, pooling: MeanPooling) -> None:
+    def __init__(self, backbone: PreTrainedModel, pooling: MeanPooling, outputs: int = 1) -> None:
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
         self.config = backbone.config  # the Trainer reads it
         hidden = backbone.config.hidden_size
-        self.score = torch.nn.Linear(hidden, 1)
+        self.score = torch.nn.Linear(hidden, outputs)  # one reward, or one per objective
         # Stiennon et al. (2020): a reward head drawn from N(0, 1/(d+1)) starts with rewards of
         # about unit variance whatever the width.
         torch.nn.init.normal_(self.score.weight, std=(hidden + 1) ** -0.5)
@@ -75,12 +75,13 @@ class MeanPooledRewardModel(torch.nn.Module):
         out = Path(out)
         self.backbone.save_pretrained(out)
         save_file({k: v.contiguous() for k, v in self.score.state_dict().items()}, out / HEAD_WEIGHTS)
-        (out / HEAD_FILE).write_text(json.dumps({"pooling": self.pooling}, indent=2) + "\n")
+        head = {"pooling": self.pooling, "outputs": self.score.out_features}
+        (out / HEAD_FILE).write_text(json.dumps(head, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> MeanPooledRewardModel:
-        pooling = json.loads((Path(path) / HEAD_FILE).read_text())["pooling"]
-        model = cls(_backbone(path), pooling)
+        head = json.loads((Path(path) / HEAD_FILE).read_text())
+        model = cls(_backbone(path), head["pooling"], head.get("outputs", 1))
         model.score.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS))
         return model
 
@@ -104,11 +105,18 @@ def resolve_pooling(pooling: Pooling, is_encoder: bool, segment_ids: bool) -> Po
     return pooling
 
 
-def new_reward_model(base_model: str | Path, pooling: Pooling) -> torch.nn.Module:
-    """A reward model to fine-tune from a pretrained checkpoint, with a resolved pooling."""
+def new_reward_model(base_model: str | Path, pooling: Pooling, objectives: list[str] | None = None) -> torch.nn.Module:
+    """A reward model to fine-tune from a pretrained checkpoint, with a resolved pooling: one
+    reward, or one per objective named (in its config's id2label, where export reads them)."""
+    outputs = len(objectives) if objectives else 1
     if pooling in ("response_mean", "mean"):
-        return MeanPooledRewardModel(_backbone(base_model), pooling)
-    return AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+        model = MeanPooledRewardModel(_backbone(base_model), pooling, outputs)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=outputs)
+    if objectives:
+        model.config.id2label = dict(enumerate(objectives))
+        model.config.label2id = {name: i for i, name in enumerate(objectives)}
+    return model
 
 
 def load_reward_model(checkpoint: str | Path, trust_remote_code: bool = False) -> torch.nn.Module:

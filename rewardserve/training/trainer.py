@@ -47,9 +47,19 @@ LOG_FILE = "metrics.jsonl"
 
 
 class ExampleDataset(torch.utils.data.Dataset):
-    """Examples tokenized once up front; item i is example i's encoded responses and ranks."""
+    """Examples tokenized once up front; item i is example i's encoded responses and ranks, and
+    the objective (the head) its ranks are about: its source's in `objectives`, else 0."""
 
-    def __init__(self, encoder: SequenceEncoder, examples: Sequence[PreferenceExample]) -> None:
+    def __init__(
+        self,
+        encoder: SequenceEncoder,
+        examples: Sequence[PreferenceExample],
+        objectives: dict[str, list[str]] | None = None,
+    ) -> None:
+        head_of = {source: i for i, sources in enumerate((objectives or {}).values()) for source in sources}
+        if head_of and (stray := sorted({e.source for e in examples} - head_of.keys())):
+            raise ValueError(f"--objectives: no objective takes the examples of {', '.join(stray)}")
+        self.objectives = [head_of.get(e.source, 0) for e in examples]
         inputs = [pair for e in examples for pair in e.model_inputs(encoder.format.layout)]
         encoded = iter(encoder.encode([p for p, _ in inputs], [r for _, r in inputs]))
         self.sequences = [[next(encoded) for _ in e.responses] for e in examples]
@@ -66,7 +76,12 @@ class ExampleDataset(torch.utils.data.Dataset):
         return len(self.sequences)
 
     def __getitem__(self, index: int) -> dict:
-        return {"sequences": self.sequences[index], "ranks": self.ranks[index], "margin": self.margins[index]}
+        return {
+            "sequences": self.sequences[index],
+            "ranks": self.ranks[index],
+            "margin": self.margins[index],
+            "objective": self.objectives[index],
+        }
 
     def truncation_summary(self) -> str:
         return (
@@ -79,7 +94,8 @@ class ExampleCollator:
     """Pads a list of examples into one batch.
 
     Besides the model inputs: `layout` (G, K) indexes each example's responses in the batch
-    rows (-1: empty slot), `ranks` (G, K) their ranks (-1: empty) and `margins` (G,).
+    rows (-1: empty slot), `ranks` (G, K) their ranks (-1: empty), `margins` (G,) and
+    `objectives` (G,), the head each example trains.
     """
 
     def __init__(self, encoder: SequenceEncoder) -> None:
@@ -100,6 +116,7 @@ class ExampleCollator:
         margins = [f["margin"] for f in features]
         batch["margins"] = torch.tensor([0.0 if m is None else m for m in margins])
         batch["layout"], batch["ranks"] = layout, ranks
+        batch["objectives"] = torch.tensor([f["objective"] for f in features])
         return batch
 
 
@@ -156,8 +173,10 @@ class RewardTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         layout, ranks, margins = inputs.pop("layout"), inputs.pop("ranks"), inputs.pop("margins")
-        rewards = model(**inputs).logits.squeeze(-1).float()
-        grid = rewards[layout.clamp(min=0)]
+        objectives = inputs.pop("objectives")
+        logits = model(**inputs).logits.float()  # (rows, objectives)
+        # Each example's responses are scored by its own objective's head.
+        grid = logits[layout.clamp(min=0), objectives[:, None].expand_as(layout)]
         loss = reward_loss(self.loss_name, grid, ranks, margins, self.centering)
         return (loss, {"rewards": grid}) if return_outputs else loss
 
@@ -234,8 +253,9 @@ def train_reward_model(
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     segment_ids = uses_segment_ids(AutoConfig.from_pretrained(config.base_model))
+    objectives = config.objective_sources()
     model = new_reward_model(
-        config.base_model, resolve_pooling(config.pooling, is_pair_encoder(tokenizer), segment_ids)
+        config.base_model, resolve_pooling(config.pooling, is_pair_encoder(tokenizer), segment_ids), list(objectives)
     )
     pad_added = ensure_pad_token(tokenizer, model)
     if chat_template:
@@ -246,8 +266,8 @@ def train_reward_model(
     encoder = SequenceEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
     if config.loss == "margin" and any(e.margin is None for e in train_examples):
         raise ValueError("--loss margin needs a `margin` or `preference_strength` on every training row")
-    train_set = ExampleDataset(encoder, train_examples)
-    validation_set = ExampleDataset(encoder, validation_examples) if validation_examples else None
+    train_set = ExampleDataset(encoder, train_examples, objectives)
+    validation_set = ExampleDataset(encoder, validation_examples, objectives) if validation_examples else None
     print(f"training data: {train_set.truncation_summary()}")
 
     if config.disable_dropout:
