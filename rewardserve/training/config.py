@@ -96,6 +96,14 @@ class TrainConfig:
             "then asks for --reward-weights or --reward-objective. Empty: one reward for all data."
         },
     )
+    step_separator: str = field(
+        default="",
+        metadata={
+            "help": "Train a process reward model instead: the data are {prompt, steps, labels} rows, each step "
+            "written followed by this separator (e.g. '<extra_0>'), a two-class token classifier learning each "
+            "step's label at its separator. Export it with the same --step-separator."
+        },
+    )
 
     def objective_sources(self) -> dict[str, list[str]]:
         """{objective: the data sources whose pairs train it}, in the order given."""
