@@ -42,6 +42,22 @@ def test_missing_manifest_and_other_schema_versions_are_refused(bundle_copy, tmp
         load_bundle(bundle_copy)
 
 
+def test_a_manifest_from_before_multi_output_models_loads_as_one_scalar_reward(bundle_copy):
+    from rewardserve.bundle import BundleRuntime
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    for older in ("outputs",):  # fields later schema-1 manifests added
+        manifest.pop(older)
+    for record in ("parity", "reference"):
+        if manifest.get(record):
+            manifest[record].pop("by_output", None)
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    runtime = BundleRuntime(bundle_copy)
+    assert runtime.manifest.outputs.describe() == "one scalar reward" and runtime.output_names == ["reward"]
+    scores = runtime.score(runtime.encoder.encode_batch(["\n\nHuman: Hi"], ["Hello there."]))
+    assert scores.rewards.shape == (1,) and scores.extra(0) is None
+
+
 def test_io_binding_gives_the_same_rewards_as_a_plain_run(tiny_bundle):
     # The CUDA path runs batches through IO binding; here it is exercised on the CPU provider.
     from rewardserve.bundle import BundleRuntime

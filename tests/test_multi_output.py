@@ -278,6 +278,21 @@ def test_the_trl_reward_function_picks_one_objective_or_a_weighted_sum(objective
     assert mixed == pytest.approx(expected.tolist(), abs=1e-6)
 
 
+def test_verls_reward_function_returns_objectives_and_step_statistics_beside_the_score(objective_rm, prm):
+    from rewardserve.client import verl
+
+    info = {"prompt": [{"role": "user", "content": "How do I boil an egg?"}]}
+    with serve(objective_rm[1]) as server:
+        result = verl.compute_score("hh", "Boil it for 8 minutes.", None, info, url=server.url, details=True)
+        plain = verl.compute_score("hh", "Boil it for 8 minutes.", None, info, url=server.url)
+    assert set(result) == {"score", *LABELS} and result["score"] == pytest.approx(plain, abs=1e-6)
+    with serve(prm[1]) as server:
+        (result,) = verl.compute_score_batch(
+            ["math"], ["Boil it.<extra_0>Wait.<extra_0>"], [None], [info], url=server.url, details=True
+        )
+    assert result["steps"] == 2 and result["score"] == pytest.approx(result["step_reward_min"], abs=1e-6)
+
+
 # ---------------------------------------------------------------- limits and refusals
 
 

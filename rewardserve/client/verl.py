@@ -11,6 +11,11 @@ The server URL and key come from `reward_kwargs` (url, api_key) or the environme
 verl passes only the response: put the prompt in each row's `extra_info["prompt"]` (text, or
 chat messages rendered with the bundle's template); without it the response is scored alone.
 `ground_truth` is not used.
+
+With `+custom_reward_function.reward_kwargs.details=true` each result is a dict, `{"score":
+reward, ...}` with a multi-objective model's objectives and a process reward model's
+`step_reward_mean`, `step_reward_min` and `steps`: verl's reward managers take "score" as the
+reward and log the other keys per sample (reward_extra_info).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewardserve.client.http import AsyncRewardClient, RewardClient, chat_item
+from rewardserve.client.http import AsyncRewardClient, DetailedScores, RewardClient, chat_item
 
 
 @functools.cache
@@ -68,6 +73,18 @@ def score_item(solution_str: str, extra_info: Mapping[str, Any] | None) -> dict[
     return chat_item([*prompt, {"role": "assistant", "content": solution_str}])
 
 
+def _results(scored: DetailedScores) -> list[dict[str, float]]:
+    """Each sample's reward as verl's "score", beside the model's objectives and step statistics."""
+    results = [{"score": reward} for reward in scored.rewards]
+    for name, values in (scored.objectives or {}).items():
+        for result, value in zip(results, values, strict=True):
+            result[name] = value
+    for result, steps in zip(results, scored.steps or (), strict=False):
+        rewards = [step.reward for step in steps]
+        result.update(step_reward_mean=sum(rewards) / len(rewards), step_reward_min=min(rewards), steps=len(rewards))
+    return results
+
+
 def compute_score(
     data_source: str,
     solution_str: str,
@@ -76,10 +93,14 @@ def compute_score(
     *,
     url: str | None = None,
     api_key: str | None = None,
+    details: bool = False,
     **_: Any,
-) -> float:
+) -> float | dict[str, float]:
     """The reward of one response (verl's naive reward manager calls this per sample)."""
-    (reward,) = _connect(url, api_key).score_items([score_item(solution_str, extra_info)])
+    items = [score_item(solution_str, extra_info)]
+    if details:
+        return _results(_connect(url, api_key).score_detailed(items))[0]
+    (reward,) = _connect(url, api_key).score_items(items)
     return reward
 
 
@@ -91,12 +112,16 @@ async def compute_score_async(
     *,
     url: str | None = None,
     api_key: str | None = None,
+    details: bool = False,
     **_: Any,
-) -> float:
+) -> float | dict[str, float]:
     """The reward of one response, awaited: verl's reward loop (>= 0.7) awaits a coroutine
     function instead of running it on a thread, so many samples are in flight at once, one
     request each, and the server batches them."""
-    (reward,) = await _connect_async(url, api_key).score_items([score_item(solution_str, extra_info)])
+    items = [score_item(solution_str, extra_info)]
+    if details:
+        return _results(await _connect_async(url, api_key).score_detailed(items))[0]
+    (reward,) = await _connect_async(url, api_key).score_items(items)
     return reward
 
 
@@ -108,9 +133,12 @@ def compute_score_batch(
     *,
     url: str | None = None,
     api_key: str | None = None,
+    details: bool = False,
     **_: Any,
-) -> list[float]:
+) -> list[float] | list[dict[str, float]]:
     """Rewards of a batch of responses, in one chunked call (verl's batch reward manager)."""
     infos = extra_infos if extra_infos is not None else [None] * len(solution_strs)
     items = [score_item(s, info) for s, info in zip(solution_strs, infos, strict=True)]
+    if details:
+        return _results(_connect(url, api_key).score_detailed(items))
     return _connect(url, api_key).score_items(items)

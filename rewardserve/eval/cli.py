@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         # their turns), as the model card scores it.
         layout = "pair"
         if isinstance(scorer, LocalScorer):
+            if scorer.runtime.manifest.outputs.steps is not None:
+                raise ValueError("a process reward model's bundle reads responses as steps, not preference pairs")
             layout = scorer.runtime.manifest.input_format.layout
             template = scorer.runtime.manifest.input_format.chat_template
         else:
