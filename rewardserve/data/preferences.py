@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from rewardserve.bundle.chat import (
     PAIR_LAYOUT_TEMPLATE,
@@ -40,6 +40,8 @@ from rewardserve.bundle.formatting import Text
 from rewardserve.data import tables
 from rewardserve.data.hh import Split, prompt_turns, source_name, split_of, split_transcript
 from rewardserve.data.tables import BadRow, TableError, decode_json_cell, table_format
+
+T = TypeVar("T")
 
 # Llama 2's "large" margins for its four preference-strength labels (Touvron et al., 2023, table 28).
 LLAMA2_MARGINS: dict[str, float] = {
@@ -306,29 +308,41 @@ def load_preferences(
     options = options or DataOptions()
     examples: list[PreferenceExample] = []
     report = DataReport()
+    for example in parsed_rows(paths, lambda row, source: parse_row(row, source, options), report):
+        if len(set(example.ranks)) == 1 or len(set(example.responses)) == 1:
+            report.ties += 1
+        elif split != "all" and split_of(example.prompt) != split:
+            report.other_split += 1
+        else:
+            examples.append(example)
+            report.kept += 1
+    check_bad_rows(report, options.max_bad_fraction)
+    return examples, report
+
+
+def parsed_rows(paths: Sequence[Path], parse: Callable[[object, str], T], report: DataReport) -> Iterator[T]:
+    """`parse(row, source)` of every row of `paths` that parses; the others are counted in
+    `report` with file, line and reason."""
     for path in map(Path, paths):
         source = source_name(path)
         for location, row in read_rows(path):
             report.rows += 1
             try:
-                example = parse_row(row, source, options)
+                if isinstance(row, RowError):
+                    raise row
+                yield parse(row, source)
             except RowError as e:
                 report.add_bad(f"{path}:{location}", str(e))
-                continue
-            if len(set(example.ranks)) == 1 or len(set(example.responses)) == 1:
-                report.ties += 1
-            elif split != "all" and split_of(example.prompt) != split:
-                report.other_split += 1
-            else:
-                examples.append(example)
-                report.kept += 1
-    if report.bad_fraction > options.max_bad_fraction:
+
+
+def check_bad_rows(report: DataReport, max_bad_fraction: float) -> None:
+    """DataError when more than `max_bad_fraction` of the rows read were bad."""
+    if report.bad_fraction > max_bad_fraction:
         shown = "\n  ".join(report.bad[:10])
         raise DataError(
             f"{len(report.bad)} of {report.rows} rows are bad ({report.bad_fraction:.1%}, more than the allowed "
-            f"{options.max_bad_fraction:.1%}); first ones:\n  {shown}"
+            f"{max_bad_fraction:.1%}); first ones:\n  {shown}"
         )
-    return examples, report
 
 
 # ---------------------------------------------------------------------------- for the commands

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewardserve.bundle.chat import ChatTemplateError, Conversation, check_messages
-from rewardserve.data.hh import Split, source_name, split_of
-from rewardserve.data.preferences import DataError, DataReport, RowError, read_rows
+from rewardserve.data.hh import Split, split_of
+from rewardserve.data.preferences import DataReport, RowError, check_bad_rows, parsed_rows
 
 # True == 1 and False == 0 as keys, and so do 1.0 and 0.0 (Parquet's floats).
 LABELS = {1: 1, "+": 1, "1": 1, "true": 1, 0: 0, -1: 0, "-": 0, "0": 0, "-1": 0, "false": 0}
@@ -62,25 +62,12 @@ def load_step_examples(
     """Step examples of `split` (split by prompt, as preference data are) from `paths`."""
     examples: list[StepExample] = []
     report = DataReport()
-    for path in map(Path, paths):
-        source = source_name(path)
-        for location, row in read_rows(path):
-            report.rows += 1
-            try:
-                if isinstance(row, RowError):
-                    raise row
-                example = parse_step_row(row, source)
-            except RowError as error:
-                report.add_bad(f"{path}:{location}", str(error))
-                continue
-            text = example.prompt if isinstance(example.prompt, str) else str(example.prompt)
-            if split != "all" and split_of(text) != split:
-                report.other_split += 1
-            else:
-                examples.append(example)
-                report.kept += 1
-    if report.bad_fraction > max_bad_fraction:
-        raise DataError(
-            f"{len(report.bad)} of {report.rows} rows are bad; first ones:\n  " + "\n  ".join(report.bad[:10])
-        )
+    for example in parsed_rows(paths, parse_step_row, report):
+        text = example.prompt if isinstance(example.prompt, str) else str(example.prompt)
+        if split != "all" and split_of(text) != split:
+            report.other_split += 1
+        else:
+            examples.append(example)
+            report.kept += 1
+    check_bad_rows(report, max_bad_fraction)
     return examples, report
