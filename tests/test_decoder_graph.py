@@ -244,3 +244,44 @@ def test_int8_of_a_built_graph_is_quantized_weight_by_weight_as_onnxruntime_woul
     expected = graph_rewards(reference, batch)
     assert np.abs(expected - transformers_rewards(model, batch)).max() > 1e-4  # int8 is not fp32
     np.testing.assert_allclose(graph_rewards(int8, batch), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_a_token_classifier_answers_its_step_class_probability_at_every_position(family, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from rewardserve.bundle.outputs import ModelOutputs, Steps
+
+    torch.manual_seed(0)
+    config = FAMILIES[family]()
+    config.num_labels = 2
+    model = AutoModelForTokenClassification.from_config(config).eval()
+    graphs = build(model, chat_format(), tmp_path, ModelOutputs(steps=Steps(separator="<s>", token_id=7)))
+    batch = right_padded([23, 5, 17])
+    for graph in (graphs.graph, graphs.portable):
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        (served,) = session.run(["step_rewards"], batch)
+        for row, length in enumerate(batch["attention_mask"].sum(1)):
+            with torch.inference_mode():
+                logits = model(input_ids=torch.from_numpy(batch["input_ids"][row, :length][None])).logits[0]
+            expected = torch.softmax(logits, -1)[:, 1].numpy()
+            np.testing.assert_allclose(served[row, :length], expected, atol=TOLERANCE, rtol=0)
+
+
+def test_a_head_of_several_objectives_answers_them_and_the_reward_its_rule_makes(tmp_path):
+    from rewardserve.bundle.outputs import ModelOutputs, Objectives
+
+    config = FAMILIES["qwen3"]()
+    config.num_labels = 3
+    model = random_model(config)
+    rule = Objectives(names=["a", "b", "c"], scalar="weights", weights=[1.0, -0.5, 2.0])
+    graphs = build(model, chat_format(), tmp_path, ModelOutputs(objectives=rule))
+    batch = right_padded([23, 5, 17])
+    with torch.inference_mode():
+        rows = zip(batch["input_ids"], batch["attention_mask"].sum(1), strict=True)
+        expected = np.stack([model(input_ids=torch.from_numpy(ids[:n][None])).logits[0].numpy() for ids, n in rows])
+    for graph in (graphs.graph, graphs.portable):
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        reward, objectives = session.run(["reward", "objectives"], batch)
+        np.testing.assert_allclose(objectives, expected, atol=TOLERANCE, rtol=0)
+        np.testing.assert_allclose(reward, expected @ np.array([1.0, -0.5, 2.0]), atol=TOLERANCE, rtol=0)

@@ -136,6 +136,10 @@ def test_each_bundle_declares_its_outputs_and_export_checked_every_one_against_t
     for manifest, outputs in ((objectives, {"reward", "objectives"}), (gated, {"reward", "objectives", "gating"})):
         assert set(manifest.reference.by_output) == outputs and set(manifest.parity.by_output) == outputs
     assert set(steps.reference.by_output) == {"reward", "step_rewards"}
+    # The Qwen3-style heads are written from the weights with fused attention; ArmoRM's is traced.
+    assert objectives.graph.builder == steps.graph.builder == "decoder"
+    assert objectives.graph.fused_operators["GroupQueryAttention"] == 2
+    assert gated.graph.builder is None and "gated head" in gated.graph.fallback
     for manifest in (objectives, gated, steps):
         assert manifest.reference.max_abs_diff <= TOLERANCE and manifest.parity.max_abs_diff <= TOLERANCE
         assert manifest.reference.conversations >= 64

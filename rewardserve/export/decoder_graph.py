@@ -15,7 +15,9 @@ them, a GeGLU MLP (tanh GELU), attention scaled by query_pre_attn_scalar, logits
 (Gemma 2), q/k norms (Gemma 3), and sliding-window layers (with their own rotary base in
 Gemma 3) beside global ones.
 
-read at each row's last real token, the position LastTokenReward reads (source.py). Every weight
+read at each row's last real token, the position LastTokenReward reads (source.py); a head of N
+objectives answers them beside the reward their rule makes, and a token classifier (a process
+reward model) answers its step class's probability at every position. Every weight
 is streamed to one external data file as it is written, so memory stays about one copy of the
 model (the PyTorch one export already holds).
 
@@ -44,6 +46,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from rewardserve.bundle import InputFormat
+from rewardserve.bundle.outputs import OBJECTIVES, REWARD, STEP_REWARDS, ModelOutputs
 
 GEMMA = ("gemma2", "gemma3_text")
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", *GEMMA)
@@ -72,11 +75,15 @@ class BuiltGraphs:
     why_unfused: str | None = None
 
 
-def build(model: torch.nn.Module, fmt: InputFormat, out: Path) -> BuiltGraphs:
-    """Write the reward graphs of `model` (a *ForSequenceClassification of FAMILIES) into the
-    directory `out`, for inputs in `fmt` (right padding; position ids, if declared, are not read)."""
+def build(model: torch.nn.Module, fmt: InputFormat, out: Path, outputs: ModelOutputs | None = None) -> BuiltGraphs:
+    """Write the reward graphs of `model` (a *ForSequenceClassification of FAMILIES, or a
+    *ForTokenClassification for step rewards) into the directory `out`, for inputs in `fmt`
+    (right padding; position ids, if declared, are not read), answering what `outputs` declares."""
     config = model.config
+    outputs = outputs or ModelOutputs()
     _check_supported(config, fmt)
+    if outputs.gated:
+        raise NotBuildable("a gated head is the checkpoint's own code; it is traced")
     out.mkdir(parents=True, exist_ok=True)
     gemma = config.model_type in GEMMA
     with WeightFile(out / DATA_FILE) as weights:
@@ -93,7 +100,7 @@ def build(model: torch.nn.Module, fmt: InputFormat, out: Path) -> BuiltGraphs:
         flavors.append(("fused", out / GRAPH_FILE))
     fused_operators = {}
     for flavor, path in flavors:
-        proto = _Writer(config, fmt, flavor).model(shared, layers)
+        proto = _Writer(config, fmt, flavor, outputs).model(shared, layers)
         onnx.save_model(proto, str(path))
         fused_operators = _count(proto)  # the last written is model.onnx
     return BuiltGraphs(out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused)
@@ -239,8 +246,8 @@ class _Writer:
     """The nodes of one graph flavor. Names follow the data: each step's output names the next
     step's input."""
 
-    def __init__(self, config, fmt: InputFormat, flavor: Flavor) -> None:
-        self.config, self.fmt, self.flavor = config, fmt, flavor
+    def __init__(self, config, fmt: InputFormat, flavor: Flavor, outputs: ModelOutputs) -> None:
+        self.config, self.fmt, self.flavor, self.outputs = config, fmt, flavor, outputs
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = _head_dim(config)
@@ -303,11 +310,13 @@ class _Writer:
                 x, residual = self._norm(attention, residual, f"{name}.post_attention_norm")
                 hidden = self._mlp(x, layer)
         final, _ = self._norm(hidden, residual, "norm")
-        reward = self._score(final, shared)
-        self.nodes.append(helper.make_node("Identity", [reward], ["reward"]))
-        output = helper.make_tensor_value_info("reward", TensorProto.FLOAT, ["batch"])
+        heads = self._steps(final, shared) if self.outputs.steps else self._score(final, shared)
+        graph_outputs = []
+        for name, (value, shape) in heads.items():
+            self.nodes.append(helper.make_node("Identity", [value], [name]))
+            graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         graph = helper.make_graph(
-            self.nodes, f"reward_{self.flavor}", inputs, [output], [*self.weights.values(), *self.constants]
+            self.nodes, f"reward_{self.flavor}", inputs, graph_outputs, [*self.weights.values(), *self.constants]
         )
         opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)]
         return helper.make_model(graph, opset_imports=opsets, producer_name="rewardserve")
@@ -478,8 +487,9 @@ class _Writer:
         one = self.const("one_f32", np.array(1.0, np.float32))
         return self.one("Mul", self.one("Mul", x, half), self.one("Add", one, self.one("Tanh", inner)))
 
-    def _score(self, final: str, shared: dict[str, list[TensorProto]]) -> str:
-        """The score head at each row's last real token (not the pad id in the chat layout)."""
+    def _score(self, final: str, shared: dict[str, list[TensorProto]]) -> dict[str, tuple[str, list]]:
+        """The score head at each row's last real token (not the pad id in the chat layout): the
+        reward; with N objectives, those and the reward their rule makes (a weight each)."""
         readable = "attention_mask"
         if self.fmt.layout == "chat" and self.config.pad_token_id is not None:
             is_pad = self.one("Equal", "input_ids", self.ints("pad_id", self.config.pad_token_id))
@@ -487,9 +497,24 @@ class _Writer:
         last = self.one("ArgMax", self.one("Mul", readable, self.positions), axis=1, keepdims=1)
         pooled = self.one("GatherND", final, last, batch_dims=1)
         logits = self._project(pooled, shared["score"])
-        return self.one(
-            "Squeeze", self.one("Gather", logits, self.ints("label_0", [0]), axis=1), self.ints("axis_1", [1])
-        )
+        objectives = self.outputs.objectives
+        if objectives is None:
+            reward = self.one("Gather", logits, self.ints("label_0", [0]), axis=1)
+            return {REWARD: (self.one("Squeeze", reward, self.ints("axis_1", [1])), ["batch"])}
+        weights = objectives.weights or [float(name == objectives.objective) for name in objectives.names]
+        reward = self.one("MatMul", logits, self.const("objective_weights", np.array(weights, np.float32)))
+        return {REWARD: (reward, ["batch"]), OBJECTIVES: (logits, ["batch", len(weights)])}
+
+    def _steps(self, final: str, shared: dict[str, list[TensorProto]]) -> dict[str, tuple[str, list]]:
+        """A token classifier's step class probability at every position."""
+        steps = self.outputs.steps
+        logits = self._project(final, shared["score"])
+        label = self.ints("step_label", [steps.label])
+        if steps.activation == "softmax":
+            probabilities = self.one("Gather", self.one("Softmax", logits, axis=-1), label, axis=2)
+        else:
+            probabilities = self.one("Sigmoid", self.one("Gather", logits, label, axis=2))
+        return {STEP_REWARDS: (self.one("Squeeze", probabilities, self.ints("axis_2", [2])), ["batch", "sequence"])}
 
 
 def _count(model: onnx.ModelProto) -> dict[str, int]:

@@ -306,14 +306,9 @@ def _candidates(
     fused by onnxruntime's optimizer, then traced alone. Each records why a more fused one is
     missing."""
     why_not_built = None
-    several_outputs = source.outputs.graph_outputs() != [REWARD]
-    if optimize and source.model_type in decoder_graph.FAMILIES and several_outputs:
-        why_not_built = (
-            f"not written from the weights: the builder writes one scalar head, not {source.outputs.describe()}"
-        )
-    elif optimize and source.model_type in decoder_graph.FAMILIES:
+    if optimize and source.model_type in decoder_graph.FAMILIES:
         try:
-            built = decoder_graph.build(source.model, source.input_format, work / "built")
+            built = decoder_graph.build(source.model, source.input_format, work / "built", source.outputs)
         except decoder_graph.NotBuildable as exc:
             why_not_built = f"not written from the weights: {exc}"
         else:
