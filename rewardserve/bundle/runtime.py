@@ -57,7 +57,8 @@ class OpenVinoSession:
             raise RuntimeError(f"OpenVINO compiled {graph.name} to run at {executes}, not {inference_precision}")
         self._request = compiled.create_infer_request()
         self._inputs = [port.get_any_name() for port in compiled.inputs]
-        self._outputs = {port.get_any_name(): port for port in compiled.outputs}
+        # Every name of each output: OpenVINO may keep another of a tensor's names as its "any" name.
+        self._outputs = {name: port for port in compiled.outputs for name in port.get_names()}
 
     def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         results = self._request.infer({name: feeds[name] for name in self._inputs})
