@@ -372,3 +372,6 @@ def test_export_refuses_a_model_whose_outputs_it_cannot_name_or_combine(tmp_path
     prm_checkpoint = build_prm(tmp_path / "prm", chat_texts)
     with pytest.raises(ValueError, match="--step-separator"):
         export_bundle(prm_checkpoint, tmp_path / "b4", parity, max_length=1024)
+    with pytest.raises(ValueError, match="--step-separator is for token-classification models"):
+        options = OutputOptions(step_separator=STEP_SEPARATOR, reward_objective="helpfulness")
+        export_bundle(several, tmp_path / "b5", parity, max_length=1024, output_options=options)

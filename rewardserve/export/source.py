@@ -216,15 +216,24 @@ class OutputOptions:
 def declared_outputs(model: torch.nn.Module, tokenizer: Tokenizer, options: OutputOptions) -> ModelOutputs:
     """What `model` answers, from its class and head and `options`; ValueError when something
     export cannot know is missing (objective names, the scalar's rule, the step token)."""
+    objective_flags = options.objectives or options.reward_objective or options.reward_weights
     if type(model).__name__.endswith("ForTokenClassification"):
+        if objective_flags:
+            raise ValueError(
+                "a token classifier is read as a process reward model: --objectives and --reward-* do not apply"
+            )
         return ModelOutputs(steps=_steps(model, tokenizer, options))
+    if options.step_separator is not None:
+        raise ValueError(
+            f"--step-separator is for token-classification models (process reward models), not {type(model).__name__}"
+        )
     gated = hasattr(model, "gating") and hasattr(model, "regression_layer")
     if gated:
         count = model.regression_layer.out_features
     else:  # rewardserve's own head holds its size; a transformers head's config does
         count = model.score.out_features if isinstance(model, MeanPooledRewardModel) else model.config.num_labels
     if count == 1 and not gated:
-        if options.objectives or options.reward_objective or options.reward_weights:
+        if objective_flags:
             raise ValueError(
                 "the model has one output: --objectives, --reward-objective and --reward-weights are for N"
             )
