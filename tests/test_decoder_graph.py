@@ -285,3 +285,47 @@ def test_a_head_of_several_objectives_answers_them_and_the_reward_its_rule_makes
         reward, objectives = session.run(["reward", "objectives"], batch)
         np.testing.assert_allclose(objectives, expected, atol=TOLERANCE, rtol=0)
         np.testing.assert_allclose(reward, expected @ np.array([1.0, -0.5, 2.0]), atol=TOLERANCE, rtol=0)
+
+
+def prompt_and_response_rewards(
+    graphs, prompts: list[np.ndarray], responses: list[tuple[int, np.ndarray]]
+) -> np.ndarray:
+    """Rewards of (prompt index, response) rows: each prompt run once through the prompt graph,
+    its keys and values then read by every response of it, in one right-padded batch."""
+    prompt_session = ort.InferenceSession(str(graphs.prompt), providers=["CPUExecutionProvider"])
+    response_session = ort.InferenceSession(str(graphs.response), providers=["CPUExecutionProvider"])
+    ids, mask = padded(prompts)
+    names = [o.name for o in prompt_session.get_outputs()]
+    present = dict(zip(names, prompt_session.run(names, {"input_ids": ids, "attention_mask": mask}), strict=True))
+    rows = [p for p, _ in responses]
+    feeds = {name.replace("present", "past"): value[rows] for name, value in present.items()}
+    ids, mask = padded([r for _, r in responses])
+    feeds |= {"input_ids": ids, "attention_mask": mask, "prefix_lengths": np.array([len(prompts[p]) for p in rows])}
+    return response_session.run(["reward"], feeds)[0]
+
+
+def padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.full((len(rows), max(map(len, rows))), PAD, np.int64)
+    mask = np.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_responses_scored_against_a_prompt_run_once_get_the_whole_sequences_rewards(family, tmp_path):
+    model = random_model(FAMILIES[family]())
+    graphs = build(model, chat_format(), tmp_path, prefix=True)
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(1, VOCAB, n) for n in (30, 12)]  # of different lengths: padded keys and values
+    responses = [(0, rng.integers(1, VOCAB, n)) for n in (5, 17, 1)] + [(1, rng.integers(1, VOCAB, n)) for n in (9, 20)]
+    whole = [np.concatenate([prompts[p], r]) for p, r in responses]
+    expected = graph_rewards(graphs.graph, right_padded_rows(whole))
+    np.testing.assert_allclose(
+        prompt_and_response_rewards(graphs, prompts, responses), expected, atol=TOLERANCE, rtol=0
+    )
+
+
+def right_padded_rows(rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+    ids, mask = padded(rows)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": np.tile(np.arange(ids.shape[1]), (len(rows), 1))}

@@ -61,6 +61,12 @@ GQA_HEAD_MULTIPLE = 16
 ALIGNMENT = 4096  # each weight starts on a page in the data file, so it can be mapped in place
 
 Flavor = Literal["fused", "portable"]
+# A fused graph may also be split at the prompt: `prompt` answers each layer's keys and values
+# (present.{i}.key/value), which `response` reads as its past, so a prompt shared by several
+# responses runs once (GroupQueryAttention's past inputs; each response chunk right-padded).
+Part = Literal["whole", "prompt", "response"]
+PROMPT_FILE = "model.prompt.onnx"
+RESPONSE_FILE = "model.response.onnx"
 
 
 class NotBuildable(ValueError):
@@ -73,12 +79,17 @@ class BuiltGraphs:
     portable: Path  # what OpenVINO reads; `graph` itself when that is portable
     fused_operators: dict[str, int]
     why_unfused: str | None = None
+    prompt: Path | None = None  # with `prefix`: the graph split at the prompt (Part)
+    response: Path | None = None
 
 
-def build(model: torch.nn.Module, fmt: InputFormat, out: Path, outputs: ModelOutputs | None = None) -> BuiltGraphs:
+def build(
+    model: torch.nn.Module, fmt: InputFormat, out: Path, outputs: ModelOutputs | None = None, prefix: bool = False
+) -> BuiltGraphs:
     """Write the reward graphs of `model` (a *ForSequenceClassification of FAMILIES, or a
     *ForTokenClassification for step rewards) into the directory `out`, for inputs in `fmt`
-    (right padding; position ids, if declared, are not read), answering what `outputs` declares."""
+    (right padding; position ids, if declared, are not read), answering what `outputs` declares;
+    with `prefix`, the fused graph split at the prompt too (Part), where it can be fused."""
     config = model.config
     outputs = outputs or ModelOutputs()
     _check_supported(config, fmt)
@@ -103,7 +114,14 @@ def build(model: torch.nn.Module, fmt: InputFormat, out: Path, outputs: ModelOut
         proto = _Writer(config, fmt, flavor, outputs).model(shared, layers)
         onnx.save_model(proto, str(path))
         fused_operators = _count(proto)  # the last written is model.onnx
-    return BuiltGraphs(out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused)
+    parts: dict[Part, Path] = {}
+    if prefix and not why_unfused:
+        for part, name in (("prompt", PROMPT_FILE), ("response", RESPONSE_FILE)):
+            onnx.save_model(_Writer(config, fmt, "fused", outputs, part).model(shared, layers), str(out / name))
+            parts[part] = out / name
+    return BuiltGraphs(
+        out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused, parts.get("prompt"), parts.get("response")
+    )
 
 
 def _head_dim(config) -> int:
@@ -246,8 +264,10 @@ class _Writer:
     """The nodes of one graph flavor. Names follow the data: each step's output names the next
     step's input."""
 
-    def __init__(self, config, fmt: InputFormat, flavor: Flavor, outputs: ModelOutputs) -> None:
-        self.config, self.fmt, self.flavor, self.outputs = config, fmt, flavor, outputs
+    def __init__(self, config, fmt: InputFormat, flavor: Flavor, outputs: ModelOutputs, part: Part = "whole") -> None:
+        if part != "whole" and flavor != "fused":
+            raise ValueError("only the fused flavor is split at the prompt")
+        self.config, self.fmt, self.flavor, self.outputs, self.part = config, fmt, flavor, outputs, part
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = _head_dim(config)
@@ -287,9 +307,14 @@ class _Writer:
         self, shared: dict[str, list[TensorProto]], layers: list[dict[str, list[TensorProto]]]
     ) -> onnx.ModelProto:
         self.weights = {t.name: t for group in [shared, *layers] for tensors in group.values() for t in tensors}
-        inputs = [
-            helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in self.fmt.input_names
-        ]
+        names = self.fmt.input_names if self.part == "whole" else ["input_ids", "attention_mask"]
+        inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in names]
+        if self.part == "response":  # each row's prompt length, and its keys and values per layer (padded)
+            inputs.append(helper.make_tensor_value_info("prefix_lengths", TensorProto.INT64, ["batch"]))
+            inputs += [
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", self.kv_heads, "past", self.head_dim])
+                for name in self._cache_names("past", len(layers))
+            ]
         hidden = self.one("Gather", "embed_tokens", "input_ids")
         if self.gemma:  # embeddings scaled by sqrt(hidden size), in fp32 as Gemma does
             scale = np.array(self.config.hidden_size**0.5, np.float32)
@@ -301,7 +326,9 @@ class _Writer:
         for index, layer in enumerate(layers):
             name = f"layers.{index}"
             x, residual = self._norm(hidden, residual, f"{name}.input_norm")
-            attention = self._attention(x, layer, self.layer_types[index])
+            attention = self._attention(x, layer, self.layer_types[index], index)
+            if self.part == "prompt" and index == len(layers) - 1:
+                break  # the prompt part answers keys and values: the last layer's MLP is not needed
             if self.gemma:  # normed after attention and around the MLP, before each residual add
                 attention = self._norm(attention, None, f"{name}.post_attention_norm")[0]
                 x, residual = self._norm(attention, residual, f"{name}.pre_feedforward_norm")
@@ -309,22 +336,40 @@ class _Writer:
             else:
                 x, residual = self._norm(attention, residual, f"{name}.post_attention_norm")
                 hidden = self._mlp(x, layer)
-        final, _ = self._norm(hidden, residual, "norm")
-        heads = self._steps(final, shared) if self.outputs.steps else self._score(final, shared)
+        if self.part == "prompt":
+            shape = ["batch", self.kv_heads, "sequence", self.head_dim]
+            heads = {name: (name, shape) for name in self._cache_names("present", len(layers))}
+        else:
+            final, _ = self._norm(hidden, residual, "norm")
+            heads = self._steps(final, shared) if self.outputs.steps else self._score(final, shared)
         graph_outputs = []
         for name, (value, shape) in heads.items():
-            self.nodes.append(helper.make_node("Identity", [value], [name]))
+            if value != name:
+                self.nodes.append(helper.make_node("Identity", [value], [name]))
             graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
-        graph = helper.make_graph(
-            self.nodes, f"reward_{self.flavor}", inputs, graph_outputs, [*self.weights.values(), *self.constants]
-        )
+        title = f"reward_{self.flavor}" + ("" if self.part == "whole" else f"_{self.part}")
+        graph = helper.make_graph(self.nodes, title, inputs, graph_outputs, [*self.weights.values(), *self.constants])
         opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)]
         return helper.make_model(graph, opset_imports=opsets, producer_name="rewardserve")
+
+    @staticmethod
+    def _cache_names(kind: str, layers: int) -> list[str]:
+        return [f"{kind}.{i}.{part}" for i in range(layers) for part in ("key", "value")]
 
     def _row_inputs(self, length: str) -> dict[str, str]:
         """Per-batch tensors the attention of every layer reads; `length` is the padded one."""
         if self.flavor == "fused":
             lengths = self.one("ReduceSum", "attention_mask", self.ints("axis_1", [1]), keepdims=0)
+            if self.part == "response":
+                # After the prompt's cached keys: each row's last real position counts its prompt,
+                # and its response tokens are a right-padded chunk of `lengths` valid rows.
+                last = self.one("Sub", self.one("Add", lengths, "prefix_lengths"), "one_i64")
+                past = self.one("Squeeze", self.one("Shape", "past.0.key", start=2, end=3), "axis_0")
+                return {
+                    "seqlens_k": self.one("Cast", last, to=TensorProto.INT32),
+                    "total_length": self.one("Cast", self.one("Add", past, length), to=TensorProto.INT32),
+                    "query_seqlens": self.one("Cast", lengths, to=TensorProto.INT32),
+                }
             return {
                 # GroupQueryAttention: each row's last real position, and the padded length
                 "seqlens_k": self.one("Cast", self.one("Sub", lengths, "one_i64"), to=TensorProto.INT32),
@@ -388,7 +433,7 @@ class _Writer:
         )
         return self.one("Reshape", normed, self.ints("shape_flat", [0, 0, -1]))
 
-    def _attention(self, x: str, layer: dict[str, list[TensorProto]], layer_type: str) -> str:
+    def _attention(self, x: str, layer: dict[str, list[TensorProto]], layer_type: str, index: int) -> str:
         q = self._heads_norm(self._project(x, layer["q_proj"]), self.heads, layer.get("q_norm"))
         k = self._heads_norm(self._project(x, layer["k_proj"]), self.kv_heads, layer.get("k_norm"))
         v = self._project(x, layer["v_proj"])
@@ -398,19 +443,14 @@ class _Writer:
             optional = {"softcap": self.softcap} if self.softcap else {}
             if sliding:  # transformers' window: the query and the window - 1 keys before it
                 optional["local_window_size"] = self.window
-            context = self.op(
+            past = [f"past.{index}.key", f"past.{index}.value"] if self.part == "response" else ["", ""]
+            inputs = [q, k, v, *past, self.rows["seqlens_k"], self.rows["total_length"]]
+            inputs += [f"cos_cache_{rope}", f"sin_cache_{rope}"]
+            if self.part == "response":  # inputs 9-15 unused; 16: the valid rows of each chunk
+                inputs += [""] * 7 + [self.rows["query_seqlens"]]
+            context, present_key, present_value = self.op(
                 "GroupQueryAttention",
-                [
-                    q,
-                    k,
-                    v,
-                    "",
-                    "",
-                    self.rows["seqlens_k"],
-                    self.rows["total_length"],
-                    f"cos_cache_{rope}",
-                    f"sin_cache_{rope}",
-                ],
+                inputs,
                 3,
                 MS,
                 num_heads=self.heads,
@@ -419,7 +459,10 @@ class _Writer:
                 rotary_interleaved=0,
                 scale=self.scale,
                 **optional,
-            )[0]
+            )
+            if self.part == "prompt":
+                for value, name in ((present_key, f"present.{index}.key"), (present_value, f"present.{index}.value")):
+                    self.nodes.append(helper.make_node("Identity", [value], [name]))
         else:
             context = self._plain_attention(q, k, v, rope, layer_type)
         return self._project(context, layer["o_proj"])
