@@ -10,11 +10,11 @@ Random token ids and weights: speed only (the rewards of both sides are checked 
 Medians of 3 groups a setting; ratios taken side by side. This is the engine alone: the
 batcher does not group responses by prompt yet (issue 22).
 
-Measured on an AMD EPYC (AVX-512-BF16), 2 cores, 2026-12-02:
-    P=300  G=8:  whole 0.23 seq/s, prompt once 0.42 seq/s: 1.80x
-    P=1000 G=8:  whole 0.11 seq/s, prompt once 0.29 seq/s: 2.56x
-    P=1000 G=16: whole 0.10 seq/s, prompt once 0.27 seq/s: 2.60x
-(responses of 100-300 tokens).
+Measured with this script on an AMD EPYC (AVX-512-BF16), 2 cores, 2026-12-02 (responses of
+100-300 tokens; an earlier run of the same method gave 1.80x, 2.56x and 2.60x):
+    P=300  G=8:  whole 0.23 seq/s, prompt once 0.37 seq/s: 1.61x
+    P=1000 G=8:  whole 0.10 seq/s, prompt once 0.26 seq/s: 2.48x
+    P=1000 G=16: whole 0.10 seq/s, prompt once 0.25 seq/s: 2.50x
 """
 
 from __future__ import annotations
