@@ -174,12 +174,7 @@ class Validate:
         text_format = _text_format(policy_format)
         inputs = []
         for i, item in enumerate(items):
-            if item.steps is not None:
-                if len(item.steps) > self.max_steps:
-                    raise TooManyStepsError(
-                        f"items[{i}].steps: {len(item.steps)} steps, at most {self.max_steps} per response "
-                        "(max_steps_per_item)"
-                    )
+            if item.steps is not None:  # counted with every other response's steps (_with_steps)
                 response = self._steps_response(f"items[{i}].steps", item.steps)
                 prompt = self._prompt(f"items[{i}].prompt", item.prompt, item.messages, f"items[{i}].messages")
                 inputs.append(_answer(prompt, response, f"items[{i}].steps"))
