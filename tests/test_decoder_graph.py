@@ -103,13 +103,7 @@ def chat_format(max_length: int = 128, padding_side: str = "right") -> InputForm
 def right_padded(lengths: list[int]) -> dict[str, np.ndarray]:
     """A batch of random token ids (never the pad id) of `lengths`, padded on the right."""
     rng = np.random.default_rng(1)
-    width = max(lengths)
-    ids = np.full((len(lengths), width), PAD, np.int64)
-    mask = np.zeros_like(ids)
-    for row, length in enumerate(lengths):
-        ids[row, :length] = rng.integers(1, VOCAB, length)
-        mask[row, :length] = 1
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": np.tile(np.arange(width), (len(lengths), 1))}
+    return right_padded_rows([rng.integers(1, VOCAB, length) for length in lengths])
 
 
 def transformers_rewards(model: torch.nn.Module, batch: dict[str, np.ndarray]) -> np.ndarray:

@@ -50,6 +50,13 @@ class Objectives(BaseModel):
             raise ValueError(f"objective: {self.objective!r} is not one of the objectives")
         return self
 
+    def weight_vector(self) -> list[float]:
+        """The 'weights' and 'objective' rules as one weight per objective (the reward is the dot
+        product); a gated model's weights are its gating network's, per sequence."""
+        if self.scalar == "gating":
+            raise ValueError("a gated model's weights are its gating network's output")
+        return self.weights or [float(name == self.objective) for name in self.names]
+
     def describe(self) -> str:
         if self.scalar == "weights":
             return " + ".join(f"{w:g} * {n}" for n, w in zip(self.names, self.weights or [], strict=True))

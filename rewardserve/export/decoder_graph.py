@@ -546,8 +546,8 @@ class _Writer:
         if objectives is None:
             reward = self.one("Gather", logits, self.ints("label_0", [0]), axis=1)
             return {REWARD: (self.one("Squeeze", reward, self.ints("axis_1", [1])), ["batch"])}
-        weights = objectives.weights or [float(name == objectives.objective) for name in objectives.names]
-        reward = self.one("MatMul", logits, self.const("objective_weights", np.array(weights, np.float32)))
+        weights = np.array(objectives.weight_vector(), np.float32)
+        reward = self.one("MatMul", logits, self.const("objective_weights", weights))
         return {REWARD: (reward, ["batch"]), OBJECTIVES: (logits, ["batch", len(weights)])}
 
     def _steps(self, final: str, shared: dict[str, list[TensorProto]]) -> dict[str, tuple[str, list]]:

@@ -133,8 +133,7 @@ def _reference_scores(answer, input_ids: np.ndarray, outputs: ModelOutputs) -> S
     objectives = outputs.objectives
     if objectives is None:
         return Scores(logits[:, 0])
-    weights = objectives.weights or [float(name == objectives.objective) for name in objectives.names]
-    return Scores((logits @ np.array(weights, np.float32)).reshape(1), logits)
+    return Scores((logits @ np.array(objectives.weight_vector(), np.float32)).reshape(1), logits)
 
 
 def check_reference(runner: GraphRunner, expected: ModelCardRewards) -> Reference:

@@ -178,10 +178,8 @@ class RewardGraph(torch.nn.Module):
         self.outputs = outputs or ModelOutputs()
         objectives = self.outputs.objectives
         # The scalar rule of a head with N labels, applied in the graph: a weight per objective.
-        weights = None
-        if objectives is not None and objectives.scalar != "gating":
-            weights = objectives.weights or [float(n == objectives.objective) for n in objectives.names]
-        self.register_buffer("weights", None if weights is None else torch.tensor(weights), persistent=False)
+        weights = None if objectives is None or self.outputs.gated else torch.tensor(objectives.weight_vector())
+        self.register_buffer("weights", weights, persistent=False)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         out = self.model(**dict(zip(self.input_names, inputs, strict=True)))

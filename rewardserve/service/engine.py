@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rewardserve.bundle import EncodedSequence, GraphRunner
-from rewardserve.bundle.outputs import Scores
+from rewardserve.bundle.outputs import Scores, join_steps
 from rewardserve.service.errors import EngineError
 from rewardserve.service.metrics import Metrics
 
@@ -45,7 +45,7 @@ class Engine:
     def probe_responses(self) -> list[str]:
         """The probe's responses, each ending its step when the model reads steps."""
         steps = self.runtime.outputs.steps
-        return PROBE_RESPONSES if steps is None else [r + steps.separator for r in PROBE_RESPONSES]
+        return PROBE_RESPONSES if steps is None else [join_steps([r], steps.separator) for r in PROBE_RESPONSES]
 
     def __call__(self, sequences: Sequence[EncodedSequence]) -> Scores:
         """Finite rewards (and the model's other outputs) of `sequences`, or EngineError."""

@@ -26,7 +26,7 @@ from rewardserve.bundle.outputs import join_steps, step_positions
 from rewardserve.data.steps import StepExample
 from rewardserve.training.checkpoint import METRICS_FILE, derive_input_format, ensure_pad_token, save_input_format
 from rewardserve.training.config import TrainConfig
-from rewardserve.training.trainer import JsonlLogger, disable_dropout
+from rewardserve.training.trainer import LOG_FILE, JsonlLogger, disable_dropout
 
 IGNORED = -100  # transformers' ignore_index
 
@@ -129,7 +129,7 @@ def train_process_reward_model(
         eval_dataset=validation_set,
         data_collator=StepCollator(encoder),
         compute_metrics=step_metrics,
-        callbacks=[JsonlLogger(out / "metrics.jsonl")],
+        callbacks=[JsonlLogger(out / LOG_FILE)],
     )
     started = time.perf_counter()
     result = trainer.train()
