@@ -284,18 +284,24 @@ def test_a_head_of_several_objectives_answers_them_and_the_reward_its_rule_makes
 def prompt_and_response_rewards(
     graphs, prompts: list[np.ndarray], responses: list[tuple[int, np.ndarray]]
 ) -> np.ndarray:
-    """Rewards of (prompt index, response) rows: each prompt run once through the prompt graph,
-    its keys and values then read by every response of it, in one right-padded batch."""
-    prompt_session = ort.InferenceSession(str(graphs.prompt), providers=["CPUExecutionProvider"])
-    response_session = ort.InferenceSession(str(graphs.response), providers=["CPUExecutionProvider"])
+    """Rewards of (prompt index, response) rows: the prompts run once through the prefix graph
+    with an empty past, their keys and values then read by every response of theirs, in one
+    right-padded batch."""
+    session = ort.InferenceSession(str(graphs.prefix), providers=["CPUExecutionProvider"])
+    cache = [o.name for o in session.get_outputs() if o.name.startswith("present.")]
     ids, mask = padded(prompts)
-    names = [o.name for o in prompt_session.get_outputs()]
-    present = dict(zip(names, prompt_session.run(names, {"input_ids": ids, "attention_mask": mask}), strict=True))
+    empty = {
+        i.name: np.zeros((len(prompts), i.shape[1], 0, i.shape[3]), np.float32)
+        for i in session.get_inputs()
+        if i.name.startswith("past.")
+    }
+    feeds = {"input_ids": ids, "attention_mask": mask, "prefix_lengths": np.zeros(len(prompts), np.int64)}
+    present = dict(zip(cache, session.run(cache, feeds | empty), strict=True))
     rows = [p for p, _ in responses]
     feeds = {name.replace("present", "past"): value[rows] for name, value in present.items()}
     ids, mask = padded([r for _, r in responses])
     feeds |= {"input_ids": ids, "attention_mask": mask, "prefix_lengths": np.array([len(prompts[p]) for p in rows])}
-    return response_session.run(["reward"], feeds)[0]
+    return session.run(["reward"], feeds)[0]
 
 
 def padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

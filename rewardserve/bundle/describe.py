@@ -57,6 +57,15 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
                 f"rewards within {reference.max_abs_diff:.2g}{_by_output(reference.by_output)}",
             )
         )
+    if manifest.prefix is not None:
+        prefix = manifest.prefix
+        lines.append(
+            (
+                "prefix graph",
+                f"{prefix.file}: {prefix.sequences} held-out sequences, whole and after their prompts' keys and "
+                f"values, within {prefix.max_abs_diff:.2g} of PyTorch",
+            )
+        )
     if manifest.agreement is not None:
         gate = manifest.agreement
         lines.append(

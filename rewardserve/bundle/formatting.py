@@ -21,6 +21,7 @@ A prompt and a response are each text or chat messages. Two layouts:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +103,15 @@ class EncodedSequence:
     """One formatted sequence, unpadded; tokens from `response_start` on are the response's.
 
     `prompt_cut` and `response_cut` count the tokens truncation removed, so loaders can report them.
+    `merged_at_join`: the response's first token holds the prompt's last characters too (the
+    tokenizer merged across the join), so the prompt's own tokens end before it.
     """
 
     ids: np.ndarray
     response_start: int
     prompt_cut: int = 0
     response_cut: int = 0
+    merged_at_join: bool = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -128,11 +132,15 @@ def _each(pairs: Sequence[tuple[Text, Text]], encode: Callable[[Text, Text], T])
     return results
 
 
-def _first_token_past(offsets: Sequence[tuple[int, int]], boundary: int) -> int:
+def _first_token_past(offsets: Sequence[tuple[int, int]], boundary: int) -> tuple[int, bool]:
     """The index of the first token that holds a character at or after `boundary`: where the
     response starts in a prompt and response tokenized together (a token merged across the
-    boundary counts as the response's: the reward never depends on this split)."""
-    return next((i for i, (_, end) in enumerate(offsets) if end > boundary), len(offsets))
+    boundary counts as the response's: the reward never depends on this split); and whether it
+    was merged so."""
+    for index, (begin, end) in enumerate(offsets):
+        if end > boundary:
+            return index, begin < boundary
+    return len(offsets), False
 
 
 @dataclass(frozen=True)
@@ -186,29 +194,30 @@ class SequenceEncoder:
         fmt = self.format
         budget = fmt.max_length - fmt.special_length
         sequences = []
-        for p, r in self._token_pairs(prompts, responses):
+        for p, r, merged in self._token_pairs(prompts, responses):
             r_kept = r[: budget - min(len(p), fmt.min_prompt_tokens)]
             p_kept = p[max(0, len(p) + len(r_kept) - budget) :]
             head = [*fmt.prefix_ids, *p_kept, *fmt.separator_ids]
             ids = np.array([*head, *r_kept, *fmt.suffix_ids], dtype=np.int64)
-            sequences.append(EncodedSequence(ids, len(head), len(p) - len(p_kept), len(r) - len(r_kept)))
+            cuts = (len(p) - len(p_kept), len(r) - len(r_kept))
+            sequences.append(EncodedSequence(ids, len(head), *cuts, merged_at_join=merged))
         return sequences
 
-    def _token_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int]]]:
-        """(prompt ids, response ids) of each pair. Between separator tokens (encoders) prompt and
-        response are tokenized apart. Without one (decoders) they are tokenized joined, as the
-        model reads `prompt + response`: a token that merges across the join (`?` + `"` -> `?"`)
-        is the response's first."""
+    def _token_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int], bool]]:
+        """(prompt ids, response ids, merged across the join) of each pair. Between separator
+        tokens (encoders) prompt and response are tokenized apart. Without one (decoders) they
+        are tokenized joined, as the model reads `prompt + response`: a token that merges across
+        the join (`?` + `"` -> `?"`) is the response's first."""
         if self.format.separator_ids:
             prompt_encodings = self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)
             response_encodings = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
-            return [(p.ids, r.ids) for p, r in zip(prompt_encodings, response_encodings, strict=True)]
+            return [(p.ids, r.ids, False) for p, r in zip(prompt_encodings, response_encodings, strict=True)]
         texts = [p + r for p, r in zip(prompts, responses, strict=True)]
         joined = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         pairs = []
         for prompt, encoding in zip(prompts, joined, strict=True):
-            start = _first_token_past(encoding.offsets, len(prompt))
-            pairs.append((encoding.ids[:start], encoding.ids[start:]))
+            start, merged = _first_token_past(encoding.offsets, len(prompt))
+            pairs.append((encoding.ids[:start], encoding.ids[start:], merged))
         return pairs
 
     def _fitted_conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
@@ -220,7 +229,7 @@ class SequenceEncoder:
         sequence = full
         for shorter in earlier_turns_dropped(prompt):
             candidate = self._conversation(shorter, response)
-            sequence = EncodedSequence(candidate.ids, candidate.response_start, prompt_cut=len(full) - len(candidate))
+            sequence = dataclasses.replace(candidate, prompt_cut=len(full) - len(candidate))
             if len(sequence) <= self.format.max_length:
                 return sequence
         return self._cut(sequence)
@@ -229,8 +238,8 @@ class SequenceEncoder:
         fmt = self.format
         prompt_text, response_text = split_conversation(fmt.chat_template, prompt, response, fmt.template_variables)
         encoding = self.tokenizer.encode(prompt_text + response_text, add_special_tokens=False)
-        start = _first_token_past(encoding.offsets, len(prompt_text))
-        return EncodedSequence(np.array(encoding.ids, dtype=np.int64), start)
+        start, merged = _first_token_past(encoding.offsets, len(prompt_text))
+        return EncodedSequence(np.array(encoding.ids, dtype=np.int64), start, merged_at_join=merged)
 
     def _cut(self, sequence: EncodedSequence) -> EncodedSequence:
         """One exchange over max_length, cut as pair layouts are: the prompt from the left (after
@@ -252,6 +261,7 @@ class SequenceEncoder:
             1 + len(kept_prompt),
             sequence.prompt_cut + len(prompt) - len(kept_prompt),
             len(response) - len(kept_response),
+            sequence.merged_at_join,
         )
 
     def pad(self, sequences: Sequence[EncodedSequence]) -> EncodedBatch:

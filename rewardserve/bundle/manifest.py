@@ -93,6 +93,19 @@ class GraphInfo(BaseModel):
     )
     fallback: str | None = Field(None, description="Why a less fused graph was kept, when one was.")
     external_data: bool = Field(False, description="Weights in a side file (graphs over 2 GB).")
+    prefix_left_out: str | None = Field(None, description="Why a prefix graph was written but not kept.")
+
+
+class PrefixGraph(BaseModel):
+    """A decoder's graph that reads the keys and values of the tokens before its input as past
+    ones (bundle/prefix.py): responses to one prompt are scored with the prompt run once."""
+
+    file: str = "model.prefix.onnx"
+    sequences: int = Field(description="Held-out sequences the check below ran on.")
+    max_abs_diff: float = Field(
+        description="Max |output - PyTorch's| over every output, fp32: whole sequences (an empty past) and each "
+        "response after its prompt's keys and values, every prompt run once."
+    )
 
 
 class Manifest(BaseModel):
@@ -117,6 +130,9 @@ class Manifest(BaseModel):
     reward_mean: float | None = Field(None, description="Mean reward on a reference set (for normalising).")
     reward_std: float | None = Field(None, description="Reward standard deviation on the same set.")
     parity: Parity | None = None
+    prefix: PrefixGraph | None = Field(
+        None, description="The graph that scores responses against a prompt run once (decoders written from weights)."
+    )
     reference: Reference | None = Field(None, description="The served rewards against the model's reference usage.")
     agreement: Agreement | None = Field(None, description="Older bundles: a reduced model_file's gate figures.")
     variants: dict[Precision, Variant] = Field(

@@ -15,6 +15,7 @@ from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPre
 from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
+from rewardserve.bundle.prefix import PAST, PrefixRunner
 
 CUDA = "CUDAExecutionProvider"
 
@@ -95,6 +96,8 @@ class GraphRunner:
     Not thread-safe for concurrent `run` calls by design: the server's batcher owns one.
     """
 
+    prefix: PrefixRunner | None = None  # responses after a prompt's keys and values (BundleRuntime)
+
     def __init__(
         self,
         graph: Path,
@@ -119,6 +122,10 @@ class GraphRunner:
         self.session = self._open()
         self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
+        # A prefix graph (bundle/prefix.py) scores whole sequences after an empty past.
+        self.past_shapes = {
+            i.name: i.shape for i in getattr(self.session, "get_inputs", list)() if i.name.startswith(PAST)
+        }
 
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
         """The session for this graph's precision: bf16 in OpenVINO (the graph itself is fp32),
@@ -138,20 +145,28 @@ class GraphRunner:
 
     def score(self, batch: EncodedBatch) -> Scores:
         """Rewards of a padded batch, and every other output the model declares."""
+        feeds = self._after_empty_past(batch.arrays) if self.past_shapes else batch.arrays
         if self.io_binding:
             binding = self.session.io_binding()
-            for name, array in batch.arrays.items():
+            for name, array in feeds.items():
                 binding.bind_cpu_input(name, array)
             for name in self.output_names:
                 binding.bind_output(name, self.device)
             self.session.run_with_iobinding(binding)
             values = binding.copy_outputs_to_cpu()
         else:
-            values = self.session.run(self.output_names, batch.arrays)
+            values = self.session.run(self.output_names, feeds)
         if len(self.output_names) == 1 and self.outputs.steps is None:  # one scalar: the common case
             return Scores(values[0].reshape(-1).astype(np.float32, copy=False))
         named = dict(zip(self.outputs.graph_outputs(), values, strict=True))
         return read_outputs(self.outputs, named, batch.arrays["input_ids"], batch.response_starts)
+
+    def _after_empty_past(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A prefix graph's inputs for whole sequences: no tokens before them (it reads no position ids)."""
+        rows = len(arrays["input_ids"])
+        empty = {name: np.zeros((rows, shape[1], 0, shape[3]), np.float32) for name, shape in self.past_shapes.items()}
+        whole = {"input_ids": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
+        return whole | empty | {"prefix_lengths": np.zeros(rows, np.int64)}
 
 
 # Padded tokens per offline batch. A 0.6B decoder's fused graph holds about 0.55 MB a token while
@@ -213,7 +228,11 @@ def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int = OFFLI
 
 class BundleRuntime(GraphRunner):
     """A verified bundle: its tokenizer, its manifest, and its graph at the precision chosen for
-    this machine (`choice`, with the reason: engine_choice.py decides)."""
+    this machine (`choice`, with the reason: engine_choice.py decides).
+
+    With `prefix_reuse`, the graph is the bundle's prefix graph where it can serve (`prefix`:
+    whole sequences and responses after a prompt's keys and values, one session on the weights);
+    else `prefix_refused` says why not."""
 
     def __init__(
         self,
@@ -223,6 +242,7 @@ class BundleRuntime(GraphRunner):
         precision: RequestedPrecision = "auto",
         threads: int | None = None,
         machine: Machine | None = None,
+        prefix_reuse: bool = False,
     ) -> None:
         directory = Path(directory)
         self.directory = directory
@@ -230,7 +250,9 @@ class BundleRuntime(GraphRunner):
         self.machine = machine or Machine.this()
         self.choice: EngineChoice = choose(precision, self.manifest.offered(), self.machine)
         encoder = SequenceEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
-        graph = directory / self.manifest.graph_file(self.choice.precision)
+        self.prefix_refused = self._why_no_prefix() if prefix_reuse else "switched off (PREFIX_REUSE=0)"
+        prefix = self.manifest.prefix if self.prefix_refused is None else None
+        graph = directory / (prefix.file if prefix else self.manifest.graph_file(self.choice.precision))
         super().__init__(
             graph,
             encoder,
@@ -239,3 +261,13 @@ class BundleRuntime(GraphRunner):
             precision=self.choice.precision,
             threads=threads,
         )
+        self.prefix = PrefixRunner(self) if prefix else None
+
+    def _why_no_prefix(self) -> str | None:
+        if self.manifest.prefix is None:
+            return "the bundle has no prefix graph (written for decoders built from their weights, at export)"
+        if self.choice.precision != "fp32":
+            return f"the engine runs at {self.choice.precision}; the prefix graph is the fp32 model's"
+        if providers_for("fp32")[0] == CUDA:
+            return "the prefix graph runs on the CPU (fp32 GroupQueryAttention with a past)"
+        return None

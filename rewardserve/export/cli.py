@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"outputs: {manifest.outputs.describe()}")
     print(f"parity: {manifest.parity}")
     print(f"reference: {manifest.reference}")
+    if manifest.prefix or graph.prefix_left_out:
+        print(f"prefix graph: {manifest.prefix or 'left out: ' + graph.prefix_left_out}")
     for precision, variant in manifest.variants.items():
         verdict = "ships" if variant.passed else variant.refused
         print(f"{precision}: {verdict}; agreement with fp32: {variant.agreement}; parity: {variant.parity}")

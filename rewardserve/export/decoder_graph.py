@@ -61,12 +61,14 @@ GQA_HEAD_MULTIPLE = 16
 ALIGNMENT = 4096  # each weight starts on a page in the data file, so it can be mapped in place
 
 Flavor = Literal["fused", "portable"]
-# A fused graph may also be split at the prompt: `prompt` answers each layer's keys and values
-# (present.{i}.key/value), which `response` reads as its past, so a prompt shared by several
-# responses runs once (GroupQueryAttention's past inputs; each response chunk right-padded).
-Part = Literal["whole", "prompt", "response"]
-PROMPT_FILE = "model.prompt.onnx"
-RESPONSE_FILE = "model.response.onnx"
+# A fused graph may also be written with a prefix: `prefix` reads each layer's keys and values of
+# tokens before the chunk it scores (past.{i}.key/value, GroupQueryAttention's past inputs, each
+# row's `prefix_lengths` real ones) and answers them with the chunk's appended (present.{i}.*).
+# Run on a prompt with an empty past it answers the prompt's keys and values; run on responses
+# with those as their past it answers their rewards, so a prompt shared by several responses runs
+# once. One graph for both: a second session on the same weights would hold them twice.
+Part = Literal["whole", "prefix"]
+PREFIX_FILE = "model.prefix.onnx"
 
 
 class NotBuildable(ValueError):
@@ -79,8 +81,7 @@ class BuiltGraphs:
     portable: Path  # what OpenVINO reads; `graph` itself when that is portable
     fused_operators: dict[str, int]
     why_unfused: str | None = None
-    prompt: Path | None = None  # with `prefix`: the graph split at the prompt (Part)
-    response: Path | None = None
+    prefix: Path | None = None  # with `prefix`: the graph that reads and answers keys and values (Part)
 
 
 def build(
@@ -89,7 +90,7 @@ def build(
     """Write the reward graphs of `model` (a *ForSequenceClassification of FAMILIES, or a
     *ForTokenClassification for step rewards) into the directory `out`, for inputs in `fmt`
     (right padding; position ids, if declared, are not read), answering what `outputs` declares;
-    with `prefix`, the fused graph split at the prompt too (Part), where it can be fused."""
+    with `prefix`, the fused graph with past keys and values too (Part), where it can be fused."""
     config = model.config
     outputs = outputs or ModelOutputs()
     _check_supported(config, fmt)
@@ -114,14 +115,11 @@ def build(
         proto = _Writer(config, fmt, flavor, outputs).model(shared, layers)
         onnx.save_model(proto, str(path))
         fused_operators = _count(proto)  # the last written is model.onnx
-    parts: dict[Part, Path] = {}
+    prefix_graph = None
     if prefix and not why_unfused:
-        for part, name in (("prompt", PROMPT_FILE), ("response", RESPONSE_FILE)):
-            onnx.save_model(_Writer(config, fmt, "fused", outputs, part).model(shared, layers), str(out / name))
-            parts[part] = out / name
-    return BuiltGraphs(
-        out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused, parts.get("prompt"), parts.get("response")
-    )
+        prefix_graph = out / PREFIX_FILE
+        onnx.save_model(_Writer(config, fmt, "fused", outputs, "prefix").model(shared, layers), str(prefix_graph))
+    return BuiltGraphs(out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused, prefix_graph)
 
 
 def _head_dim(config) -> int:
@@ -266,7 +264,7 @@ class _Writer:
 
     def __init__(self, config, fmt: InputFormat, flavor: Flavor, outputs: ModelOutputs, part: Part = "whole") -> None:
         if part != "whole" and flavor != "fused":
-            raise ValueError("only the fused flavor is split at the prompt")
+            raise ValueError("only the fused flavor reads past keys and values")
         self.config, self.fmt, self.flavor, self.outputs, self.part = config, fmt, flavor, outputs, part
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
@@ -309,7 +307,7 @@ class _Writer:
         self.weights = {t.name: t for group in [shared, *layers] for tensors in group.values() for t in tensors}
         names = self.fmt.input_names if self.part == "whole" else ["input_ids", "attention_mask"]
         inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in names]
-        if self.part == "response":  # each row's prompt length, and its keys and values per layer (padded)
+        if self.part == "prefix":  # each row's prefix length, and its keys and values per layer (padded)
             inputs.append(helper.make_tensor_value_info("prefix_lengths", TensorProto.INT64, ["batch"]))
             inputs += [
                 helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", self.kv_heads, "past", self.head_dim])
@@ -327,8 +325,6 @@ class _Writer:
             name = f"layers.{index}"
             x, residual = self._norm(hidden, residual, f"{name}.input_norm")
             attention = self._attention(x, layer, self.layer_types[index], index)
-            if self.part == "prompt" and index == len(layers) - 1:
-                break  # the prompt part answers keys and values: the last layer's MLP is not needed
             if self.gemma:  # normed after attention and around the MLP, before each residual add
                 attention = self._norm(attention, None, f"{name}.post_attention_norm")[0]
                 x, residual = self._norm(attention, residual, f"{name}.pre_feedforward_norm")
@@ -336,19 +332,18 @@ class _Writer:
             else:
                 x, residual = self._norm(attention, residual, f"{name}.post_attention_norm")
                 hidden = self._mlp(x, layer)
-        if self.part == "prompt":
-            shape = ["batch", self.kv_heads, "sequence", self.head_dim]
-            heads = {name: (name, shape) for name in self._cache_names("present", len(layers))}
-        else:
-            final, _ = self._norm(hidden, residual, "norm")
-            heads = self._steps(final, shared) if self.outputs.steps else self._score(final, shared)
+        final, _ = self._norm(hidden, residual, "norm")
+        heads = self._steps(final, shared) if self.outputs.steps else self._score(final, shared)
+        if self.part == "prefix":
+            shape = ["batch", self.kv_heads, "total", self.head_dim]
+            heads |= {name: (name, shape) for name in self._cache_names("present", len(layers))}
         graph_outputs = []
         for name, (value, shape) in heads.items():
             if value != name:
                 self.nodes.append(helper.make_node("Identity", [value], [name]))
             graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         title = f"reward_{self.flavor}" + ("" if self.part == "whole" else f"_{self.part}")
-        read = {name for node in self.nodes for name in node.input}  # the prompt part leaves the head unread
+        read = {name for node in self.nodes for name in node.input}
         weights = [w for w in self.weights.values() if w.name in read]
         graph = helper.make_graph(self.nodes, title, inputs, graph_outputs, [*weights, *self.constants])
         opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)]
@@ -362,7 +357,7 @@ class _Writer:
         """Per-batch tensors the attention of every layer reads; `length` is the padded one."""
         if self.flavor == "fused":
             lengths = self.one("ReduceSum", "attention_mask", self.ints("axis_1", [1]), keepdims=0)
-            if self.part == "response":
+            if self.part == "prefix":
                 # After the prompt's cached keys: each row's last real position counts its prompt,
                 # and its response tokens are a right-padded chunk of `lengths` valid rows.
                 last = self.one("Sub", self.one("Add", lengths, "prefix_lengths"), "one_i64")
@@ -445,10 +440,10 @@ class _Writer:
             optional = {"softcap": self.softcap} if self.softcap else {}
             if sliding:  # transformers' window: the query and the window - 1 keys before it
                 optional["local_window_size"] = self.window
-            past = [f"past.{index}.key", f"past.{index}.value"] if self.part == "response" else ["", ""]
+            past = [f"past.{index}.key", f"past.{index}.value"] if self.part == "prefix" else ["", ""]
             inputs = [q, k, v, *past, self.rows["seqlens_k"], self.rows["total_length"]]
             inputs += [f"cos_cache_{rope}", f"sin_cache_{rope}"]
-            if self.part == "response":  # inputs 9-15 unused; 16: the valid rows of each chunk
+            if self.part == "prefix":  # inputs 9-15 unused; 16: the valid rows of each chunk
                 inputs += [""] * 7 + [self.rows["query_seqlens"]]
             context, present_key, present_value = self.op(
                 "GroupQueryAttention",
@@ -462,7 +457,7 @@ class _Writer:
                 scale=self.scale,
                 **optional,
             )
-            if self.part == "prompt":
+            if self.part == "prefix":
                 for value, name in ((present_key, f"present.{index}.key"), (present_value, f"present.{index}.value")):
                     self.nodes.append(helper.make_node("Identity", [value], [name]))
         else:

@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -41,9 +41,10 @@ from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
-from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, Variant
+from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, PrefixGraph, Variant
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, join_steps, read_outputs
-from rewardserve.bundle.runtime import GraphRunner, token_batches
+from rewardserve.bundle.prefix import PrefixRunner, splittable
+from rewardserve.bundle.runtime import GraphRunner, scores_of_sequences, token_batches
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import decoder_graph
@@ -151,6 +152,7 @@ def export_bundle(
             candidates = _candidates(source, encoder, sequences[:2], Path(scratch), optimize)
             source.forget_model()
             fp32 = _first_within_parity(candidates, encoder, expected)
+            prefix, prefix_left_out = _checked_prefix(fp32, encoder, expected)
             runner = _runner(fp32.path, encoder, source.outputs)
             reference = check_reference(runner, card)
             gated = heldout[: sizes.gate_examples] if targets else []
@@ -174,14 +176,17 @@ def export_bundle(
             )
             external = graphs.data_file(fp32.path).exists()
             graphs.move(fp32.path, staging)
+            if prefix is not None:
+                graphs.move(fp32.path.with_name(prefix.file), staging)  # it reads fp32's data file
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         record["export"] = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
         manifest = Manifest(
             name=name or checkpoint.name,
             input_format=source.input_format,
             outputs=source.outputs,
-            graph=fp32.info.model_copy(update={"external_data": external}),
+            graph=fp32.info.model_copy(update={"external_data": external, "prefix_left_out": prefix_left_out}),
             parity=fp32.parity,
+            prefix=prefix,
             reference=reference,
             variants=variants,
             **statistics,
@@ -291,11 +296,12 @@ class Candidate:
     path: Path
     portable: Path  # the graph OpenVINO reads for bf16: `path` itself unless that has onnxruntime-only attention
     info: GraphInfo
+    prefix: Path | None = None  # the same model reading past keys and values (decoder_graph.py), beside `path`
 
 
 @dataclass(frozen=True)
 class FP32Graph(Candidate):
-    parity: Parity
+    parity: Parity = field(kw_only=True)
 
 
 def _candidates(
@@ -308,7 +314,7 @@ def _candidates(
     why_not_built = None
     if optimize and source.model_type in decoder_graph.FAMILIES:
         try:
-            built = decoder_graph.build(source.model, source.input_format, work / "built", source.outputs)
+            built = decoder_graph.build(source.model, source.input_format, work / "built", source.outputs, prefix=True)
         except decoder_graph.NotBuildable as exc:
             why_not_built = f"not written from the weights: {exc}"
         else:
@@ -319,7 +325,7 @@ def _candidates(
                 fallback=built.why_unfused,
                 external_data=True,
             )
-            return [Candidate(built.graph, built.portable, info)]
+            return [Candidate(built.graph, built.portable, info, built.prefix)]
     traced = work / "traced" / graphs.GRAPH_FILE
     traced.parent.mkdir()
     graphs.trace(source, encoder.pad(sample).arrays, traced)
@@ -355,10 +361,35 @@ def _first_within_parity(
         if problem:
             info = info.model_copy(update={"fallback": f"{info.fallback}: {problem}"})
         if (problem := _parity_problem(parity)) is None:
-            return FP32Graph(candidate.path, candidate.portable, info, parity)
+            return FP32Graph(candidate.path, candidate.portable, info, candidate.prefix, parity=parity)
     if candidates[-1].info.builder == "decoder":
         problem += "; export with --no-optimize to trace the model instead"
     raise ParityError(problem)
+
+
+def _checked_prefix(
+    fp32: FP32Graph, encoder: SequenceEncoder, expected: TorchRewards
+) -> tuple[PrefixGraph | None, str | None]:
+    """The fp32 graph's prefix graph, if it reproduces PyTorch as the fp32 graph must: on whole
+    sequences (an empty past) and on each response after its prompt's keys and values, every
+    prompt run once. One that does not is left out of the bundle, and why is recorded (the
+    server then runs every sequence whole)."""
+    if fp32.prefix is None:
+        return None, None
+    runner = _runner(fp32.prefix, encoder, expected.outputs)
+    sequences = expected.sequences
+    split = [i for i, s in enumerate(sequences) if splittable(s)]
+    whole = scores_of_sequences(runner, sequences, PARITY_BATCH_ROWS, "parity: prefix graph, whole sequences")
+    pieces = PrefixRunner(runner).score_sequences([sequences[i] for i in split])
+    diffs = whole.max_abs_diff(expected.scores)
+    for name, diff in pieces.max_abs_diff(expected.scores.take(split)).items():
+        diffs[name] = max(diffs[name], diff)
+    worst = max(diffs.values())
+    if not split:
+        return None, "no parity sequence has both a prompt and a response to check it on"
+    if worst > FP32_TOLERANCE:
+        return None, f"it differs from PyTorch by {worst:.3g} (beyond {FP32_TOLERANCE}): {diffs}"
+    return PrefixGraph(file=fp32.prefix.name, sequences=len(split), max_abs_diff=worst), None
 
 
 @torch.inference_mode()

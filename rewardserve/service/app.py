@@ -34,6 +34,7 @@ from rewardserve.service.respond import Respond
 from rewardserve.service.retemplate import Retemplate
 from rewardserve.service.routes import router
 from rewardserve.service.settings import Settings
+from rewardserve.service.shared_prompts import SharedPrompts
 from rewardserve.service.threads import in_lower_priority_thread, lower_this_thread
 from rewardserve.service.tokenize import Tokenize
 from rewardserve.service.validate import Validate
@@ -67,7 +68,10 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
     # Loading verifies every checksum in the bundle before the server accepts anything. On a
     # low-priority thread, so the thread pools it starts are low-priority (threads.py).
     runtime = runtime or in_lower_priority_thread(
-        nice, lambda: BundleRuntime(settings.bundle, precision=settings.precision, threads=settings.threads)
+        nice,
+        lambda: BundleRuntime(
+            settings.bundle, precision=settings.precision, threads=settings.threads, prefix_reuse=settings.prefix_reuse
+        ),
     )
     manifest = runtime.manifest
     metrics = Metrics()
@@ -77,7 +81,9 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
     batch_tokens = settings.max_batch_tokens or default_batch_tokens(runtime)
     # Workers run below the event loop's priority, so that the loop answers 429s at once.
     lower = functools.partial(lower_this_thread, nice)
-    batcher = MicroBatcher(engine, settings.max_batch_size, batch_tokens, metrics, cache, lower)
+    batcher = MicroBatcher(
+        engine, settings.max_batch_size, batch_tokens, metrics, cache, lower, shared_prompts(settings, runtime, metrics)
+    )
     return ScoringPipeline(
         validate=Validate(
             settings.max_items_per_request,
@@ -98,6 +104,22 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
         monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std, outputs=manifest.outputs),
         thread_initializer=lower,
         warm_up=warm_up_inputs(manifest.outputs.steps and manifest.outputs.steps.separator),
+    )
+
+
+def shared_prompts(settings: Settings, runtime: BundleRuntime, metrics: Metrics) -> SharedPrompts | None:
+    """Prompt sharing where the runtime has a prefix graph; the start log says which, and why not."""
+    metrics.prefix_reuse.set(runtime.prefix is not None)
+    if runtime.prefix is None:
+        logger.info("prefix reuse: off: %s", runtime.prefix_refused)
+        return None
+    logger.info("prefix reuse: on (prompts of %d tokens or more)", settings.prefix_min_tokens)
+    return SharedPrompts(
+        settings.prefix_min_tokens,
+        settings.prefix_cache_mb * 2**20,
+        settings.prefix_cache_seconds,
+        runtime.prefix.bytes_per_token,
+        metrics,
     )
 
 

@@ -10,12 +10,20 @@ Entries whose callers have all gone (their futures cancelled, e.g. the client di
 are dropped before they cost compute. With a cache, a sequence scored before is answered at
 once, and one identical to a sequence still queued or running joins it instead of running twice.
 
-Knows nothing of HTTP; the engine is any callable from sequences to rewards.
+With shared prompts (shared_prompts.py, decoder bundles), a sequence whose prompt is worth
+sharing is batched only with sequences of the same prompt, by response length: the engine runs
+the prompt once (or takes its keys and values kept from an earlier batch) and the responses
+after it. The budget counts what is computed: the prompt's tokens when it must run, and the
+responses' padded tokens.
+
+Knows nothing of HTTP; the engine is any callable from sequences to rewards (with shared
+prompts, its `responses` scores sequences of one prompt after that prompt's keys and values).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +36,7 @@ from rewardserve.bundle.outputs import Extra, Scores
 from rewardserve.service.cache import RewardCache
 from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.metrics import Metrics
+from rewardserve.service.shared_prompts import SharedPrompts
 
 # An engine answers Scores (bundle/outputs.py); a bare array of rewards is taken as their Scores.
 Engine = Callable[[Sequence[EncodedSequence]], Scores | np.ndarray]
@@ -90,13 +99,18 @@ class _Request:
 
 
 class _Entry:
-    """One sequence to run, and every (request, index) waiting for its reward."""
+    """One sequence to run, and every (request, index) waiting for its reward. `prompt`: the
+    prompt it shares (its token ids), when it runs after that prompt's keys and values; then
+    `length` counts its response only, what the engine computes for it."""
 
-    __slots__ = ("sequence", "length", "key", "targets", "enqueued_at")
+    __slots__ = ("sequence", "length", "key", "prompt", "targets", "enqueued_at")
 
-    def __init__(self, sequence: EncodedSequence, key: bytes | None, request: _Request, index: int) -> None:
+    def __init__(
+        self, sequence: EncodedSequence, key: bytes | None, prompt: bytes | None, request: _Request, index: int
+    ) -> None:
         self.sequence = sequence
-        self.length = len(sequence)
+        self.prompt = prompt
+        self.length = len(sequence) - (sequence.response_start if prompt is not None else 0)
         self.key = key
         self.targets = [(request, index)]
         self.enqueued_at = request.enqueued_at
@@ -140,12 +154,14 @@ class MicroBatcher:
         metrics: Metrics | None = None,
         cache: RewardCache | None = None,
         thread_initializer: Callable[[], None] | None = None,
+        shared_prompts: SharedPrompts | None = None,
     ) -> None:
         self.engine = engine
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
         self._metrics = metrics
         self._cache = cache
+        self._prompts = shared_prompts
         self._queue: list[_Entry] = []  # arrival order
         self._pending: dict[bytes, _Entry] = {}  # queued or running entries by cache key
         self._batches = 0
@@ -215,7 +231,8 @@ class MicroBatcher:
                 request.cached += 1
                 joined.targets.append((request, index))
                 return
-        entry = _Entry(sequence, key, request, index)
+        prompt = self._prompts.key(sequence) if self._prompts is not None else None
+        entry = _Entry(sequence, key, prompt, request, index)
         self._queue.append(entry)
         if key is not None:
             self._pending[key] = entry
@@ -242,15 +259,24 @@ class MicroBatcher:
                 self._metrics.dropped_sequences.inc(len(dropped))
 
     def _take_batch(self) -> list[_Entry]:
-        """The oldest entry and its nearest neighbours in length, within the count and token budget."""
+        """The oldest entry and its nearest neighbours in length among the entries that may share
+        its engine call (those of its prompt; or those that run whole), within the count and the
+        token budget."""
         if not self._queue:
             return []
-        lengths = np.fromiter((e.length for e in self._queue), dtype=np.int64, count=len(self._queue))
+        prompt = self._queue[0].prompt  # the oldest entry's
+        members = np.array([i for i, e in enumerate(self._queue) if e.prompt == prompt], dtype=np.int64)
+        lengths = np.fromiter((self._queue[i].length for i in members), dtype=np.int64, count=len(members))
         by_length = np.argsort(lengths, kind="stable")  # equal lengths stay in arrival order
         anchor = int(np.flatnonzero(by_length == 0)[0])  # the oldest entry
-        lo, hi = length_window(lengths[by_length], anchor, self._max_batch_size, self._max_batch_tokens)
-        chosen = set(by_length[lo:hi].tolist())
-        batch = [self._queue[i] for i in by_length[lo:hi]]
+        rows, tokens = self._max_batch_size, self._max_batch_tokens
+        if prompt is not None:
+            prompt_length = self._queue[0].sequence.response_start
+            rows = min(rows, self._prompts.max_rows(prompt_length))
+            tokens -= 0 if prompt in self._prompts else prompt_length  # it runs first when not kept
+        lo, hi = length_window(lengths[by_length], anchor, rows, tokens)
+        chosen = set(members[by_length[lo:hi]].tolist())
+        batch = [self._queue[i] for i in members[by_length[lo:hi]]]
         if not all(entry.wanted() for entry in batch):
             # A caller left since the last look (its done-callback has not run yet): drop its
             # entries and choose again. Checking only the chosen few keeps a long queue cheap.
@@ -261,15 +287,18 @@ class MicroBatcher:
         return batch
 
     async def _run_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
+            # Awake at least every ttl, so that kept prompts expire on an idle server too.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._prompts.ttl_seconds if self._prompts else None)
             self._wakeup.clear()
+            if self._prompts is not None:
+                self._prompts.expire()
             while batch := self._take_batch():
                 self._batches += 1
                 started = time.perf_counter()
                 try:
-                    scores = await loop.run_in_executor(self._executor, self.engine, [e.sequence for e in batch])
+                    scores = await self._run(batch)
                     if not isinstance(scores, Scores):
                         scores = Scores(np.asarray(scores, dtype=np.float32))
                     if len(scores) != len(batch):
@@ -290,6 +319,23 @@ class MicroBatcher:
                         request.ran_in(self._batches, seconds)
                         request.set(index, reward, extra)
                 self._observe(batch, started, seconds)
+
+    async def _run(self, batch: list[_Entry]) -> Scores | np.ndarray:
+        """The engine's answer for a batch: whole sequences, or responses after their shared prompt."""
+        loop = asyncio.get_running_loop()
+        sequences = [e.sequence for e in batch]
+        prompt = batch[0].prompt
+        if prompt is None:
+            return await loop.run_in_executor(self._executor, self.engine, sequences)
+        kept = self._prompts.get(prompt)
+        scores, states = await loop.run_in_executor(self._executor, self.engine.responses, kept, sequences)
+        self._prompts.put(prompt, states)
+        if self._metrics:
+            hits = len(batch) - (kept is None)  # the first response of a prompt run here is no hit
+            self._metrics.prefix_hits.inc(hits)
+            self._metrics.prefix_tokens_saved.inc(hits * states.length)
+            self._metrics.prefix_prompts.inc(kept is None)
+        return scores
 
     def _fail(self, entries: list[_Entry], error: BaseException) -> None:
         for entry in entries:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from rewardserve.bundle import EncodedSequence, GraphRunner
 from rewardserve.bundle.outputs import Scores, join_steps
+from rewardserve.bundle.prefix import PromptStates, prompt_ids
 from rewardserve.service.errors import EngineError
 from rewardserve.service.metrics import Metrics
 
@@ -49,13 +50,32 @@ class Engine:
 
     def __call__(self, sequences: Sequence[EncodedSequence]) -> Scores:
         """Finite rewards (and the model's other outputs) of `sequences`, or EngineError."""
+        return self._guarded(len(sequences), lambda: self.runtime.score(self.runtime.encoder.pad(sequences)))
+
+    def responses(
+        self, states: PromptStates | None, sequences: Sequence[EncodedSequence]
+    ) -> tuple[Scores, PromptStates]:
+        """`__call__`'s answer for sequences that all share one prompt (their ids before
+        response_start), scored after its keys and values: `states` when kept from before, else
+        run here; and those states, to keep. Needs a runtime with a prefix graph."""
+        prefix = self.runtime.prefix
+        if prefix is None:
+            raise RuntimeError("the engine has no prefix graph")
+
+        def run() -> Scores:
+            nonlocal states
+            states = states or prefix.prompt_states(prompt_ids(sequences[0]))
+            return prefix.score_responses(states, [s.ids[states.length :] for s in sequences])
+
+        scores = self._guarded(len(sequences), run)
+        return scores, states
+
+    def _guarded(self, rows: int, run: Callable[[], Scores]) -> Scores:
         try:
-            return _check(self.runtime.score(self.runtime.encoder.pad(sequences)), expected=len(sequences))
+            return _check(run(), expected=rows)
         except Exception as error:
             error_id = uuid.uuid4().hex[:16]
-            logger.exception(
-                "engine failed on a batch of %d sequences", len(sequences), extra={"fields": {"error_id": error_id}}
-            )
+            logger.exception("engine failed on a batch of %d sequences", rows, extra={"fields": {"error_id": error_id}})
             if self.metrics:
                 self.metrics.engine_failures.inc()
             self._recover()

@@ -21,6 +21,7 @@ class Metrics:
         self._requests(self.registry)
         self._engine_calls(self.registry)
         self._queue(self.registry)
+        self._shared_prompts(self.registry)
 
     def _requests(self, registry: CollectorRegistry) -> None:
         """What clients asked, and how long it took."""
@@ -118,4 +119,40 @@ class Metrics:
             "1 for the precision the engine runs at (chosen at start for this machine), by precision and device.",
             ["precision", "device"],
             registry=registry,
+        )
+
+    def _shared_prompts(self, registry: CollectorRegistry) -> None:
+        """Prompts run once for several responses (decoder bundles with prefix reuse)."""
+        self.prefix_reuse = Gauge(
+            "rewardserve_prefix_reuse",
+            "1 when responses are scored after their prompt's keys and values (PREFIX_REUSE on and the bundle can), "
+            "else 0.",
+            registry=registry,
+        )
+        self.prefix_hits = Counter(
+            "rewardserve_prefix_hits",
+            "Sequences scored after a prompt's keys and values computed for another sequence (in the same engine "
+            "call, or kept from an earlier one).",
+            registry=registry,
+        )
+        self.prefix_tokens_saved = Counter(
+            "rewardserve_prefix_tokens_saved",
+            "Prompt tokens not run again thanks to prefix hits.",
+            registry=registry,
+        )
+        self.prefix_prompts = Counter(
+            "rewardserve_prefix_prompts", "Prompts run for their keys and values.", registry=registry
+        )
+        self.prefix_whole = Counter(
+            "rewardserve_prefix_whole_sequences",
+            "Sequences run whole while prefix reuse is on, by reason: short_prompt (under PREFIX_MIN_TOKENS), "
+            "merged_at_join (the tokenizer merged a token across the prompt-response join), no_prompt_or_response.",
+            ["reason"],
+            registry=registry,
+        )
+        self.prefix_cache_bytes = Gauge(
+            "rewardserve_prefix_cache_bytes", "Memory of the prompts' keys and values kept.", registry=registry
+        )
+        self.prefix_cache_prompts = Gauge(
+            "rewardserve_prefix_cache_prompts", "Prompts whose keys and values are kept.", registry=registry
         )

@@ -42,6 +42,21 @@ class Settings(BaseSettings):
     cache_size: int = Field(
         65536, ge=0, description="Rewards of distinct formatted sequences kept for exact duplicates; 0 turns it off."
     )
+    prefix_reuse: bool = Field(
+        True,
+        description="Score responses that share a prompt after its keys and values, the prompt run once (decoder "
+        "bundles with a prefix graph, served at fp32 on the CPU); 0 runs every sequence whole.",
+    )
+    prefix_min_tokens: int = Field(
+        32, ge=1, description="Prompts shorter than this many tokens run whole with their responses (not worth it)."
+    )
+    prefix_cache_mb: int = Field(
+        1024,
+        ge=1,
+        description="Memory for prompts' keys and values kept for their later responses, in MiB (least recently "
+        "used first out); also bounds the copies one engine call makes of them.",
+    )
+    prefix_cache_seconds: float = Field(30.0, gt=0, description="Kept prompts unused this long are dropped.")
     threads: int | None = Field(
         None, ge=1, description="Engine threads (default: the CPUs this process may use, honouring a CPU quota)."
     )

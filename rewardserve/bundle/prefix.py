@@ -1,0 +1,113 @@
+"""Responses scored against their prompt's keys and values, the prompt run once: a decoder
+bundle's prefix graph (export/decoder_graph.py, Part "prefix"; Manifest.prefix).
+
+In a causal decoder the keys and values at a prompt's tokens do not depend on what follows
+them. So G responses to one prompt (a GRPO group, a /compare of K responses) need the prompt's
+P tokens run once, not G times: `prompt_states` runs the prompt with an empty past and keeps
+every layer's keys and values; `score_responses` runs the responses with those as their past.
+The rewards are the whole sequences' (export measures it against PyTorch: Manifest.prefix).
+
+The split point is each sequence's own `response_start`, in the ids of the whole sequence
+tokenized in one piece: a prompt's states are keyed by exactly those ids, so a response is
+never read after a prompt it did not have, whatever truncation or the template did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rewardserve.bundle.formatting import EncodedSequence
+from rewardserve.bundle.outputs import Scores, read_outputs
+
+if TYPE_CHECKING:
+    from rewardserve.bundle.runtime import GraphRunner
+
+PAST = "past."
+PRESENT = "present."
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PromptStates:
+    """One prompt's keys and values at every layer, as the prefix graph answered them."""
+
+    length: int
+    arrays: tuple[np.ndarray, ...]  # per past input, in the graph's order: (1, kv_heads, length, head_dim)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+
+def prompt_ids(sequence: EncodedSequence) -> np.ndarray:
+    """The tokens a sequence's response is read after: its prompt, as the whole sequence was tokenized."""
+    return sequence.ids[: sequence.response_start]
+
+
+def splittable(sequence: EncodedSequence) -> bool:
+    """Whether a sequence has a prompt and a response to score apart."""
+    return 0 < sequence.response_start < len(sequence)
+
+
+class PrefixRunner:
+    """The prompt and response calls on a GraphRunner whose graph is a prefix graph (its session
+    is the runner's, so a reopened session serves both). Not thread-safe for concurrent calls,
+    as GraphRunner: the server's engine thread owns it."""
+
+    def __init__(self, runner: GraphRunner) -> None:
+        if not runner.past_shapes:
+            raise ValueError(f"{runner.graph.name} reads no past keys and values: not a prefix graph")
+        self.runner = runner
+        self.pad_id = runner.encoder.format.pad_id
+        self.past_names = list(runner.past_shapes)
+        self.present_names = [PRESENT + name.removeprefix(PAST) for name in self.past_names]
+        _, kv_heads, _, head_dim = runner.past_shapes[self.past_names[0]]
+        self.empty_past = np.zeros((1, kv_heads, 0, head_dim), np.float32)
+        # What one prompt token's keys and values hold, over every layer (fp32).
+        self.bytes_per_token = 4 * kv_heads * head_dim * len(self.past_names)
+
+    def prompt_states(self, ids: np.ndarray) -> PromptStates:
+        """Every layer's keys and values of one prompt's token ids."""
+        feeds = {name: self.empty_past for name in self.past_names}
+        feeds |= {
+            "input_ids": ids[None],
+            "attention_mask": np.ones((1, len(ids)), np.int64),
+            "prefix_lengths": np.zeros(1, np.int64),
+        }
+        return PromptStates(len(ids), tuple(self.runner.session.run(self.present_names, feeds)))
+
+    def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray]) -> Scores:
+        """Every output of `responses` (the token ids after one prompt), each read after `states`:
+        in one call, right-padded, each row with its own copy of the prompt's keys and values
+        (GroupQueryAttention reads past row by row)."""
+        rows = len(responses)
+        feeds = {
+            name: array if rows == 1 else np.repeat(array, rows, axis=0)
+            for name, array in zip(self.past_names, states.arrays, strict=True)
+        }
+        ids = np.full((rows, max(map(len, responses))), self.pad_id, np.int64)
+        mask = np.zeros_like(ids)
+        for row, response in enumerate(responses):
+            ids[row, : len(response)], mask[row, : len(response)] = response, 1
+        feeds |= {"input_ids": ids, "attention_mask": mask, "prefix_lengths": np.full(rows, states.length, np.int64)}
+        names = self.runner.outputs.graph_outputs()
+        named = dict(zip(names, self.runner.session.run(names, feeds), strict=True))
+        return read_outputs(self.runner.outputs, named, ids, np.zeros(rows, np.int64))
+
+    def score_sequences(self, sequences: Sequence[EncodedSequence]) -> Scores:
+        """Every output of whole sequences, in their order, each prompt run once: how export
+        checks this graph against PyTorch. Every sequence must be `splittable`."""
+        groups: dict[bytes, list[int]] = {}
+        for index, sequence in enumerate(sequences):
+            if not splittable(sequence):
+                raise ValueError(f"sequence {index} has no prompt or no response to score apart")
+            groups.setdefault(prompt_ids(sequence).tobytes(), []).append(index)
+        parts, order = [], []
+        for indices in groups.values():
+            states = self.prompt_states(prompt_ids(sequences[indices[0]]))
+            parts.append(self.score_responses(states, [sequences[i].ids[states.length :] for i in indices]))
+            order += indices
+        return Scores.concatenate(parts).take(np.argsort(order, kind="stable"))
