@@ -1,20 +1,15 @@
-"""GRPO groups at the engine: G responses to one prompt scored as whole sequences, against the
-prompt run once and every response read against its keys and values (decoder_graph.build with
-prefix=True: GroupQueryAttention's past inputs), on the Qwen3-0.6B-shaped RM, fp32, onnxruntime.
+"""GRPO groups at the engine: G responses to one prompt scored as whole sequences (model.onnx),
+against the prompt run once through the prefix graph and every response read after its keys
+and values (decoder_graph.build with prefix=True), on the Qwen3-0.6B-shaped RM, fp32,
+onnxruntime; where a prompt is too short to be worth it (the threshold); and whole sequences
+through the prefix graph (an empty past), which the server serves with reuse on.
 
     python benchmarks/prefix_engine.py          # ~20 min on 2 cores (the graphs are built once)
 
 The whole sequences run as the server batches them (at most 2048 padded tokens a call); the
 split side runs the prompt, then the G responses in one call on G copies of its keys and values.
 Random token ids and weights: speed only (the rewards of both sides are checked equal, 1e-3).
-Medians of 3 groups a setting; ratios taken side by side. This is the engine alone: the
-batcher does not group responses by prompt yet (issue 22).
-
-Measured with this script on an AMD EPYC (AVX-512-BF16), 2 cores, 2026-12-02 (responses of
-100-300 tokens; an earlier run of the same method gave 1.80x, 2.56x and 2.60x):
-    P=300  G=8:  whole 0.23 seq/s, prompt once 0.37 seq/s: 1.61x
-    P=1000 G=8:  whole 0.10 seq/s, prompt once 0.26 seq/s: 2.48x
-    P=1000 G=16: whole 0.10 seq/s, prompt once 0.25 seq/s: 2.50x
+Medians of 3 runs a setting; ratios taken side by side.
 """
 
 from __future__ import annotations
@@ -41,8 +36,8 @@ FORMAT = InputFormat(
 
 
 def graphs(work: Path) -> Path:
-    """The whole, prompt and response graphs of a Qwen3-0.6B-shaped RM, built once."""
-    if not (work / decoder_graph.RESPONSE_FILE).is_file():
+    """The whole and prefix graphs of a Qwen3-0.6B-shaped RM, built once."""
+    if not (work / decoder_graph.PREFIX_FILE).is_file():
         config = Qwen3Config(**SHAPES["qwen3-0.6b"][1], max_position_embeddings=4096, pad_token_id=0, num_labels=1)
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_config(config).eval()
@@ -58,63 +53,94 @@ def padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def group(sessions: dict[str, ort.InferenceSession], prompt_length: int, size: int, rng) -> tuple[float, float]:
+class Sessions:
+    def __init__(self, work: Path) -> None:
+        def session(name: str) -> ort.InferenceSession:
+            return ort.InferenceSession(str(work / name), session_options(), providers=["CPUExecutionProvider"])
+
+        self.whole, self.prefix = session(decoder_graph.GRAPH_FILE), session(decoder_graph.PREFIX_FILE)
+        past = [i for i in self.prefix.get_inputs() if i.name.startswith("past.")]
+        self.past, (_, self.kv_heads, _, self.head_dim) = [i.name for i in past], past[0].shape
+        self.present = [name.replace("past.", "present.") for name in self.past]
+
+    def whole_rewards(self, rows: list[np.ndarray]) -> np.ndarray:
+        """In the server's batches: at most OFFLINE_BATCH_TOKENS padded tokens a call."""
+        ids, mask = padded(rows)
+        per_call = max(1, OFFLINE_BATCH_TOKENS // ids.shape[1])
+        feeds = ({"input_ids": i, "attention_mask": m, "position_ids": np.zeros_like(i)} for i, m in (
+            (ids[s : s + per_call], mask[s : s + per_call]) for s in range(0, len(rows), per_call)))  # fmt: skip
+        return np.concatenate([self.whole.run(["reward"], f)[0] for f in feeds])
+
+    def run_prefix(self, names: list[str], ids, mask, lengths, past: list[np.ndarray] | None) -> list[np.ndarray]:
+        rows = len(ids)
+        past = past or [np.zeros((rows, self.kv_heads, 0, self.head_dim), np.float32)] * len(self.past)
+        feeds = dict(zip(self.past, past, strict=True))
+        feeds |= {"input_ids": ids, "attention_mask": mask, "prefix_lengths": np.full(rows, lengths, np.int64)}
+        return self.prefix.run(names, feeds)
+
+    def split_rewards(self, prompt: np.ndarray, responses: list[np.ndarray]) -> np.ndarray:
+        """The prompt once, then every response after its keys and values, in one call."""
+        states = self.run_prefix(self.present, prompt[None], np.ones((1, len(prompt)), np.int64), 0, None)
+        ids, mask = padded(responses)
+        past = [np.repeat(state, len(responses), axis=0) for state in states]
+        return self.run_prefix(["reward"], ids, mask, len(prompt), past)[0]
+
+
+def timed(run) -> tuple[float, np.ndarray]:
+    started = time.perf_counter()
+    result = run()
+    return time.perf_counter() - started, result
+
+
+def group(sessions: Sessions, prompt_length: int, size: int, rng) -> tuple[float, float]:
     """Seconds for one group: (whole sequences, prompt once)."""
     prompt = rng.integers(1, 32000, prompt_length)
     responses = [rng.integers(1, 32000, n) for n in rng.integers(100, 301, size)]
-    ids, mask = padded([np.concatenate([prompt, r]) for r in responses])
-    started = time.perf_counter()
-    rows = max(1, OFFLINE_BATCH_TOKENS // ids.shape[1])
-    whole = np.concatenate(
-        [
-            sessions["whole"].run(["reward"], {"input_ids": i, "attention_mask": m, "position_ids": np.zeros_like(i)})[
-                0
-            ]
-            for i, m in ((ids[s : s + rows], mask[s : s + rows]) for s in range(0, size, rows))
-        ]
-    )
-    whole_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    names = [output.name for output in sessions["prompt"].get_outputs()]
-    present = sessions["prompt"].run(
-        names, {"input_ids": prompt[None], "attention_mask": np.ones((1, prompt_length), np.int64)}
-    )
-    feeds = {
-        name.replace("present", "past"): np.repeat(value, size, axis=0)
-        for name, value in zip(names, present, strict=True)
-    }
-    ids, mask = padded(responses)
-    feeds |= {"input_ids": ids, "attention_mask": mask, "prefix_lengths": np.full(size, prompt_length, np.int64)}
-    split = sessions["response"].run(["reward"], feeds)[0]
-    split_seconds = time.perf_counter() - started
-    assert np.abs(whole - split).max() < 1e-3, "the split graphs' rewards differ from the whole sequences'"
+    whole_seconds, whole = timed(lambda: sessions.whole_rewards([np.concatenate([prompt, r]) for r in responses]))
+    split_seconds, split = timed(lambda: sessions.split_rewards(prompt, responses))
+    assert np.abs(whole - split).max() < 1e-3, "the prefix graph's rewards differ from the whole sequences'"
     return whole_seconds, split_seconds
+
+
+def through_prefix_graph(sessions: Sessions, rows: int, length: int, rng) -> tuple[float, float]:
+    """Seconds for whole sequences: (model.onnx, the prefix graph after an empty past)."""
+    ids = rng.integers(1, 32000, (rows, length))
+    mask = np.ones_like(ids)
+    whole_seconds, whole = timed(lambda: sessions.whole_rewards(list(ids)))
+    prefix_seconds, prefix = timed(lambda: sessions.run_prefix(["reward"], ids, mask, 0, None)[0])
+    assert np.abs(whole - prefix).max() < 1e-3
+    return whole_seconds, prefix_seconds
+
+
+def report(label: str, times: list[tuple[float, float]], sequences: int, names: tuple[str, str]) -> None:
+    first, second = (statistics.median(t[i] for t in times) for i in (0, 1))
+    print(
+        f"{label}: {names[0]} {sequences / first:.2f} seq/s, {names[1]} {sequences / second:.2f} seq/s: "
+        f"{first / second:.2f}x",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("models/real-size/qwen3-0.6b/prefix-graphs"))
-    parser.add_argument("--groups", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--groups", nargs="+", default=["300x8", "1000x8", "1000x16"], help="PxG")
+    parser.add_argument("--threshold", nargs="+", type=int, default=[16, 32, 64, 128, 256], help="prompt lengths")
     args = parser.parse_args()
-    work = graphs(args.work)
-    files = {
-        "whole": decoder_graph.GRAPH_FILE,
-        "prompt": decoder_graph.PROMPT_FILE,
-        "response": decoder_graph.RESPONSE_FILE,
-    }
-    sessions = {
-        part: ort.InferenceSession(str(work / name), session_options(), providers=["CPUExecutionProvider"])
-        for part, name in files.items()
-    }
-    for prompt_length, size in ((300, 8), (1000, 8), (1000, 16)):
-        rng = np.random.default_rng(prompt_length + size)
-        times = [group(sessions, prompt_length, size, rng) for _ in range(args.groups)]
-        whole, split = (statistics.median(t[i] for t in times) for i in (0, 1))
-        print(
-            f"P={prompt_length} G={size}: whole {size / whole:.2f} seq/s, prompt once {size / split:.2f} seq/s: "
-            f"{whole / split:.2f}x",
-            flush=True,
-        )
+    sessions = Sessions(graphs(args.work))
+    rng = np.random.default_rng(0)
+    for rows, length in ((1, 400), (4, 300)):
+        times = [through_prefix_graph(sessions, rows, length, rng) for _ in range(args.runs)]
+        report(f"whole {rows} x {length} tokens", times, rows, ("model.onnx", "prefix graph"))
+    for setting in args.groups:
+        prompt_length, size = (int(n) for n in setting.split("x"))
+        times = [group(sessions, prompt_length, size, rng) for _ in range(args.runs)]
+        report(f"P={prompt_length} G={size}", times, size, ("whole", "prompt once"))
+    for prompt_length in args.threshold:  # where sharing stops paying: a group of 2, and one alone
+        for size in (1, 2):
+            times = [group(sessions, prompt_length, size, rng) for _ in range(args.runs)]
+            report(f"threshold P={prompt_length} G={size}", times, size, ("whole", "split"))
 
 
 if __name__ == "__main__":

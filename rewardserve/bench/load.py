@@ -98,6 +98,13 @@ def run_load(
     url: str, items: list[Item], concurrency: int, per_request: int, label: str, api: ScoreApi = REWARDSERVE_SCORE
 ) -> LoadResult:
     requests = [items[i : i + per_request] for i in range(0, len(items), per_request)]
+    return run_requests(url, requests, concurrency, label, api)
+
+
+def run_requests(
+    url: str, requests: list[list], concurrency: int, label: str, api: ScoreApi = REWARDSERVE_SCORE
+) -> LoadResult:
+    """Requests made up already (each a list of items, its body `api`'s), `concurrency` in flight."""
     return asyncio.run(_run(url, requests, concurrency, label, api))
 
 

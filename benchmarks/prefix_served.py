@@ -1,0 +1,250 @@
+"""GRPO groups, served: G responses to each prompt scored by rewardserve with prefix reuse on
+(each prompt run once) and off (every sequence whole), and by vLLM's CPU build with prefix
+caching on, side by side in one run; and, on distinct HH pairs (no prompt shared), reuse on and
+off against the rewardserve of an earlier commit ("today").
+
+    python benchmarks/prefix_served.py --bundle models/real-size/qwen3-0.6b/bundle \\
+        --vllm-python ../venv-vllm/bin/python --vllm-checkpoint models/real-size/qwen3-0.6b/checkpoint \\
+        --today ../rewardserve-today                  # a worktree of the commit to compare with
+
+Each group: a prompt of about P tokens (held-out HH conversations, one after another, the last
+user turn cut to length) and G held-out HH responses of 100-300 tokens, all distinct, rendered
+with the bundle's chat template. Sent two ways, every group of a setting in flight together:
+- one K-wise `/compare` per group (`messages` and `responses`);
+- G one-sample `/get_reward` requests per group, each the conversation as policy text (ChatML),
+  as OpenRLHF and verl send them.
+vLLM gets the same conversations, rendered, at `/classify`: a group's G in one request, or one
+a request. Every server has its duplicate cache off. Figures: sequences/s of each setting
+(median over its groups, each timed alone), and the ratios of those medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from served_vs_vllm import vllm_scores
+
+from rewardserve.bench.load import ScoreApi, run_load, run_requests, scrape
+from rewardserve.bench.process import free_port, rewardserve_process, server_process
+from rewardserve.bench.workload import hh_items
+from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle.chat import render
+from rewardserve.bundle.cpus import available_cpus
+from rewardserve.data.hh import default_data_files, prompt_turns, split_of
+from rewardserve.data.preferences import load_preferences
+
+SETTINGS = [(300, 8), (1000, 8), (300, 16), (1000, 16)]  # (prompt tokens, responses per prompt)
+RESPONSE_TOKENS = (100, 300)
+
+
+def conversation_tokens(runtime: BundleRuntime, messages: list[dict]) -> int:
+    fmt = runtime.manifest.input_format
+    text = render(fmt.chat_template, messages, True, fmt.template_variables)
+    return len(runtime.encoder.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def held_out_texts() -> tuple[list[list[dict]], list[str]]:
+    """Held-out HH conversations so far (as messages) and responses, in a seeded shuffle."""
+    examples, _ = load_preferences(default_data_files(), split="all")
+    heldout = [e for e in examples if split_of(e.prompt) == "heldout"] or examples
+    random.Random(0).shuffle(heldout)
+    return [prompt_turns(e.prompt) for e in heldout], [r for e in heldout for r in e.responses]
+
+
+def make_prompt(runtime: BundleRuntime, conversations: list[list[dict]], target: int) -> list[dict]:
+    """Conversations one after another until about `target` tokens; the last user turn cut to fit."""
+    messages: list[dict] = []
+    while conversations:
+        turns = conversations.pop()
+        if turns[-1]["role"] != "user":
+            continue
+        candidate = messages + turns
+        if conversation_tokens(runtime, candidate) < target:
+            messages = candidate  # the template takes one user turn after another
+            continue
+        words = turns[-1]["content"].split(" ")
+        lo, hi = 1, len(words)
+        while lo < hi:  # the most words of the last user turn that stay within the target
+            mid = (lo + hi + 1) // 2
+            cut = {"role": "user", "content": " ".join(words[:mid])}
+            if conversation_tokens(runtime, [*messages, *turns[:-1], cut]) <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        return [*messages, *turns[:-1], {"role": "user", "content": " ".join(words[:lo])}]
+    raise SystemExit("not enough held-out conversations for the prompts")
+
+
+def make_groups(runtime: BundleRuntime, prompt_tokens: int, size: int, count: int, texts) -> list[dict]:
+    conversations, responses = texts
+    groups = []
+    for _ in range(count):
+        prompt = make_prompt(runtime, conversations, prompt_tokens)
+        chosen = []
+        while len(chosen) < size:
+            response = responses.pop()
+            tokens = len(runtime.encoder.tokenizer.encode(response, add_special_tokens=False).ids)
+            if RESPONSE_TOKENS[0] <= tokens <= RESPONSE_TOKENS[1]:
+                chosen.append(response)
+        groups.append({"prompt": prompt, "responses": chosen})
+    return groups
+
+
+def rendered(runtime: BundleRuntime, prompt: list[dict], response: str) -> str:
+    fmt = runtime.manifest.input_format
+    messages = [*prompt, {"role": "assistant", "content": response}]
+    return render(fmt.chat_template, messages, False, fmt.template_variables)
+
+
+def requests_of(runtime: BundleRuntime, groups: list[dict], mode: str, server: str) -> tuple[list[list], ScoreApi]:
+    """Each request as a list of (prompt, response) items, and how `server` is asked for them."""
+    if mode == "compare":
+        requests = [[(g["prompt"], r) for r in g["responses"]] for g in groups]
+    else:
+        requests = [[(g["prompt"], r)] for g in groups for r in g["responses"]]
+    if server == "vllm":
+        return requests, ("/classify", lambda items: vllm_body(runtime, items))
+    if mode == "compare":
+        return requests, ("/compare", lambda items: {"messages": items[0][0], "responses": [r for _, r in items]})
+    return requests, ("/get_reward", lambda items: {"query": [rendered(runtime, *items[0])]})
+
+
+def vllm_body(runtime: BundleRuntime, items: list) -> dict:
+    texts = [rendered(runtime, prompt, response) for prompt, response in items]
+    return {"model": "rm", "input": texts, "use_activation": False, "add_special_tokens": False}
+
+
+def group_rates(url: str, runtime, groups, mode: str, server: str, label: str) -> list[float]:
+    """Sequences/s of each group, alone: its requests all in flight together."""
+    rates = []
+    for number, group in enumerate(groups, 1):
+        requests, api = requests_of(runtime, [group], mode, server)
+        result = run_requests(url, requests, len(requests), f"{label} group {number}", api)
+        if result.errors:
+            raise SystemExit(f"{label}: {result.errors} failed requests")
+        rates.append(result.sequences_per_second)
+    return rates
+
+
+def vllm_process(python: str, checkpoint: Path, max_length: int) -> contextlib.AbstractContextManager:
+    port = free_port()
+    command = [python, "-m", "vllm.entrypoints.launchers.api_server.entry", "--runner", "pooling"]
+    command += ["--model", str(checkpoint), "--served-model-name", "rm", "--dtype", "bfloat16"]
+    command += ["--port", str(port), "--max-model-len", str(max_length), "--enable-prefix-caching"]
+    return server_process(
+        command, port, "vLLM (bf16, prefix caching)", {"VLLM_CPU_KVCACHE_SPACE": "4"}, None, "/health"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=Path("models/real-size/qwen3-0.6b/bundle"))
+    parser.add_argument("--groups", type=int, default=2, help="groups per setting and way of sending")
+    parser.add_argument("--settings", nargs="+", default=[f"{p}x{g}" for p, g in SETTINGS], help="PxG, e.g. 1000x8")
+    parser.add_argument("--vllm-python", help="python of a virtual environment with vllm-cpu (none: no vLLM)")
+    parser.add_argument("--vllm-checkpoint", type=Path, help="the bundle's checkpoint, for vLLM")
+    parser.add_argument("--today", type=Path, help="a checkout of the rewardserve to compare reuse-off with")
+    parser.add_argument("--distinct", type=int, default=32, help="distinct HH pairs for the no-shared-prompt load")
+    parser.add_argument("--max-batch-tokens", type=int, help="REWARDSERVE_MAX_BATCH_TOKENS for every rewardserve")
+    args = parser.parse_args()
+
+    runtime = BundleRuntime(args.bundle, precision="fp32")
+    max_length = runtime.manifest.input_format.max_length
+    settings = [tuple(int(n) for n in s.split("x")) for s in args.settings]
+    texts = held_out_texts()
+    workloads = {(p, g): make_groups(runtime, p, g, args.groups, texts) for p, g in settings}
+    print(f"{runtime.machine.describe()}, {available_cpus()} CPUs; {args.bundle}, fp32")
+    for (p, g), groups in workloads.items():
+        lengths = [len(s) for grp in groups for s in runtime.encoder.encode([grp["prompt"]] * g, grp["responses"])]
+        print(f"P={p} G={g}: {args.groups} groups, sequences of {min(lengths)}-{max(lengths)} tokens")
+
+    env = {"REWARDSERVE_CACHE_SIZE": "0", "REWARDSERVE_PRECISION": "fp32"}
+    if args.max_batch_tokens:
+        env["REWARDSERVE_MAX_BATCH_TOKENS"] = str(args.max_batch_tokens)
+    servers = {
+        "reuse on": rewardserve_process(args.bundle, env | {"REWARDSERVE_PREFIX_REUSE": "1"}),
+        "reuse off": rewardserve_process(args.bundle, env | {"REWARDSERVE_PREFIX_REUSE": "0"}),
+    }
+    if args.today:
+        servers["today"] = rewardserve_process(args.bundle, env, source=args.today)
+    rates: dict[tuple, list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(process).url for name, process in servers.items()}
+        if args.vllm_python:
+            try:
+                urls["vLLM"] = stack.enter_context(vllm_process(args.vllm_python, args.vllm_checkpoint, max_length)).url
+            except RuntimeError as error:
+                print(f"vLLM with prefix caching did not start: {str(error)[-1500:]}")
+        distinct = hh_items(runtime.encoder, max_tokens=max_length)[: args.distinct]
+        for name, url in urls.items():  # warm up, and check vLLM answers the same rewards
+            warm = workloads[settings[0]][0]
+            mode_server = "vllm" if name == "vLLM" else "rewardserve"
+            requests, api = requests_of(runtime, [warm], "compare", mode_server)
+            run_requests(url, requests, 1, f"{name} warm-up", api)
+        if "vLLM" in urls:
+            group = workloads[settings[0]][0]
+            items = [{"prompt": group["prompt"], "response": r} for r in group["responses"]]
+            ours = runtime.encoder.encode([group["prompt"]] * len(items), group["responses"])
+            from rewardserve.bundle.runtime import score_sequences
+
+            api = ("/classify", lambda batch: vllm_body(runtime, [(i["prompt"], i["response"]) for i in batch]))
+            gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours)).max()
+            print(f"vLLM bf16 against rewardserve fp32, one group: max |reward diff| {gap:.3g}")
+
+        for name in ("today", "reuse off", "reuse on"):
+            if name in urls:
+                result = run_load(urls[name], distinct, 8, 4, f"{name}: distinct pairs")
+                rates[(name, "distinct")] = [result.sequences_per_second]
+        for (p, g), groups in workloads.items():
+            for mode in ("compare", "get_reward"):
+                for name, url in urls.items():
+                    if name == "today":
+                        continue
+                    before = scrape(url) if name != "vLLM" else {}
+                    server = "vllm" if name == "vLLM" else "rewardserve"
+                    started = time.perf_counter()
+                    label = f"{name} P={p} G={g} {mode}"
+                    rates[(name, p, g, mode)] = group_rates(url, runtime, groups, mode, server, label)
+                    if name == "reuse on":
+                        after = scrape(url)
+                        rates[("hits", p, g, mode)] = [
+                            after.get(key, 0) - before.get(key, 0)
+                            for key in ("rewardserve_prefix_hits_total", "rewardserve_prefix_tokens_saved_total")
+                        ]
+                    print(f"{name} P={p} G={g} {mode}: {rates[(name, p, g, mode)]} seq/s "
+                          f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+
+    def median(key) -> float:
+        return statistics.median(rates[key])
+
+    print(f"\nserved sequences/s, median of {args.groups} groups a setting")
+    names = [n for n in urls if n != "today"]
+    print(f"{'setting':<28}" + "".join(f"{n:>12}" for n in names) + f"{'on/off':>10}" + (
+        f"{'on/vLLM':>10}" if "vLLM" in names else ""))  # fmt: skip
+    for p, g in workloads:
+        for mode in ("compare", "get_reward"):
+            row = "".join(f"{median((n, p, g, mode)):>12.3f}" for n in names)
+            row += f"{median(('reuse on', p, g, mode)) / median(('reuse off', p, g, mode)):>9.2f}x"
+            if "vLLM" in names:
+                row += f"{median(('reuse on', p, g, mode)) / median(('vLLM', p, g, mode)):>9.2f}x"
+            hits, saved = rates[("hits", p, g, mode)]
+            print(f"{f'P={p} G={g} {mode}':<28}{row}   ({hits:.0f} prefix hits, {saved:.0f} prompt tokens saved)")
+    print("\nno prompt shared: distinct HH pairs, 8 clients x 4 items")
+    base = rates.get(("today", "distinct"))
+    for name in ("today", "reuse off", "reuse on"):
+        if (name, "distinct") in rates:
+            rate = rates[(name, "distinct")][0]
+            versus = f" ({rate / base[0]:.2f}x today)" if base and name != "today" else ""
+            print(f"  {name:<10} {rate:.3f} seq/s{versus}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
