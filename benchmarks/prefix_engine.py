@@ -29,6 +29,7 @@ from rewardserve.bundle import InputFormat
 from rewardserve.bundle.runtime import OFFLINE_BATCH_TOKENS, session_options
 from rewardserve.export import decoder_graph
 
+MAX_POSITIONS = 4096
 FORMAT = InputFormat(
     prefix_ids=[], separator_ids=[], suffix_ids=[], pad_id=0, max_length=2048,
     token_type_ids=False, position_ids=True, layout="chat",
@@ -38,7 +39,8 @@ FORMAT = InputFormat(
 def graphs(work: Path) -> Path:
     """The whole and prefix graphs of a Qwen3-0.6B-shaped RM, built once."""
     if not (work / decoder_graph.PREFIX_FILE).is_file():
-        config = Qwen3Config(**SHAPES["qwen3-0.6b"][1], max_position_embeddings=4096, pad_token_id=0, num_labels=1)
+        dimensions = SHAPES["qwen3-0.6b"][1]
+        config = Qwen3Config(**dimensions, max_position_embeddings=MAX_POSITIONS, pad_token_id=0, num_labels=1)
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_config(config).eval()
         decoder_graph.build(model, FORMAT, work, prefix=True)
@@ -59,6 +61,7 @@ class Sessions:
             return ort.InferenceSession(str(work / name), session_options(), providers=["CPUExecutionProvider"])
 
         self.whole, self.prefix = session(decoder_graph.GRAPH_FILE), session(decoder_graph.PREFIX_FILE)
+        self.portable = session(decoder_graph.PORTABLE_FILE)
         past = [i for i in self.prefix.get_inputs() if i.name.startswith("past.")]
         self.past, (_, self.kv_heads, _, self.head_dim) = [i.name for i in past], past[0].shape
         self.present = [name.replace("past.", "present.") for name in self.past]
@@ -92,14 +95,22 @@ def timed(run) -> tuple[float, np.ndarray]:
     return time.perf_counter() - started, result
 
 
-def group(sessions: Sessions, prompt_length: int, size: int, rng) -> tuple[float, float]:
-    """Seconds for one group: (whole sequences, prompt once)."""
+def group(sessions: Sessions, prompt_length: int, size: int, rng, packed: bool = False) -> tuple[float, ...]:
+    """Seconds for one group: (whole sequences, prompt once); with `packed`, also the cost of the
+    other mechanism, one row of the prompt and every response after it under a block mask: the
+    attention written in standard operators (the portable graph: GroupQueryAttention takes no
+    block mask), over that row's length, which a block mask does not shorten."""
     prompt = rng.integers(1, 32000, prompt_length)
     responses = [rng.integers(1, 32000, n) for n in rng.integers(100, 301, size)]
     whole_seconds, whole = timed(lambda: sessions.whole_rewards([np.concatenate([prompt, r]) for r in responses]))
     split_seconds, split = timed(lambda: sessions.split_rewards(prompt, responses))
     assert np.abs(whole - split).max() < 1e-3, "the prefix graph's rewards differ from the whole sequences'"
-    return whole_seconds, split_seconds
+    if not packed:
+        return whole_seconds, split_seconds
+    row = np.concatenate([prompt, *responses])[None]
+    feeds = {"input_ids": row, "attention_mask": np.ones_like(row), "position_ids": np.zeros_like(row)}
+    packed_seconds, _ = timed(lambda: sessions.portable.run(["reward"], feeds))
+    return whole_seconds, split_seconds, packed_seconds
 
 
 def through_prefix_graph(sessions: Sessions, rows: int, length: int, rng) -> tuple[float, float]:
@@ -135,8 +146,11 @@ def main() -> None:
         report(f"whole {rows} x {length} tokens", times, rows, ("model.onnx", "prefix graph"))
     for setting in args.groups:
         prompt_length, size = (int(n) for n in setting.split("x"))
-        times = [group(sessions, prompt_length, size, rng) for _ in range(args.runs)]
+        packed = prompt_length + 300 * size <= MAX_POSITIONS  # the packed row within the rotary tables
+        times = [group(sessions, prompt_length, size, rng, packed) for _ in range(args.runs)]
         report(f"P={prompt_length} G={size}", times, size, ("whole", "prompt once"))
+        if packed:
+            report(f"P={prompt_length} G={size}", [(t[0], t[2]) for t in times], size, ("whole", "packed"))
     for prompt_length in args.threshold:  # where sharing stops paying: a group of 2, and one alone
         for size in (1, 2):
             times = [group(sessions, prompt_length, size, rng) for _ in range(args.runs)]

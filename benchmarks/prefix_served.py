@@ -26,6 +26,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,43 +51,46 @@ def conversation_tokens(runtime: BundleRuntime, messages: list[dict]) -> int:
     return len(runtime.encoder.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def held_out_texts() -> tuple[list[list[dict]], list[str]]:
-    """Held-out HH conversations so far (as messages) and responses, in a seeded shuffle."""
+def held_out_texts() -> tuple[Iterator[dict], list[str]]:
+    """Held-out HH conversations' turns, one conversation after another, and their responses,
+    in a seeded shuffle."""
     examples, _ = load_preferences(default_data_files(), split="all")
     heldout = [e for e in examples if split_of(e.prompt) == "heldout"] or examples
     random.Random(0).shuffle(heldout)
-    return [prompt_turns(e.prompt) for e in heldout], [r for e in heldout for r in e.responses]
+    turns = (turn for e in heldout for turn in prompt_turns(e.prompt))
+    return turns, [r for e in heldout for r in e.responses]
 
 
-def make_prompt(runtime: BundleRuntime, conversations: list[list[dict]], target: int) -> list[dict]:
-    """Conversations one after another until about `target` tokens; the last user turn cut to fit."""
+def make_prompt(runtime: BundleRuntime, turns: Iterator[dict], target: int) -> list[dict]:
+    """Turns until about `target` tokens, ending on a user turn cut to fit."""
     messages: list[dict] = []
-    while conversations:
-        turns = conversations.pop()
-        if turns[-1]["role"] != "user":
+    for turn in turns:
+        if conversation_tokens(runtime, [*messages, turn]) <= target:
+            messages.append(turn)
             continue
-        candidate = messages + turns
-        if conversation_tokens(runtime, candidate) < target:
-            messages = candidate  # the template takes one user turn after another
-            continue
-        words = turns[-1]["content"].split(" ")
-        lo, hi = 1, len(words)
-        while lo < hi:  # the most words of the last user turn that stay within the target
-            mid = (lo + hi + 1) // 2
-            cut = {"role": "user", "content": " ".join(words[:mid])}
-            if conversation_tokens(runtime, [*messages, *turns[:-1], cut]) <= target:
-                lo = mid
-            else:
-                hi = mid - 1
-        return [*messages, *turns[:-1], {"role": "user", "content": " ".join(words[:lo])}]
+        if turn["role"] != "user":
+            continue  # an assistant turn that does not fit: the next user turn is cut instead
+        words = turn["content"].split(" ")
+        while True:
+            lo, hi = 0, len(words)
+            while lo < hi:  # the most words of this user turn that stay within the target
+                mid = (lo + hi + 1) // 2
+                cut = {"role": "user", "content": " ".join(words[:mid])}
+                if conversation_tokens(runtime, [*messages, cut]) <= target:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            if lo or not messages:
+                return [*messages, {"role": "user", "content": " ".join(words[: max(lo, 1)])}]
+            messages.pop()  # no word fits after the last turn: cut this user turn in its place
     raise SystemExit("not enough held-out conversations for the prompts")
 
 
 def make_groups(runtime: BundleRuntime, prompt_tokens: int, size: int, count: int, texts) -> list[dict]:
-    conversations, responses = texts
+    turns, responses = texts
     groups = []
     for _ in range(count):
-        prompt = make_prompt(runtime, conversations, prompt_tokens)
+        prompt = make_prompt(runtime, turns, prompt_tokens)
         chosen = []
         while len(chosen) < size:
             response = responses.pop()
@@ -183,8 +187,8 @@ def main() -> None:
             except RuntimeError as error:
                 print(f"vLLM with prefix caching did not start: {str(error)[-1500:]}")
         distinct = hh_items(runtime.encoder, max_tokens=max_length)[: args.distinct]
+        warm = make_groups(runtime, 300, 8, 1, texts)[0]  # a group of its own: no prompt kept for the measured ones
         for name, url in urls.items():  # warm up, and check vLLM answers the same rewards
-            warm = workloads[settings[0]][0]
             mode_server = "vllm" if name == "vLLM" else "rewardserve"
             requests, api = requests_of(runtime, [warm], "compare", mode_server)
             run_requests(url, requests, 1, f"{name} warm-up", api)

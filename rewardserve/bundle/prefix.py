@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm import tqdm
 
 from rewardserve.bundle.formatting import EncodedSequence
 from rewardserve.bundle.outputs import Scores, read_outputs
@@ -97,17 +98,20 @@ class PrefixRunner:
         named = dict(zip(names, self.runner.session.run(names, feeds), strict=True))
         return read_outputs(self.runner.outputs, named, ids, np.zeros(rows, np.int64))
 
-    def score_sequences(self, sequences: Sequence[EncodedSequence]) -> Scores:
+    def score_sequences(self, sequences: Sequence[EncodedSequence], progress: str | None = None) -> Scores:
         """Every output of whole sequences, in their order, each prompt run once: how export
-        checks this graph against PyTorch. Every sequence must be `splittable`."""
+        checks this graph against PyTorch. Every sequence must be `splittable`. `progress`
+        labels a progress bar on stderr."""
         groups: dict[bytes, list[int]] = {}
         for index, sequence in enumerate(sequences):
             if not splittable(sequence):
                 raise ValueError(f"sequence {index} has no prompt or no response to score apart")
             groups.setdefault(prompt_ids(sequence).tobytes(), []).append(index)
         parts, order = [], []
-        for indices in groups.values():
-            states = self.prompt_states(prompt_ids(sequences[indices[0]]))
-            parts.append(self.score_responses(states, [sequences[i].ids[states.length :] for i in indices]))
-            order += indices
+        with tqdm(total=len(sequences), desc=progress, unit="seq", disable=progress is None, leave=False) as bar:
+            for indices in groups.values():
+                states = self.prompt_states(prompt_ids(sequences[indices[0]]))
+                parts.append(self.score_responses(states, [sequences[i].ids[states.length :] for i in indices]))
+                order += indices
+                bar.update(len(indices))
         return Scores.concatenate(parts).take(np.argsort(order, kind="stable"))

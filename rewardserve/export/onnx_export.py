@@ -380,7 +380,9 @@ def _checked_prefix(
     sequences = expected.sequences
     split = [i for i, s in enumerate(sequences) if splittable(s)]
     whole = scores_of_sequences(runner, sequences, PARITY_BATCH_ROWS, "parity: prefix graph, whole sequences")
-    pieces = PrefixRunner(runner).score_sequences([sequences[i] for i in split])
+    pieces = PrefixRunner(runner).score_sequences(
+        [sequences[i] for i in split], "parity: prefix graph, each prompt once"
+    )
     diffs = whole.max_abs_diff(expected.scores)
     for name, diff in pieces.max_abs_diff(expected.scores.take(split)).items():
         diffs[name] = max(diffs[name], diff)

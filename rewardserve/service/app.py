@@ -62,17 +62,19 @@ def default_batch_tokens(runtime: BundleRuntime) -> int:
     return DEFAULT_BATCH_TOKENS["cpu bf16" if runtime.precision == "bf16" else "cpu"]
 
 
+def bundle_runtime(settings: Settings) -> BundleRuntime:
+    """The bundle's runtime as `settings` ask for it: verified, its session open."""
+    return BundleRuntime(
+        settings.bundle, precision=settings.precision, threads=settings.threads, prefix_reuse=settings.prefix_reuse
+    )
+
+
 def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) -> ScoringPipeline:
     """Every stage for `settings.bundle` (or `runtime`, when it was opened and checked already)."""
     nice = settings.worker_nice
     # Loading verifies every checksum in the bundle before the server accepts anything. On a
     # low-priority thread, so the thread pools it starts are low-priority (threads.py).
-    runtime = runtime or in_lower_priority_thread(
-        nice,
-        lambda: BundleRuntime(
-            settings.bundle, precision=settings.precision, threads=settings.threads, prefix_reuse=settings.prefix_reuse
-        ),
-    )
+    runtime = runtime or in_lower_priority_thread(nice, lambda: bundle_runtime(settings))
     manifest = runtime.manifest
     metrics = Metrics()
     metrics.engine_precision.labels(runtime.choice.precision, runtime.device).set(1)

@@ -334,7 +334,9 @@ class MicroBatcher:
             hits = len(batch) - (kept is None)  # the first response of a prompt run here is no hit
             self._metrics.prefix_hits.inc(hits)
             self._metrics.prefix_tokens_saved.inc(hits * states.length)
-            self._metrics.prefix_prompts.inc(kept is None)
+            if kept is None:
+                self._metrics.prefix_prompts.inc()
+                self._metrics.prefix_prompt_tokens.inc(states.length)
         return scores
 
     def _fail(self, entries: list[_Entry], error: BaseException) -> None:

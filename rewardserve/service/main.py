@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from rewardserve.bundle import BundleRuntime
-from rewardserve.service.app import bundle_pipeline, create_app
+from rewardserve.service.app import bundle_pipeline, bundle_runtime, create_app
 from rewardserve.service.engine import Engine
 from rewardserve.service.logs import logging_config
 from rewardserve.service.pipeline import ScoringPipeline
@@ -58,7 +58,7 @@ def serve(**overrides: Any) -> int:
 
 
 def _checked_runtime(settings: Settings) -> BundleRuntime:
-    runtime = BundleRuntime(settings.bundle, precision=settings.precision, threads=settings.threads)
+    runtime = bundle_runtime(settings)
     Engine(runtime).probe()
     return runtime
 

@@ -143,6 +143,12 @@ class Metrics:
         self.prefix_prompts = Counter(
             "rewardserve_prefix_prompts", "Prompts run for their keys and values.", registry=registry
         )
+        self.prefix_prompt_tokens = Counter(
+            "rewardserve_prefix_prompt_tokens",
+            "Tokens of the prompts run for their keys and values (the batch token metrics of an engine call after a "
+            "shared prompt count its responses' tokens).",
+            registry=registry,
+        )
         self.prefix_whole = Counter(
             "rewardserve_prefix_whole_sequences",
             "Sequences run whole while prefix reuse is on, by reason: short_prompt (under PREFIX_MIN_TOKENS), "
