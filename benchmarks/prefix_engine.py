@@ -31,7 +31,7 @@ from rewardserve.export import decoder_graph
 
 MAX_POSITIONS = 4096
 FORMAT = InputFormat(
-    prefix_ids=[], separator_ids=[], suffix_ids=[], pad_id=0, max_length=2048,
+    prefix_ids=[], separator_ids=[], suffix_ids=[], pad_id=0, max_length=MAX_POSITIONS,
     token_type_ids=False, position_ids=True, layout="chat",
 )  # fmt: skip
 
