@@ -193,7 +193,7 @@ def test_a_token_merged_across_the_join_runs_the_sequence_whole_and_is_counted(t
     last word merges a token across the join, so that sequence's prompt tokens are not the
     prompt's own. It runs whole; the others of its group still share the prompt."""
     checkpoint, bundle = text_rm
-    prompt = "\n\nHuman: What should I read next?\n\nAssistant: Th" * 4
+    prompt = "\n\nHuman: What should I read next?\n\nAssistant: Th" * 8  # over PREFIX_MIN_TOKENS
     responses = ["e classics never get old.", " I would pick a mystery.", " Something short and fun."]
     runtime = BundleRuntime(bundle, prefix_reuse=False)
     sequences = runtime.encoder.encode([prompt] * 3, responses)

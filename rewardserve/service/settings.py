@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         "bundles with a prefix graph, served at fp32 on the CPU); 0 runs every sequence whole.",
     )
     prefix_min_tokens: int = Field(
-        32, ge=1, description="Prompts shorter than this many tokens run whole with their responses (not worth it)."
+        64, ge=1, description="Prompts shorter than this many tokens run whole with their responses (not worth it)."
     )
     prefix_cache_mb: int = Field(
         1024,
