@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from served_vs_vllm import vllm_scores
+from served_vs_vllm import vllm_api, vllm_scores
 
 from rewardserve.bench.load import ScoreApi, run_load, run_requests, scrape
 from rewardserve.bench.process import free_port, rewardserve_process, server_process
@@ -38,11 +38,13 @@ from rewardserve.bench.workload import hh_items
 from rewardserve.bundle import BundleRuntime
 from rewardserve.bundle.chat import render
 from rewardserve.bundle.cpus import available_cpus
+from rewardserve.bundle.runtime import score_sequences
 from rewardserve.data.hh import default_data_files, prompt_turns, split_of
 from rewardserve.data.preferences import load_preferences
 
 SETTINGS = [(300, 8), (1000, 8), (300, 16), (1000, 16)]  # (prompt tokens, responses per prompt)
 RESPONSE_TOKENS = (100, 300)
+VLLM_MODEL = "rm"  # the name vLLM serves the checkpoint under
 
 
 def conversation_tokens(runtime: BundleRuntime, messages: list[dict]) -> int:
@@ -101,28 +103,25 @@ def make_groups(runtime: BundleRuntime, prompt_tokens: int, size: int, count: in
     return groups
 
 
-def rendered(runtime: BundleRuntime, prompt: list[dict], response: str) -> str:
+def rendered(runtime: BundleRuntime, item: dict) -> str:
+    """An item's conversation as policy text: the bundle's own template (ChatML here)."""
     fmt = runtime.manifest.input_format
-    messages = [*prompt, {"role": "assistant", "content": response}]
+    messages = [*item["prompt"], {"role": "assistant", "content": item["response"]}]
     return render(fmt.chat_template, messages, False, fmt.template_variables)
 
 
 def requests_of(runtime: BundleRuntime, groups: list[dict], mode: str, server: str) -> tuple[list[list], ScoreApi]:
-    """Each request as a list of (prompt, response) items, and how `server` is asked for them."""
-    if mode == "compare":
-        requests = [[(g["prompt"], r) for r in g["responses"]] for g in groups]
-    else:
-        requests = [[(g["prompt"], r)] for g in groups for r in g["responses"]]
+    """Each request as a list of {prompt, response} items, and how `server` is asked for them."""
+    items = [[{"prompt": g["prompt"], "response": r} for r in g["responses"]] for g in groups]
+    requests = items if mode == "compare" else [[item] for group in items for item in group]
     if server == "vllm":
-        return requests, ("/classify", lambda items: vllm_body(runtime, items))
+        return requests, vllm_api(VLLM_MODEL, runtime.manifest.input_format)
     if mode == "compare":
-        return requests, ("/compare", lambda items: {"messages": items[0][0], "responses": [r for _, r in items]})
-    return requests, ("/get_reward", lambda items: {"query": [rendered(runtime, *items[0])]})
-
-
-def vllm_body(runtime: BundleRuntime, items: list) -> dict:
-    texts = [rendered(runtime, prompt, response) for prompt, response in items]
-    return {"model": "rm", "input": texts, "use_activation": False, "add_special_tokens": False}
+        return requests, (
+            "/compare",
+            lambda batch: {"messages": batch[0]["prompt"], "responses": [i["response"] for i in batch]},
+        )
+    return requests, ("/get_reward", lambda batch: {"query": [rendered(runtime, batch[0])]})
 
 
 def group_rates(url: str, runtime, groups, mode: str, server: str, label: str) -> list[float]:
@@ -140,7 +139,7 @@ def group_rates(url: str, runtime, groups, mode: str, server: str, label: str) -
 def vllm_process(python: str, checkpoint: Path, max_length: int) -> contextlib.AbstractContextManager:
     port = free_port()
     command = [python, "-m", "vllm.entrypoints.launchers.api_server.entry", "--runner", "pooling"]
-    command += ["--model", str(checkpoint), "--served-model-name", "rm", "--dtype", "bfloat16"]
+    command += ["--model", str(checkpoint), "--served-model-name", VLLM_MODEL, "--dtype", "bfloat16"]
     command += ["--port", str(port), "--max-model-len", str(max_length), "--enable-prefix-caching"]
     return server_process(
         command, port, "vLLM (bf16, prefix caching)", {"VLLM_CPU_KVCACHE_SPACE": "4"}, None, "/health"
@@ -194,11 +193,8 @@ def main() -> None:
             run_requests(url, requests, 1, f"{name} warm-up", api)
         if "vLLM" in urls:
             group = workloads[settings[0]][0]
-            items = [{"prompt": group["prompt"], "response": r} for r in group["responses"]]
+            (items,), api = requests_of(runtime, [group], "compare", "vllm")
             ours = runtime.encoder.encode([group["prompt"]] * len(items), group["responses"])
-            from rewardserve.bundle.runtime import score_sequences
-
-            api = ("/classify", lambda batch: vllm_body(runtime, [(i["prompt"], i["response"]) for i in batch]))
             gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours)).max()
             print(f"vLLM bf16 against rewardserve fp32, one group: max |reward diff| {gap:.3g}")
 

@@ -62,22 +62,15 @@ class PrefixRunner:
         if not runner.past_shapes:
             raise ValueError(f"{runner.graph.name} reads no past keys and values: not a prefix graph")
         self.runner = runner
-        self.pad_id = runner.encoder.format.pad_id
         self.past_names = list(runner.past_shapes)
         self.present_names = [PRESENT + name.removeprefix(PAST) for name in self.past_names]
         _, kv_heads, _, head_dim = runner.past_shapes[self.past_names[0]]
-        self.empty_past = np.zeros((1, kv_heads, 0, head_dim), np.float32)
         # What one prompt token's keys and values hold, over every layer (fp32).
         self.bytes_per_token = 4 * kv_heads * head_dim * len(self.past_names)
 
     def prompt_states(self, ids: np.ndarray) -> PromptStates:
-        """Every layer's keys and values of one prompt's token ids."""
-        feeds = {name: self.empty_past for name in self.past_names}
-        feeds |= {
-            "input_ids": ids[None],
-            "attention_mask": np.ones((1, len(ids)), np.int64),
-            "prefix_lengths": np.zeros(1, np.int64),
-        }
+        """Every layer's keys and values of one prompt's token ids: it runs as a whole sequence."""
+        feeds = self.runner.after_empty_past(self.runner.encoder.pad([EncodedSequence(ids, 0)]).arrays)
         return PromptStates(len(ids), tuple(self.runner.session.run(self.present_names, feeds)))
 
     def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray]) -> Scores:
@@ -89,11 +82,11 @@ class PrefixRunner:
             name: array if rows == 1 else np.repeat(array, rows, axis=0)
             for name, array in zip(self.past_names, states.arrays, strict=True)
         }
-        ids = np.full((rows, max(map(len, responses))), self.pad_id, np.int64)
-        mask = np.zeros_like(ids)
-        for row, response in enumerate(responses):
-            ids[row, : len(response)], mask[row, : len(response)] = response, 1
-        feeds |= {"input_ids": ids, "attention_mask": mask, "prefix_lengths": np.full(rows, states.length, np.int64)}
+        # Padded as any batch of this bundle is (on the right: decoders written from weights pad so).
+        padded = self.runner.encoder.pad([EncodedSequence(response, 0) for response in responses]).arrays
+        ids = padded["input_ids"]
+        feeds |= {"input_ids": ids, "attention_mask": padded["attention_mask"]}
+        feeds |= {"prefix_lengths": np.full(rows, states.length, np.int64)}
         names = self.runner.outputs.graph_outputs()
         named = dict(zip(names, self.runner.session.run(names, feeds), strict=True))
         return read_outputs(self.runner.outputs, named, ids, np.zeros(rows, np.int64))

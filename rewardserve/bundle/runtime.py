@@ -145,7 +145,7 @@ class GraphRunner:
 
     def score(self, batch: EncodedBatch) -> Scores:
         """Rewards of a padded batch, and every other output the model declares."""
-        feeds = self._after_empty_past(batch.arrays) if self.past_shapes else batch.arrays
+        feeds = self.after_empty_past(batch.arrays) if self.past_shapes else batch.arrays
         if self.io_binding:
             binding = self.session.io_binding()
             for name, array in feeds.items():
@@ -161,7 +161,7 @@ class GraphRunner:
         named = dict(zip(self.outputs.graph_outputs(), values, strict=True))
         return read_outputs(self.outputs, named, batch.arrays["input_ids"], batch.response_starts)
 
-    def _after_empty_past(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def after_empty_past(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A prefix graph's inputs for whole sequences: no tokens before them (it reads no position ids)."""
         rows = len(arrays["input_ids"])
         empty = {name: np.zeros((rows, shape[1], 0, shape[3]), np.float32) for name, shape in self.past_shapes.items()}

@@ -343,9 +343,7 @@ class _Writer:
                 self.nodes.append(helper.make_node("Identity", [value], [name]))
             graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         title = f"reward_{self.flavor}" + ("" if self.part == "whole" else f"_{self.part}")
-        read = {name for node in self.nodes for name in node.input}
-        weights = [w for w in self.weights.values() if w.name in read]
-        graph = helper.make_graph(self.nodes, title, inputs, graph_outputs, [*weights, *self.constants])
+        graph = helper.make_graph(self.nodes, title, inputs, graph_outputs, [*self.weights.values(), *self.constants])
         opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)]
         return helper.make_model(graph, opset_imports=opsets, producer_name="rewardserve")
 
