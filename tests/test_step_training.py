@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from live import free_port, running
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
+from transformers import AutoModelForTokenClassification
 
 from rewardserve.bundle import SequenceEncoder, load_bundle
 from rewardserve.cli import main
@@ -89,3 +92,24 @@ def test_a_trained_prm_exports_and_serves_step_rewards(trained_prm, step_rows, t
     with running(Settings(bundle=bundle, port=free_port())) as server:
         answer = httpx.post(f"{server.url}/score", json={"items": items}, timeout=60).json()
     assert [len(steps) for steps in answer["steps"]] == [len(e.steps) for e in examples]
+
+
+def test_lora_trains_adapters_the_head_and_the_added_separator_then_merges(tiny_base_model, step_rows, tmp_path):
+    argv = ["train", "--base-model", str(tiny_base_model), "--data", str(step_rows), "--out", str(tmp_path)]
+    argv += ["--step-separator", SEPARATOR, "--max-steps", "3", "--batch-size", "4", "--max-length", "256"]
+    assert main([*argv, "--lora-r", "4", "--learning-rate", "1e-2", "--checkpoint-steps", "0"]) == 0
+    after = load_file(tmp_path / "model.safetensors")
+    base = load_file(tiny_base_model / "model.safetensors")
+    plain = AutoModelForTokenClassification.from_pretrained(tmp_path).state_dict()
+    assert set(after) == set(plain)  # merged: a plain token classifier, no adapter weights
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(after[query], base[query])  # adapters, merged in
+    norm = "bert.encoder.layer.0.output.LayerNorm.weight"
+    assert torch.equal(after[norm], base[norm])  # not a linear layer: frozen
+    embeddings, base_embeddings = (w["bert.embeddings.word_embeddings.weight"] for w in (after, base))
+    (separator,) = Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(SEPARATOR, add_special_tokens=False).ids
+    assert separator == len(base_embeddings)  # added by this run
+    assert torch.equal(embeddings[:separator], base_embeddings)  # frozen
+    # The separator's row, which nothing else trains, moved from where the base's rows put it.
+    assert not torch.allclose(embeddings[separator], base_embeddings.mean(0), atol=1e-3)
+    assert json.loads((tmp_path / "training_metrics.json").read_text())["lora_r"] == 4

@@ -26,7 +26,7 @@ from rewardserve.bundle.outputs import join_steps, step_positions
 from rewardserve.data.steps import StepExample
 from rewardserve.training.checkpoint import METRICS_FILE, derive_input_format, ensure_pad_token, save_input_format
 from rewardserve.training.config import TrainConfig
-from rewardserve.training.trainer import LOG_FILE, JsonlLogger, disable_dropout
+from rewardserve.training.trainer import LOG_FILE, JsonlLogger, apply_lora, disable_dropout, merge_lora
 
 IGNORED = -100  # transformers' ignore_index
 
@@ -120,6 +120,8 @@ def train_process_reward_model(
     print(f"training data: {len(train_set)} step examples ({train_set.dropped} left out: steps cut by truncation)")
     if config.disable_dropout:
         disable_dropout(model)
+    if config.lora_r:
+        model = apply_lora(model, config, "TOKEN_CLS", [token_id] if added else [])
     args = config.training_arguments(evaluate=validation_set is not None)
     args.label_names, args.metric_for_best_model = ["labels"], "step_accuracy"
     trainer = Trainer(
@@ -142,11 +144,12 @@ def train_process_reward_model(
         "steps": result.global_step,
         "pad_token_added": pad_added,
         "separator_token_added": bool(added),
+        "lora_r": config.lora_r,
     }
     if validation_set is not None:
         metrics["validation"] = trainer.evaluate()
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(out)
+        (merge_lora(trainer.model) if config.lora_r else trainer.model).save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / METRICS_FILE).write_text(json.dumps({**metrics, **provenance}, indent=2) + "\n")
         save_input_format(out, fmt)  # last: its presence marks a finished run

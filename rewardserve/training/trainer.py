@@ -213,23 +213,29 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-def _apply_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
-    """LoRA adapters on every linear layer of the transformer; the reward head is trained fully."""
-    from peft import LoraConfig, TaskType, get_peft_model
+def apply_lora(
+    model: torch.nn.Module, config: TrainConfig, task_type: str = "SEQ_CLS", added_tokens: Sequence[int] = ()
+) -> torch.nn.Module:
+    """LoRA adapters on every linear layer of the transformer; the reward head is trained fully.
+    `task_type` is peft's (SEQ_CLS, TOKEN_CLS): it puts the model's head (`classifier`/`score`)
+    in modules_to_save. `added_tokens`: ids this run added to the vocabulary (a PRM's step
+    separator), whose embedding rows are trained too, as nothing else would train them."""
+    from peft import LoraConfig, get_peft_model
 
+    adapters = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
     if isinstance(model, MeanPooledRewardModel):
         # The head lives outside the adapted backbone, so it stays fully trainable.
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
-        model.backbone = get_peft_model(model.backbone, lora)
+        model.backbone = get_peft_model(model.backbone, LoraConfig(**adapters))
         return model
-    # TaskType.SEQ_CLS puts the reward head (`classifier`/`score`) in modules_to_save: trained fully.
-    lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear"
-    )
+    # peft keeps the head out of "all-linear" for SEQ_CLS only: name it, or a token classifier's
+    # head would get adapters as well as a full copy.
+    head = ["classifier", "score"]
+    tokens = list(added_tokens) or None
+    lora = LoraConfig(task_type=task_type, exclude_modules=head, trainable_token_indices=tokens, **adapters)
     return get_peft_model(model, lora)
 
 
-def _merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     """The adapters folded into the weights: a plain checkpoint that export can read."""
     if isinstance(model, MeanPooledRewardModel):
         model.backbone = model.backbone.merge_and_unload()
@@ -273,7 +279,7 @@ def train_reward_model(
     if config.disable_dropout:
         disable_dropout(model)
     if config.lora_r:
-        model = _apply_lora(model, config)
+        model = apply_lora(model, config)
     args = config.training_arguments(evaluate=validation_set is not None)
     trainer = RewardTrainer(
         model=model,
@@ -324,7 +330,7 @@ def _run_metrics(
 def _save(trainer: RewardTrainer, config: TrainConfig, tokenizer, fmt, stats: dict, metrics: dict) -> None:
     """The checkpoint: weights (LoRA merged), tokenizer, reward statistics, metrics, input format."""
     out = Path(config.output_dir)
-    model = _merge_lora(trainer.model) if config.lora_r else trainer.model
+    model = merge_lora(trainer.model) if config.lora_r else trainer.model
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
