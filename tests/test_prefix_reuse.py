@@ -5,7 +5,8 @@ interleaved across concurrent one-sample requests, truncated, and where the toke
 token across the join between prompt and response (that sequence runs whole, and is counted).
 
 A Qwen3-style chat RM built from a config, exported (its prefix graph checked against PyTorch at
-export) and served over HTTP on loopback with its real ONNX Runtime session."""
+export) and served over HTTP on loopback with its real ONNX Runtime session; and the same bundle
+in-process, as `rewardserve eval` and `rewardserve score --bundle` run it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from live import free_port, running
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardserve.bundle import BundleRuntime, load_bundle
+from rewardserve.client.scorers import LocalScorer
 from rewardserve.data.hh import prompt_turns
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.source import OutputOptions
@@ -220,3 +222,42 @@ def test_prefix_reuse_off_scores_every_sequence_whole_with_the_same_rewards(chat
         assert metric(server.url, "rewardserve_prefix_reuse") == 0
         assert metric(server.url, "rewardserve_prefix_prompts_total") == 0
     assert np.abs(np.array(served) - expected).max() <= TOLERANCE
+
+
+# ---------------------------------------------------------------- offline: eval and score in-process
+
+
+def test_offline_scoring_runs_each_shared_prompt_once_with_the_model_cards_rewards(
+    chat_rm, groups, heldout_pairs, monkeypatch
+):
+    """`rewardserve eval` (pairs: two responses to a prompt) and `rewardserve score --bundle` (items
+    in any order) in-process: a prompt that several items share runs once; an item whose prompt
+    nobody shares runs whole."""
+    checkpoint, bundle = chat_rm
+    scorer = LocalScorer(bundle)
+    prefix = scorer.runtime.prefix
+    assert prefix is not None
+    prompts_run = []
+    run_prompt = prefix.prompt_states
+    monkeypatch.setattr(prefix, "prompt_states", lambda ids: prompts_run.append(len(ids)) or run_prompt(ids))
+
+    pairs = [(prompt, responses[:2]) for prompt, responses in groups]
+    compared = scorer.compare([p for p, _ in pairs], [rs[0] for _, rs in pairs], [rs[1] for _, rs in pairs])
+    expected = card_rewards(checkpoint, flat(pairs))
+    assert np.abs(np.array([c.reward_a for c in compared]) - expected[0::2]).max() <= TOLERANCE
+    assert np.abs(np.array([c.reward_b for c in compared]) - expected[1::2]).max() <= TOLERANCE
+    assert len(prompts_run) == len(pairs)
+
+    prompts_run.clear()
+    fits = [e for e in heldout_pairs[200:] if 300 < len(e.prompt) < 1200 and len(e.responses[0]) < 600]
+    alone = [(prompt_turns(e.prompt), e.responses[0]) for e in fits[:4]]  # within max_length: not cut
+    samples = flat(groups) + alone
+    order = list(range(len(samples)))
+    random.Random(1).shuffle(order)
+    items = [{"messages": [*samples[i][0], {"role": "assistant", "content": samples[i][1]}]} for i in order]
+    expected = card_rewards(checkpoint, [samples[i] for i in order])
+    assert np.abs(np.array(scorer.score_items(items)) - expected).max() <= TOLERANCE
+    assert len(prompts_run) == len(groups)  # the items alone ran whole
+    whole = LocalScorer(bundle, prefix_reuse=False)
+    assert whole.runtime.prefix is None
+    assert np.abs(np.array(whole.score_items(items)) - expected).max() <= TOLERANCE

@@ -15,7 +15,7 @@ from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPre
 from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
-from rewardserve.bundle.prefix import PAST, PrefixRunner
+from rewardserve.bundle.prefix import PAST, PrefixRunner, shared_prompts
 
 CUDA = "CUDAExecutionProvider"
 
@@ -200,15 +200,21 @@ def score_sequences(
 def scores_of_sequences(
     runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: str | None = None
 ) -> Scores:
-    """Every output of sequences already encoded, in their order, batched as score_offline does."""
-    order = np.argsort([len(s) for s in sequences], kind="stable")
+    """Every output of sequences already encoded, in their order, batched as score_offline does.
+    A runner with prefix reuse (BundleRuntime's `prefix`) runs each prompt that several sequences
+    share once, and their responses after it (bundle/prefix.py); the rest run whole."""
+    split = np.array(shared_prompts(sequences) if runner.prefix is not None else [], dtype=np.int64)
+    whole = np.setdiff1d(np.arange(len(sequences)), split)
+    order = whole[np.argsort([len(sequences[i]) for i in whole], kind="stable")]
     parts = []
     with tqdm(total=len(sequences), desc=progress, unit="seq", disable=progress is None, leave=False) as bar:
+        if len(split):
+            parts.append(runner.prefix.score_sequences([sequences[i] for i in split], batch_size, bar))
         for rows in token_batches([len(sequences[i]) for i in order], batch_size):
             chunk = order[rows]
             parts.append(runner.score(runner.encoder.pad([sequences[i] for i in chunk])))
             bar.update(len(chunk))
-    return Scores.concatenate(parts).take(np.argsort(order, kind="stable"))
+    return Scores.concatenate(parts).take(np.argsort(np.concatenate([split, order]), kind="stable"))
 
 
 def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int = OFFLINE_BATCH_TOKENS) -> Iterator[slice]:

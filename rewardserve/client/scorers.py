@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,10 +34,15 @@ class Scorer(Protocol):
 
 
 class LocalScorer:
-    """A bundle's ONNX graph in this process: length-sorted batches on every CPU it may use."""
+    """A bundle's ONNX graph in this process: length-sorted batches on every CPU it may use. With
+    `prefix_reuse` (where the bundle can: a decoder's prefix graph at fp32 on the CPU, as the
+    server decides), a prompt that several items share runs once, as the server's does: a
+    /compare pair's two responses after one prompt."""
 
-    def __init__(self, bundle: Path, *, threads: int | None = None, batch_size: int = 32) -> None:
-        self.runtime = BundleRuntime(bundle, threads=threads)
+    def __init__(
+        self, bundle: Path, *, threads: int | None = None, batch_size: int = 32, prefix_reuse: bool = True
+    ) -> None:
+        self.runtime = BundleRuntime(bundle, threads=threads, prefix_reuse=prefix_reuse)
         self.name = self.runtime.manifest.name
         self.batch_size = batch_size
 
@@ -85,7 +91,12 @@ def open_scorer(args: argparse.Namespace) -> Scorer:
     """The server at `--url`, else the `--bundle` in-process (`scorer_arguments`)."""
     if (args.url is None) == (args.bundle is None):
         raise ValueError("give a server --url or a --bundle to score in-process (one of them)")
-    return RemoteScorer(args.url, api_key=args.api_key) if args.url else LocalScorer(Path(args.bundle))
+    if args.url:
+        return RemoteScorer(args.url, api_key=args.api_key)
+    scorer = LocalScorer(Path(args.bundle))
+    runtime = scorer.runtime
+    print(f"prefix reuse: {'on' if runtime.prefix else 'off: ' + runtime.prefix_refused}", file=sys.stderr)
+    return scorer
 
 
 def scorer_arguments(parser: argparse.ArgumentParser, url: str, bundle: str) -> None:

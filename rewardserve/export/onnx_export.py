@@ -380,9 +380,8 @@ def _checked_prefix(
     sequences = expected.sequences
     split = [i for i, s in enumerate(sequences) if splittable(s)]
     whole = scores_of_sequences(runner, sequences, PARITY_BATCH_ROWS, "parity: prefix graph, whole sequences")
-    pieces = PrefixRunner(runner).score_sequences(
-        [sequences[i] for i in split], "parity: prefix graph, each prompt once"
-    )
+    with tqdm(total=len(split), desc="parity: prefix graph, each prompt once", unit="seq", leave=False) as bar:
+        pieces = PrefixRunner(runner).score_sequences([sequences[i] for i in split], PARITY_BATCH_ROWS, bar)
     diffs = whole.max_abs_diff(expected.scores)
     for name, diff in pieces.max_abs_diff(expected.scores.take(split)).items():
         diffs[name] = max(diffs[name], diff)

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rewardserve.bundle.engine_choice import RequestedPrecision
 from rewardserve.bundle.policy_text import POLICY_FORMATS
+from rewardserve.bundle.prefix import MIN_PROMPT_TOKENS
 
 
 class Settings(BaseSettings):
@@ -48,7 +49,9 @@ class Settings(BaseSettings):
         "bundles with a prefix graph, served at fp32 on the CPU); 0 runs every sequence whole.",
     )
     prefix_min_tokens: int = Field(
-        64, ge=1, description="Prompts shorter than this many tokens run whole with their responses (not worth it)."
+        MIN_PROMPT_TOKENS,
+        ge=1,
+        description="Prompts shorter than this many tokens run whole with their responses (not worth it).",
     )
     prefix_cache_mb: int = Field(
         1024,

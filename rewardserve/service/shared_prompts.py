@@ -9,11 +9,9 @@ values here for the group's later arrivals.
 
 A sequence is keyed by its prompt's token ids exactly as the whole sequence was tokenized and
 truncated: sequences share keys and values only where those ids are equal, so a response is
-never read after a prompt it did not have. It runs whole instead (and is counted) when
-- its prompt is shorter than `min_prompt_tokens` (too short to be worth a second engine call);
-- the tokenizer merged a token across the join between prompt and response (its prompt's own
-  tokens then differ from the prompt's alone);
-- it has no prompt or no response tokens to split.
+never read after a prompt it did not have. It runs whole instead, and is counted, for the
+reasons of `bundle.prefix.runs_whole` (a short prompt, a token merged across the join, nothing
+to split).
 
 Memory: one prompt token's keys and values are `bytes_per_token` (a 0.6B Qwen3 in fp32: 224 KiB,
 so 1,000 prompt tokens hold 224 MiB). Prompts are kept up to `max_bytes`, least recently used
@@ -27,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from rewardserve.bundle import EncodedSequence
-from rewardserve.bundle.prefix import PromptStates, prompt_ids, splittable
+from rewardserve.bundle.prefix import PromptStates, prompt_ids, runs_whole
 from rewardserve.service.metrics import Metrics
 
 
@@ -52,13 +50,8 @@ class SharedPrompts:
 
     def key(self, sequence: EncodedSequence) -> bytes | None:
         """The prompt `sequence` shares (its token ids), or None when it runs whole (counted)."""
-        if not splittable(sequence):
-            reason = "no_prompt_or_response"
-        elif sequence.merged_at_join:
-            reason = "merged_at_join"
-        elif sequence.response_start < self.min_prompt_tokens:
-            reason = "short_prompt"
-        else:
+        reason = runs_whole(sequence, self.min_prompt_tokens)
+        if reason is None:
             return prompt_ids(sequence).tobytes()
         if self._metrics:
             self._metrics.prefix_whole.labels(reason).inc()
