@@ -110,6 +110,6 @@ def test_lora_trains_adapters_the_head_and_the_added_separator_then_merges(tiny_
     (separator,) = Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(SEPARATOR, add_special_tokens=False).ids
     assert separator == len(base_embeddings)  # added by this run
     assert torch.equal(embeddings[:separator], base_embeddings)  # frozen
-    # The separator's row, which nothing else trains, moved from where the base's rows put it.
+    # The separator's row, where every label is read, moved from where the base's rows put it.
     assert not torch.allclose(embeddings[separator], base_embeddings.mean(0), atol=1e-3)
     assert json.loads((tmp_path / "training_metrics.json").read_text())["lora_r"] == 4

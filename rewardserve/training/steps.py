@@ -121,7 +121,7 @@ def train_process_reward_model(
     if config.disable_dropout:
         disable_dropout(model)
     if config.lora_r:
-        model = apply_lora(model, config, "TOKEN_CLS", [token_id] if added else [])
+        model = apply_lora(model, config, "TOKEN_CLS", [token_id])
     args = config.training_arguments(evaluate=validation_set is not None)
     args.label_names, args.metric_for_best_model = ["labels"], "step_accuracy"
     trainer = Trainer(

@@ -214,12 +214,13 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 def apply_lora(
-    model: torch.nn.Module, config: TrainConfig, task_type: str = "SEQ_CLS", added_tokens: Sequence[int] = ()
+    model: torch.nn.Module, config: TrainConfig, task_type: str = "SEQ_CLS", trained_tokens: Sequence[int] = ()
 ) -> torch.nn.Module:
     """LoRA adapters on every linear layer of the transformer; the reward head is trained fully.
     `task_type` is peft's (SEQ_CLS, TOKEN_CLS): it puts the model's head (`classifier`/`score`)
-    in modules_to_save. `added_tokens`: ids this run added to the vocabulary (a PRM's step
-    separator), whose embedding rows are trained too, as nothing else would train them."""
+    in modules_to_save. `trained_tokens`: ids whose embedding rows are trained too (a PRM's step
+    separator, where every label is read: added by this run, or a reserved token such as Qwen's
+    `<extra_0>` whose row pretraining never trained; adapters alone would leave it as it is)."""
     from peft import LoraConfig, get_peft_model
 
     adapters = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
@@ -230,7 +231,7 @@ def apply_lora(
     # peft keeps the head out of "all-linear" for SEQ_CLS only: name it, or a token classifier's
     # head would get adapters as well as a full copy.
     head = ["classifier", "score"]
-    tokens = list(added_tokens) or None
+    tokens = list(trained_tokens) or None
     lora = LoraConfig(task_type=task_type, exclude_modules=head, trainable_token_indices=tokens, **adapters)
     return get_peft_model(model, lora)
 
