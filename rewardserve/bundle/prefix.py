@@ -16,7 +16,7 @@ sequences split at all is decided here (`runs_whole`), for the server's batcher
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,14 +77,19 @@ def runs_whole(sequence: EncodedSequence, min_prompt_tokens: int = MIN_PROMPT_TO
     return None
 
 
+def by_prompt(sequences: Sequence[EncodedSequence], indices: Iterable[int]) -> list[list[int]]:
+    """`indices` grouped by their sequences' prompt ids, groups in order of first appearance."""
+    groups: dict[bytes, list[int]] = {}
+    for index in indices:
+        groups.setdefault(prompt_ids(sequences[index]).tobytes(), []).append(index)
+    return list(groups.values())
+
+
 def shared_prompts(sequences: Sequence[EncodedSequence], min_prompt_tokens: int = MIN_PROMPT_TOKENS) -> list[int]:
     """Indices of the sequences that may run after a prompt another of them shares (`runs_whole`
     says the rest run whole): offline jobs, with every sequence known, split only those."""
-    groups: dict[bytes, list[int]] = {}
-    for index, sequence in enumerate(sequences):
-        if runs_whole(sequence, min_prompt_tokens) is None:
-            groups.setdefault(prompt_ids(sequence).tobytes(), []).append(index)
-    return sorted(i for group in groups.values() if len(group) > 1 for i in group)
+    splits = (i for i, sequence in enumerate(sequences) if runs_whole(sequence, min_prompt_tokens) is None)
+    return sorted(i for group in by_prompt(sequences, splits) if len(group) > 1 for i in group)
 
 
 class PrefixRunner:
@@ -133,13 +138,11 @@ class PrefixRunner:
         of copies of the prompt's keys and values allow. Every sequence must be `splittable`.
         How export checks this graph against PyTorch, and offline jobs score shared prompts.
         `bar` counts the sequences done."""
-        groups: dict[bytes, list[int]] = {}
         for index, sequence in enumerate(sequences):
             if not splittable(sequence):
                 raise ValueError(f"sequence {index} has no prompt or no response to score apart")
-            groups.setdefault(prompt_ids(sequence).tobytes(), []).append(index)
         parts, order = [], []
-        for indices in groups.values():
+        for indices in by_prompt(sequences, range(len(sequences))):
             states = self.prompt_states(prompt_ids(sequences[indices[0]]))
             indices = sorted(indices, key=lambda i: len(sequences[i]))
             per_call = max(1, min(batch_size, OFFLINE_COPY_BYTES // states.nbytes))
