@@ -31,7 +31,8 @@ from tqdm import tqdm
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import Machine
-from rewardserve.bundle.runtime import GraphRunner, OpenVinoSession
+from rewardserve.bundle.openvino_session import OpenVinoSession
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample, load_preferences
 from rewardserve.export import graph as graphs

@@ -15,7 +15,8 @@ import pytest
 from rewardserve.bench.process import free_port, rewardserve_process
 from rewardserve.bundle import BundleRuntime, load_bundle
 from rewardserve.bundle.engine_choice import Machine
-from rewardserve.bundle.runtime import OpenVinoSession, score_offline
+from rewardserve.bundle.openvino_session import OpenVinoSession
+from rewardserve.bundle.runtime import score_offline
 from rewardserve.export import precision
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.precision import PrecisionRefused
@@ -48,8 +49,9 @@ def test_bf16_is_gated_on_openvino_and_ships_as_a_way_to_run_the_fp32_graph(vari
     manifest = load_bundle(variants_bundle)
     bf16 = manifest.variants["bf16"]
     assert bf16.passed and bf16.file is None and bf16.agreement.pairs == 48
-    # bf16 really ran: fp32 in OpenVINO would be within ~1e-6 of PyTorch
-    assert 1e-4 < bf16.parity.max_rel_diff < 0.05
+    # bf16 really ran (fp32 in OpenVINO is within ~1e-6 of PyTorch), and its head ran at fp32: the
+    # reward read out of a bf16 graph differed by up to a bf16 step, 0.4% of its size
+    assert 1e-5 < bf16.parity.max_rel_diff < 1e-3
     assert "amx_bf16" in bf16.measured_on or "avx512_bf16" in bf16.measured_on
     assert set(manifest.files) == {"model.onnx", "model.int8.onnx", "tokenizer.json"}
 

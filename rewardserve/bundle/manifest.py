@@ -96,6 +96,20 @@ class GraphInfo(BaseModel):
     prefix_left_out: str | None = Field(None, description="Why a prefix graph was written but not kept.")
 
 
+class PrefixVariant(BaseModel):
+    """Responses scored after their prompt's keys and values in a reduced precision, judged at
+    export: the agreement gate against fp32 on held-out pairs (every prompt run once), and how
+    far a reward moves from the same precision's whole-sequence path."""
+
+    passed: bool
+    agreement: Agreement
+    max_abs_diff_whole: float = Field(
+        description="Max |reward after the prompt's keys and values - the same sequence's reward run whole|, in "
+        "this precision, over the held-out sequences of the gate."
+    )
+    refused: str | None = None
+
+
 class PrefixGraph(BaseModel):
     """A decoder's graph that reads the keys and values of the tokens before its input as past
     ones (bundle/prefix.py): responses to one prompt are scored with the prompt run once."""
@@ -106,6 +120,13 @@ class PrefixGraph(BaseModel):
         description="Max |output - PyTorch's| over every output, fp32: whole sequences (an empty past) and each "
         "response after its prompt's keys and values, every prompt run once."
     )
+    portable_file: str | None = Field(
+        None,
+        description="The same graph in standard operators, which OpenVINO runs at bf16; checked against PyTorch at "
+        "fp32 as `file` is (portable_max_abs_diff).",
+    )
+    portable_max_abs_diff: float | None = None
+    bf16: PrefixVariant | None = Field(None, description="The portable prefix graph at bf16, as its gate judged it.")
 
 
 class Manifest(BaseModel):

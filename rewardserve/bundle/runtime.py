@@ -1,5 +1,5 @@
-"""Run a reward graph, with ONNX Runtime or (bf16 on CPU) OpenVINO: the scoring code shared by
-the server, export and eval."""
+"""Run a reward graph, with ONNX Runtime or (bf16 on CPU) OpenVINO (openvino_session.py): the
+scoring code shared by the server, export and eval."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPrecision, choose
 from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
+from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
 from rewardserve.bundle.prefix import PAST, PrefixRunner, shared_prompts
 
@@ -25,49 +26,6 @@ def providers_for(precision: Precision) -> list[str]:
     the CPU: dynamic int8 has no CUDA kernels, and int4 with fp32 activations is a CPU memory option."""
     cuda = CUDA in ort.get_available_providers() and precision not in ("int8", "int4")
     return [CUDA, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-
-
-SHAPE_CACHE = 100
-
-
-class OpenVinoSession:
-    """An fp32 ONNX graph compiled by OpenVINO's CPU plugin at bf16 inference precision: its
-    matrix products run on AMX or AVX-512-BF16 with fp32 accumulation. It answers `run` as an
-    ONNX Runtime session does, so GraphRunner treats both alike. OpenVINO releases the GIL
-    while it infers, as onnxruntime does. `inference_precision="f32"` compiles it at fp32
-    instead, which benchmarks compare against."""
-
-    def __init__(self, graph: Path, threads: int, inference_precision: str = "bf16") -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        config = {
-            "INFERENCE_PRECISION_HINT": inference_precision,
-            # One stream with every thread: the batcher runs one batch at a time.
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            # Kernels prepared per input shape are cached, 5000 by default: 3,000 random (batch,
-            # length) shapes of the default model grew the process to 2.1 GB; 100 kept it at
-            # 640 MB at the same speed (a cache of 0 ran 25% slower).
-            "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE,
-        }
-        compiled = core.compile_model(core.read_model(str(graph)), "CPU", config)
-        # On a CPU without bf16 instructions OpenVINO quietly runs fp32; say so instead.
-        executes = compiled.get_property("INFERENCE_PRECISION_HINT")
-        if executes != getattr(ov.Type, inference_precision):
-            raise RuntimeError(f"OpenVINO compiled {graph.name} to run at {executes}, not {inference_precision}")
-        self._request = compiled.create_infer_request()
-        self._inputs = [port.get_any_name() for port in compiled.inputs]
-        # Every name of each output: OpenVINO may keep another of a tensor's names as its "any" name.
-        self._outputs = {name: port for port in compiled.outputs for name in port.get_names()}
-
-    def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        results = self._request.infer({name: feeds[name] for name in self._inputs})
-        # Copies: the request reuses its output buffers on the next call.
-        return [np.array(results[self._outputs[name]]) for name in output_names]
-
-    def get_providers(self) -> list[str]:
-        return ["OpenVINO CPU"]
 
 
 def session_options(threads: int | None = None, arena: bool = True) -> ort.SessionOptions:
@@ -257,8 +215,10 @@ class BundleRuntime(GraphRunner):
         self.choice: EngineChoice = choose(precision, self.manifest.offered(), self.machine)
         encoder = SequenceEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
         self.prefix_refused = self._why_no_prefix() if prefix_reuse else "switched off (PREFIX_REUSE=0)"
-        prefix = self.manifest.prefix if self.prefix_refused is None else None
-        graph = directory / (prefix.file if prefix else self.manifest.graph_file(self.choice.precision))
+        if self.prefix_refused is None:
+            graph = directory / self._prefix_file()
+        else:
+            graph = directory / self.manifest.graph_file(self.choice.precision)
         super().__init__(
             graph,
             encoder,
@@ -267,13 +227,26 @@ class BundleRuntime(GraphRunner):
             precision=self.choice.precision,
             threads=threads,
         )
-        self.prefix = PrefixRunner(self) if prefix else None
+        self.prefix = PrefixRunner(self) if self.prefix_refused is None else None
+
+    def _prefix_file(self) -> str:
+        """The prefix graph at the chosen precision: onnxruntime's fused one at fp32, the portable
+        one (standard operators) in OpenVINO at bf16."""
+        prefix = self.manifest.prefix
+        return prefix.portable_file if self.choice.precision == "bf16" else prefix.file
 
     def _why_no_prefix(self) -> str | None:
-        if self.manifest.prefix is None:
+        prefix = self.manifest.prefix
+        if prefix is None:
             return "the bundle has no prefix graph (written for decoders built from their weights, at export)"
+        if self.choice.precision == "bf16":
+            if prefix.portable_file is None or prefix.bf16 is None:
+                return "the bundle has no prefix graph gated at bf16 (export it again on a CPU with bf16)"
+            if not prefix.bf16.passed:
+                return f"its bf16 prefix path was refused at export: {prefix.bf16.refused}"
+            return None
         if self.choice.precision != "fp32":
-            return f"the engine runs at {self.choice.precision}; the prefix graph is the fp32 model's"
+            return f"the engine runs at {self.choice.precision}; the prefix graph is the fp32 model's or bf16's"
         if providers_for("fp32")[0] == CUDA:
             return "the prefix graph runs on the CPU (fp32 GroupQueryAttention with a past)"
         return None

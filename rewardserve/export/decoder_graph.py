@@ -61,7 +61,7 @@ GQA_HEAD_MULTIPLE = 16
 ALIGNMENT = 4096  # each weight starts on a page in the data file, so it can be mapped in place
 
 Flavor = Literal["fused", "portable"]
-# A fused graph may also be written with a prefix: `prefix` reads each layer's keys and values of
+# A graph may also be written with a prefix: `prefix` reads each layer's keys and values of
 # tokens before the chunk it scores (past.{i}.key/value, GroupQueryAttention's past inputs, each
 # row's `prefix_lengths` real ones) and answers them with the chunk's appended (present.{i}.*).
 # Run on a prompt with an empty past it answers the prompt's keys and values; run on responses
@@ -69,6 +69,9 @@ Flavor = Literal["fused", "portable"]
 # once. One graph for both: a second session on the same weights would hold them twice.
 Part = Literal["whole", "prefix"]
 PREFIX_FILE = "model.prefix.onnx"
+# The prefix graph in standard operators (attention over the past's keys and values followed by
+# the chunk's, an explicit mask): OpenVINO reads it at bf16, as it reads the portable flavor.
+PORTABLE_PREFIX_FILE = "model.prefix.portable.onnx"
 
 
 class NotBuildable(ValueError):
@@ -82,6 +85,7 @@ class BuiltGraphs:
     fused_operators: dict[str, int]
     why_unfused: str | None = None
     prefix: Path | None = None  # with `prefix`: the graph that reads and answers keys and values (Part)
+    portable_prefix: Path | None = None  # the same in standard operators, for OpenVINO
 
 
 def build(
@@ -115,11 +119,14 @@ def build(
         proto = _Writer(config, fmt, flavor, outputs).model(shared, layers)
         onnx.save_model(proto, str(path))
         fused_operators = _count(proto)  # the last written is model.onnx
-    prefix_graph = None
-    if prefix and not why_unfused:
-        prefix_graph = out / PREFIX_FILE
-        onnx.save_model(_Writer(config, fmt, "fused", outputs, "prefix").model(shared, layers), str(prefix_graph))
-    return BuiltGraphs(out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused, prefix_graph)
+    prefixes: dict[Flavor, Path] = {}
+    for flavor, file in (("fused", PREFIX_FILE), ("portable", PORTABLE_PREFIX_FILE)) if prefix else ():
+        if flavor == "portable" or not why_unfused:
+            prefixes[flavor] = out / file
+            onnx.save_model(_Writer(config, fmt, flavor, outputs, "prefix").model(shared, layers), str(out / file))
+    return BuiltGraphs(
+        out / GRAPH_FILE, flavors[0][1], fused_operators, why_unfused, prefixes.get("fused"), prefixes.get("portable")
+    )
 
 
 def _head_dim(config) -> int:
@@ -263,8 +270,6 @@ class _Writer:
     step's input."""
 
     def __init__(self, config, fmt: InputFormat, flavor: Flavor, outputs: ModelOutputs, part: Part = "whole") -> None:
-        if part != "whole" and flavor != "fused":
-            raise ValueError("only the fused flavor reads past keys and values")
         self.config, self.fmt, self.flavor, self.outputs, self.part = config, fmt, flavor, outputs, part
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
@@ -370,19 +375,23 @@ class _Writer:
                 "seqlens_k": self.one("Cast", self.one("Sub", lengths, "one_i64"), to=TensorProto.INT32),
                 "total_length": self.one("Cast", length, to=TensorProto.INT32),
             }
-        positions = self.positions
+        if self.part == "prefix":
+            keys, queries, real = self._prefix_positions()
+            positions = self.one("Squeeze", queries, self.ints("axis_2", [2]))  # (batch, sequence)
+        else:
+            positions = self.positions
+            keys, queries = (
+                self.one("Unsqueeze", positions, "axis_0"),
+                self.one("Unsqueeze", positions, self.ints("axis_1", [1])),
+            )
+            real = self.one(
+                "Cast",
+                self.one("Unsqueeze", "attention_mask", self.ints("axes_1_2", [1, 2])),
+                to=TensorProto.BOOL,
+            )
         # Key j is visible from query i when j <= i (and i - j < window in sliding layers) and j
         # is a real token: an additive bias per kind of layer.
-        keys, queries = (
-            self.one("Unsqueeze", positions, "axis_0"),
-            self.one("Unsqueeze", positions, self.ints("axis_1", [1])),
-        )
         causal = self.one("LessOrEqual", keys, queries)
-        real = self.one(
-            "Cast",
-            self.one("Unsqueeze", "attention_mask", self.ints("axes_1_2", [1, 2])),
-            to=TensorProto.BOOL,
-        )
         floor = self.const("masked", np.array(np.finfo(np.float32).min, np.float32))
         rows = {}
         for kind in set(self.layer_types):
@@ -390,16 +399,47 @@ class _Writer:
             if kind == "sliding_attention" and self.window:
                 near = self.one("Less", self.one("Sub", queries, keys), self.ints("window", self.window))
                 allowed = self.one("And", causal, near)
-            visible = self.one("And", self.one("Unsqueeze", allowed, "axis_0"), real)
-            # (batch, 1, sequence, sequence)
+            if self.part == "whole":
+                allowed = self.one("Unsqueeze", allowed, "axis_0")
+            visible = self.one("And", allowed, real)
+            # (batch, 1, sequence, keys): keys are the sequence, after the past in a prefix graph
+            visible = self.one("Unsqueeze", visible, "axis_1") if self.part == "prefix" else visible
             rows[f"bias_{kind}"] = self.one("Where", visible, self.const("visible", np.array(0.0, np.float32)), floor)
         for kind in self.rope_kinds:
             cos = self.one("Gather", f"cos_cache_{kind}", positions)
             sin = self.one("Gather", f"sin_cache_{kind}", positions)
-            # (sequence, head_dim): the rotate-half layout
-            rows[f"cos_{kind}"] = self.one("Concat", cos, cos, axis=-1)
-            rows[f"sin_{kind}"] = self.one("Concat", sin, sin, axis=-1)
+            # (sequence, head_dim), the rotate-half layout; (batch, 1, sequence, head_dim) after a past
+            cos, sin = self.one("Concat", cos, cos, axis=-1), self.one("Concat", sin, sin, axis=-1)
+            if self.part == "prefix":
+                cos, sin = self.one("Unsqueeze", cos, "axis_1"), self.one("Unsqueeze", sin, "axis_1")
+            rows[f"cos_{kind}"], rows[f"sin_{kind}"] = cos, sin
         return rows
+
+    def _prefix_positions(self) -> tuple[str, str, str]:
+        """A portable prefix graph's keys are each row's past (right-padded: its first
+        `prefix_lengths` are real) followed by its chunk. Returns the keys' positions in the whole
+        sequence (batch, 1, keys), the queries' (batch, sequence, 1), and which keys are real
+        tokens (batch, 1, keys)."""
+        past = self.one("Squeeze", self.one("Shape", "past.0.key", start=2, end=3), "axis_0")
+        past_positions = self.one("Range", "zero_i64", past, "one_i64")
+        prefix = self.one("Unsqueeze", "prefix_lengths", "axis_1")  # (batch, 1)
+        queries = self.one("Add", prefix, self.one("Unsqueeze", self.positions, "axis_0"))  # (batch, sequence)
+        # (batch, past): the past's own positions, one row per batch row
+        every_row = self.one("Mul", prefix, "zero_i64")
+        past_rows = self.one("Add", every_row, self.one("Unsqueeze", past_positions, "axis_0"))
+        keys = self.one("Concat", past_rows, queries, axis=1)
+        real = self.one(
+            "Concat",
+            self.one("Less", past_rows, prefix),
+            self.one("Cast", "attention_mask", to=TensorProto.BOOL),
+            axis=1,
+        )
+        unsqueeze = self.ints("axis_1", [1])
+        return (
+            self.one("Unsqueeze", keys, unsqueeze),
+            self.one("Unsqueeze", queries, self.ints("axis_2", [2])),
+            self.one("Unsqueeze", real, unsqueeze),
+        )
 
     def _rope_kind(self, layer_type: str) -> str:
         """Which rotary tables a layer reads: its own kind's where the model has several."""
@@ -459,14 +499,21 @@ class _Writer:
                 for value, name in ((present_key, f"present.{index}.key"), (present_value, f"present.{index}.value")):
                     self.nodes.append(helper.make_node("Identity", [value], [name]))
         else:
-            context = self._plain_attention(q, k, v, rope, layer_type)
+            context = self._plain_attention(q, k, v, rope, layer_type, index)
         return self._project(context, layer["o_proj"])
 
-    def _plain_attention(self, q: str, k: str, v: str, rope: str, layer_type: str) -> str:
-        """Attention in standard operators, laid out as transformers' eager attention is."""
+    def _plain_attention(self, q: str, k: str, v: str, rope: str, layer_type: str, index: int) -> str:
+        """Attention in standard operators, laid out as transformers' eager attention is; in a
+        prefix graph the keys and values are the past's followed by the sequence's own."""
         q = self._rotate(self._split_heads(q, self.heads), rope)
-        k = self._repeat_kv(self._rotate(self._split_heads(k, self.kv_heads), rope))
-        v = self._repeat_kv(self._split_heads(v, self.kv_heads))
+        k = self._rotate(self._split_heads(k, self.kv_heads), rope)
+        v = self._split_heads(v, self.kv_heads)
+        if self.part == "prefix":
+            k = self.one("Concat", f"past.{index}.key", k, axis=2)
+            v = self.one("Concat", f"past.{index}.value", v, axis=2)
+            self.nodes.append(helper.make_node("Identity", [k], [f"present.{index}.key"]))
+            self.nodes.append(helper.make_node("Identity", [v], [f"present.{index}.value"]))
+        k, v = self._repeat_kv(k), self._repeat_kv(v)
         scores = self.one("MatMul", q, self.one("Transpose", k, perm=[0, 1, 3, 2]))
         scores = self.one("Mul", scores, self.const("attention_scale", np.array(self.scale, np.float32)))
         if self.softcap:  # Gemma 2: cap * tanh(scores / cap)

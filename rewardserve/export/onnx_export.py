@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
-from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, PrefixGraph, Variant
+from rewardserve.bundle.manifest import GraphInfo, Parity, Precision, PrefixGraph, PrefixVariant, Variant
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, join_steps, read_outputs
 from rewardserve.bundle.prefix import PrefixRunner, splittable
 from rewardserve.bundle.runtime import GraphRunner, scores_of_sequences, token_batches
@@ -174,10 +174,14 @@ def export_bundle(
                 staging,
                 machine,
             )
+            if prefix is not None and prefix.portable_file and "bf16" in variants and variants["bf16"].passed:
+                portable_prefix = fp32.path.with_name(prefix.portable_file)
+                prefix = _judged_prefix(prefix, portable_prefix, encoder, gated, fp32_gaps, source.outputs)
             external = graphs.data_file(fp32.path).exists()
             graphs.move(fp32.path, staging)
-            if prefix is not None:
-                graphs.move(fp32.path.with_name(prefix.file), staging)  # it reads fp32's data file
+            for file in (prefix.file, prefix.portable_file) if prefix is not None else ():
+                if file and file != fp32.path.name:
+                    graphs.move(fp32.path.with_name(file), staging)  # they read fp32's data file
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         record["export"] = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
         manifest = Manifest(
@@ -297,6 +301,7 @@ class Candidate:
     portable: Path  # the graph OpenVINO reads for bf16: `path` itself unless that has onnxruntime-only attention
     info: GraphInfo
     prefix: Path | None = None  # the same model reading past keys and values (decoder_graph.py), beside `path`
+    portable_prefix: Path | None = None  # that in standard operators, for OpenVINO at bf16
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,8 @@ def _candidates(
                 fallback=built.why_unfused,
                 external_data=True,
             )
-            return [Candidate(built.graph, built.portable, info, built.prefix)]
+            prefix = built.prefix or built.portable_prefix
+            return [Candidate(built.graph, built.portable, info, prefix, built.portable_prefix)]
     traced = work / "traced" / graphs.GRAPH_FILE
     traced.parent.mkdir()
     graphs.trace(source, encoder.pad(sample).arrays, traced)
@@ -361,7 +367,9 @@ def _first_within_parity(
         if problem:
             info = info.model_copy(update={"fallback": f"{info.fallback}: {problem}"})
         if (problem := _parity_problem(parity)) is None:
-            return FP32Graph(candidate.path, candidate.portable, info, candidate.prefix, parity=parity)
+            return FP32Graph(
+                candidate.path, candidate.portable, info, candidate.prefix, candidate.portable_prefix, parity=parity
+            )
     if candidates[-1].info.builder == "decoder":
         problem += "; export with --no-optimize to trace the model instead"
     raise ParityError(problem)
@@ -373,24 +381,64 @@ def _checked_prefix(
     """The fp32 graph's prefix graph, if it reproduces PyTorch as the fp32 graph must: on whole
     sequences (an empty past) and on each response after its prompt's keys and values, every
     prompt run once. One that does not is left out of the bundle, and why is recorded (the
-    server then runs every sequence whole)."""
+    server then runs every sequence whole). The portable prefix graph, which OpenVINO runs at
+    bf16, is checked the same way at fp32, and kept beside it if it holds too."""
     if fp32.prefix is None:
         return None, None
-    runner = _runner(fp32.prefix, encoder, expected.outputs)
+    split = [i for i, s in enumerate(expected.sequences) if splittable(s)]
+    if not split:
+        return None, "no parity sequence has both a prompt and a response to check it on"
+    diffs = _prefix_parity(fp32.prefix, encoder, expected, split)
+    worst = max(diffs.values())
+    if worst > FP32_TOLERANCE:
+        return None, f"it differs from PyTorch by {worst:.3g} (beyond {FP32_TOLERANCE}): {diffs}"
+    checked = PrefixGraph(file=fp32.prefix.name, sequences=len(split), max_abs_diff=worst)
+    portable = fp32.portable_prefix
+    if portable is not None and portable != fp32.prefix:
+        portable_worst = max(_prefix_parity(portable, encoder, expected, split).values())
+        if portable_worst <= FP32_TOLERANCE:
+            checked = checked.model_copy(
+                update={"portable_file": portable.name, "portable_max_abs_diff": portable_worst}
+            )
+    elif portable is not None:
+        checked = checked.model_copy(update={"portable_file": portable.name, "portable_max_abs_diff": worst})
+    return checked, None
+
+
+def _prefix_parity(
+    graph: Path, encoder: SequenceEncoder, expected: TorchRewards, split: Sequence[int]
+) -> dict[str, float]:
+    """|output - PyTorch's| at its largest, output by output, over whole sequences and the
+    `split` ones scored after their prompts' keys and values (fp32, onnxruntime)."""
+    runner = _runner(graph, encoder, expected.outputs)
     sequences = expected.sequences
-    split = [i for i, s in enumerate(sequences) if splittable(s)]
-    whole = scores_of_sequences(runner, sequences, PARITY_BATCH_ROWS, "parity: prefix graph, whole sequences")
-    with tqdm(total=len(split), desc="parity: prefix graph, each prompt once", unit="seq", leave=False) as bar:
+    whole = scores_of_sequences(runner, sequences, PARITY_BATCH_ROWS, f"parity: {graph.name}, whole sequences")
+    with tqdm(total=len(split), desc=f"parity: {graph.name}, each prompt once", unit="seq", leave=False) as bar:
         pieces = PrefixRunner(runner).score_sequences([sequences[i] for i in split], PARITY_BATCH_ROWS, bar)
     diffs = whole.max_abs_diff(expected.scores)
     for name, diff in pieces.max_abs_diff(expected.scores.take(split)).items():
         diffs[name] = max(diffs[name], diff)
-    worst = max(diffs.values())
-    if not split:
-        return None, "no parity sequence has both a prompt and a response to check it on"
-    if worst > FP32_TOLERANCE:
-        return None, f"it differs from PyTorch by {worst:.3g} (beyond {FP32_TOLERANCE}): {diffs}"
-    return PrefixGraph(file=fp32.prefix.name, sequences=len(split), max_abs_diff=worst), None
+    return diffs
+
+
+def _judged_prefix(
+    prefix: PrefixGraph, graph: Path, encoder: SequenceEncoder, gated: Sequence[PreferenceExample], fp32_gaps, outputs
+) -> PrefixGraph:
+    """The portable prefix graph at bf16, judged as bf16 itself was (the agreement gate against
+    fp32 on held-out pairs, each pair's prompt run once), and against bf16 run whole."""
+    runner = _runner(graph, encoder, outputs, "bf16")
+    whole = example_rewards(runner, gated, "agreement gate: bf16, whole sequences")
+    runner.prefix = PrefixRunner(runner)
+    after = example_rewards(runner, gated, "agreement gate: bf16, each prompt once")
+    gate = reduced.agreement(fp32_gaps, gaps_of(gated, after))
+    refused = None if reduced.passes(gate) else str(reduced.PrecisionRefused("bf16 after a prompt", gate))
+    variant = PrefixVariant(
+        passed=refused is None,
+        agreement=gate,
+        max_abs_diff_whole=float(np.abs(after - whole).max(initial=0.0)),
+        refused=refused,
+    )
+    return prefix.model_copy(update={"bf16": variant})
 
 
 @torch.inference_mode()

@@ -1,0 +1,180 @@
+"""bf16 on CPUs with matrix engines: an fp32 ONNX graph compiled by OpenVINO's CPU plugin, its
+backbone at bf16 and its reward head at fp32.
+
+OpenVINO at bf16 inference precision runs every floating-point node in bf16 (fp32 accumulation
+inside the matrix products) and rounds each node's output to bf16, the graph's outputs included.
+A reward read out of such a graph is a bf16 number: 8 significant bits, so rewards in [2, 4) step
+by 0.0156, different sequences collapse onto the same value, and a sequence's reward moves by a
+whole step when its batch-mates change a kernel's shape (measured on the default bundle: 1.56e-2
+alone against in a batch of 40). So the graph is cut where the backbone hands its per-token
+hidden states to the head: the backbone runs at bf16, where the time is, and the head (pooling,
+the projection, an objectives rule) runs at fp32 on the backbone's states, in a second compiled
+model that costs a few microseconds. OpenVINO's Python API has no way to keep single nodes at
+fp32 inside one bf16 model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rewardserve.bundle.prefix import PRESENT
+
+# Kernels prepared per input shape are cached, 5000 by default: 3,000 random (batch, length)
+# shapes of the default model grew the process to 2.1 GB; 100 kept it at 640 MB at the same speed
+# (a cache of 0 ran 25% slower).
+SHAPE_CACHE = 100
+
+
+# Nodes that compute nothing: OpenVINO writes a GatherND over broadcast states, for example.
+MOVES_DATA = ("Broadcast", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Convert", "Tile", "Concat")
+
+
+def find_head(results) -> tuple[set[str], list]:
+    """The nodes of the head that answers `results` (an openvino.Model's), by name, and the outputs where it
+    begins: the per-token hidden states (float, rank 3) that the head's projection reads, directly
+    (a token classifier) or through a pooling (a sequence classifier). Walking back from the
+    results, the head is every node up to the first weight projection and on, through rank-2
+    nodes and nodes that only move data, to the per-token states the backbone computed."""
+    cut: dict[tuple[str, int], object] = {}
+    seen: set[str] = set()
+    stack = [(result, False) for result in results]
+    while stack:
+        node, projected = stack.pop()
+        if node.get_friendly_name() in seen:
+            continue
+        seen.add(node.get_friendly_name())
+        projected = projected or _is_projection(node)
+        for port in node.inputs():
+            source = port.get_source_output()
+            producer = source.get_node()
+            if producer.get_type_name() in ("Constant", "Parameter"):
+                continue
+            if projected and _token_states(source) and producer.get_type_name() not in MOVES_DATA:
+                cut[(producer.get_friendly_name(), source.get_index())] = source
+            else:
+                stack.append((producer, projected))
+    return seen, list(cut.values())
+
+
+def _is_projection(node) -> bool:
+    """A matrix product by a weight (a constant, possibly behind a Convert)."""
+    if node.get_type_name() != "MatMul":
+        return False
+    weight = node.input(1).get_source_output().get_node()
+    while weight.get_type_name() == "Convert":
+        weight = weight.input(0).get_source_output().get_node()
+    return weight.get_type_name() == "Constant"
+
+
+def _token_states(output) -> bool:
+    return output.get_element_type().is_real() and output.get_partial_shape().rank.get_length() == 3
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    name: str
+    shape: list[int | None]
+
+
+class OpenVinoSession:
+    """An fp32 ONNX graph run by OpenVINO's CPU plugin: its backbone at `inference_precision`
+    (bf16: matrix products on AMX or AVX-512-BF16), its head at fp32 (the module's docstring says
+    why). It answers `run` as an ONNX Runtime session does, so GraphRunner treats both alike.
+    OpenVINO releases the GIL while it infers, as onnxruntime does. `inference_precision="f32"`
+    compiles the backbone at fp32 too, which benchmarks compare against."""
+
+    def __init__(self, graph: Path, threads: int, inference_precision: str = "bf16") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {
+            "INFERENCE_PRECISION_HINT": inference_precision,
+            # One stream with every thread: the batcher runs one batch at a time.
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE,
+        }
+        model = core.read_model(str(graph))
+        self._inputs = [
+            GraphInput(p.get_any_name(), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
+            for p in model.inputs
+        ]
+        backbone, head = _split(ov, model)
+        compiled = core.compile_model(backbone, "CPU", config)
+        # On a CPU without bf16 instructions OpenVINO quietly runs fp32; say so instead.
+        executes = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if executes != getattr(ov.Type, inference_precision):
+            raise RuntimeError(f"OpenVINO compiled {graph.name} to run at {executes}, not {inference_precision}")
+        self._backbone = compiled.create_infer_request()
+        self._backbone_inputs = [port.get_any_name() for port in compiled.inputs]
+        compiled_head = core.compile_model(head, "CPU", config | {"INFERENCE_PRECISION_HINT": "f32"})
+        self._head = compiled_head.create_infer_request()
+        self._head_inputs = [port.get_any_name() for port in compiled_head.inputs]
+        self._head_outputs = {name for port in compiled_head.outputs for name in port.get_names()}
+
+    def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # Every name of each output: OpenVINO may keep another of a tensor's names as its "any" name.
+        answers = _by_name(self._backbone.infer({name: feeds[name] for name in self._backbone_inputs}))
+        if any(name in self._head_outputs for name in output_names):  # not for a prompt's keys and values alone
+            # The head's own inputs are named after the backbone's states they stand for.
+            head_feeds = answers | feeds
+            answers |= _by_name(self._head.infer({name: head_feeds[name] for name in self._head_inputs}))
+        # Copies: the requests reuse their output buffers on the next call.
+        return [np.array(answers[name]) for name in output_names]
+
+    def get_inputs(self) -> list[GraphInput]:
+        """The graph's inputs as onnxruntime describes them: a name, and a shape of sizes (None
+        where dynamic)."""
+        return self._inputs
+
+    def get_providers(self) -> list[str]:
+        return ["OpenVINO CPU"]
+
+
+def _by_name(results) -> dict[str, np.ndarray]:
+    return {name: value for port, value in results.items() for name in port.get_names()}
+
+
+def _split(ov, model):
+    """(backbone, head): the backbone answers the states where `find_head` says the head begins; the head reads them
+    (as parameters of the same names) and the graph inputs it needs besides, and answers the
+    graph's outputs."""
+    # A prefix graph's keys and values are the backbone's (bundle/prefix.py)
+    kept = [r for r in model.get_results() if any(n.startswith(PRESENT) for n in r.input_value(0).get_names())]
+    scored = [r for r in model.get_results() if r not in kept]
+    head_nodes, cut = find_head(scored)
+    if not cut:
+        raise ValueError("no reward head found: no weight projection reads the per-token hidden states")
+    names = [f"head_input_{i}" for i in range(len(cut))]
+    for output, name in zip(cut, names, strict=True):
+        output.get_tensor().set_names({name})
+    states = [ov.opset13.result(output) for output in cut]
+    backbone = ov.Model([*states, *kept], model.get_parameters(), "backbone")
+    stand_ins = []
+    for output, name in zip(cut, names, strict=True):
+        stand_in = ov.opset13.parameter(output.get_partial_shape(), output.get_element_type(), name=name)
+        stand_in.output(0).get_tensor().set_names({name})
+        for consumer in list(output.get_target_inputs()):
+            if consumer.get_node().get_friendly_name() in head_nodes:
+                consumer.replace_source_output(stand_in.output(0))
+        stand_ins.append(stand_in)
+    reached = _parameters_reached(scored)
+    graph_inputs = [p for p in model.get_parameters() if p.get_friendly_name() in reached]
+    return backbone, ov.Model(scored, [*stand_ins, *graph_inputs], "head")
+
+
+def _parameters_reached(results) -> set[str]:
+    names, seen, stack = set(), set(), list(results)
+    while stack:
+        node = stack.pop()
+        if node.get_friendly_name() in seen:
+            continue
+        seen.add(node.get_friendly_name())
+        if node.get_type_name() == "Parameter":
+            names.add(node.get_friendly_name())
+        stack += [port.get_source_output().get_node() for port in node.inputs()]
+    return names
