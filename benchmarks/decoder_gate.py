@@ -76,6 +76,13 @@ def main() -> None:
             f"{precision}: {verdict}; orders {gate.decisions_matching:.2%} of {gate.pairs} held-out pairs as fp32 "
             f"does, accuracy {gate.accuracy:.4f} against fp32's {gate.accuracy_fp32:.4f}"
         )
+        if verdict == "ships" and manifest.prefix is not None and manifest.prefix.bf16 is not None:
+            after = manifest.prefix.bf16  # the portable prefix graph at bf16, each pair's prompt run once
+            lines.append(
+                f"{precision} after a prompt's keys and values: {'ships' if after.passed else 'refused'}; orders "
+                f"{after.agreement.decisions_matching:.2%} as fp32 does, accuracy {after.agreement.accuracy:.4f}; "
+                f"max |after the prompt - whole| {after.max_abs_diff_whole:.2g}"
+            )
     print("\n" + "\n".join(lines))
 
 

@@ -16,6 +16,7 @@ from chat_models import (
     save_random_reward_model,
 )
 
+from rewardserve.bundle.engine_choice import Machine
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample, load_preferences
 
@@ -172,3 +173,58 @@ def prm(tmp_path_factory, chat_texts, heldout_pairs) -> tuple[Path, Path]:
     checkpoint = build_prm(tmp_path_factory.mktemp("prm"), chat_texts)
     out = tmp_path_factory.mktemp("bundles") / "prm"
     return checkpoint, export_chat_rm(checkpoint, out, heldout_pairs, OutputOptions(step_separator=STEP_SEPARATOR))
+
+
+THIS_MACHINE = Machine.this()
+needs_bf16 = pytest.mark.skipif(
+    THIS_MACHINE.cannot_run("bf16") is not None, reason=f"bf16 cannot run here: {THIS_MACHINE.cannot_run('bf16')}"
+)
+
+
+@pytest.fixture(scope="session")
+def variants_bundle(tiny_checkpoint, heldout_pairs, tmp_path_factory) -> Path:
+    """The tiny model exported with `--precision auto`, every gate passed: the tiny model's near-tied
+    rewards cannot be judged by the real bars, so these tests set them (test_export covers refusals)."""
+    from rewardserve.export import precision
+    from rewardserve.export.onnx_export import export_bundle
+
+    out = tmp_path_factory.mktemp("variants") / "bundle"
+    parity = [(p.prompt, r) for p in heldout_pairs[:128] for r in p.responses]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "MIN_DECISIONS_MATCHING", 0.0)
+        patch.setattr(precision, "MAX_ACCURACY_DROP", 1.0)
+        export_bundle(tiny_checkpoint, out, parity, heldout_pairs[:48], precision="auto")
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_decoder(tmp_path_factory, train_pairs, heldout_pairs) -> Path:
+    """A small Qwen3-shaped chat RM (hidden 64, grouped-query attention, ChatML) trained here on HH:
+    random-weight decoders give near-tied rewards that no gate can judge; trained ones rank."""
+    from rewardserve.training.config import TrainConfig
+    from rewardserve.training.trainer import train_reward_model
+
+    work = tmp_path_factory.mktemp("trained-decoder")
+    base = build_chat_rm("qwen3", work / "base", [e.prompt + r for e in train_pairs[:200] for r in e.responses], 64)
+    config = TrainConfig(
+        base_model=str(base),
+        output_dir=str(work / "trained"),
+        max_length=256,
+        batch_size=8,
+        max_steps=200,
+        learning_rate=2e-3,
+        checkpoint_steps=0,
+    )
+    train_reward_model(config, train_pairs, heldout_pairs[:64], provenance={})
+    return work / "trained"
+
+
+@pytest.fixture(scope="session")
+def trained_decoder_bundle(trained_decoder, heldout_pairs, tmp_path_factory) -> Path:
+    """The trained decoder exported with `--precision auto`, through the real gates."""
+    from rewardserve.export.onnx_export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "trained-decoder"
+    parity = [(p.prompt, r) for p in heldout_pairs[:64] for r in p.responses]
+    export_bundle(trained_decoder, out, parity, heldout_pairs, precision="auto")
+    return out

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from conftest import THIS_MACHINE, needs_bf16
 
 from rewardserve.bench.process import free_port, rewardserve_process
 from rewardserve.bundle import BundleRuntime, load_bundle
@@ -21,27 +21,10 @@ from rewardserve.export import precision
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.precision import PrecisionRefused
 
-THIS_MACHINE = Machine.this()
-needs_bf16 = pytest.mark.skipif(
-    THIS_MACHINE.cannot_run("bf16") is not None, reason=f"bf16 cannot run here: {THIS_MACHINE.cannot_run('bf16')}"
-)
 WITHOUT_BF16 = Machine(
     "a CPU with VNNI, without bf16", frozenset({"avx512f", "avx512_vnni"}), cuda=False, openvino=True
 )
 ITEMS = [{"prompt": "\n\nHuman: How do I boil an egg?", "response": r} for r in ("Simmer it 9 minutes.", "No idea.")]
-
-
-@pytest.fixture(scope="module")
-def variants_bundle(tiny_checkpoint, heldout_pairs, tmp_path_factory) -> Path:
-    """The tiny model exported with `--precision auto`, every gate passed: the tiny model's near-tied
-    rewards cannot be judged by the real bars, so these tests set them (test_export covers refusals)."""
-    out = tmp_path_factory.mktemp("variants") / "bundle"
-    parity = [(p.prompt, r) for p in heldout_pairs[:128] for r in p.responses]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(precision, "MIN_DECISIONS_MATCHING", 0.0)
-        patch.setattr(precision, "MAX_ACCURACY_DROP", 1.0)
-        export_bundle(tiny_checkpoint, out, parity, heldout_pairs[:48], precision="auto")
-    return out
 
 
 @needs_bf16
@@ -128,30 +111,6 @@ def test_a_reopened_bf16_session_scores_as_before(variants_bundle):
     assert isinstance(runtime.session, OpenVinoSession) and runtime.run(batch).tolist() == before.tolist()
 
 
-@pytest.fixture(scope="module")
-def trained_decoder(tmp_path_factory, train_pairs, heldout_pairs) -> Path:
-    """A small Qwen3-shaped chat RM (hidden 64, grouped-query attention, ChatML) trained here on HH:
-    random-weight decoders give near-tied rewards that no gate can judge; trained ones rank."""
-    from chat_models import build_chat_rm
-
-    from rewardserve.training.config import TrainConfig
-    from rewardserve.training.trainer import train_reward_model
-
-    work = tmp_path_factory.mktemp("trained-decoder")
-    base = build_chat_rm("qwen3", work / "base", [e.prompt + r for e in train_pairs[:200] for r in e.responses], 64)
-    config = TrainConfig(
-        base_model=str(base),
-        output_dir=str(work / "trained"),
-        max_length=256,
-        batch_size=8,
-        max_steps=200,
-        learning_rate=2e-3,
-        checkpoint_steps=0,
-    )
-    train_reward_model(config, train_pairs, heldout_pairs[:64], provenance={})
-    return work / "trained"
-
-
 def decoder_parity_pairs(heldout_pairs) -> list[tuple[str, str]]:
     return [(p.prompt, r) for p in heldout_pairs[:64] for r in p.responses]
 
@@ -175,19 +134,18 @@ def test_on_a_trained_decoder_the_real_gate_ships_int4_and_refuses_dynamic_int8(
 
 
 @needs_bf16
-def test_a_decoder_runs_bf16_from_its_portable_graph_on_the_same_weights_file(trained_decoder, heldout_pairs, tmp_path):
+def test_a_decoder_runs_bf16_from_its_portable_graph_on_the_same_weights_file(trained_decoder_bundle, heldout_pairs):
     """OpenVINO cannot read onnxruntime's GroupQueryAttention: a decoder bundle's bf16 variant is
     the portable graph written beside it, reading the one weights file both share. It passes the
     real gate on the trained decoder."""
-    parity = decoder_parity_pairs(heldout_pairs)
-    manifest = export_bundle(trained_decoder, tmp_path / "b", parity, heldout_pairs, precision="auto")
+    manifest = load_bundle(trained_decoder_bundle)
     assert manifest.graph.builder == "decoder"
     assert manifest.variants["bf16"].passed and manifest.variants["bf16"].file == "model.portable.onnx"
     assert {"model.onnx", "model.onnx.data", "model.portable.onnx"} <= set(manifest.files)
     assert not any(name.startswith("model.portable.onnx.") for name in manifest.files)  # no second weights file
-    bf16, fp32 = BundleRuntime(tmp_path / "b"), BundleRuntime(tmp_path / "b", precision="fp32")
+    bf16, fp32 = BundleRuntime(trained_decoder_bundle), BundleRuntime(trained_decoder_bundle, precision="fp32")
     assert bf16.choice.precision == "bf16" and isinstance(bf16.session, OpenVinoSession)
-    prompts, responses = zip(*parity[:32], strict=True)
+    prompts, responses = zip(*decoder_parity_pairs(heldout_pairs)[:32], strict=True)
     expected = score_offline(fp32, prompts, responses)
     scored = score_offline(bf16, prompts, responses)
     np.testing.assert_allclose(scored, expected, rtol=0, atol=0.05 * np.abs(expected).max())

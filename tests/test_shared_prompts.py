@@ -32,6 +32,21 @@ class PromptEngine:
         self.calls.append(("whole", [len(s) for s in sequences]))
         return np.array([s.ids.sum() for s in sequences], dtype=np.float32)
 
+    def whole(self, sequences, keep):
+        """Whole sequences, keeping the prompt states of those `keep` marks: ("whole", lengths, kept)."""
+        kept = [
+            PromptStates(s.response_start, (np.zeros((1, 1, s.response_start, 1), np.float32),)) if k else None
+            for s, k in zip(sequences, keep, strict=True)
+        ]
+        self.calls.append(
+            (
+                "whole",
+                [len(s) for s in sequences],
+                [s.response_start for s, k in zip(sequences, keep, strict=True) if k],
+            )
+        )
+        return Scores(np.array([s.ids.sum() for s in sequences], dtype=np.float32)), kept
+
     def responses(self, states, sequences):
         start = sequences[0].response_start
         assert all(np.array_equal(s.ids[: s.response_start], sequences[0].ids[:start]) for s in sequences)
@@ -95,8 +110,27 @@ def test_a_prompt_kept_from_an_earlier_batch_serves_later_requests_without_runni
         await batcher.score([seq(7, 40, 8)])
 
     asyncio.run(run_with(engine, shared(metrics), work, metrics=metrics))
-    assert engine.calls == [("ran", 40, [5]), ("kept", 40, [6]), ("kept", 40, [8])]
+    # The first, whose prompt nobody else had, ran whole in one call, its prompt's states kept from it.
+    assert engine.calls == [("whole", [45], [40]), ("kept", 40, [6]), ("kept", 40, [8])]
+    assert sample(metrics, "rewardserve_prefix_prompts_total") == 1
     assert sample(metrics, "rewardserve_prefix_hits_total") == 2
+
+
+def test_lone_prompts_run_whole_batched_with_other_whole_sequences_and_are_kept():
+    """Distinct traffic (no prompt shared) runs as with prompt reuse off: whole sequences in
+    length-grouped batches, not one prompt and one response call per sequence."""
+    engine, metrics = PromptEngine(), Metrics()
+
+    async def work(batcher):
+        first = await batcher.score([seq(7, 40, 5), seq(8, 40, 6), seq(9, 4, 6)])  # lone, lone, short
+        again = await batcher.score([seq(8, 40, 9)])  # a sibling of 8 arrives
+        return first, again
+
+    first, again = asyncio.run(run_with(engine, shared(metrics), work, metrics=metrics))
+    assert engine.calls == [("whole", [10, 45, 46], [40, 40]), ("kept", 40, [9])]
+    assert first.scores.rewards.tolist() == [7 * 40 + 5, 8 * 40 + 6, 9 * 4 + 6]
+    assert again.scores.rewards.tolist() == [8 * 40 + 9]
+    assert sample(metrics, "rewardserve_prefix_prompts_total") == 2
 
 
 def test_the_token_budget_counts_the_prompt_only_when_it_must_run():

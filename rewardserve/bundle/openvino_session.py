@@ -85,9 +85,10 @@ class OpenVinoSession:
     (bf16: matrix products on AMX or AVX-512-BF16), its head at fp32 (the module's docstring says
     why). It answers `run` as an ONNX Runtime session does, so GraphRunner treats both alike.
     OpenVINO releases the GIL while it infers, as onnxruntime does. `inference_precision="f32"`
-    compiles the backbone at fp32 too, which benchmarks compare against."""
+    compiles the backbone at fp32 too, which benchmarks compare against; `perf_count` has OpenVINO
+    time every node (its requests' `profiling_info`)."""
 
-    def __init__(self, graph: Path, threads: int, inference_precision: str = "bf16") -> None:
+    def __init__(self, graph: Path, threads: int, inference_precision: str = "bf16", perf_count: bool = False) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -97,6 +98,7 @@ class OpenVinoSession:
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
             "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE,
+            "PERF_COUNT": perf_count,  # per-node timings, for benchmarks/bf16_engine.py's profile
         }
         model = core.read_model(str(graph))
         self._inputs = [

@@ -112,6 +112,30 @@ class PrefixRunner:
         feeds = self.runner.after_empty_past(self.runner.encoder.pad([EncodedSequence(ids, 0)]).arrays)
         return PromptStates(len(ids), tuple(self.runner.session.run(self.present_names, feeds)))
 
+    def score_whole(
+        self, sequences: Sequence[EncodedSequence], keep: Sequence[bool]
+    ) -> tuple[Scores, list[PromptStates | None]]:
+        """Every output of whole sequences in one call (an empty past), and, for each row whose
+        `keep` is set, its prompt's keys and values read off the same call: in a causal decoder
+        a sequence's first `response_start` keys and values are its prompt's. A prompt nobody
+        else has yet runs once this way, not as a call of its own, and is kept for a sibling."""
+        batch = self.runner.encoder.pad(sequences)
+        feeds = self.runner.after_empty_past(batch.arrays)
+        names = self.runner.outputs.graph_outputs()
+        wanted = names + (self.present_names if any(keep) else [])
+        answers = dict(zip(wanted, self.runner.session.run(wanted, feeds), strict=True))
+        scores = read_outputs(self.runner.outputs, answers, batch.arrays["input_ids"], batch.response_starts)
+        kept: list[PromptStates | None] = []
+        for row, (sequence, wanted_row) in enumerate(zip(sequences, keep, strict=True)):
+            if not wanted_row:
+                kept.append(None)
+                continue
+            end = sequence.response_start
+            # Copies: a view would hold the whole batch's arrays while the prompt is kept.
+            arrays = tuple(np.ascontiguousarray(answers[name][row : row + 1, :, :end]) for name in self.present_names)
+            kept.append(PromptStates(end, arrays))
+        return scores, kept
+
     def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray]) -> Scores:
         """Every output of `responses` (the token ids after one prompt), each read after `states`:
         in one call, right-padded, each row with its own copy of the prompt's keys and values

@@ -115,7 +115,12 @@ def shared_prompts(settings: Settings, runtime: BundleRuntime, metrics: Metrics)
     if runtime.prefix is None:
         logger.info("prefix reuse: off: %s", runtime.prefix_refused)
         return None
-    logger.info("prefix reuse: on (prompts of %d tokens or more)", settings.prefix_min_tokens)
+    logger.info(
+        "prefix reuse: on, at %s with %s (prompts of %d tokens or more)",
+        runtime.choice.precision,
+        runtime.graph.name,
+        settings.prefix_min_tokens,
+    )
     return SharedPrompts(
         settings.prefix_min_tokens,
         settings.prefix_cache_mb * 2**20,

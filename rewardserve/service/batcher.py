@@ -33,6 +33,7 @@ import numpy as np
 
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.outputs import Extra, Scores
+from rewardserve.bundle.prefix import PromptStates
 from rewardserve.service.cache import RewardCache
 from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.metrics import Metrics
@@ -258,15 +259,32 @@ class MicroBatcher:
             if self._metrics:
                 self._metrics.dropped_sequences.inc(len(dropped))
 
-    def _take_batch(self) -> list[_Entry]:
+    def _lone_prompts(self) -> set[bytes]:
+        """Prompts that one queued entry has and that are not kept: such an entry runs whole,
+        batched with the others that do, and its prompt's keys and values are kept from that
+        call in case a sibling follows (one sample a request, as OpenRLHF and verl send)."""
+        counts: dict[bytes, int] = {}
+        for entry in self._queue:
+            if entry.prompt is not None:
+                counts[entry.prompt] = counts.get(entry.prompt, 0) + 1
+        return {prompt for prompt, count in counts.items() if count == 1 and prompt not in self._prompts}
+
+    def _take_batch(self) -> tuple[bytes | None, list[_Entry]]:
         """The oldest entry and its nearest neighbours in length among the entries that may share
-        its engine call (those of its prompt; or those that run whole), within the count and the
-        token budget."""
+        its engine call (those of its prompt; or those that run whole, lone prompts among them),
+        within the count and the token budget; and the prompt the batch runs after (None: whole)."""
         if not self._queue:
-            return []
+            return None, []
+        lone = self._lone_prompts() if self._prompts is not None else set()
         prompt = self._queue[0].prompt  # the oldest entry's
-        members = np.array([i for i, e in enumerate(self._queue) if e.prompt == prompt], dtype=np.int64)
-        lengths = np.fromiter((self._queue[i].length for i in members), dtype=np.int64, count=len(members))
+        prompt = None if prompt in lone else prompt
+        members = np.array(
+            [i for i, e in enumerate(self._queue) if e.prompt == prompt or (prompt is None and e.prompt in lone)],
+            dtype=np.int64,
+        )
+        # A lone entry runs whole: its prompt's tokens are computed too.
+        length = (lambda e: e.length) if prompt is not None else (lambda e: len(e.sequence))
+        lengths = np.fromiter((length(self._queue[i]) for i in members), dtype=np.int64, count=len(members))
         by_length = np.argsort(lengths, kind="stable")  # equal lengths stay in arrival order
         anchor = int(np.flatnonzero(by_length == 0)[0])  # the oldest entry
         rows, tokens = self._max_batch_size, self._max_batch_tokens
@@ -284,7 +302,7 @@ class MicroBatcher:
             return self._take_batch()
         self._queue = [entry for i, entry in enumerate(self._queue) if i not in chosen]
         self._set_queue_depth()
-        return batch
+        return prompt, batch
 
     async def _run_forever(self) -> None:
         while True:
@@ -294,11 +312,12 @@ class MicroBatcher:
             self._wakeup.clear()
             if self._prompts is not None:
                 self._prompts.expire()
-            while batch := self._take_batch():
+            while (taken := self._take_batch())[1]:
+                prompt, batch = taken
                 self._batches += 1
                 started = time.perf_counter()
                 try:
-                    scores = await self._run(batch)
+                    scores = await self._run(prompt, batch)
                     if not isinstance(scores, Scores):
                         scores = Scores(np.asarray(scores, dtype=np.float32))
                     if len(scores) != len(batch):
@@ -320,13 +339,21 @@ class MicroBatcher:
                         request.set(index, reward, extra)
                 self._observe(batch, started, seconds)
 
-    async def _run(self, batch: list[_Entry]) -> Scores | np.ndarray:
-        """The engine's answer for a batch: whole sequences, or responses after their shared prompt."""
+    async def _run(self, prompt: bytes | None, batch: list[_Entry]) -> Scores | np.ndarray:
+        """The engine's answer for a batch: whole sequences (keeping lone prompts' keys and
+        values), or responses after their shared prompt."""
         loop = asyncio.get_running_loop()
         sequences = [e.sequence for e in batch]
-        prompt = batch[0].prompt
         if prompt is None:
-            return await loop.run_in_executor(self._executor, self.engine, sequences)
+            keep = [e.prompt is not None for e in batch]
+            if not any(keep):
+                return await loop.run_in_executor(self._executor, self.engine, sequences)
+            scores, kept = await loop.run_in_executor(self._executor, self.engine.whole, sequences, keep)
+            for entry, states in zip(batch, kept, strict=True):
+                if states is not None:
+                    self._prompts.put(entry.prompt, states)
+                    self._count_prompt(states)
+            return scores
         kept = self._prompts.get(prompt)
         scores, states = await loop.run_in_executor(self._executor, self.engine.responses, kept, sequences)
         self._prompts.put(prompt, states)
@@ -334,10 +361,15 @@ class MicroBatcher:
             hits = len(batch) - (kept is None)  # the first response of a prompt run here is no hit
             self._metrics.prefix_hits.inc(hits)
             self._metrics.prefix_tokens_saved.inc(hits * states.length)
-            if kept is None:
-                self._metrics.prefix_prompts.inc()
-                self._metrics.prefix_prompt_tokens.inc(states.length)
+        if kept is None:
+            self._count_prompt(states)
         return scores
+
+    def _count_prompt(self, states: PromptStates) -> None:
+        """A prompt whose keys and values were computed (and kept)."""
+        if self._metrics:
+            self._metrics.prefix_prompts.inc()
+            self._metrics.prefix_prompt_tokens.inc(states.length)
 
     def _fail(self, entries: list[_Entry], error: BaseException) -> None:
         for entry in entries:

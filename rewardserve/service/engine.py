@@ -20,7 +20,7 @@ import numpy as np
 
 from rewardserve.bundle import EncodedSequence, GraphRunner
 from rewardserve.bundle.outputs import Scores, join_steps
-from rewardserve.bundle.prefix import PromptStates, prompt_ids
+from rewardserve.bundle.prefix import PrefixRunner, PromptStates, prompt_ids
 from rewardserve.service.errors import EngineError
 from rewardserve.service.metrics import Metrics
 
@@ -52,15 +52,33 @@ class Engine:
         """Finite rewards (and the model's other outputs) of `sequences`, or EngineError."""
         return self._guarded(len(sequences), lambda: self.runtime.score(self.runtime.encoder.pad(sequences)))
 
+    def whole(
+        self, sequences: Sequence[EncodedSequence], keep: Sequence[bool]
+    ) -> tuple[Scores, list[PromptStates | None]]:
+        """`__call__`'s answer, and the prompt's keys and values of each sequence whose `keep` is
+        set, read off the same call. Needs a runtime with a prefix graph."""
+        prefix = self._prefix()
+        kept: list[PromptStates | None] = []
+
+        def run() -> Scores:
+            scores, states = prefix.score_whole(sequences, keep)
+            kept.extend(states)
+            return scores
+
+        return self._guarded(len(sequences), run), kept
+
+    def _prefix(self) -> PrefixRunner:
+        if self.runtime.prefix is None:
+            raise RuntimeError("the engine has no prefix graph")
+        return self.runtime.prefix
+
     def responses(
         self, states: PromptStates | None, sequences: Sequence[EncodedSequence]
     ) -> tuple[Scores, PromptStates]:
         """`__call__`'s answer for sequences that all share one prompt (their ids before
         response_start), scored after its keys and values: `states` when kept from before, else
         run here; and those states, to keep. Needs a runtime with a prefix graph."""
-        prefix = self.runtime.prefix
-        if prefix is None:
-            raise RuntimeError("the engine has no prefix graph")
+        prefix = self._prefix()
 
         def run() -> Scores:
             nonlocal states

@@ -1,0 +1,145 @@
+"""The bf16 decoder engine against this machine's bf16 peak, profiled: OpenVINO's CPU plugin
+running a real-size decoder's portable graph (random weights, real_size_export.py's shape) on
+held-out HH conversations, as the server runs it (backbone at bf16, reward head at fp32).
+
+    python benchmarks/bf16_engine.py --shape qwen3-0.6b            # ~6 min on 2 cores
+
+Prints:
+- the machine's bf16 peak: the median FLOP/s of a 4096^3 matmul, in torch (oneDNN) and in
+  OpenVINO (one MatMul compiled at bf16), on every CPU the process may use;
+- the engine at each batch shape: tokens/s, and FLOP/s as a share of the larger peak (the FLOPs
+  each sequence costs: 2 per weight per token outside the embedding, plus attention's two n x n
+  products per layer, padding aside);
+- where the time goes: OpenVINO's per-node counters summed by the kernel that ran;
+- resident memory after the session is built, against the fp32 weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from decoder_engines import sequence_flops
+from real_size_export import SHAPES, build
+
+from rewardserve.bundle import SequenceEncoder
+from rewardserve.bundle.cpus import available_cpus
+from rewardserve.bundle.engine_choice import Machine
+from rewardserve.bundle.openvino_session import OpenVinoSession
+from rewardserve.bundle.runtime import token_batches
+from rewardserve.data.hh import default_data_files
+from rewardserve.data.preferences import load_preferences
+from rewardserve.export import decoder_graph
+from rewardserve.export.gaps import example_inputs
+from rewardserve.export.source import load_source
+
+PEAK_SIZE = 4096
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def torch_peak(size: int = PEAK_SIZE) -> float:
+    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
+    return 2 * size**3 / median_seconds(lambda: a @ b, 5)
+
+
+def openvino_peak(size: int = PEAK_SIZE) -> float:
+    import openvino as ov
+
+    x = ov.opset13.parameter([size, size], ov.Type.f32, name="x")
+    weight = ov.opset13.constant(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    model = ov.Model([ov.opset13.matmul(x, weight, False, False)], [x])
+    config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": available_cpus()}
+    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+    feed = np.random.default_rng(1).standard_normal((size, size), np.float32)
+    return 2 * size**3 / median_seconds(lambda: request.infer({"x": feed}), 5)
+
+
+def resident_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def profile(session: OpenVinoSession, feeds: dict[str, np.ndarray]) -> dict[str, float]:
+    """Microseconds by the kernel OpenVINO ran (its exec type), over one call."""
+    session._backbone.infer({name: feeds[name] for name in session._backbone_inputs})
+    by_kernel: dict[str, float] = defaultdict(float)
+    for info in session._backbone.profiling_info:
+        by_kernel[f"{info.node_type} ({info.exec_type})"] += info.real_time.total_seconds() * 1e6
+    return by_kernel
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b")
+    parser.add_argument("--work", type=Path, default=Path("models/real-size"))
+    parser.add_argument("--sequences", type=int, default=48)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    torch.set_num_threads(available_cpus())
+    print(f"{Machine.this().describe()}, {available_cpus()} CPUs")
+    peaks = {"torch": torch_peak(), "openvino": openvino_peak()}
+    peak = max(peaks.values())
+    print("bf16 peak, 4096^3 matmul: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+
+    checkpoint = build(args.shape, args.work / args.shape / "checkpoint")
+    weights = sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))
+    source = load_source(checkpoint, max_length=args.max_length)
+    encoder = SequenceEncoder(source.tokenizer, source.input_format)
+    config = source.model.config
+    heldout, _ = load_preferences(default_data_files(), split="heldout")
+    order = np.random.default_rng(0).permutation(len(heldout))[: args.sequences]
+    inputs = [example_inputs(source.input_format, [heldout[i]])[0] for i in order]
+    sequences = sorted(encoder.encode(*zip(*inputs, strict=True)), key=len)
+    lengths = [len(s) for s in sequences]
+    print(
+        f"{args.shape}: {len(sequences)} conversations, {np.mean(lengths):.0f} tokens on average (max {max(lengths)})"
+    )
+    with tempfile.TemporaryDirectory(dir=args.work) as work:
+        built = decoder_graph.build(source.model, source.input_format, Path(work))
+        del source
+        gc.collect()
+        before = resident_bytes()
+        session = OpenVinoSession(built.portable, available_cpus())
+        held = resident_bytes() - before
+        print(f"resident after load: +{held / 2**30:.2f} GiB for {weights / 2**30:.2f} GiB of fp32 weights "
+              f"({held / weights:.2f}x)")  # fmt: skip
+        print(f"\n{'batch (rows x padded tokens)':<30}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
+        for max_tokens in (1024, 2048, 4096):
+            batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
+            feeds = [encoder.pad(batch).arrays for batch in batches]
+            seconds = median_seconds(lambda f=feeds, s=session: [s.run(["reward"], x) for x in f], args.repeats)
+            flops = sum(sequence_flops(config, n) for n in lengths)
+            print(f"{'up to ' + str(max_tokens) + ' tokens':<30}{sum(lengths) / seconds:>10.0f}"
+                  f"{flops / seconds / 1e9:>10.0f}{flops / seconds / peak:>9.0%}")  # fmt: skip
+        del session
+        profiled = OpenVinoSession(built.portable, available_cpus(), perf_count=True)
+        middle = encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays
+        by_kernel = profile(profiled, middle)
+        total = sum(by_kernel.values())
+        print(f"\nwhere the time goes (4 rows of {middle['input_ids'].shape[1]} tokens, {total / 1e3:.0f} ms):")
+        for kernel, micros in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"  {kernel:<60}{micros / 1e3:>8.1f} ms {micros / total:>6.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""bf16 on CPUs with matrix engines: the reward stays an fp32 number that does not depend on its
+batch-mates, and prompt reuse runs at bf16 too.
+
+- OpenVINO runs the backbone at bf16 and the reward head at fp32 (bundle/openvino_session.py):
+  rewards are continuous numbers, not bf16 ones, and a reward moves with its batch-mates by at
+  most 1e-3, served with `make serve`'s defaults and the duplicate cache off;
+- a decoder's portable prefix graph (standard-operator attention over past keys and values) is
+  checked against PyTorch at export and gated at bf16; `auto` then serves bf16 with prompt reuse,
+  and a response read after its prompt's keys and values gets the reward bf16 gives it whole.
+
+On the tiny BERT (every gate passed by fiat: its near-tied rewards cannot be judged) and on a
+small Qwen3-shaped chat RM trained here on HH, through the real gates."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import httpx
+import numpy as np
+import pytest
+from chat_models import policy_text
+from conftest import needs_bf16
+from live import free_port, running
+
+from rewardserve.bundle import BundleRuntime, load_bundle
+from rewardserve.bundle.prefix import runs_whole
+from rewardserve.bundle.runtime import score_offline
+from rewardserve.data.hh import prompt_turns
+from rewardserve.service import Settings
+
+pytestmark = needs_bf16
+
+BATCH_MATES = 40
+MAX_BATCH_EFFECT = 1e-3
+
+
+def bf16_share(rewards) -> float:
+    """The share of rewards that are exactly bf16 numbers (float32 bits ending in 16 zeros)."""
+    return float(np.mean(np.asarray(rewards, np.float32).view(np.uint32) & 0xFFFF == 0))
+
+
+def serve(bundle, **settings):
+    """`make serve`'s defaults (precision auto, prefix reuse on), the duplicate cache off."""
+    return running(Settings(bundle=bundle, port=free_port(), cache_size=0, **settings))
+
+
+def mixed_items(heldout_pairs, count: int = BATCH_MATES) -> list[dict]:
+    """Distinct held-out HH items of mixed lengths (a few tokens to hundreds)."""
+    pairs = sorted({(e.prompt, r) for e in heldout_pairs for r in e.responses})
+    random.Random(0).shuffle(pairs)
+    return [{"prompt": p, "response": r} for p, r in pairs[:count]]
+
+
+@pytest.fixture(scope="module")
+def groups(heldout_pairs) -> list[tuple[list[dict], list[str]]]:
+    """GRPO-shaped groups: a held-out conversation so far, and four responses to it."""
+    examples = [e for e in heldout_pairs if 300 < len(e.prompt) < 900 and max(map(len, e.responses)) < 500][:3]
+    others = [r for e in heldout_pairs[100:140] for r in e.responses if len(r) < 500]
+    return [(prompt_turns(e.prompt), [*e.responses, *others[2 * i : 2 * i + 2]]) for i, e in enumerate(examples)]
+
+
+# ---------------------------------------------------------------- the reward leaves bf16 at fp32
+
+
+@pytest.mark.parametrize("bundle", ["variants_bundle", "trained_decoder_bundle"])
+def test_rewards_are_continuous_numbers_in_every_precision_the_bundle_serves(bundle, heldout_pairs, request):
+    bundle = request.getfixturevalue(bundle)
+    items = mixed_items(heldout_pairs, 64)
+    prompts, responses = [i["prompt"] for i in items], [i["response"] for i in items]
+    for precision, refused in load_bundle(bundle).offered().items():
+        if refused is None:
+            rewards = score_offline(BundleRuntime(bundle, precision=precision), prompts, responses)
+            # A bf16 graph's output was a bf16 number for every one of them.
+            assert bf16_share(rewards) < 0.1, precision
+            assert len(set(rewards.tolist())) == len(items), precision
+
+
+@pytest.mark.parametrize("bundle", ["variants_bundle", "trained_decoder_bundle"])
+def test_a_served_reward_moves_with_its_batch_mates_by_at_most_1e_3(bundle, heldout_pairs, request):
+    """Each item alone, then all 40 in one request: the batcher runs them in length-grouped
+    batches of mixed lengths, padded, beside other sequences."""
+    bundle = request.getfixturevalue(bundle)
+    items = mixed_items(heldout_pairs)
+    with serve(bundle) as server:
+        assert server.metric("rewardserve_engine_precision", device="cpu", precision="bf16") == 1
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            alone = [client.post("/score", json={"items": [item]}).json()["rewards"][0] for item in items]
+            together = client.post("/score", json={"items": items}).json()["rewards"]
+    assert np.abs(np.array(alone) - np.array(together)).max() <= MAX_BATCH_EFFECT
+
+
+# ---------------------------------------------------------------- bf16 and prompt reuse together
+
+
+def test_on_a_trained_decoder_the_bf16_prefix_path_passes_its_gate_and_auto_serves_it(trained_decoder_bundle):
+    manifest = load_bundle(trained_decoder_bundle)
+    prefix = manifest.prefix
+    assert prefix is not None and prefix.portable_file in manifest.files
+    assert prefix.portable_max_abs_diff <= 1e-4  # against PyTorch, at fp32
+    assert prefix.bf16 is not None and prefix.bf16.passed
+    assert prefix.bf16.agreement.pairs == manifest.variants["bf16"].agreement.pairs
+    runtime = BundleRuntime(trained_decoder_bundle, prefix_reuse=True)
+    assert runtime.choice.precision == "bf16" and runtime.prefix is not None
+    assert runtime.graph.name == prefix.portable_file
+
+
+def bf16_whole(bundle, conversations: list[tuple[list[dict], str]]) -> np.ndarray:
+    """The bf16 engine's rewards of whole sequences, no prompt reused."""
+    runtime = BundleRuntime(bundle, prefix_reuse=False)
+    assert runtime.choice.precision == "bf16"
+    return score_offline(runtime, [p for p, _ in conversations], [r for _, r in conversations])
+
+
+def within_the_gate(served, whole) -> None:
+    """A response after its prompt's keys and values at bf16 gets the reward bf16 gives it whole,
+    within bf16's own noise (a prompt's keys and values rounded apart from its responses), and so
+    orders each pair of a group as whole sequences do wherever they are apart by more than that."""
+    served, whole = np.asarray(served), np.asarray(whole)
+    noise = 0.02 * np.abs(whole).max()
+    assert np.abs(served - whole).max() <= noise
+    gaps, gaps_whole = served[:, None] - served[None, :], whole[:, None] - whole[None, :]
+    apart = np.abs(gaps_whole) > 2 * noise
+    assert np.array_equal(np.sign(gaps[apart]), np.sign(gaps_whole[apart]))
+
+
+def test_grouped_responses_after_their_prompt_at_bf16_get_the_whole_sequences_rewards(
+    trained_decoder_bundle, groups, caplog
+):
+    conversations = [(prompt, r) for prompt, responses in groups for r in responses]
+    with caplog.at_level(logging.INFO, logger="rewardserve"), serve(trained_decoder_bundle) as server:
+        assert "prefix reuse: on, at bf16" in caplog.text
+        assert server.metric("rewardserve_prefix_reuse") == 1
+        served = []
+        for prompt, responses in groups:
+            body = {"messages": prompt, "responses": responses}
+            served += httpx.post(f"{server.url}/compare", json=body, timeout=120).json()["rewards"]
+        prompts = server.metric("rewardserve_prefix_prompts_total")
+        hits = server.metric("rewardserve_prefix_hits_total")
+    within_the_gate(served, bf16_whole(trained_decoder_bundle, conversations))
+    # Each kept prompt ran once, and every other response after it read it.
+    split, distinct = kept_prompts(trained_decoder_bundle, conversations)
+    assert prompts == distinct < split
+    assert hits == split - prompts
+
+
+def kept_prompts(bundle, conversations: list[tuple[list[dict], str]]) -> tuple[int, int]:
+    """How many sequences may be read after their prompt, and how many distinct prompts they keep:
+    a response long enough to cut its conversation at max_length keeps a shorter prompt."""
+    encoder = BundleRuntime(bundle, prefix_reuse=False).encoder
+    sequences = encoder.encode([p for p, _ in conversations], [r for _, r in conversations])
+    split = [s for s in sequences if runs_whole(s) is None]
+    return len(split), len({s.ids[: s.response_start].tobytes() for s in split})
+
+
+def test_interleaved_one_sample_requests_share_their_prompts_at_bf16(trained_decoder_bundle, groups):
+    """OpenRLHF and verl send each sample alone, as policy text, every group at once."""
+    samples = [(prompt, r) for prompt, responses in groups for r in responses]
+    order = list(range(len(samples)))
+    random.Random(0).shuffle(order)
+
+    async def send_all(url: str) -> dict[int, float]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+            async def one(i: int) -> float:
+                answer = await client.post("/get_reward", json={"query": [policy_text("chatml", *samples[i])[1]]})
+                return answer.json()["rewards"][0]
+
+            return dict(zip(order, await asyncio.gather(*(one(i) for i in order)), strict=True))
+
+    with serve(trained_decoder_bundle) as server:
+        served = asyncio.run(send_all(server.url))
+        hits = server.metric("rewardserve_prefix_hits_total")
+    within_the_gate([served[i] for i in range(len(samples))], bf16_whole(trained_decoder_bundle, samples))
+    split, distinct = kept_prompts(trained_decoder_bundle, samples)
+    assert hits >= split - 2 * distinct  # at most two of a prompt's responses ran before it was kept
+
+
+def test_truncated_prompts_at_bf16_share_only_where_their_kept_tokens_are_equal(trained_decoder_bundle, groups):
+    long_prompt = [turn for prompt, _ in groups for turn in prompt] * 3  # over max_length: its start is cut
+    responses = [r for _, rs in groups for r in rs][:6]
+    runtime = BundleRuntime(trained_decoder_bundle, prefix_reuse=False)
+    sequences = runtime.encoder.encode([long_prompt] * len(responses), responses)
+    assert all(s.prompt_cut > 0 for s in sequences)
+    items = [{"messages": [*long_prompt, {"role": "assistant", "content": r}]} for r in responses]
+    with serve(trained_decoder_bundle) as server:
+        served = httpx.post(f"{server.url}/score", json={"items": items}, timeout=120).json()["rewards"]
+        prompts = server.metric("rewardserve_prefix_prompts_total")
+    within_the_gate(served, bf16_whole(trained_decoder_bundle, [(long_prompt, r) for r in responses]))
+    assert prompts == len({s.ids[: s.response_start].tobytes() for s in sequences})
