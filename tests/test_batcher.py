@@ -35,11 +35,13 @@ class SumEngine:
         return [n for batch in self.batches for n in batch]
 
 
-async def run_with(engine, work, max_batch_size=8, max_batch_tokens=10_000, cache_size=0, metrics=None):
+async def run_with(
+    engine, work, max_batch_size=8, max_batch_tokens=10_000, cache_size=0, metrics=None, length_bucket=1
+):
     """Run `work(batcher)` against a started batcher. Requests made before `work` first awaits
     are all queued before the worker takes its first batch."""
     cache = RewardCache(DIGEST, cache_size) if cache_size else None
-    batcher = MicroBatcher(engine, max_batch_size, max_batch_tokens, metrics, cache)
+    batcher = MicroBatcher(engine, max_batch_size, max_batch_tokens, metrics, cache, length_bucket=length_bucket)
     batcher.start()
     try:
         return await work(batcher)
@@ -83,6 +85,20 @@ def test_batches_group_sequences_of_similar_length():
 
     assert rewards(asyncio.run(run_with(engine, work, max_batch_size=3))) == [5, 100, 6, 101, 7, 102]
     assert engine.batches == [[5, 6, 7], [100, 101, 102]]
+
+
+def test_with_a_length_bucket_a_batch_holds_one_bucket_of_lengths_only():
+    """Each sequence is then padded to its bucket's end whoever its batch-mates are (bf16
+    kernels round differently at different padded lengths)."""
+    engine = SumEngine()
+
+    async def work(batcher):
+        return await batcher.score([seq(n) for n in [14, 17, 16, 30, 33, 1]])
+
+    batcher_args = {"max_batch_size": 8}
+    scored = asyncio.run(run_with(engine, work, length_bucket=16, **batcher_args))
+    assert rewards(scored) == [14, 17, 16, 30, 33, 1]
+    assert sorted(map(sorted, engine.batches)) == [[1, 14, 16], [17, 30], [33]]
 
 
 def test_the_oldest_sequence_is_always_in_the_next_batch():

@@ -75,6 +75,16 @@ def test_padding_is_on_the_right_with_mask_and_segment_ids():
     assert a["token_type_ids"].tolist() == [[0, 0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1, 1, 1]]
 
 
+def test_a_padding_multiple_rounds_the_padded_length_up_but_never_past_max_length():
+    enc = encoder(max_length=32)
+    sequences = enc.encode(["a b c", "a"], ["x", "x y z w"])  # 7 and 8 tokens
+    assert enc.pad(sequences, multiple=16).arrays["input_ids"].shape == (2, 16)
+    assert (enc.pad(sequences, multiple=16).arrays["attention_mask"].sum(axis=1) == [7, 8]).all()
+    assert enc.pad(sequences, multiple=5).arrays["input_ids"].shape == (2, 10)
+    assert enc.pad(sequences, multiple=30).arrays["input_ids"].shape == (2, 30)
+    assert enc.pad(sequences, multiple=64).arrays["input_ids"].shape == (2, 32)  # max_length
+
+
 def test_models_without_segment_ids_get_no_token_type_input():
     batch = encoder(token_type_ids=False).encode_batch(["a"], ["b"])
     assert set(batch.arrays) == {"input_ids", "attention_mask"}

@@ -63,9 +63,25 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
             (
                 "prefix graph",
                 f"{prefix.file}: {prefix.sequences} held-out sequences, whole and after their prompts' keys and "
-                f"values, within {prefix.max_abs_diff:.2g} of PyTorch",
+                f"values, within {prefix.max_abs_diff:.2g} of PyTorch"
+                + (
+                    f"; {prefix.portable_file} (OpenVINO) within {prefix.portable_max_abs_diff:.2g}"
+                    if prefix.portable_file
+                    else ""
+                ),
             )
         )
+        if (bf16 := prefix.bf16) is not None:
+            gate = bf16.agreement
+            verdict = "passed" if bf16.passed else f"refused ({bf16.refused})"
+            lines.append(
+                (
+                    "prefix graph bf16",
+                    f"{verdict}: {gate.pairs} held-out pairs, each prompt once: {gate.decisions_matching:.2%} ordered "
+                    f"as fp32 does, accuracy {gate.accuracy:.4f} (fp32 {gate.accuracy_fp32:.4f}); rewards within "
+                    f"{bf16.max_abs_diff_whole:.2g} of bf16 run whole",
+                )
+            )
     if manifest.agreement is not None:
         gate = manifest.agreement
         lines.append(

@@ -264,10 +264,14 @@ class SequenceEncoder:
             sequence.merged_at_join,
         )
 
-    def pad(self, sequences: Sequence[EncodedSequence]) -> EncodedBatch:
-        """Pad sequences to the longest one, on the format's side, and build the model's inputs."""
+    def pad(self, sequences: Sequence[EncodedSequence], multiple: int = 1) -> EncodedBatch:
+        """Pad sequences to the longest one, on the format's side, and build the model's inputs.
+        With `multiple`, the padded length is rounded up to a multiple of it (at most max_length):
+        a server that batches only sequences of the same multiple pads each one to a length of
+        its own, whoever its batch-mates are (service/batcher.py, LENGTH_BUCKET)."""
         fmt = self.format
         width = max(len(sequence) for sequence in sequences)
+        width = max(width, min(-(-width // multiple) * multiple, fmt.max_length))
         shape = (len(sequences), width)
         input_ids = np.full(shape, fmt.pad_id, dtype=np.int64)
         attention_mask = np.zeros(shape, dtype=np.int64)

@@ -113,13 +113,14 @@ class PrefixRunner:
         return PromptStates(len(ids), tuple(self.runner.session.run(self.present_names, feeds)))
 
     def score_whole(
-        self, sequences: Sequence[EncodedSequence], keep: Sequence[bool]
+        self, sequences: Sequence[EncodedSequence], keep: Sequence[bool], multiple: int = 1
     ) -> tuple[Scores, list[PromptStates | None]]:
         """Every output of whole sequences in one call (an empty past), and, for each row whose
         `keep` is set, its prompt's keys and values read off the same call: in a causal decoder
         a sequence's first `response_start` keys and values are its prompt's. A prompt nobody
-        else has yet runs once this way, not as a call of its own, and is kept for a sibling."""
-        batch = self.runner.encoder.pad(sequences)
+        else has yet runs once this way, not as a call of its own, and is kept for a sibling.
+        `multiple`: the padding rule (SequenceEncoder.pad)."""
+        batch = self.runner.encoder.pad(sequences, multiple)
         feeds = self.runner.after_empty_past(batch.arrays)
         names = self.runner.outputs.graph_outputs()
         wanted = names + (self.present_names if any(keep) else [])
@@ -136,7 +137,7 @@ class PrefixRunner:
             kept.append(PromptStates(end, arrays))
         return scores, kept
 
-    def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray]) -> Scores:
+    def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray], multiple: int = 1) -> Scores:
         """Every output of `responses` (the token ids after one prompt), each read after `states`:
         in one call, right-padded, each row with its own copy of the prompt's keys and values
         (GroupQueryAttention reads past row by row)."""
@@ -146,7 +147,7 @@ class PrefixRunner:
             for name, array in zip(self.past_names, states.arrays, strict=True)
         }
         # Padded as any batch of this bundle is (on the right: decoders written from weights pad so).
-        padded = self.runner.encoder.pad([EncodedSequence(response, 0) for response in responses]).arrays
+        padded = self.runner.encoder.pad([EncodedSequence(response, 0) for response in responses], multiple).arrays
         ids = padded["input_ids"]
         feeds |= {"input_ids": ids, "attention_mask": padded["attention_mask"]}
         feeds |= {"prefix_lengths": np.full(rows, states.length, np.int64)}

@@ -10,6 +10,11 @@ Entries whose callers have all gone (their futures cancelled, e.g. the client di
 are dropped before they cost compute. With a cache, a sequence scored before is answered at
 once, and one identical to a sequence still queued or running joins it instead of running twice.
 
+With a length bucket (LENGTH_BUCKET; bf16 engines), a batch holds sequences of one bucket of
+lengths only, and the engine pads them to the bucket's end: each sequence runs at a padded
+length of its own, so its reward does not depend on its batch-mates (bf16 kernels round
+differently at different padded lengths).
+
 With shared prompts (shared_prompts.py, decoder bundles), a sequence whose prompt is worth
 sharing is batched only with sequences of the same prompt, by response length: the engine runs
 the prompt once (or takes its keys and values kept from an earlier batch) and the responses
@@ -156,8 +161,10 @@ class MicroBatcher:
         cache: RewardCache | None = None,
         thread_initializer: Callable[[], None] | None = None,
         shared_prompts: SharedPrompts | None = None,
+        length_bucket: int = 1,
     ) -> None:
         self.engine = engine
+        self._length_bucket = length_bucket
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
         self._metrics = metrics
@@ -285,6 +292,10 @@ class MicroBatcher:
         # A lone entry runs whole: its prompt's tokens are computed too.
         length = (lambda e: e.length) if prompt is not None else (lambda e: len(e.sequence))
         lengths = np.fromiter((length(self._queue[i]) for i in members), dtype=np.int64, count=len(members))
+        if self._length_bucket > 1:  # only the oldest entry's bucket, each padded to the bucket's end
+            buckets = -(-lengths // self._length_bucket)
+            same = buckets == buckets[0]  # members[0] is the oldest entry
+            members, lengths = members[same], buckets[same] * self._length_bucket
         by_length = np.argsort(lengths, kind="stable")  # equal lengths stay in arrival order
         anchor = int(np.flatnonzero(by_length == 0)[0])  # the oldest entry
         rows, tokens = self._max_batch_size, self._max_batch_tokens

@@ -32,9 +32,14 @@ PROBE_RESPONSES = ["a short response", "a somewhat longer response " * 8]
 
 
 class Engine:
-    def __init__(self, runtime: GraphRunner, metrics: Metrics | None = None) -> None:
+    """`length_bucket`: each batch is padded to a multiple of it (the batcher batches sequences of
+    the same multiple only), so that a sequence's padded length, and with it its reward, does not
+    depend on its batch-mates."""
+
+    def __init__(self, runtime: GraphRunner, metrics: Metrics | None = None, length_bucket: int = 1) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.length_bucket = length_bucket
         self.broken = False
 
     def probe(self) -> None:
@@ -50,7 +55,8 @@ class Engine:
 
     def __call__(self, sequences: Sequence[EncodedSequence]) -> Scores:
         """Finite rewards (and the model's other outputs) of `sequences`, or EngineError."""
-        return self._guarded(len(sequences), lambda: self.runtime.score(self.runtime.encoder.pad(sequences)))
+        pad = self.runtime.encoder.pad
+        return self._guarded(len(sequences), lambda: self.runtime.score(pad(sequences, self.length_bucket)))
 
     def whole(
         self, sequences: Sequence[EncodedSequence], keep: Sequence[bool]
@@ -61,7 +67,7 @@ class Engine:
         kept: list[PromptStates | None] = []
 
         def run() -> Scores:
-            scores, states = prefix.score_whole(sequences, keep)
+            scores, states = prefix.score_whole(sequences, keep, self.length_bucket)
             kept.extend(states)
             return scores
 
@@ -83,7 +89,7 @@ class Engine:
         def run() -> Scores:
             nonlocal states
             states = states or prefix.prompt_states(prompt_ids(sequences[0]))
-            return prefix.score_responses(states, [s.ids[states.length :] for s in sequences])
+            return prefix.score_responses(states, [s.ids[states.length :] for s in sequences], self.length_bucket)
 
         scores = self._guarded(len(sequences), run)
         return scores, states

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         description="Most padded tokens (longest sequence x count) in one engine call "
         "(default: 512 on CPU, 4096 for bf16 on CPU, 32768 on GPU).",
     )
+    length_bucket: int | None = Field(
+        None,
+        ge=1,
+        description="Pad each sequence to a multiple of this many tokens and batch only sequences of the same "
+        "multiple, so that a reward never depends on its batch-mates (default: 16 for bf16 engines, whose kernels "
+        "round differently at different padded lengths; 1, plain length grouping, elsewhere).",
+    )
     cache_size: int = Field(
         65536, ge=0, description="Rewards of distinct formatted sequences kept for exact duplicates; 0 turns it off."
     )
