@@ -1,6 +1,7 @@
 """The bf16 decoder engine against this machine's bf16 peak, profiled: OpenVINO's CPU plugin
-running a real-size decoder's portable graph (random weights, real_size_export.py's shape) on
-held-out HH conversations, as the server runs it (backbone at bf16, reward head at fp32).
+running a real-size decoder's graph as a bundle ships it (the portable prefix graph in OpenVINO's
+format, fp16 weights; random weights, real_size_export.py's shape) on held-out HH
+conversations, as the server runs it (backbone at bf16, reward head at fp32).
 
     python benchmarks/bf16_engine.py --shape qwen3-0.6b            # ~6 min on 2 cores
 
@@ -11,7 +12,9 @@ Prints:
   each sequence costs: 2 per weight per token outside the embedding, plus attention's two n x n
   products per layer, padding aside);
 - where the time goes: OpenVINO's per-node counters summed by the kernel that ran;
-- resident memory after the session is built, against the fp32 weights.
+- resident memory after the session is built and has run once, against the fp32 weights: on
+  the fp32-weight ONNX graph, and on the graph as a bundle ships it (OpenVINO's format, fp16
+  weights).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import load_preferences
 from rewardserve.export import decoder_graph
 from rewardserve.export.gaps import example_inputs
+from rewardserve.export.openvino_ir import write_bf16_graph
 from rewardserve.export.source import load_source
 
 PEAK_SIZE = 4096
@@ -75,6 +79,28 @@ def resident_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def held_after_first_call(graph: Path, feeds: dict[str, np.ndarray]) -> int:
+    """Resident bytes a session on `graph` adds once it has run (OpenVINO packs weights then)."""
+    gc.collect()
+    before = resident_bytes()
+    session = OpenVinoSession(graph, available_cpus())
+    session.run(["reward"], session_feeds(session, feeds))
+    held = resident_bytes() - before
+    del session
+    gc.collect()
+    return held
+
+
+def session_feeds(session: OpenVinoSession, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A prefix graph's inputs for whole sequences: an empty past."""
+    feeds = dict(arrays, prefix_lengths=np.zeros(len(arrays["input_ids"]), np.int64))
+    for graph_input in session.get_inputs():
+        if graph_input.name.startswith("past."):
+            _, heads, _, size = graph_input.shape
+            feeds[graph_input.name] = np.zeros((len(arrays["input_ids"]), heads, 0, size), np.float32)
+    return feeds
 
 
 def profile(session: OpenVinoSession, feeds: dict[str, np.ndarray]) -> dict[str, float]:
@@ -115,25 +141,27 @@ def main() -> None:
         f"{args.shape}: {len(sequences)} conversations, {np.mean(lengths):.0f} tokens on average (max {max(lengths)})"
     )
     with tempfile.TemporaryDirectory(dir=args.work) as work:
-        built = decoder_graph.build(source.model, source.input_format, Path(work))
+        built = decoder_graph.build(source.model, source.input_format, Path(work), prefix=True)
         del source
         gc.collect()
-        before = resident_bytes()
-        session = OpenVinoSession(built.portable, available_cpus())
-        held = resident_bytes() - before
-        print(f"resident after load: +{held / 2**30:.2f} GiB for {weights / 2**30:.2f} GiB of fp32 weights "
-              f"({held / weights:.2f}x)")  # fmt: skip
+        # As a bundle ships it: the prefix graph in OpenVINO's format, fp16 weights (openvino_ir.py)
+        graph = write_bf16_graph(built.portable_prefix, Path(work) / "model.bf16.xml")
+        for name, path in (("fp32 weights (the ONNX graph)", built.portable_prefix), ("as shipped", graph)):
+            held = held_after_first_call(path, encoder.pad(sequences[:1]).arrays)
+            print(f"resident after load and a first call, {name}: +{held / 2**30:.2f} GiB for "
+                  f"{weights / 2**30:.2f} GiB of fp32 weights ({held / weights:.2f}x)")  # fmt: skip
+        session = OpenVinoSession(graph, available_cpus())
         print(f"\n{'batch (rows x padded tokens)':<30}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}")
         for max_tokens in (1024, 2048, 4096):
             batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
-            feeds = [encoder.pad(batch).arrays for batch in batches]
+            feeds = [session_feeds(session, encoder.pad(batch).arrays) for batch in batches]
             seconds = median_seconds(lambda f=feeds, s=session: [s.run(["reward"], x) for x in f], args.repeats)
             flops = sum(sequence_flops(config, n) for n in lengths)
             print(f"{'up to ' + str(max_tokens) + ' tokens':<30}{sum(lengths) / seconds:>10.0f}"
                   f"{flops / seconds / 1e9:>10.0f}{flops / seconds / peak:>9.0%}")  # fmt: skip
         del session
-        profiled = OpenVinoSession(built.portable, available_cpus(), perf_count=True)
-        middle = encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays
+        profiled = OpenVinoSession(graph, available_cpus(), perf_count=True)
+        middle = session_feeds(profiled, encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
         by_kernel = profile(profiled, middle)
         total = sum(by_kernel.values())
         print(f"\nwhere the time goes (4 rows of {middle['input_ids'].shape[1]} tokens, {total / 1e3:.0f} ms):")

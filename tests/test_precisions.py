@@ -28,15 +28,24 @@ ITEMS = [{"prompt": "\n\nHuman: How do I boil an egg?", "response": r} for r in 
 
 
 @needs_bf16
-def test_bf16_is_gated_on_openvino_and_ships_as_a_way_to_run_the_fp32_graph(variants_bundle):
+def test_bf16_is_gated_on_openvino_and_ships_as_openvino_ir_with_fp16_weights(variants_bundle):
     manifest = load_bundle(variants_bundle)
     bf16 = manifest.variants["bf16"]
-    assert bf16.passed and bf16.file is None and bf16.agreement.pairs == 48
+    assert bf16.passed and bf16.file == "model.bf16.xml" and bf16.agreement.pairs == 48
     # bf16 really ran (fp32 in OpenVINO is within ~1e-6 of PyTorch), and its head ran at fp32: the
     # reward read out of a bf16 graph differed by up to a bf16 step, 0.4% of its size
     assert 1e-5 < bf16.parity.max_rel_diff < 1e-3
     assert "amx_bf16" in bf16.measured_on or "avx512_bf16" in bf16.measured_on
-    assert set(manifest.files) == {"model.onnx", "model.int8.onnx", "tokenizer.json"}
+    assert set(manifest.files) == {
+        "model.onnx",
+        "model.int8.onnx",
+        "model.bf16.xml",
+        "model.bf16.bin",
+        "tokenizer.json",
+    }
+    # fp16 weights: half the fp32 graph's bytes
+    sizes = {name: (variants_bundle / name).stat().st_size for name in ("model.onnx", "model.bf16.bin")}
+    assert 0.4 < sizes["model.bf16.bin"] / sizes["model.onnx"] < 0.6
 
 
 @needs_bf16
@@ -134,15 +143,17 @@ def test_on_a_trained_decoder_the_real_gate_ships_int4_and_refuses_dynamic_int8(
 
 
 @needs_bf16
-def test_a_decoder_runs_bf16_from_its_portable_graph_on_the_same_weights_file(trained_decoder_bundle, heldout_pairs):
+def test_a_decoder_runs_bf16_from_its_portable_prefix_graph_with_fp16_weights(trained_decoder_bundle, heldout_pairs):
     """OpenVINO cannot read onnxruntime's GroupQueryAttention: a decoder bundle's bf16 variant is
-    the portable graph written beside it, reading the one weights file both share. It passes the
+    written from the portable prefix graph (standard operators; it scores whole sequences after an
+    empty past), in OpenVINO's format with fp16 weights, half the fp32 weights file. It passes the
     real gate on the trained decoder."""
     manifest = load_bundle(trained_decoder_bundle)
     assert manifest.graph.builder == "decoder"
-    assert manifest.variants["bf16"].passed and manifest.variants["bf16"].file == "model.portable.onnx"
-    assert {"model.onnx", "model.onnx.data", "model.portable.onnx"} <= set(manifest.files)
-    assert not any(name.startswith("model.portable.onnx.") for name in manifest.files)  # no second weights file
+    assert manifest.variants["bf16"].passed and manifest.variants["bf16"].file == "model.bf16.xml"
+    assert {"model.onnx", "model.onnx.data", "model.prefix.portable.onnx", "model.bf16.bin"} <= set(manifest.files)
+    data = {name: (trained_decoder_bundle / name).stat().st_size for name in ("model.onnx.data", "model.bf16.bin")}
+    assert 0.4 < data["model.bf16.bin"] / data["model.onnx.data"] < 0.6
     bf16, fp32 = BundleRuntime(trained_decoder_bundle), BundleRuntime(trained_decoder_bundle, precision="fp32")
     assert bf16.choice.precision == "bf16" and isinstance(bf16.session, OpenVinoSession)
     prompts, responses = zip(*decoder_parity_pairs(heldout_pairs)[:32], strict=True)

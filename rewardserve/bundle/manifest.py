@@ -71,8 +71,8 @@ class Variant(BaseModel):
     passed: bool = Field(description="Whether it passed the gate: only variants that did are served.")
     file: str | None = Field(
         None,
-        description="Its own graph (int8, int4, fp16); for bf16 a decoder's portable graph, else none (the fp32 graph "
-        "in OpenVINO).",
+        description="Its own graph (int8, int4, fp16); for bf16 OpenVINO's format with fp16 weights (a decoder's "
+        "written from its portable prefix graph), or none in bundles before it (the fp32 graph in OpenVINO).",
     )
     agreement: Agreement
     parity: Parity | None = Field(
@@ -122,11 +122,15 @@ class PrefixGraph(BaseModel):
     )
     portable_file: str | None = Field(
         None,
-        description="The same graph in standard operators, which OpenVINO runs at bf16; checked against PyTorch at "
-        "fp32 as `file` is (portable_max_abs_diff).",
+        description="The same graph in standard operators, which OpenVINO reads: checked against PyTorch at fp32 as "
+        "`file` is (portable_max_abs_diff), and the graph the bf16 variant is written from.",
     )
     portable_max_abs_diff: float | None = None
-    bf16: PrefixVariant | None = Field(None, description="The portable prefix graph at bf16, as its gate judged it.")
+    bf16: PrefixVariant | None = Field(
+        None,
+        description="The bf16 variant's graph (written from the portable prefix graph) scoring responses after their "
+        "prompts, as its gate judged it.",
+    )
 
 
 class Manifest(BaseModel):

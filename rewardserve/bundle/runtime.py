@@ -230,17 +230,17 @@ class BundleRuntime(GraphRunner):
         self.prefix = PrefixRunner(self) if self.prefix_refused is None else None
 
     def _prefix_file(self) -> str:
-        """The prefix graph at the chosen precision: onnxruntime's fused one at fp32, the portable
-        one (standard operators) in OpenVINO at bf16."""
+        """The prefix graph at the chosen precision: onnxruntime's fused one at fp32; at bf16 the
+        bf16 variant's own graph, a prefix graph in OpenVINO's format."""
         prefix = self.manifest.prefix
-        return prefix.portable_file if self.choice.precision == "bf16" else prefix.file
+        return self.manifest.graph_file("bf16") if self.choice.precision == "bf16" else prefix.file
 
     def _why_no_prefix(self) -> str | None:
         prefix = self.manifest.prefix
         if prefix is None:
             return "the bundle has no prefix graph (written for decoders built from their weights, at export)"
         if self.choice.precision == "bf16":
-            if prefix.portable_file is None or prefix.bf16 is None:
+            if prefix.bf16 is None:
                 return "the bundle has no prefix graph gated at bf16 (export it again on a CPU with bf16)"
             if not prefix.bf16.passed:
                 return f"its bf16 prefix path was refused at export: {prefix.bf16.refused}"

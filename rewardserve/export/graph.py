@@ -89,9 +89,9 @@ def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
 
 
 def move(graph: Path, directory: Path) -> None:
-    """Move `graph` and its external data (if any) into `directory` without reading either: a
-    graph names its data file, so both keep their names."""
-    for file in (graph, data_file(graph)):
+    """Move `graph` and its external data (if any; an OpenVINO graph's .bin) into `directory`
+    without reading either: a graph names its data file, so both keep their names."""
+    for file in (graph, data_file(graph), graph.with_suffix(".bin") if graph.suffix == ".xml" else graph):
         if file.exists():
             file.replace(directory / file.name)
 

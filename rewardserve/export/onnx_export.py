@@ -162,9 +162,12 @@ def export_bundle(
             fp32_gaps = gaps_of(gated, fp32_rewards)
             statistics = _reward_statistics(source, runner, fp32_rewards[: response_count(measured)], calibration)
             del runner  # one session at a time: each variant's opens once the fp32 one has closed
+            # A decoder's bf16 graph is its prefix graph, which scores whole sequences too.
+            has_prefix = prefix is not None and prefix.portable_file is not None
+            bf16_from = fp32.path.with_name(prefix.portable_file) if has_prefix else fp32.portable
             variants = _variants(
                 fp32.path,
-                fp32.portable,
+                bf16_from,
                 encoder,
                 targets,
                 precision == "auto",
@@ -174,14 +177,14 @@ def export_bundle(
                 staging,
                 machine,
             )
-            if prefix is not None and prefix.portable_file and "bf16" in variants and variants["bf16"].passed:
-                portable_prefix = fp32.path.with_name(prefix.portable_file)
-                prefix = _judged_prefix(prefix, portable_prefix, encoder, gated, fp32_gaps, source.outputs)
             external = graphs.data_file(fp32.path).exists()
             graphs.move(fp32.path, staging)
             for file in (prefix.file, prefix.portable_file) if prefix is not None else ():
                 if file and file != fp32.path.name:
                     graphs.move(fp32.path.with_name(file), staging)  # they read fp32's data file
+            if has_prefix and "bf16" in variants and variants["bf16"].passed:
+                bf16_graph = staging / (variants["bf16"].file or bf16_from.name)
+                prefix = _judged_prefix(prefix, bf16_graph, encoder, gated, fp32_gaps, source.outputs)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         record["export"] = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
         manifest = Manifest(
@@ -424,8 +427,9 @@ def _prefix_parity(
 def _judged_prefix(
     prefix: PrefixGraph, graph: Path, encoder: SequenceEncoder, gated: Sequence[PreferenceExample], fp32_gaps, outputs
 ) -> PrefixGraph:
-    """The portable prefix graph at bf16, judged as bf16 itself was (the agreement gate against
-    fp32 on held-out pairs, each pair's prompt run once), and against bf16 run whole."""
+    """The bf16 variant's `graph` (a prefix graph) scoring responses after their prompts' keys and
+    values, judged as bf16 itself was (the agreement gate against fp32 on held-out pairs, each
+    pair's prompt run once), and against the same graph run whole."""
     runner = _runner(graph, encoder, outputs, "bf16")
     whole = example_rewards(runner, gated, "agreement gate: bf16, whole sequences")
     runner.prefix = PrefixRunner(runner)

@@ -10,6 +10,7 @@ The gate is measured on the machine that exports, with the engine that serves ea
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,10 @@ from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.manifest import Agreement, Precision
 from rewardserve.eval.metrics import ranking_accuracy
 from rewardserve.export.graph import data_file, save
+from rewardserve.export.openvino_ir import NotCompressible, write_bf16_graph
+
+logger = logging.getLogger(__name__)
+BF16_GRAPH = "model.bf16.xml"
 
 MIN_DECISIONS_MATCHING = 0.99
 MAX_ACCURACY_DROP = 0.005
@@ -62,10 +67,16 @@ def _cannot_gate(precision: Precision, machine: Machine) -> str | None:
 
 
 def derive(fp32: Path, portable: Path, precision: Precision) -> Path:
-    """The graph that runs at `precision`, written beside `fp32`: bf16 needs none of its own,
-    since OpenVINO runs the fp32 weights at bf16 (from `portable`, the graph it can read)."""
+    """The graph that runs at `precision`, written beside `fp32`. For bf16, `portable` (the graph
+    OpenVINO reads; a decoder's prefix graph where it has one, which scores whole sequences too)
+    in OpenVINO's format with fp16 weights, half the memory (openvino_ir.py); `portable` itself
+    where a weight is beyond fp16's range."""
     if precision == "bf16":
-        return portable
+        try:
+            return write_bf16_graph(portable, fp32.with_name(BF16_GRAPH))
+        except NotCompressible as exc:
+            logger.warning("bf16 runs the fp32 weights: %s", exc)
+            return portable
     out = fp32.with_name(f"{fp32.stem}.{precision}.onnx")
     if precision == "int4":
         quantize_weights(fp32, out, bits=4)
