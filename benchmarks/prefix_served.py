@@ -156,6 +156,9 @@ def main() -> None:
     parser.add_argument("--today", type=Path, help="a checkout of the rewardserve to compare reuse-off with")
     parser.add_argument("--distinct", type=int, default=32, help="distinct HH pairs for the no-shared-prompt load")
     parser.add_argument("--max-batch-tokens", type=int, help="REWARDSERVE_MAX_BATCH_TOKENS for every rewardserve")
+    parser.add_argument(
+        "--precision", default="fp32", help="REWARDSERVE_PRECISION for every rewardserve (auto: bf16 on AMX)"
+    )
     args = parser.parse_args()
 
     runtime = BundleRuntime(args.bundle, precision="fp32")
@@ -163,12 +166,12 @@ def main() -> None:
     settings = [tuple(int(n) for n in s.split("x")) for s in args.settings]
     texts = held_out_texts()
     workloads = {(p, g): make_groups(runtime, p, g, args.groups, texts) for p, g in settings}
-    print(f"{runtime.machine.describe()}, {available_cpus()} CPUs; {args.bundle}, fp32")
+    print(f"{runtime.machine.describe()}, {available_cpus()} CPUs; {args.bundle}, precision {args.precision}")
     for (p, g), groups in workloads.items():
         lengths = [len(s) for grp in groups for s in runtime.encoder.encode([grp["prompt"]] * g, grp["responses"])]
         print(f"P={p} G={g}: {args.groups} groups, sequences of {min(lengths)}-{max(lengths)} tokens")
 
-    env = {"REWARDSERVE_CACHE_SIZE": "0", "REWARDSERVE_PRECISION": "fp32"}
+    env = {"REWARDSERVE_CACHE_SIZE": "0", "REWARDSERVE_PRECISION": args.precision}
     if args.max_batch_tokens:
         env["REWARDSERVE_MAX_BATCH_TOKENS"] = str(args.max_batch_tokens)
     servers = {
@@ -179,7 +182,8 @@ def main() -> None:
         servers["today"] = rewardserve_process(args.bundle, env, source=args.today)
     rates: dict[tuple, list[float]] = {}
     with contextlib.ExitStack() as stack:
-        urls = {name: stack.enter_context(process).url for name, process in servers.items()}
+        started_servers = {name: stack.enter_context(process) for name, process in servers.items()}
+        urls = {name: server.url for name, server in started_servers.items()}
         if args.vllm_python:
             try:
                 urls["vLLM"] = stack.enter_context(vllm_process(args.vllm_python, args.vllm_checkpoint, max_length)).url
@@ -197,6 +201,9 @@ def main() -> None:
             ours = runtime.encoder.encode([group["prompt"]] * len(items), group["responses"])
             gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours)).max()
             print(f"vLLM bf16 against rewardserve fp32, one group: max |reward diff| {gap:.3g}")
+        for name, server in started_servers.items():  # what each serves, from its start log
+            said = [line for line in server.log_text().splitlines() if "engine: " in line or "prefix reuse" in line]
+            print(f"{name}: " + " | ".join(line.split('"message": "')[-1][:90] for line in said))
 
         for name in ("today", "reuse off", "reuse on"):
             if name in urls:
