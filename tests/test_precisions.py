@@ -160,3 +160,25 @@ def test_a_decoder_runs_bf16_from_its_portable_prefix_graph_with_fp16_weights(tr
     expected = score_offline(fp32, prompts, responses)
     scored = score_offline(bf16, prompts, responses)
     np.testing.assert_allclose(scored, expected, rtol=0, atol=0.05 * np.abs(expected).max())
+
+
+def test_a_weight_beyond_fp16s_range_keeps_the_bf16_variant_on_the_fp32_graph(tmp_path):
+    """OpenVINO's fp16 compression would clamp 1e6 to 65504 silently: the IR is refused, loudly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rewardserve.export.openvino_ir import NotCompressible, write_bf16_graph
+
+    weight = np.full((4, 2), 0.5, np.float32)
+    weight[0, 0] = 1e6
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["reward"])],
+        "beyond",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("reward", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "model.onnx")
+    with pytest.raises(NotCompressible, match="beyond fp16's range"):
+        write_bf16_graph(tmp_path / "model.onnx", tmp_path / "model.bf16.xml")
+    assert precision.derive(tmp_path / "model.onnx", tmp_path / "model.onnx", "bf16") == tmp_path / "model.onnx"

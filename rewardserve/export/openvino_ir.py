@@ -5,8 +5,8 @@ OpenVINO at bf16 inference precision keeps an fp32 graph's weights as it read th
 bf16 copy of each matrix for its AMX kernels: a 0.6B decoder held 3.54 GiB after its first
 call for 1.76 GiB of fp32 weights (2.0x, before the server's own memory). fp16 weights are the
 compressed form its CPU plugin decompresses inside the matrix products itself, without an fp32
-copy: the same decoder held 1.78 GiB (1.0x) at the same speed (0.99x, side by side;
-benchmarks/bf16_engine.py). fp16 keeps 11 significant bits of each weight, more than the 8 that
+copy: the same decoder held 1.78 GiB (1.0x; benchmarks/bf16_engine.py) at the same speed (0.99x,
+side by side in a one-off run). fp16 keeps 11 significant bits of each weight, more than the 8 that
 bf16 computes with. A graph with a weight beyond fp16's range is not written (NotCompressible):
 the bf16 variant then runs the fp32 graph, as before. What the gate judges at export is the file
 the server runs.
