@@ -31,18 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from decoder_engines import sequence_flops
+from decoder_engines import heldout_sequences, sequence_flops
 from real_size_export import SHAPES, build
 
 from rewardserve.bundle import SequenceEncoder
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import Machine
 from rewardserve.bundle.openvino_session import OpenVinoSession
-from rewardserve.bundle.runtime import token_batches
-from rewardserve.data.hh import default_data_files
-from rewardserve.data.preferences import load_preferences
+from rewardserve.bundle.runtime import GraphRunner, token_batches
 from rewardserve.export import decoder_graph
-from rewardserve.export.gaps import example_inputs
 from rewardserve.export.openvino_ir import write_bf16_graph
 from rewardserve.export.source import load_source
 
@@ -97,26 +94,16 @@ def resident_bytes() -> int:
     return 0
 
 
-def held_after_first_call(graph: Path, feeds: dict[str, np.ndarray]) -> int:
-    """Resident bytes a session on `graph` adds once it has run (OpenVINO packs weights then)."""
+def held_after_first_call(graph: Path, encoder: SequenceEncoder, sequences: list) -> int:
+    """Resident bytes a runner on `graph` adds once it has run (OpenVINO packs weights then)."""
     gc.collect()
     before = resident_bytes()
-    session = OpenVinoSession(graph, available_cpus())
-    session.run(["reward"], session_feeds(session, feeds))
+    runner = GraphRunner(graph, encoder, precision="bf16")
+    runner.run(encoder.pad(sequences))
     held = resident_bytes() - before
-    del session
+    del runner
     gc.collect()
     return held
-
-
-def session_feeds(session: OpenVinoSession, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A prefix graph's inputs for whole sequences: an empty past."""
-    feeds = dict(arrays, prefix_lengths=np.zeros(len(arrays["input_ids"]), np.int64))
-    for graph_input in session.get_inputs():
-        if graph_input.name.startswith("past."):
-            _, heads, _, size = graph_input.shape
-            feeds[graph_input.name] = np.zeros((len(arrays["input_ids"]), heads, 0, size), np.float32)
-    return feeds
 
 
 def profile(session: OpenVinoSession, feeds: dict[str, np.ndarray]) -> dict[str, float]:
@@ -150,10 +137,7 @@ def main() -> None:
     config = source.model.config
     attainable = model_shapes_peak(config)
     print(f"bf16 GEMM on the model's own matrices (1024 tokens through the MLP), torch: {attainable / 1e9:.0f} GFLOP/s")
-    heldout, _ = load_preferences(default_data_files(), split="heldout")
-    order = np.random.default_rng(0).permutation(len(heldout))[: args.sequences]
-    inputs = [example_inputs(source.input_format, [heldout[i]])[0] for i in order]
-    sequences = sorted(encoder.encode(*zip(*inputs, strict=True)), key=len)
+    sequences = heldout_sequences(encoder, args.sequences)
     lengths = [len(s) for s in sequences]
     print(
         f"{args.shape}: {len(sequences)} conversations, {np.mean(lengths):.0f} tokens on average (max {max(lengths)})"
@@ -165,23 +149,22 @@ def main() -> None:
         # As a bundle ships it: the prefix graph in OpenVINO's format, fp16 weights (openvino_ir.py)
         graph = write_bf16_graph(built.portable_prefix, Path(work) / "model.bf16.xml")
         for name, path in (("fp32 weights (the ONNX graph)", built.portable_prefix), ("as shipped", graph)):
-            held = held_after_first_call(path, encoder.pad(sequences[:1]).arrays)
+            held = held_after_first_call(path, encoder, sequences[:1])
             print(f"resident after load and a first call, {name}: +{held / 2**30:.2f} GiB for "
                   f"{weights / 2**30:.2f} GiB of fp32 weights ({held / weights:.2f}x)")  # fmt: skip
-        session = OpenVinoSession(graph, available_cpus())
+        runner = GraphRunner(graph, encoder, precision="bf16")
         print(f"\n{'batch (rows x padded tokens)':<30}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}{'of GEMM':>9}")
         for max_tokens in (1024, 2048, 4096):
             batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
-            feeds = [session_feeds(session, encoder.pad(batch).arrays) for batch in batches]
-            seconds = median_seconds(lambda f=feeds, s=session: [s.run(["reward"], x) for x in f], args.repeats)
+            padded = [encoder.pad(batch) for batch in batches]
+            seconds = median_seconds(lambda p=padded, r=runner: [r.run(x) for x in p], args.repeats)
             flops = sum(sequence_flops(config, n) for n in lengths)
             print(f"{'up to ' + str(max_tokens) + ' tokens':<30}{sum(lengths) / seconds:>10.0f}"
                   f"{flops / seconds / 1e9:>10.0f}{flops / seconds / peak:>9.0%}"
                   f"{flops / seconds / attainable:>9.0%}")  # fmt: skip
-        del session
-        profiled = OpenVinoSession(graph, available_cpus(), perf_count=True)
-        middle = session_feeds(profiled, encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
-        by_kernel = profile(profiled, middle)
+        middle = runner.after_empty_past(encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
+        del runner
+        by_kernel = profile(OpenVinoSession(graph, available_cpus(), perf_count=True), middle)
         total = sum(by_kernel.values())
         print(f"\nwhere the time goes (4 rows of {middle['input_ids'].shape[1]} tokens, {total / 1e3:.0f} ms):")
         for kernel, micros in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:12]:

@@ -59,6 +59,15 @@ def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
+def heldout_sequences(encoder: SequenceEncoder, count: int) -> list[EncodedSequence]:
+    """`count` held-out HH conversations (a seeded sample, the first response of each) as the
+    model reads them, shortest first."""
+    heldout, _ = load_preferences(default_data_files(), split="heldout")
+    order = np.random.default_rng(0).permutation(len(heldout))[:count]
+    inputs = [example_inputs(encoder.format, [heldout[i]])[0] for i in order]
+    return sorted(encoder.encode(*zip(*inputs, strict=True)), key=len)
+
+
 def sequence_flops(config, length: int) -> float:
     """Forward FLOPs of one sequence: linear layers (2 per weight per token) and attention's
     scores and weighted sum (2 x 2 x n^2 x head_dim per head per layer, as computed: unmasked)."""
@@ -127,12 +136,7 @@ def main() -> None:
     source = load_source(checkpoint, max_length=args.max_length)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
     config = source.model.config
-    heldout, _ = load_preferences(default_data_files(), split="heldout")
-    rng = np.random.default_rng(0)
-    inputs = [
-        example_inputs(source.input_format, [heldout[i]])[0] for i in rng.permutation(len(heldout))[: args.sequences]
-    ]
-    sequences = sorted(encoder.encode(*zip(*inputs, strict=True)), key=len)
+    sequences = heldout_sequences(encoder, args.sequences)
     del source
     lengths = [len(s) for s in sequences]
     batches = [sequences[rows] for rows in token_batches(lengths, max_rows=32)]
