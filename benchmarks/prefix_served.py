@@ -42,6 +42,7 @@ from rewardserve.bundle.runtime import score_sequences
 from rewardserve.data.hh import default_data_files, prompt_turns, split_of
 from rewardserve.data.preferences import load_preferences
 
+MODES = ("compare", "get_reward")  # one /compare per group; G one-sample /get_reward requests
 SETTINGS = [(300, 8), (1000, 8), (300, 16), (1000, 16)]  # (prompt tokens, responses per prompt)
 RESPONSE_TOKENS = (100, 300)
 VLLM_MODEL = "rm"  # the name vLLM serves the checkpoint under
@@ -165,11 +166,13 @@ def main() -> None:
     max_length = runtime.manifest.input_format.max_length
     settings = [tuple(int(n) for n in s.split("x")) for s in args.settings]
     texts = held_out_texts()
-    workloads = {(p, g): make_groups(runtime, p, g, args.groups, texts) for p, g in settings}
+    # Groups of their own for each way of sending: vLLM's prefix cache (and our kept prompts) would
+    # otherwise answer the second way's sequences from the first's, whole sequences included.
+    workloads = {(p, g, mode): make_groups(runtime, p, g, args.groups, texts) for p, g in settings for mode in MODES}
     print(f"{runtime.machine.describe()}, {available_cpus()} CPUs; {args.bundle}, precision {args.precision}")
-    for (p, g), groups in workloads.items():
+    for (p, g, mode), groups in workloads.items():
         lengths = [len(s) for grp in groups for s in runtime.encoder.encode([grp["prompt"]] * g, grp["responses"])]
-        print(f"P={p} G={g}: {args.groups} groups, sequences of {min(lengths)}-{max(lengths)} tokens")
+        print(f"P={p} G={g} {mode}: {args.groups} groups, sequences of {min(lengths)}-{max(lengths)} tokens")
 
     env = {"REWARDSERVE_CACHE_SIZE": "0", "REWARDSERVE_PRECISION": args.precision}
     if args.max_batch_tokens:
@@ -195,10 +198,9 @@ def main() -> None:
             mode_server = "vllm" if name == "vLLM" else "rewardserve"
             requests, api = requests_of(runtime, [warm], "compare", mode_server)
             run_requests(url, requests, 1, f"{name} warm-up", api)
-        if "vLLM" in urls:
-            group = workloads[settings[0]][0]
-            (items,), api = requests_of(runtime, [group], "compare", "vllm")
-            ours = runtime.encoder.encode([group["prompt"]] * len(items), group["responses"])
+        if "vLLM" in urls:  # on the warm-up group, which no measured setting holds
+            (items,), api = requests_of(runtime, [warm], "compare", "vllm")
+            ours = runtime.encoder.encode([warm["prompt"]] * len(items), warm["responses"])
             gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours)).max()
             print(f"vLLM bf16 against rewardserve fp32, one group: max |reward diff| {gap:.3g}")
         for name, server in started_servers.items():  # what each serves, from its start log
@@ -209,24 +211,23 @@ def main() -> None:
             if name in urls:
                 result = run_load(urls[name], distinct, 8, 4, f"{name}: distinct pairs")
                 rates[(name, "distinct")] = [result.sequences_per_second]
-        for (p, g), groups in workloads.items():
-            for mode in ("compare", "get_reward"):
-                for name, url in urls.items():
-                    if name == "today":
-                        continue
-                    before = scrape(url) if name != "vLLM" else {}
-                    server = "vllm" if name == "vLLM" else "rewardserve"
-                    started = time.perf_counter()
-                    label = f"{name} P={p} G={g} {mode}"
-                    rates[(name, p, g, mode)] = group_rates(url, runtime, groups, mode, server, label)
-                    if name == "reuse on":
-                        after = scrape(url)
-                        rates[("hits", p, g, mode)] = [
-                            after.get(key, 0) - before.get(key, 0)
-                            for key in ("rewardserve_prefix_hits_total", "rewardserve_prefix_tokens_saved_total")
-                        ]
-                    print(f"{name} P={p} G={g} {mode}: {rates[(name, p, g, mode)]} seq/s "
-                          f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+        for (p, g, mode), groups in workloads.items():
+            for name, url in urls.items():
+                if name == "today":
+                    continue
+                before = scrape(url) if name != "vLLM" else {}
+                server = "vllm" if name == "vLLM" else "rewardserve"
+                started = time.perf_counter()
+                label = f"{name} P={p} G={g} {mode}"
+                rates[(name, p, g, mode)] = group_rates(url, runtime, groups, mode, server, label)
+                if name == "reuse on":
+                    after = scrape(url)
+                    rates[("hits", p, g, mode)] = [
+                        after.get(key, 0) - before.get(key, 0)
+                        for key in ("rewardserve_prefix_hits_total", "rewardserve_prefix_tokens_saved_total")
+                    ]
+                print(f"{name} P={p} G={g} {mode}: {rates[(name, p, g, mode)]} seq/s "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
 
     def median(key) -> float:
         return statistics.median(rates[key])
@@ -235,14 +236,13 @@ def main() -> None:
     names = [n for n in urls if n != "today"]
     print(f"{'setting':<28}" + "".join(f"{n:>12}" for n in names) + f"{'on/off':>10}" + (
         f"{'on/vLLM':>10}" if "vLLM" in names else ""))  # fmt: skip
-    for p, g in workloads:
-        for mode in ("compare", "get_reward"):
-            row = "".join(f"{median((n, p, g, mode)):>12.3f}" for n in names)
-            row += f"{median(('reuse on', p, g, mode)) / median(('reuse off', p, g, mode)):>9.2f}x"
-            if "vLLM" in names:
-                row += f"{median(('reuse on', p, g, mode)) / median(('vLLM', p, g, mode)):>9.2f}x"
-            hits, saved = rates[("hits", p, g, mode)]
-            print(f"{f'P={p} G={g} {mode}':<28}{row}   ({hits:.0f} prefix hits, {saved:.0f} prompt tokens saved)")
+    for p, g, mode in workloads:
+        row = "".join(f"{median((n, p, g, mode)):>12.3f}" for n in names)
+        row += f"{median(('reuse on', p, g, mode)) / median(('reuse off', p, g, mode)):>9.2f}x"
+        if "vLLM" in names:
+            row += f"{median(('reuse on', p, g, mode)) / median(('vLLM', p, g, mode)):>9.2f}x"
+        hits, saved = rates[("hits", p, g, mode)]
+        print(f"{f'P={p} G={g} {mode}':<28}{row}   ({hits:.0f} prefix hits, {saved:.0f} prompt tokens saved)")
     print("\nno prompt shared: distinct HH pairs, 8 clients x 4 items")
     base = rates.get(("today", "distinct"))
     for name in ("today", "reuse off", "reuse on"):

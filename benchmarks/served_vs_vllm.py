@@ -128,7 +128,7 @@ def main() -> None:
             servers[f"vLLM {dtype}"] = (url, vllm_api(model, fmt))
             if args.vllm_bundle or fmt.layout == "chat":
                 reference = BundleRuntime(args.vllm_bundle or args.bundle, precision="fp32")
-                sample = measured[:64]
+                sample = warm_up[:64]  # not a measured item: vLLM's prefix cache would answer it
                 ours = reference.encoder.encode([i["prompt"] for i in sample], [i["response"] for i in sample])
                 gap = np.abs(vllm_scores(url, vllm_api(model, fmt), sample) - score_sequences(reference, ours)).max()
                 print(f"vLLM {dtype} against rewardserve fp32 on the same checkpoint, 64 pairs: max |diff| {gap:.3g}")
