@@ -4,8 +4,8 @@ sessions opened) and how much memory it holds, per precision, against the size o
     python benchmarks/bundle_start.py --bundle models/real-size/qwen3-0.6b/bundle
     python benchmarks/bundle_start.py --bundle BUNDLE --precisions fp32 bf16 int4
 
-Each precision starts a fresh server process; the figures are its wall time to /ready, the
-resident memory after it answered one /score of 16 held-out HH pairs, and its peak.
+Each precision starts a fresh server process; the figures are its wall time to /ready, its
+resident memory then, after it answered one /score of 16 held-out HH pairs, and its peak.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ def main() -> None:
     runtime = BundleRuntime(args.bundle, precision="fp32")
     items = hh_items(runtime.encoder, max_tokens=runtime.encoder.format.max_length)[:16]
     del runtime
-    print(f"{'precision':<10}{'ready after':>12}{'RSS':>10}{'peak RSS':>10}")
+    print(f"{'precision':<10}{'ready after':>12}{'RSS ready':>10}{'RSS':>10}{'peak RSS':>10}")
     for precision in args.precisions:
         started = time.perf_counter()
         with rewardserve_process(args.bundle, {"REWARDSERVE_PRECISION": precision}) as server:
             ready = time.perf_counter() - started
+            at_ready, _ = server.memory()
             httpx.post(f"{server.url}/score", json={"items": items}, timeout=600).raise_for_status()
             rss, peak = server.memory()
-        print(f"{precision:<10}{ready:>11.1f}s{rss / 1e9:>9.2f}G{peak / 1e9:>9.2f}G")
+        print(f"{precision:<10}{ready:>11.1f}s{at_ready / 1e9:>9.2f}G{rss / 1e9:>9.2f}G{peak / 1e9:>9.2f}G")
 
 
 if __name__ == "__main__":

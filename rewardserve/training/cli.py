@@ -53,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         validation = load_reported(args.data, "validation", options, "validation data")
     metrics = train_reward_model(config, train, validation, provenance, resume=args.resume, chat_template=given)
+    rate = metrics["examples_per_second"]  # None for a run cut by --max-steps or resumed: no whole-run rate
     print(
-        f"trained on {metrics['train_examples']} examples in {metrics['train_seconds']} s "
-        f"({metrics['examples_per_second']} examples/s), loss {metrics['train_loss']:.4f}; checkpoint in {args.out}"
+        f"trained on {metrics['train_examples']} examples in {metrics['train_seconds']} s"
+        + (f" ({rate} examples/s)" if rate is not None else "")
+        + f", loss {metrics['train_loss']:.4f}; checkpoint in {args.out}"
     )
     if "validation" in metrics:
         print(f"validation: {metrics['validation']}")
