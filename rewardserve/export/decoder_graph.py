@@ -404,7 +404,11 @@ class _Writer:
             visible = self.one("And", allowed, real)
             # (batch, 1, sequence, keys): keys are the sequence, after the past in a prefix graph
             visible = self.one("Unsqueeze", visible, "axis_1") if self.part == "prefix" else visible
-            rows[f"bias_{kind}"] = self.one("Where", visible, self.const("visible", np.array(0.0, np.float32)), floor)
+            bias = self.one("Where", visible, self.const("visible", np.array(0.0, np.float32)), floor)
+            # The query heads of a group are folded into the query axis (_plain_attention): the bias
+            # repeats once per head of a group, along that axis.
+            groups = self.heads // self.kv_heads
+            rows[f"bias_{kind}"] = bias if groups == 1 else self.one("Concat", *[bias] * groups, axis=2)
         for kind in self.rope_kinds:
             cos = self.one("Gather", f"cos_cache_{kind}", positions)
             sin = self.one("Gather", f"sin_cache_{kind}", positions)
@@ -503,8 +507,14 @@ class _Writer:
         return self._project(context, layer["o_proj"])
 
     def _plain_attention(self, q: str, k: str, v: str, rope: str, layer_type: str, index: int) -> str:
-        """Attention in standard operators, laid out as transformers' eager attention is; in a
-        prefix graph the keys and values are the past's followed by the sequence's own."""
+        """Attention in standard operators; in a prefix graph the keys and values are the past's
+        followed by the sequence's own. Grouped-query heads are not repeated for each query head
+        (transformers' repeat_kv, an OpenVINO Broadcast of fp32 keys and values in every layer):
+        the query heads a key-value head serves are consecutive, so (batch, heads, sequence, d)
+        reshapes to (batch, kv_heads, groups x sequence, d) and every product runs per key-value
+        head. Each score is the same dot product either way: the 0.6B Qwen3's rewards under
+        OpenVINO at bf16 were bit-identical to the repeated graph's, a response after a 300-token
+        prompt ran 1.10-1.12x faster and whole sequences 1.04-1.07x (one-off runs, side by side)."""
         q = self._rotate(self._split_heads(q, self.heads), rope)
         k = self._rotate(self._split_heads(k, self.kv_heads), rope)
         v = self._split_heads(v, self.kv_heads)
@@ -513,7 +523,9 @@ class _Writer:
             v = self.one("Concat", f"past.{index}.value", v, axis=2)
             self.nodes.append(helper.make_node("Identity", [k], [f"present.{index}.key"]))
             self.nodes.append(helper.make_node("Identity", [v], [f"present.{index}.value"]))
-        k, v = self._repeat_kv(k), self._repeat_kv(v)
+        grouped = self.heads != self.kv_heads
+        if grouped:
+            q = self.one("Reshape", q, self.ints("shape_grouped", [0, self.kv_heads, -1, self.head_dim]))
         scores = self.one("MatMul", q, self.one("Transpose", k, perm=[0, 1, 3, 2]))
         scores = self.one("Mul", scores, self.const("attention_scale", np.array(self.scale, np.float32)))
         if self.softcap:  # Gemma 2: cap * tanh(scores / cap)
@@ -521,6 +533,8 @@ class _Writer:
             scores = self.one("Mul", self.one("Tanh", self.one("Div", scores, cap)), cap)
         scores = self.one("Add", scores, self.rows[f"bias_{layer_type}"])
         context = self.one("MatMul", self.one("Softmax", scores, axis=-1), v)
+        if grouped:
+            context = self.one("Reshape", context, self.ints("shape_all_heads", [0, self.heads, -1, self.head_dim]))
         return self.one(
             "Reshape", self.one("Transpose", context, perm=[0, 2, 1, 3]), self.ints("shape_flat", [0, 0, -1])
         )
@@ -535,22 +549,6 @@ class _Writer:
         rotated = self.one("Concat", self.one("Neg", second), first, axis=-1)
         cos, sin = self.rows[f"cos_{rope}"], self.rows[f"sin_{rope}"]
         return self.one("Add", self.one("Mul", x, cos), self.one("Mul", rotated, sin))
-
-    def _repeat_kv(self, x: str) -> str:
-        """(batch, kv_heads, sequence, head_dim) -> (batch, heads, ...): each kv head serves a group."""
-        groups = self.heads // self.kv_heads
-        if groups == 1:
-            return x
-        shape = self.one("Shape", x)
-        grouped = self.one(
-            "Concat",
-            self.one("Slice", shape, self.ints("at_0", [0]), self.ints("at_2", [2])),
-            self.ints(f"groups_{groups}", [groups]),
-            self.one("Slice", shape, "at_2", self.ints("at_4", [4])),
-            axis=0,
-        )
-        expanded = self.one("Expand", self.one("Unsqueeze", x, "at_2"), grouped)
-        return self.one("Reshape", expanded, self.ints("shape_all_heads", [0, self.heads, -1, self.head_dim]))
 
     def _mlp(self, x: str, layer: dict[str, list[TensorProto]]) -> str:
         gate = self._project(x, layer["gate_proj"])
