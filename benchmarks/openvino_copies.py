@@ -21,18 +21,13 @@ import numpy as np
 
 from rewardserve.bundle import BundleRuntime, EncodedSequence
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.openvino_session import OpenVinoSession, _by_name
+from rewardserve.bundle.openvino_session import OpenVinoSession
 
 
 class CopyingSession(OpenVinoSession):
     """OpenVinoSession with OpenVINO's defaults: every input copied in, every output copied out."""
 
-    def run(self, output_names, feeds):
-        answers = _by_name(self._backbone.infer({name: feeds[name] for name in self._backbone_inputs}))
-        if any(name in self._head_outputs for name in output_names):
-            head_feeds = answers | feeds
-            answers |= _by_name(self._head.infer({name: head_feeds[name] for name in self._head_inputs}))
-        return [np.array(answers[name]) for name in output_names]
+    SHARE = False
 
 
 def main() -> None:

@@ -88,6 +88,11 @@ class OpenVinoSession:
     compiles the backbone at fp32 too, which benchmarks compare against; `perf_count` has OpenVINO
     time every node (its requests' `profiling_info`)."""
 
+    # Inputs and outputs shared with OpenVINO, not copied: a prefix graph's keys and values in and
+    # out hold hundreds of MB a call (a 0.6B Qwen3's 300-token prompt: 69 MB per row), and only
+    # the outputs asked for are copied out (`run`). benchmarks/openvino_copies.py turns it off.
+    SHARE = True
+
     def __init__(self, graph: Path, threads: int, inference_precision: str = "bf16", perf_count: bool = False) -> None:
         import openvino as ov
 
@@ -119,17 +124,13 @@ class OpenVinoSession:
         self._head_outputs = {name for port in compiled_head.outputs for name in port.get_names()}
 
     def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        # Shared, not copied: a prefix graph's keys and values in and out hold hundreds of MB a
-        # call (a 0.6B Qwen3's 300-token prompt: 69 MB per row), and only the outputs asked for
-        # are copied out below. Every name of each output: OpenVINO may keep another of a tensor's
-        # names as its "any" name.
-        backbone_feeds = {name: feeds[name] for name in self._backbone_inputs}
-        answers = _by_name(self._backbone.infer(backbone_feeds, share_inputs=True, share_outputs=True))
+        share = {"share_inputs": self.SHARE, "share_outputs": self.SHARE}
+        # Every name of each output: OpenVINO may keep another of a tensor's names as its "any" name.
+        answers = _by_name(self._backbone.infer({name: feeds[name] for name in self._backbone_inputs}, **share))
         if any(name in self._head_outputs for name in output_names):  # not for a prompt's keys and values alone
             # The head's own inputs are named after the backbone's states they stand for.
             head_feeds = answers | feeds
-            head_feeds = {name: head_feeds[name] for name in self._head_inputs}
-            answers |= _by_name(self._head.infer(head_feeds, share_inputs=True, share_outputs=True))
+            answers |= _by_name(self._head.infer({name: head_feeds[name] for name in self._head_inputs}, **share))
         # Copies: the requests reuse their output buffers on the next call.
         return [np.array(answers[name]) for name in output_names]
 
