@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from decoder_engines import heldout_sequences, sequence_flops
+from decoder_engines import gemm_peak, heldout_sequences, sequence_flops
 from real_size_export import SHAPES, build
 
 from rewardserve.bundle import SequenceEncoder
@@ -54,11 +54,6 @@ def median_seconds(run, repeats: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def torch_peak(size: int = PEAK_SIZE) -> float:
-    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
-    return 2 * size**3 / median_seconds(lambda: a @ b, 5)
 
 
 def torch_gemm(m: int, k: int, n: int) -> float:
@@ -126,7 +121,7 @@ def main() -> None:
 
     torch.set_num_threads(available_cpus())
     print(f"{Machine.this().describe()}, {available_cpus()} CPUs")
-    peaks = {"torch": torch_peak(), "openvino": openvino_peak()}
+    peaks = {"torch": gemm_peak(torch.bfloat16, PEAK_SIZE), "openvino": openvino_peak()}
     peak = max(peaks.values())
     print("bf16 peak, 4096^3 matmul: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
 

@@ -218,8 +218,8 @@ def main() -> None:
         # Rounds of their own items, the servers' order alternating: this VM's speed drifts.
         order = [name for name in ("today", "reuse off", "reuse on") if name in urls]
         for number, indices in enumerate(np.array_split(np.arange(len(distinct)), args.rounds)):
+            chunk = [distinct[i] for i in indices]
             for name in order if number % 2 == 0 else order[::-1]:
-                chunk = [distinct[i] for i in indices]
                 result = run_load(urls[name], chunk, 8, 4, f"round {number + 1}: {name}, distinct pairs")
                 rates.setdefault((name, "distinct"), []).append(result.sequences_per_second)
         for (p, g, mode), groups in workloads.items():
