@@ -189,3 +189,40 @@ def test_truncated_prompts_at_bf16_share_only_where_their_kept_tokens_are_equal(
         prompts = server.metric("rewardserve_prefix_prompts_total")
     within_the_gate(served, bf16_whole(trained_decoder_bundle, [(long_prompt, r) for r in responses]))
     assert prompts == len({s.ids[: s.response_start].tobytes() for s in sequences})
+
+
+@pytest.fixture(scope="module")
+def text_rm_bf16(tmp_path_factory, train_pairs, heldout_pairs):
+    """A Llama-style decoder RM reading `prompt + response` as text, exported at bf16 with its
+    gates passed by fiat (random weights give near-tied rewards no gate can judge): the chat RMs'
+    templates end the prompt on a token of their own, so only a text layout merges at the join."""
+    from conftest import build_decoder
+
+    from rewardserve.export import precision
+    from rewardserve.export.onnx_export import export_bundle
+
+    texts = [e.prompt + r for e in train_pairs[:200] for r in e.responses]
+    checkpoint = build_decoder("llama", tmp_path_factory.mktemp("text-rm-bf16"), texts)
+    out = tmp_path_factory.mktemp("bundles") / "text-rm-bf16"
+    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "MIN_DECISIONS_MATCHING", 0.0)
+        patch.setattr(precision, "MAX_ACCURACY_DROP", 1.0)
+        export_bundle(checkpoint, out, parity, heldout_pairs[:48], precision="bf16", max_length=512)
+    return out
+
+
+def test_a_token_merged_across_the_join_at_bf16_runs_whole_and_its_siblings_share_the_prompt(text_rm_bf16):
+    prompt = "\n\nHuman: What should I read next?\n\nAssistant: Th" * 8  # over PREFIX_MIN_TOKENS
+    responses = ["e classics never get old.", " I would pick a mystery.", " Something short and fun."]
+    sequences = BundleRuntime(text_rm_bf16, prefix_reuse=False).encoder.encode([prompt] * 3, responses)
+    assert [s.merged_at_join for s in sequences] == [True, False, False]
+    with serve(text_rm_bf16) as server:
+        assert server.metric("rewardserve_engine_precision", device="cpu", precision="bf16") == 1
+        assert server.metric("rewardserve_prefix_reuse") == 1
+        body = {"prompt": prompt, "responses": responses}
+        served = httpx.post(f"{server.url}/compare", json=body, timeout=120).json()["rewards"]
+        whole = server.metric("rewardserve_prefix_whole_sequences_total", reason="merged_at_join")
+        hits = server.metric("rewardserve_prefix_hits_total")
+    within_the_gate(served, bf16_whole(text_rm_bf16, [(prompt, r) for r in responses]))
+    assert whole == 1 and hits == 1
