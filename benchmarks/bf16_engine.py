@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import tempfile
 import time
@@ -117,6 +118,7 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=48)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/vllm_figures.py reads it)")
     args = parser.parse_args()
 
     torch.set_num_threads(available_cpus())
@@ -149,6 +151,7 @@ def main() -> None:
                   f"{weights / 2**30:.2f} GiB of fp32 weights ({held / weights:.2f}x)")  # fmt: skip
         runner = GraphRunner(graph, encoder, precision="bf16")
         print(f"\n{'batch (rows x padded tokens)':<30}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}{'of GEMM':>9}")
+        figures = {"peak": peak, "gemm_on_model_shapes": attainable, "engine": {}}
         for max_tokens in (1024, 2048, 4096):
             batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
             padded = [encoder.pad(batch) for batch in batches]
@@ -157,6 +160,7 @@ def main() -> None:
             print(f"{'up to ' + str(max_tokens) + ' tokens':<30}{sum(lengths) / seconds:>10.0f}"
                   f"{flops / seconds / 1e9:>10.0f}{flops / seconds / peak:>9.0%}"
                   f"{flops / seconds / attainable:>9.0%}")  # fmt: skip
+            figures["engine"][f"up to {max_tokens} tokens"] = flops / seconds
         middle = runner.after_empty_past(encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
         del runner
         by_kernel = profile(OpenVinoSession(graph, available_cpus(), perf_count=True), middle)
@@ -164,6 +168,8 @@ def main() -> None:
         print(f"\nwhere the time goes (4 rows of {middle['input_ids'].shape[1]} tokens, {total / 1e3:.0f} ms):")
         for kernel, micros in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:12]:
             print(f"  {kernel:<60}{micros / 1e3:>8.1f} ms {micros / total:>6.1%}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

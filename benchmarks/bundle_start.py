@@ -11,6 +11,7 @@ resident memory then, after it answered one /score of 16 held-out HH pairs, and 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"])
+    parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/vllm_figures.py reads it)")
     args = parser.parse_args()
 
     manifest = load_bundle(args.bundle)
@@ -34,6 +36,7 @@ def main() -> None:
     items = hh_items(runtime.encoder, max_tokens=runtime.encoder.format.max_length)[:16]
     del runtime
     print(f"{'precision':<10}{'ready after':>12}{'RSS ready':>10}{'RSS':>10}{'peak RSS':>10}")
+    figures = {}
     for precision in args.precisions:
         started = time.perf_counter()
         with rewardserve_process(args.bundle, {"REWARDSERVE_PRECISION": precision}) as server:
@@ -42,6 +45,9 @@ def main() -> None:
             httpx.post(f"{server.url}/score", json={"items": items}, timeout=600).raise_for_status()
             rss, peak = server.memory()
         print(f"{precision:<10}{ready:>11.1f}s{at_ready / 1e9:>9.2f}G{rss / 1e9:>9.2f}G{peak / 1e9:>9.2f}G")
+        figures[precision] = {"ready_seconds": ready, "rss_ready": at_ready, "rss_after_score": rss, "rss_peak": peak}
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

