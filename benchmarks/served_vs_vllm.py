@@ -176,7 +176,12 @@ def main() -> None:
             other: {s: statistics.median(np.array(rates[(names[0], s)]) / np.array(rates[(other, s)])) for s in SHAPES}
             for other in names[1:]
         }
-        figures = {"server": names[0], "rates": {f"{n} {s}": r for (n, s), r in rates.items()}, "ratios": ratios}
+        # Each shape's measured sequences' token counts: what a server's rate costs in FLOPs.
+        encoded = chosen.encoder.encode([i["prompt"] for i in measured], [i["response"] for i in measured])
+        lengths = [len(sequence) for sequence in encoded]
+        tokens = {s: lengths[n * args.sequences : (n + 1) * args.sequences] for n, s in enumerate(SHAPES)}
+        rates_by_name = {f"{n} {s}": r for (n, s), r in rates.items()}
+        figures = {"server": names[0], "rates": rates_by_name, "ratios": ratios, "tokens": tokens}
         args.json.write_text(json.dumps(figures, indent=1))
 
 

@@ -23,16 +23,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from decoder_engines import gemm_peak, sequence_flops
+from transformers import AutoConfig
+
+from rewardserve.bundle.cpus import available_cpus
+
 HERE = Path(__file__).parent
 TARGET_SPEED = 1.5  # every served ratio against vLLM bf16
 TARGET_ENGINE = 0.65  # of the bf16 peak
 TARGET_MEMORY = 1.5  # resident after load, against the fp32 weights
+PEAK_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -95,10 +103,26 @@ def _ratio(medians: dict, other: str) -> float | None:
 def engine_figures(figures: dict | None) -> list[Figure]:
     if figures is None:
         return [Figure("bf16 engine, share of the bf16 peak", None, TARGET_ENGINE)]
-    return [
-        Figure(f"bf16 engine, {shape}, share of the bf16 peak", flops / figures["peak"], TARGET_ENGINE)
-        for shape, flops in figures["engine"].items()
-    ]
+    # The share of the peak measured around each shape (older runs: the peak at the start)
+    shares = figures.get("share") or {shape: flops / figures["peak"] for shape, flops in figures["engine"].items()}
+    return [Figure(f"bf16 engine, {shape}, of the bf16 peak", share, TARGET_ENGINE) for shape, share in shares.items()]
+
+
+def engines_against_the_peak(figures: dict | None, checkpoint: Path, peak: float) -> None:
+    """What each server's rate on distinct pairs costs in FLOP/s (every token computed once on
+    both: no prompt is shared), against the bf16 peak measured around that step. At equal FLOPs
+    a ratio of 1.5x needs vLLM's share of the peak to be at most 1/1.5 of ours."""
+    if figures is None or "tokens" not in figures:
+        return
+    config = AutoConfig.from_pretrained(checkpoint)
+    print(f"\ndistinct pairs on the decoder, the FLOP/s each server's rate implies (bf16 peak around: "
+          f"{peak / 1e9:.0f} GFLOP/s, torch 4096^3)")  # fmt: skip
+    for shape, lengths in figures["tokens"].items():
+        per_sequence = statistics.mean(sequence_flops(config, n) for n in lengths)
+        for name, rates in figures["rates"].items():
+            if name.endswith(shape):
+                flops = statistics.median(rates) * per_sequence
+                print(f"  {name:<40}{flops / 1e9:>8.0f} GFLOP/s {flops / peak:>6.0%} of the peak")
 
 
 def memory_figures(figures: dict | None, weights: int) -> list[Figure]:
@@ -132,6 +156,10 @@ def main() -> None:
 
     vllm, rerun = ["--vllm-python", args.vllm_python], not args.summary_only
     started = time.perf_counter()
+    torch.set_num_threads(available_cpus())
+    # The bf16 peak just before and after the distinct pairs, against which both servers' rates
+    # are read (engines_against_the_peak): this VM's speed drifts over minutes.
+    peaks = [gemm_peak(torch.bfloat16, PEAK_SIZE)] if rerun else []
     decoder_pairs = run_step(
         "decoder-pairs",
         "served_vs_vllm.py",
@@ -140,6 +168,9 @@ def main() -> None:
         args.out,
         rerun,
     )
+    if rerun:
+        peaks.append(gemm_peak(torch.bfloat16, PEAK_SIZE))
+        (args.out / "peaks.json").write_text(json.dumps(peaks))
     grpo = run_step(
         "grpo",
         "prefix_served.py",
@@ -175,6 +206,9 @@ def main() -> None:
         print(figure.row("%"))
     for figure in memory_figures(memory, weights):
         print(figure.row())
+    peaks = json.loads((args.out / "peaks.json").read_text()) if (args.out / "peaks.json").is_file() else []
+    if peaks:
+        engines_against_the_peak(decoder_pairs, args.decoder_checkpoint, max(peaks))
     if grpo is not None:
         print("\nbeside them: GRPO reuse on / reuse off")
         for row, medians in grpo["medians"].items():
