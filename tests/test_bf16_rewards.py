@@ -106,6 +106,21 @@ def test_on_a_trained_decoder_the_bf16_prefix_path_passes_its_gate_and_auto_serv
     assert runtime.graph.name == manifest.variants["bf16"].file == "model.bf16.xml"  # one graph for both paths
 
 
+def test_at_bf16_a_prompts_keys_and_values_are_kept_in_bf16_at_half_the_bytes(trained_decoder_bundle, groups):
+    bf16 = BundleRuntime(trained_decoder_bundle, prefix_reuse=True)
+    fp32 = BundleRuntime(trained_decoder_bundle, precision="fp32", prefix_reuse=True)
+    assert bf16.choice.precision == "bf16" and bf16.prefix is not None and fp32.prefix is not None
+    prompt, responses = groups[0]
+    (sequence,) = bf16.encoder.encode([prompt], responses[:1])
+    ids = sequence.ids[: sequence.response_start]
+    kept, exact = bf16.prefix.prompt_states(ids), fp32.prefix.prompt_states(ids)
+    assert all(a.dtype == np.uint16 for a in kept.arrays)  # bf16 bits: numpy has no bf16
+    assert kept.nbytes * 2 == exact.nbytes and bf16.prefix.bytes_per_token * 2 == fp32.prefix.bytes_per_token
+    for bits, values in zip(kept.arrays, exact.arrays, strict=True):  # the same keys and values, at bf16
+        widened = (bits.astype(np.uint32) << 16).view(np.float32)
+        assert np.abs(widened - values).max() <= 0.05 * np.abs(values).max()
+
+
 def bf16_whole(bundle, conversations: list[tuple[list[dict], str]]) -> np.ndarray:
     """The bf16 engine's rewards of whole sequences, no prompt reused."""
     runtime = BundleRuntime(bundle, prefix_reuse=False)

@@ -21,12 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardserve.bundle.prefix import PRESENT
+from rewardserve.bundle.prefix import PAST, PRESENT
 
 # Kernels prepared per input shape are cached, 5000 by default: 3,000 random (batch, length)
 # shapes of the default model grew the process to 2.1 GB; 100 kept it at 640 MB at the same speed
 # (a cache of 0 ran 25% slower).
 SHAPE_CACHE = 100
+
+
+# A prefix graph's keys and values cross the session's boundary as bf16 when it runs at bf16:
+# numpy has no bf16, so they travel as the raw bits in uint16 arrays (bundle/prefix.py keeps them
+# so). Inside, OpenVINO computes them at bf16 anyway; fp32 at the boundary only doubled the bytes
+# a kept prompt holds and every call copies.
+BF16_BITS = np.dtype(np.uint16)
 
 
 # Nodes that compute nothing: OpenVINO writes a GatherND over broadcast states, for example.
@@ -92,6 +99,9 @@ class OpenVinoSession:
     # out hold hundreds of MB a call (a 0.6B Qwen3's 300-token prompt: 69 MB per row), and only
     # the outputs asked for are copied out (`run`). benchmarks/openvino_copies.py turns it off.
     SHARE = True
+    # A prefix graph's keys and values in and out as bf16 (BF16_BITS) when the backbone runs at
+    # bf16; benchmarks/bf16_keys_values.py turns it off to compare with fp32 ones.
+    BF16_KEYS_AND_VALUES = True
 
     def __init__(self, graph: Path, threads: int, inference_precision: str = "bf16", perf_count: bool = False) -> None:
         import openvino as ov
@@ -110,6 +120,11 @@ class OpenVinoSession:
             GraphInput(p.get_any_name(), [d.get_length() if d.is_static else None for d in p.get_partial_shape()])
             for p in model.inputs
         ]
+        past = any(p.get_friendly_name().startswith(PAST) for p in model.get_parameters())
+        bf16 = past and inference_precision == "bf16" and self.BF16_KEYS_AND_VALUES
+        self.past_dtype = BF16_BITS if bf16 else np.dtype(np.float32)
+        if self.past_dtype == BF16_BITS:
+            model = _keys_and_values_at_bf16(ov, model)
         backbone, head = _split(ov, model)
         compiled = core.compile_model(backbone, "CPU", config)
         # On a CPU without bf16 instructions OpenVINO quietly runs fp32; say so instead.
@@ -125,14 +140,28 @@ class OpenVinoSession:
 
     def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         share = {"share_inputs": self.SHARE, "share_outputs": self.SHARE}
+        inputs = {name: self._tensor(feeds[name]) for name in self._backbone_inputs}
         # Every name of each output: OpenVINO may keep another of a tensor's names as its "any" name.
-        answers = _by_name(self._backbone.infer({name: feeds[name] for name in self._backbone_inputs}, **share))
+        answers = _by_name(self._backbone.infer(inputs, **share))
         if any(name in self._head_outputs for name in output_names):  # not for a prompt's keys and values alone
             # The head's own inputs are named after the backbone's states they stand for.
             head_feeds = answers | feeds
             answers |= _by_name(self._head.infer({name: head_feeds[name] for name in self._head_inputs}, **share))
         # Copies: the requests reuse their output buffers on the next call.
-        return [np.array(answers[name]) for name in output_names]
+        return [self._copied(name, answers[name]) for name in output_names]
+
+    def _tensor(self, array: np.ndarray):
+        """A feed as OpenVINO reads it: bf16 bits (uint16) as a bf16 tensor over the same memory."""
+        if array.dtype != BF16_BITS:
+            return array
+        import openvino as ov
+
+        return ov.Tensor(np.ascontiguousarray(array), list(array.shape), ov.Type.bf16)
+
+    def _copied(self, name: str, value: np.ndarray) -> np.ndarray:
+        """An output, copied; OpenVINO hands a bf16 one back as float16 numbers of its bits."""
+        copy = np.array(value)
+        return copy.view(BF16_BITS) if name.startswith(PRESENT) and self.past_dtype == BF16_BITS else copy
 
     def get_inputs(self) -> list[GraphInput]:
         """The graph's inputs as onnxruntime describes them: a name, and a shape of sizes (None
@@ -145,6 +174,18 @@ class OpenVinoSession:
 
 def _by_name(results) -> dict[str, np.ndarray]:
     return {name: value for port, value in results.items() for name in port.get_names()}
+
+
+def _keys_and_values_at_bf16(ov, model):
+    """`model` with its past inputs and present outputs typed bf16 at the boundary."""
+    steps = ov.preprocess.PrePostProcessor(model)
+    for parameter in model.get_parameters():
+        if parameter.get_friendly_name().startswith(PAST):
+            steps.input(parameter.get_friendly_name()).tensor().set_element_type(ov.Type.bf16)
+    for index, output in enumerate(model.outputs):
+        if any(name.startswith(PRESENT) for name in output.get_names()):
+            steps.output(index).tensor().set_element_type(ov.Type.bf16)
+    return steps.build()
 
 
 def _split(ov, model):

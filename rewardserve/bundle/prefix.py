@@ -45,7 +45,9 @@ class PromptStates:
     """One prompt's keys and values at every layer, as the prefix graph answered them."""
 
     length: int
-    arrays: tuple[np.ndarray, ...]  # per past input, in the graph's order: (1, kv_heads, length, head_dim)
+    # per past input, in the graph's order: (1, kv_heads, length, head_dim); fp32, or bf16 bits in
+    # uint16 under OpenVINO at bf16 (bundle/openvino_session.py)
+    arrays: tuple[np.ndarray, ...]
 
     @property
     def nbytes(self) -> int:
@@ -104,8 +106,8 @@ class PrefixRunner:
         self.past_names = list(runner.past_shapes)
         self.present_names = [PRESENT + name.removeprefix(PAST) for name in self.past_names]
         _, kv_heads, _, head_dim = runner.past_shapes[self.past_names[0]]
-        # What one prompt token's keys and values hold, over every layer (fp32).
-        self.bytes_per_token = 4 * kv_heads * head_dim * len(self.past_names)
+        # What one prompt token's keys and values hold, over every layer (fp32, or bf16 under OpenVINO).
+        self.bytes_per_token = runner.past_dtype.itemsize * kv_heads * head_dim * len(self.past_names)
 
     def prompt_states(self, ids: np.ndarray) -> PromptStates:
         """Every layer's keys and values of one prompt's token ids: it runs as a whole sequence."""

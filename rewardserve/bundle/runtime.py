@@ -84,6 +84,8 @@ class GraphRunner:
         self.past_shapes = {
             i.name: i.shape for i in getattr(self.session, "get_inputs", list)() if i.name.startswith(PAST)
         }
+        # How its keys and values are held: fp32, or bf16 bits under OpenVINO at bf16 (openvino_session.py)
+        self.past_dtype = getattr(self.session, "past_dtype", np.dtype(np.float32))
 
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
         """The session for this graph's precision: bf16 in OpenVINO (the graph itself is fp32),
@@ -122,7 +124,9 @@ class GraphRunner:
     def after_empty_past(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A prefix graph's inputs for whole sequences: no tokens before them (it reads no position ids)."""
         rows = len(arrays["input_ids"])
-        empty = {name: np.zeros((rows, shape[1], 0, shape[3]), np.float32) for name, shape in self.past_shapes.items()}
+        empty = {
+            name: np.zeros((rows, shape[1], 0, shape[3]), self.past_dtype) for name, shape in self.past_shapes.items()
+        }
         whole = {"input_ids": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
         return whole | empty | {"prefix_lengths": np.zeros(rows, np.int64)}
 

@@ -14,8 +14,8 @@ reasons of `bundle.prefix.runs_whole` (a short prompt, a token merged across the
 to split).
 
 Memory: one prompt token's keys and values are `bytes_per_token` (a 0.6B Qwen3 in fp32: 224 KiB,
-so 1,000 prompt tokens hold 224 MiB). Prompts are kept up to `max_bytes`, least recently used
-first out, and dropped after `ttl_seconds` unused.
+so 1,000 prompt tokens hold 224 MiB; at bf16 under OpenVINO half that). Prompts are kept up to
+`max_bytes`, least recently used first out, and dropped after `ttl_seconds` unused.
 """
 
 from __future__ import annotations
