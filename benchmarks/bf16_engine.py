@@ -11,7 +11,8 @@ Prints:
 - what torch's bf16 GEMM reaches on the model's own matrices (1,024 rows through the MLP's
   products): below the square peak, since a 1,024-wide hidden state gives AMX short inner loops;
 - the engine at each batch shape: tokens/s, and FLOP/s as a share of the larger peak (measured
-  again just before and after that shape: this VM's speed drifts) and of that
+  again just before and after each pass, the share the median of the passes' ratios: this VM's
+  speed drifts by 2x within minutes) and of that
   GEMM figure (the FLOPs each sequence costs: 2 per weight per token outside the embedding, plus
   attention's two n x n products per layer, padding aside);
 - where the time goes: OpenVINO's per-node counters summed by the kernel that ran;
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from decoder_engines import gemm_peak, heldout_sequences, sequence_flops
+from decoder_engines import heldout_sequences, sequence_flops
 from real_size_export import SHAPES, build
 
 from rewardserve.bundle import SequenceEncoder
@@ -72,21 +73,27 @@ def model_shapes_peak(config, tokens: int = 1024) -> float:
     return sum(2 * m * k * n for m, k, n in shapes) / seconds
 
 
-def openvino_peak(size: int = PEAK_SIZE) -> float:
-    import openvino as ov
+class Peak:
+    """This machine's bf16 peak now: a 4096^3 matmul in torch (oneDNN) and in OpenVINO (one MatMul
+    compiled at bf16), each prepared once, so that it can be measured between engine calls."""
 
-    x = ov.opset13.parameter([size, size], ov.Type.f32, name="x")
-    weight = ov.opset13.constant(np.random.default_rng(0).standard_normal((size, size), np.float32))
-    model = ov.Model([ov.opset13.matmul(x, weight, False, False)], [x])
-    config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": available_cpus()}
-    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
-    feed = np.random.default_rng(1).standard_normal((size, size), np.float32)
-    return 2 * size**3 / median_seconds(lambda: request.infer({"x": feed}), 5)
+    def __init__(self, size: int = PEAK_SIZE) -> None:
+        import openvino as ov
 
+        x = ov.opset13.parameter([size, size], ov.Type.f32, name="x")
+        weight = ov.opset13.constant(np.random.default_rng(0).standard_normal((size, size), np.float32))
+        model = ov.Model([ov.opset13.matmul(x, weight, False, False)], [x])
+        config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": available_cpus()}
+        self._request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+        self._feed = np.random.default_rng(1).standard_normal((size, size), np.float32)
+        self._a, self._b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
+        self.flops = 2 * size**3
 
-def peak_now() -> float:
-    """The larger of torch's and OpenVINO's bf16 peak, measured now."""
-    return max(gemm_peak(torch.bfloat16, PEAK_SIZE), openvino_peak())
+    def measure(self, repeats: int = 3) -> dict[str, float]:
+        return {
+            "torch": self.flops / median_seconds(lambda: self._a @ self._b, repeats),
+            "openvino": self.flops / median_seconds(lambda: self._request.infer({"x": self._feed}), repeats),
+        }
 
 
 def resident_bytes() -> int:
@@ -129,7 +136,8 @@ def main() -> None:
 
     torch.set_num_threads(available_cpus())
     print(f"{Machine.this().describe()}, {available_cpus()} CPUs")
-    peaks = {"torch": gemm_peak(torch.bfloat16, PEAK_SIZE), "openvino": openvino_peak()}  # at the start
+    machine_peak = Peak()
+    peaks = machine_peak.measure(5)  # at the start; again beside each engine pass below
     peak = max(peaks.values())
     print("bf16 peak, 4096^3 matmul: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
 
@@ -162,16 +170,26 @@ def main() -> None:
         for max_tokens in (1024, 2048, 4096):
             batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
             padded = [encoder.pad(batch) for batch in batches]
-            # This VM's speed drifts by up to 2x over minutes: the share is of the peak measured
-            # just before and just after, the larger of the two.
-            before = peak_now()
-            seconds = median_seconds(lambda p=padded, r=runner: [r.run(x) for x in p], args.repeats)
-            around = max(before, peak_now())
-            flops = sum(sequence_flops(config, n) for n in lengths) / seconds
+            run = lambda p=padded, r=runner: [r.run(x) for x in p]  # noqa: E731
+            run()
+            # This VM's speed drifts by up to 2x within minutes: each pass over the sequences is
+            # read against the peak measured just before and just after it, and the share is the
+            # median of those rounds' ratios.
+            work = sum(sequence_flops(config, n) for n in lengths)
+            seconds, shares, arounds = [], [], []
+            for _ in range(args.repeats):
+                before = max(machine_peak.measure().values())
+                started = time.perf_counter()
+                run()
+                seconds.append(time.perf_counter() - started)
+                arounds.append((before + max(machine_peak.measure().values())) / 2)
+                shares.append(work / seconds[-1] / arounds[-1])
+            flops, share = work / statistics.median(seconds), statistics.median(shares)
             label = f"up to {max_tokens} tokens"
-            print(f"{label:<30}{sum(lengths) / seconds:>10.0f}{flops / 1e9:>10.0f}{flops / around:>9.0%}"
-                  f"{flops / attainable:>9.0%}{around / 1e9:>9.0f} GF/s")  # fmt: skip
-            figures["engine"][label], figures["share"][label] = flops, flops / around
+            print(f"{label:<30}{sum(lengths) / statistics.median(seconds):>10.0f}{flops / 1e9:>10.0f}{share:>9.0%}"
+                  f"{flops / attainable:>9.0%}{statistics.median(arounds) / 1e9:>9.0f} GF/s"
+                  f"   (rounds: {', '.join(f'{r:.0%}' for r in shares)})")  # fmt: skip
+            figures["engine"][label], figures["share"][label] = flops, share
         middle = runner.after_empty_past(encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
         del runner
         by_kernel = profile(OpenVinoSession(graph, available_cpus(), perf_count=True), middle)
