@@ -124,6 +124,36 @@ def profile(session: OpenVinoSession, feeds: dict[str, np.ndarray]) -> dict[str,
     return by_kernel
 
 
+def engine_shares(runner: GraphRunner, sequences, config, attainable: float, peak: Peak, repeats: int) -> dict:
+    """The engine's FLOP/s at each batch shape, and its share of the peak measured beside it."""
+    lengths = [len(s) for s in sequences]
+    figures: dict = {"engine": {}, "share": {}}
+    for max_tokens in (1024, 2048, 4096):
+        batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
+        padded = [runner.encoder.pad(batch) for batch in batches]
+        run = lambda p=padded, r=runner: [r.run(x) for x in p]  # noqa: E731
+        run()
+        # This VM's speed drifts by up to 2x within minutes: each pass over the sequences is
+        # read against the peak measured just before and just after it, and the share is the
+        # median of those rounds' ratios.
+        work = sum(sequence_flops(config, n) for n in lengths)
+        seconds, shares, arounds = [], [], []
+        for _ in range(repeats):
+            before = max(peak.measure().values())
+            started = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - started)
+            arounds.append((before + max(peak.measure().values())) / 2)
+            shares.append(work / seconds[-1] / arounds[-1])
+        flops, share = work / statistics.median(seconds), statistics.median(shares)
+        label = f"up to {max_tokens} tokens"
+        print(f"{label:<30}{sum(lengths) / statistics.median(seconds):>10.0f}{flops / 1e9:>10.0f}{share:>9.0%}"
+              f"{flops / attainable:>9.0%}{statistics.median(arounds) / 1e9:>9.0f} GF/s"
+              f"   (rounds: {', '.join(f'{r:.0%}' for r in shares)})")  # fmt: skip
+        figures["engine"][label], figures["share"][label] = flops, share
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b")
@@ -166,30 +196,8 @@ def main() -> None:
         runner = GraphRunner(graph, encoder, precision="bf16")
         print(f"\n{'batch (rows x padded tokens)':<30}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}{'of GEMM':>9}"
               f"{'peak around':>13}")  # fmt: skip
-        figures = {"peak": peak, "gemm_on_model_shapes": attainable, "engine": {}, "share": {}}
-        for max_tokens in (1024, 2048, 4096):
-            batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
-            padded = [encoder.pad(batch) for batch in batches]
-            run = lambda p=padded, r=runner: [r.run(x) for x in p]  # noqa: E731
-            run()
-            # This VM's speed drifts by up to 2x within minutes: each pass over the sequences is
-            # read against the peak measured just before and just after it, and the share is the
-            # median of those rounds' ratios.
-            work = sum(sequence_flops(config, n) for n in lengths)
-            seconds, shares, arounds = [], [], []
-            for _ in range(args.repeats):
-                before = max(machine_peak.measure().values())
-                started = time.perf_counter()
-                run()
-                seconds.append(time.perf_counter() - started)
-                arounds.append((before + max(machine_peak.measure().values())) / 2)
-                shares.append(work / seconds[-1] / arounds[-1])
-            flops, share = work / statistics.median(seconds), statistics.median(shares)
-            label = f"up to {max_tokens} tokens"
-            print(f"{label:<30}{sum(lengths) / statistics.median(seconds):>10.0f}{flops / 1e9:>10.0f}{share:>9.0%}"
-                  f"{flops / attainable:>9.0%}{statistics.median(arounds) / 1e9:>9.0f} GF/s"
-                  f"   (rounds: {', '.join(f'{r:.0%}' for r in shares)})")  # fmt: skip
-            figures["engine"][label], figures["share"][label] = flops, share
+        figures = {"peak": peak, "gemm_on_model_shapes": attainable}
+        figures |= engine_shares(runner, sequences, config, attainable, machine_peak, args.repeats)
         middle = runner.after_empty_past(encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
         del runner
         by_kernel = profile(OpenVinoSession(graph, available_cpus(), perf_count=True), middle)

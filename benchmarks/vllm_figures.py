@@ -154,24 +154,32 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    vllm, rerun = ["--vllm-python", args.vllm_python], not args.summary_only
     started = time.perf_counter()
+    steps = run_steps(args, rerun=not args.summary_only)
+    print(f"\nevery figure, one run ({(time.perf_counter() - started) / 60:.0f} min; logs and JSON in {args.out})")
+    print_summary(args, steps)
+
+
+def run_steps(args: argparse.Namespace, rerun: bool) -> dict[str, dict | None]:
+    """Each step's figures (None where it failed), run now or, without `rerun`, as kept in --out."""
+    vllm = ["--vllm-python", args.vllm_python]
+
+    def pairs(name: str, bundle: Path, checkpoint: Path, sequences: int) -> dict | None:
+        """Distinct HH pairs, rewardserve at auto against vLLM bf16 on `checkpoint`."""
+        arguments = ["--bundle", str(bundle), "--sequences", str(sequences), "--no-rewardserve-fp32"]
+        return run_step(
+            name, "served_vs_vllm.py", [*arguments, *vllm, "--vllm-checkpoint", str(checkpoint)], args.out, rerun
+        )
+
     torch.set_num_threads(available_cpus())
     # The bf16 peak just before and after the distinct pairs, against which both servers' rates
     # are read (engines_against_the_peak): this VM's speed drifts over minutes.
     peaks = [gemm_peak(torch.bfloat16, PEAK_SIZE)] if rerun else []
-    decoder_pairs = run_step(
-        "decoder-pairs",
-        "served_vs_vllm.py",
-        ["--bundle", str(args.decoder_bundle), "--sequences", str(args.decoder_pairs), "--no-rewardserve-fp32"]
-        + [*vllm, "--vllm-checkpoint", str(args.decoder_checkpoint)],
-        args.out,
-        rerun,
-    )
+    steps = {"decoder-pairs": pairs("decoder-pairs", args.decoder_bundle, args.decoder_checkpoint, args.decoder_pairs)}
     if rerun:
         peaks.append(gemm_peak(torch.bfloat16, PEAK_SIZE))
         (args.out / "peaks.json").write_text(json.dumps(peaks))
-    grpo = run_step(
+    steps["grpo"] = run_step(
         "grpo",
         "prefix_served.py",
         ["--bundle", str(args.decoder_bundle), "--precision", "auto", "--groups", str(args.groups)]
@@ -180,35 +188,33 @@ def main() -> None:
         args.out,
         rerun,
     )
-    engine = run_step("engine", "bf16_engine.py", ["--shape", "qwen3-0.6b"], args.out, rerun)
-    encoder = run_step(
-        "encoder-pairs",
-        "served_vs_vllm.py",
-        ["--bundle", str(args.encoder_bundle), "--sequences", str(args.encoder_pairs), "--no-rewardserve-fp32"]
-        + [*vllm, "--vllm-checkpoint", str(args.encoder_vllm_checkpoint)],
-        args.out,
-        rerun,
+    steps["engine"] = run_step("engine", "bf16_engine.py", ["--shape", "qwen3-0.6b"], args.out, rerun)
+    steps["encoder-pairs"] = pairs(
+        "encoder-pairs", args.encoder_bundle, args.encoder_vllm_checkpoint, args.encoder_pairs
     )
-    memory = run_step(
+    steps["memory"] = run_step(
         "memory", "bundle_start.py", ["--bundle", str(args.decoder_bundle), "--precisions", "auto"], args.out, rerun
     )
+    return steps
 
+
+def print_summary(args: argparse.Namespace, steps: dict[str, dict | None]) -> None:
     weights = sum(f.stat().st_size for f in args.decoder_checkpoint.glob("*.safetensors"))
     figures = [
-        *served_figures("decoder, distinct pairs, auto / vLLM", decoder_pairs),
-        *grpo_figures(grpo, args.settings),
-        *served_figures("encoder (default bundle), auto / vLLM", encoder),
+        *served_figures("decoder, distinct pairs, auto / vLLM", steps["decoder-pairs"]),
+        *grpo_figures(steps["grpo"], args.settings),
+        *served_figures("encoder (default bundle), auto / vLLM", steps["encoder-pairs"]),
     ]
-    print(f"\nevery figure, one run ({(time.perf_counter() - started) / 60:.0f} min; logs and JSON in {args.out})")
     for figure in figures:
         print(figure.row())
-    for figure in engine_figures(engine):
+    for figure in engine_figures(steps["engine"]):
         print(figure.row("%"))
-    for figure in memory_figures(memory, weights):
+    for figure in memory_figures(steps["memory"], weights):
         print(figure.row())
     peaks = json.loads((args.out / "peaks.json").read_text()) if (args.out / "peaks.json").is_file() else []
     if peaks:
-        engines_against_the_peak(decoder_pairs, args.decoder_checkpoint, max(peaks))
+        engines_against_the_peak(steps["decoder-pairs"], args.decoder_checkpoint, max(peaks))
+    grpo = steps["grpo"]
     if grpo is not None:
         print("\nbeside them: GRPO reuse on / reuse off")
         for row, medians in grpo["medians"].items():
