@@ -4,6 +4,7 @@ PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+TEST_TOOLS := $(VENV)/.test-tools
 MODEL_DIR := models/default
 CHECKPOINT := $(MODEL_DIR)/checkpoint
 BUNDLE := $(MODEL_DIR)/bundle
@@ -12,7 +13,7 @@ CHECKOV := .venv-checkov/.installed
 
 .PHONY: install bundle serve test lint eval clean-model
 
-install: $(INSTALLED) $(CHECKOV)
+install: $(INSTALLED) $(TEST_TOOLS) $(CHECKOV)
 
 # Everything (serving, training/export, tests) in one venv; torch is pinned in pyproject.toml
 # so pip takes the CPU build instead of GBs of CUDA wheels.
@@ -23,8 +24,12 @@ $(INSTALLED): pyproject.toml
 	# OpenRLHF's own reward client, which the tests call: without its dependencies (vLLM,
 	# DeepSpeed, ...), as importing it needs only torch, transformers, pylatexenc and sympy
 	$(BIN)/pip install --no-deps 'openrlhf==0.11.2'
-	# Debian's packages for the tests: chromium renders the evaluation report; prometheus
-	# brings promtool, which checks the alert rules and dashboard queries in k8s/monitoring.
+	touch $@
+
+# What only the tests need, so that `make serve` runs without root and without kubectl.
+# Debian's packages: chromium renders the evaluation report; prometheus brings promtool, which
+# checks the alert rules and dashboard queries in k8s/monitoring.
+$(TEST_TOOLS): | $(INSTALLED)
 	command -v chromium >/dev/null && command -v promtool >/dev/null || (apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium prometheus)
 	# kubectl (its built-in kustomize) renders k8s/ for the tests
@@ -55,7 +60,7 @@ serve: $(INSTALLED) $(BUNDLE)/manifest.json
 eval: $(BUNDLE)/manifest.json
 	$(BIN)/rewardserve eval --bundle $(BUNDLE) --report $(MODEL_DIR)/eval.html
 
-test: $(INSTALLED) $(CHECKOV)
+test: $(INSTALLED) $(TEST_TOOLS) $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
