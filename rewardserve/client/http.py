@@ -9,8 +9,9 @@
 
 Large inputs are sent in chunks of `chunk_size` items (the async client sends up to
 `concurrency` chunks at once), so a 100,000-item scoring job is one call. A 429 or 503 answer,
-or a connection that failed, is retried with exponential backoff and jitter, waiting at least
-what `Retry-After` asks; other errors raise RewardServerError with the server's error type
+a 502 or 504 from a router in front of replicas (the replica it chose died or timed out; the
+retry goes to another), or a connection that failed, is retried with exponential backoff and
+jitter, waiting at least what `Retry-After` asks; other errors raise RewardServerError with the server's error type
 and message at once. One connection pool serves every call of a client.
 """
 
@@ -29,7 +30,9 @@ import httpx
 if TYPE_CHECKING:  # the types only: a client loads neither jinja2 nor tokenizers
     from rewardserve.bundle.chat import Conversation
 
-RETRY_STATUSES = frozenset({429, 503})
+# Scoring is idempotent, so a retry is always safe. 502 and 504: measured behind the vLLM Router
+# with one of two replicas killed, every other request got 502 until its next health check.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class RewardServerError(Exception):
@@ -195,7 +198,7 @@ class _Base:
 
     def _wait_before_retry(self, attempt: int, failure: httpx.Response | httpx.TransportError) -> float:
         """Seconds to wait before attempt `attempt + 1`; raises what failed when it is not worth
-        retrying (any status but 429 and 503) or the attempts are spent."""
+        retrying (any status but RETRY_STATUSES) or the attempts are spent."""
         if isinstance(failure, httpx.Response) and failure.status_code not in RETRY_STATUSES:
             raise _error(failure)
         if attempt + 1 >= self.retry.attempts:
