@@ -31,8 +31,10 @@ SHAPE_CACHE = 100
 
 # A prefix graph's keys and values cross the session's boundary as bf16 when it runs at bf16:
 # numpy has no bf16, so they travel as the raw bits in uint16 arrays (bundle/prefix.py keeps them
-# so). Inside, OpenVINO computes them at bf16 anyway; fp32 at the boundary only doubled the bytes
-# a kept prompt holds and every call copies.
+# so). A kept prompt holds half the bytes, and every call copies half. The values come out of bf16
+# products already; the keys (rotated at fp32) are rounded, and rewards after them stay as close
+# to the whole sequence's as after fp32 ones (benchmarks/bf16_keys_values.py; export's bf16
+# prefix gate judges this path as served).
 BF16_BITS = np.dtype(np.uint16)
 
 
