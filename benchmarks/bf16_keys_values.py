@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardserve.bundle import BundleRuntime, EncodedSequence
+from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.prefix import PrefixRunner
 
@@ -39,8 +40,7 @@ def main() -> None:
     if bf16.prefix is None:
         raise SystemExit(f"no bf16 prefix path here: {bf16.prefix_refused}")
     fp32 = BundleRuntime(args.bundle, precision="bf16", prefix_reuse=True)
-    fp32.session = Fp32KeysAndValues(fp32.graph, fp32.threads or 2)
-    fp32.past_dtype = fp32.session.past_dtype
+    fp32.session = Fp32KeysAndValues(fp32.graph, fp32.threads or available_cpus())
     fp32.prefix = PrefixRunner(fp32)
     rng = np.random.default_rng(0)
     prompt = rng.integers(100, 50_000, args.prompt)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rewardserve.bench.load import scrape
 from rewardserve.bench.process import ServerProcess, free_port, rewardserve_process, server_process
 from rewardserve.client import Retry, RewardClient
 
@@ -42,9 +43,7 @@ def replicas(tiny_bundle) -> Iterator[list[ServerProcess]]:
 
 def served(server: ServerProcess) -> float:
     """/score requests a replica answered (200)."""
-    selector = 'rewardserve_requests_total{endpoint="/score",status="200"} '
-    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
-    return sum(float(line.split()[-1]) for line in lines if line.startswith(selector))
+    return scrape(server.url).get('rewardserve_requests_total{endpoint="/score",status="200"}', 0.0)
 
 
 def test_through_the_vllm_router_rewards_are_the_replicas_own_and_requests_alternate(replicas):

@@ -84,8 +84,6 @@ class GraphRunner:
         self.past_shapes = {
             i.name: i.shape for i in getattr(self.session, "get_inputs", list)() if i.name.startswith(PAST)
         }
-        # How its keys and values are held: fp32, or bf16 bits under OpenVINO at bf16 (openvino_session.py)
-        self.past_dtype = getattr(self.session, "past_dtype", np.dtype(np.float32))
 
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
         """The session for this graph's precision: bf16 in OpenVINO (the graph itself is fp32),
@@ -94,6 +92,11 @@ class GraphRunner:
             return OpenVinoSession(self.graph, self.threads or available_cpus())
         options = session_options(self.threads, self.arena)
         return ort.InferenceSession(str(self.graph), options, providers=providers_for(self.precision))
+
+    @property
+    def past_dtype(self) -> np.dtype:
+        """How its keys and values are held: fp32, or bf16 bits under OpenVINO at bf16 (openvino_session.py)."""
+        return getattr(self.session, "past_dtype", np.dtype(np.float32))
 
     def reopen(self) -> None:
         """Replace the session with a fresh one on the same graph (after a fault left it broken)."""
