@@ -250,6 +250,28 @@ def test_openrlhfs_own_client_gets_the_step_rewards_of_policy_text_in_extra_logs
     assert answer["rewards"] == pytest.approx([e.min() for e in expected], abs=TOLERANCE)
 
 
+def test_vllms_classify_answers_every_objective_in_manifest_order_and_slime_gets_them_by_name(
+    objective_rm, conversations
+):
+    checkpoint, bundle = objective_rm
+    rewards, objectives = card_objectives(checkpoint, conversations[:3])
+    items = messages_items(conversations[:3])
+    with serve(bundle) as server:
+        raw = [post(server.url, "/classify", {**item, "use_activation": False}).json()["data"][0] for item in items]
+        activated = post(server.url, "/v1/classify", items[0]).json()["data"][0]
+        pooled = post(server.url, "/pooling", items[0]).json()["data"][0]["data"]
+        prompt, response = conversations[0]
+        slime = post(server.url, "/slime/details", {"prompt": prompt, "response": response}).json()
+    np.testing.assert_allclose([d["probs"] for d in raw], objectives, atol=TOLERANCE)
+    assert {d["num_classes"] for d in raw} == {len(LABELS)}
+    assert raw[0]["label"] == LABELS[int(np.argmax(objectives[0]))]
+    softmax = np.exp(objectives[0]) / np.exp(objectives[0]).sum()  # vLLM's activation for several labels
+    np.testing.assert_allclose(activated["probs"], softmax, atol=TOLERANCE)
+    np.testing.assert_allclose(pooled, objectives[0], atol=TOLERANCE)
+    assert slime["reward"] == pytest.approx(rewards[0], abs=TOLERANCE)
+    assert [slime[name] for name in LABELS] == pytest.approx(objectives[0].tolist(), abs=TOLERANCE)
+
+
 def test_the_clients_return_objectives_and_steps(objective_rm, prm, conversations):
     items = messages_items(conversations[:3])
     with serve(objective_rm[1]) as server, RewardClient(server.url) as client:

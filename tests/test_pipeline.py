@@ -16,11 +16,12 @@ from rewardserve.service import Settings, create_app
 from rewardserve.service.admit import Admission
 from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.context import RequestContext
+from rewardserve.service.endpoints.compare import Compare, CompareRequest
+from rewardserve.service.endpoints.score import Score, ScoreRequest
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.pipeline import ScoringPipeline
 from rewardserve.service.respond import Respond
 from rewardserve.service.retemplate import Retemplate
-from rewardserve.service.schemas import CompareRequest, ScoreRequest
 from rewardserve.service.tokenize import Tokenize
 from rewardserve.service.validate import Validate
 
@@ -82,11 +83,15 @@ def fake_pipeline(log: list[str] | None = None) -> ScoringPipeline:
     )
 
 
+def endpoint_of(body):
+    return Score() if isinstance(body, ScoreRequest) else Compare()
+
+
 def run(pipeline: ScoringPipeline, body):
     async def scored():
         await pipeline.start()
         try:
-            return await pipeline(RequestContext("test", time.perf_counter()), body)
+            return await pipeline(RequestContext("test", time.perf_counter()), endpoint_of(body), body)
         finally:
             await pipeline.stop()
 
@@ -102,7 +107,7 @@ def test_a_request_passes_every_stage_once_in_the_order_the_data_flows():
         await pipeline.start()  # the warm-up goes through the same stages
         log.clear()
         try:
-            return await pipeline(RequestContext("test", time.perf_counter()), body)
+            return await pipeline(RequestContext("test", time.perf_counter()), endpoint_of(body), body)
         finally:
             await pipeline.stop()
 
@@ -128,7 +133,7 @@ def test_the_context_records_counts_tokens_and_timings():
     async def scored():
         await pipeline.start()
         try:
-            return await pipeline(context, body)
+            return await pipeline(context, Compare(), body)
         finally:
             await pipeline.stop()
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from transformers import AutoTokenizer
 
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.service.schemas import ScoreRequest, ScoreResponse
+from rewardserve.service.endpoints.score import ScoreRequest, ScoreResponse
 from rewardserve.training.reward_model import load_reward_model
 
 

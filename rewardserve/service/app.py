@@ -19,11 +19,13 @@ from fastapi import FastAPI
 
 from rewardserve import __version__
 from rewardserve.bundle import BundleRuntime, bundle_digest
+from rewardserve.service import about
 from rewardserve.service.access_log import AccessLog
 from rewardserve.service.admit import Admission
 from rewardserve.service.auth import ApiKeys, RequireApiKey
 from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.cache import RewardCache
+from rewardserve.service.endpoints import SCORING_PATHS
 from rewardserve.service.engine import Engine
 from rewardserve.service.handlers import install_error_handlers
 from rewardserve.service.limits import BodyLimit, RefuseEarly
@@ -43,8 +45,8 @@ logger = logging.getLogger("rewardserve")
 
 # Paths anyone may call when keys are set: probes, and the API's own description.
 OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-
-SCORING_PATHS = frozenset({"/score", "/compare", "/get_reward"})
+# What routers ask a replica before sending it work (about.py): open too, as their probes carry no key.
+ROUTER_PATHS = frozenset({"/get_load", "/server_info", "/model_info", "/v1/models"})
 
 # fp32 (and int8) on a CPU gains nothing from large batches: on an AMX Xeon, length-sorted HH
 # sequences ran at 77 seq/s in batches of 4 (~600 tokens) and 61 in batches of 32; on an EPYC at
@@ -113,7 +115,9 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
         retemplate=Retemplate(settings.unparsed_policy_text),
         tokenize=Tokenize(runtime.encoder, manifest.outputs.steps),
         batcher=batcher,
-        respond=Respond(manifest.name, manifest.calibration_temperature, manifest.outputs),
+        respond=Respond(
+            settings.served_model_name or manifest.name, manifest.calibration_temperature, manifest.outputs
+        ),
         metrics=metrics,
         monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std, outputs=manifest.outputs),
         thread_initializer=lower,
@@ -164,14 +168,16 @@ def create_app(settings: Settings, pipeline: ScoringPipeline | None = None) -> F
     app.state.settings = settings
     app.state.pipeline = pipeline
     app.include_router(router)
+    app.include_router(about.router)
     install_error_handlers(app)
 
     # Added innermost first. Known paths let a 401 or 413 be counted under its endpoint.
-    open_paths = OPEN_PATHS if settings.protect_metrics else OPEN_PATHS | {"/metrics"}
+    open_paths = OPEN_PATHS | ROUTER_PATHS | (frozenset() if settings.protect_metrics else {"/metrics"})
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RefuseEarly, paths=SCORING_PATHS, admission=pipeline.admission)
     app.add_middleware(RequireApiKey, keys=keys, open_paths=open_paths)
-    known_paths = frozenset(route.path for route in [*app.routes, *router.routes] if hasattr(route, "path"))
+    routes = [*app.routes, *router.routes, *about.router.routes]  # FastAPI keeps included routers apart
+    known_paths = frozenset(route.path for route in routes if hasattr(route, "path"))
     app.add_middleware(AccessLog, metrics=pipeline.metrics, known_paths=known_paths)
     if keys.enabled:
         _declare_bearer_auth(app, open_paths)

@@ -1,7 +1,8 @@
 """The request pipeline: one scoring request through every stage, each in its own file, in the
 order the data flows.
 
-    validate.py   body -> Inputs (field paths; item and text limits: 413)
+    validate.py   body -> Inputs, read by its endpoint (`endpoints/`; field paths; item and text
+                  limits: 413)
     admit.py      a permit for its sequences (503 and 429 are decided there; limits.RefuseEarly
                   asks the same Admission before the body is read)
     retemplate.py policy-formatted text -> the conversation it spells      } on the tokenizer
@@ -9,7 +10,7 @@ order the data flows.
                   bundle's template and truncated by its policy
     batcher.py    sequences from every request, re-batched by length (and cached)
     engine.py     a padded batch through ONNX Runtime
-    respond.py    rewards -> the endpoint's response body
+    respond.py    rewards -> the endpoint's response body, written by the endpoint
 
 The stages are built elsewhere and passed in (`app.py` builds them from a bundle; a test builds
 them around a fake engine), as text-embeddings-inference's `Infer::new` takes its parts.
@@ -22,7 +23,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -32,17 +33,18 @@ from rewardserve.bundle.outputs import Scores
 from rewardserve.service.admit import Admission
 from rewardserve.service.batcher import MicroBatcher, Scored
 from rewardserve.service.context import RequestContext, Timings
+from rewardserve.service.endpoints.base import Endpoint
 from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES
 from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.respond import Respond
 from rewardserve.service.retemplate import Retemplate
-from rewardserve.service.schemas import ScoringBody
 from rewardserve.service.tokenize import Tokenize
 from rewardserve.service.validate import Inputs, Validate
 
 T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
 
 
 def warm_up_inputs(step_separator: str | None = None) -> Inputs:
@@ -79,12 +81,12 @@ class ScoringPipeline:
         # threads would only contend for them and for the GIL.
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="tokenizer", initializer=thread_initializer)
 
-    async def __call__(self, context: RequestContext, body: ScoringBody) -> BaseModel:
-        """The response to one scoring request; a ServiceError says why there is none."""
-        inputs = self.validate(body)
+    async def __call__(self, context: RequestContext, endpoint: Endpoint[B], body: B) -> Any:
+        """`endpoint`'s response to one request; a ServiceError says why there is none."""
+        inputs = self.validate(endpoint.inputs, body)
         context.items, context.sequences = inputs.items, len(inputs)
         scores = await self.scores(context, inputs)
-        return self.respond(body, scores, inputs)
+        return self.respond(endpoint.respond, body, scores, inputs, context)
 
     async def scores(self, context: RequestContext, inputs: Inputs) -> Scores:
         """Rewards (and the model's other outputs) of `inputs` in their order, within the

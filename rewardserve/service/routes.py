@@ -1,26 +1,20 @@
-"""The HTTP routes, a few lines each: a scoring route hands its parsed body and the request's
-context to the pipeline (`pipeline.py`), which runs every stage and builds the answer."""
+"""The HTTP routes: each scoring endpoint (`endpoints/`) mounted at its paths, handing its parsed
+body and the request's context to the pipeline (`pipeline.py`), which runs every stage and
+builds the endpoint's answer; and the probes and metrics."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rewardserve.service.context import RequestContext, context_of
+from rewardserve.service.endpoints import ENDPOINTS, Endpoint
 from rewardserve.service.errors import UnhealthyError
 from rewardserve.service.pipeline import ScoringPipeline
-from rewardserve.service.schemas import (
-    CompareRequest,
-    CompareResponse,
-    ErrorResponse,
-    OpenRLHFRewardRequest,
-    OpenRLHFRewardResponse,
-    RankingResponse,
-    ScoreRequest,
-    ScoreResponse,
-)
+from rewardserve.service.schemas import ErrorResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
@@ -65,32 +59,39 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-# Fields a scalar bundle has no values for (objectives, steps) are left out, not null.
-@router.post("/score", response_model=ScoreResponse, response_model_exclude_none=True, responses=ERRORS)
-async def score(body: ScoreRequest, request: Request, x_request_timeout: RequestTimeout = None) -> ScoreResponse:
-    """Scalar rewards of (prompt, response) or chat `messages` items, in request order; and the
-    model's objectives or step rewards, when it has them."""
-    pipeline, context = scoring(request, x_request_timeout)
-    return await pipeline(context, body)
+def mount(router: APIRouter, endpoint: Endpoint) -> None:
+    """Route each of `endpoint`'s paths to the pipeline. The handler's signature is the
+    endpoint's own, so FastAPI parses and validates its body and documents it."""
+
+    async def handler(body: Any, request: Request, x_request_timeout: float | None = None) -> Any:
+        pipeline, context = scoring(request, x_request_timeout)
+        return await pipeline(context, endpoint, body)
+
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=endpoint.body),
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            inspect.Parameter(
+                "x_request_timeout", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=RequestTimeout
+            ),
+        ],
+        return_annotation=endpoint.response,
+    )
+    for path in endpoint.paths:
+        router.add_api_route(
+            path,
+            handler,
+            methods=["POST"],
+            response_model=endpoint.response,
+            response_model_exclude_none=endpoint.omit_none,
+            responses=ERRORS,
+            name=path.strip("/").replace("/", "_"),
+            description=inspect.cleandoc(type(endpoint).__doc__ or ""),
+        )
 
 
-@router.post("/compare", response_model=CompareResponse | RankingResponse, responses=ERRORS)
-async def compare(
-    body: CompareRequest, request: Request, x_request_timeout: RequestTimeout = None
-) -> CompareResponse | RankingResponse:
-    """Pairs (`items`): both rewards and the probability that `a` is preferred. One prompt
-    with K `responses`: rewards, the ranking, and Plackett-Luce and pairwise probabilities."""
-    pipeline, context = scoring(request, x_request_timeout)
-    return await pipeline(context, body)
-
-
-@router.post("/get_reward", response_model=OpenRLHFRewardResponse, responses=ERRORS)
-async def get_reward(
-    body: OpenRLHFRewardRequest, request: Request, x_request_timeout: RequestTimeout = None
-) -> OpenRLHFRewardResponse:
-    """OpenRLHF's remote reward protocol: pass `--remote_rm_url http://HOST:PORT/get_reward`."""
-    pipeline, context = scoring(request, x_request_timeout)
-    return await pipeline(context, body)
+for _endpoint in ENDPOINTS:
+    mount(router, _endpoint)
 
 
 @router.get("/health", responses={503: {"model": ErrorResponse}})

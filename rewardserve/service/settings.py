@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     bundle: Path = Field(description="Bundle directory written by `rewardserve export`.")
     host: str = Field("127.0.0.1", description="Interface to bind; loopback unless asked otherwise.")
     port: int = Field(8000, ge=0, le=65535)
+    served_model_name: str | None = Field(
+        None,
+        description="The model's name in answers and /v1/models (default: the bundle's). SGLang's gateway sends "
+        "a request only to workers serving the `model` it names: give the name your trainer sends.",
+    )
 
     precision: RequestedPrecision = Field(
         "auto",

@@ -1,4 +1,5 @@
-"""Stage 1, validate: a request body (already parsed by `schemas.py`) -> the sequences to score.
+"""Stage 1, validate: a request body (already parsed by its endpoint's schema) -> the sequences
+to score. Each endpoint reads its body (`endpoints/`) with the checks here.
 
 Each sequence is an Input: a text prompt and response, a conversation, or policy-formatted text
 that `retemplate.py` parses into one, with the field path its errors name (`items[3].messages`). Size limits are
@@ -13,8 +14,9 @@ that tokenizing kept one step token per span.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from rewardserve.bundle.chat import Conversation
 from rewardserve.bundle.outputs import ModelOutputs, join_steps, step_spans
@@ -28,9 +30,7 @@ from rewardserve.service.errors import (
     UnknownObjectiveError,
 )
 
-# The K x K matrix of a K-wise /compare is serialized on the event loop: 256 responses take
-# ~20 ms and 1.2 MiB of JSON, 1024 would take ~0.3 s (every other request waiting) and 19 MiB.
-MAX_PAIRWISE_RESPONSES = 256
+B = TypeVar("B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +73,14 @@ class Inputs:
         return cls(sequences, items=len(prompts))
 
 
-def _turns(messages: Sequence[schemas.Message]) -> Conversation:
+def turns(messages: Sequence[schemas.Message]) -> Conversation:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
-def _reply(text: str) -> Conversation:
-    return [{"role": "assistant", "content": text}]
-
-
 class Validate:
-    """Each endpoint's body -> Inputs, within `max_items` per request and `max_chars` per text;
-    for models with objectives or steps (`outputs`), within `max_objectives` asked for and
+    """The checks every endpoint's body passes on its way to Inputs (each endpoint's `inputs`
+    calls them: `endpoints/`), within `max_items` per request and `max_chars` per text; for
+    models with objectives or steps (`outputs`), within `max_objectives` asked for and
     `max_steps` per response."""
 
     def __init__(
@@ -98,7 +95,7 @@ class Validate:
     ) -> None:
         self.max_items = max_items
         self.max_chars = max_chars
-        self.policy_format = policy_format  # of /get_reward queries that do not name theirs
+        self.policy_format = policy_format  # of policy text whose request does not name its format
         self.outputs = outputs or ModelOutputs()
         self.max_steps = max_steps
         self.max_objectives = max_objectives
@@ -107,24 +104,15 @@ class Validate:
     def step_separator(self) -> str | None:
         return None if self.outputs.steps is None else self.outputs.steps.separator
 
-    def __call__(self, body: schemas.ScoringBody) -> Inputs:
-        match body:
-            case schemas.ScoreRequest():
-                sequences = self._score_items(body.items, body.policy_format)
-                inputs = Inputs(sequences, len(body.items), body.truncate, self._objectives(body.objectives))
-            case schemas.CompareRequest(items=None):
-                inputs = Inputs(self._ranked(body), 1, body.truncate)
-            case schemas.CompareRequest():
-                inputs = Inputs(self._compare_items(body.items), len(body.items), body.truncate)
-            case schemas.OpenRLHFRewardRequest():
-                inputs = Inputs(self._openrlhf(body), len(body.query))
-            case _:
-                raise TypeError(f"not a scoring body: {type(body).__name__}")
+    def __call__(self, read: Callable[[B, Validate], Inputs], body: B) -> Inputs:
+        """`body` read into Inputs by its endpoint's `read`; each response's steps found, for a
+        process reward model."""
+        inputs = read(body, self)
         if self.step_separator is not None:
             inputs = replace(inputs, sequences=[self._with_steps(spelled) for spelled in inputs.sequences])
         return inputs
 
-    def _objectives(self, names: list[str] | None) -> list[str] | None:
+    def objectives(self, names: list[str] | None) -> list[str] | None:
         """The objectives a request named, each the model's own."""
         if names is None:
             return None
@@ -158,108 +146,65 @@ class Validate:
             )
         return Input(spelled.prompt, spelled.response, spelled.path, spelled.policy_format, spans)
 
-    def _steps_response(self, path: str, steps: Sequence[str]) -> str:
+    def steps_response(self, path: str, steps: Sequence[str]) -> str:
         """The response text of `steps`: each followed by the model's separator."""
         separator = self.step_separator
         if separator is None:
             raise InvalidStepsError(f"{path}: this model gives no step rewards; send the response as text")
         for j, step in enumerate(steps):
-            self._check_text(f"{path}[{j}]", step)
+            self.text(f"{path}[{j}]", step)
             if separator in step:
                 raise InvalidStepsError(f"{path}[{j}]: holds the step separator {separator!r}; send it as two steps")
         return join_steps(steps, separator)
 
-    def _score_items(self, items: Sequence[schemas.ScoreItem], policy_format: str | None) -> list[Input]:
-        self._check_count("items", len(items))
-        text_format = _text_format(policy_format)
-        inputs = []
-        for i, item in enumerate(items):
-            if item.steps is not None:  # counted with every other response's steps (_with_steps)
-                response = self._steps_response(f"items[{i}].steps", item.steps)
-                prompt = self._prompt(f"items[{i}].prompt", item.prompt, item.messages, f"items[{i}].messages")
-                inputs.append(_answer(prompt, response, f"items[{i}].steps"))
-            elif item.messages is None:
-                self._check_text(f"items[{i}].prompt", item.prompt)
-                self._check_text(f"items[{i}].response", item.response)
-                inputs.append(Input(item.prompt, item.response, f"items[{i}]", text_format))
-            else:
-                self._check_messages(f"items[{i}].messages", item.messages)
-                turns = _turns(item.messages)
-                inputs.append(Input(turns[:-1], turns[-1:], f"items[{i}].messages"))
-        return inputs
+    def policy_texts(
+        self, path: str, texts: Sequence[str], prompts: Sequence[str] | None = None, policy_format: str | None = None
+    ) -> list[Input]:
+        """Each text as the policy text it is (parsed by retemplate.py, in `policy_format` or the
+        server's); with the "raw" format, split after its prompt as it is (the whole text is the
+        response without prompts)."""
+        self.count(path, len(texts))
+        for i, text in enumerate(texts):
+            self.text(f"{path}[{i}]", text)
+        text_format = text_format_of(policy_format or self.policy_format)
+        prompts = prompts or [""] * len(texts)
+        pairs = enumerate(zip(texts, prompts, strict=True))
+        return [Input(prompt, text[len(prompt) :], f"{path}[{i}]", text_format) for i, (text, prompt) in pairs]
 
-    def _compare_items(self, items: Sequence[schemas.CompareItem]) -> list[Input]:
-        """Every item's `a`, then every item's `b`."""
-        self._check_count("items", len(items))
-        prompts: list[str | Conversation] = []
-        for i, item in enumerate(items):
-            self._check_text(f"items[{i}].a", item.a)
-            self._check_text(f"items[{i}].b", item.b)
-            prompts.append(self._prompt(f"items[{i}].prompt", item.prompt, item.messages, f"items[{i}].messages"))
-        return [
-            _answer(prompt, getattr(item, side), f"items[{i}].{side}")
-            for side in "ab"
-            for i, (item, prompt) in enumerate(zip(items, prompts, strict=True))
-        ]
-
-    def _ranked(self, body: schemas.CompareRequest) -> list[Input]:
-        """K-wise: each of `responses` after the one prompt."""
-        assert body.responses is not None
-        self._check_count("responses", len(body.responses))
-        k = len(body.responses)
-        if body.pairwise and k > MAX_PAIRWISE_RESPONSES:
-            raise TooManyItemsError(
-                f"responses: {k} responses would answer a {k} x {k} p_better matrix; at most "
-                f'{MAX_PAIRWISE_RESPONSES} with "pairwise": true (send false for more)'
-            )
-        prompt = self._prompt("prompt", body.prompt, body.messages, "messages")
-        for j, response in enumerate(body.responses):
-            self._check_text(f"responses[{j}]", response)
-        return [_answer(prompt, response, f"responses[{j}]") for j, response in enumerate(body.responses)]
-
-    def _openrlhf(self, body: schemas.OpenRLHFRewardRequest) -> list[Input]:
-        """Each query as the policy text it is (parsed by retemplate.py); with the "raw" policy
-        format, split after its prompt as it is (the whole query is the response without prompts)."""
-        self._check_count("query", len(body.query))
-        for i, query in enumerate(body.query):
-            self._check_text(f"query[{i}]", query)
-        text_format = _text_format(body.policy_format or self.policy_format)
-        prompts = body.prompts or [""] * len(body.query)
-        pairs = enumerate(zip(body.query, prompts, strict=True))
-        return [Input(prompt, query[len(prompt) :], f"query[{i}]", text_format) for i, (query, prompt) in pairs]
-
-    def _prompt(
+    def prompt(
         self, path: str, prompt: str | None, messages: list[schemas.Message] | None, messages_path: str
     ) -> str | Conversation:
         """The text prompt, or the turns of its chat form."""
         if messages is None:
             assert prompt is not None
-            self._check_text(path, prompt)
+            self.text(path, prompt)
             return prompt
-        self._check_messages(messages_path, messages)
-        return _turns(messages)
+        return self.messages(messages_path, messages)
 
-    def _check_count(self, field_name: str, count: int) -> None:
+    def messages(self, path: str, messages: Sequence[schemas.Message]) -> Conversation:
+        """The turns of `messages`, each within the limits."""
+        self.count(path, len(messages))
+        for j, message in enumerate(messages):
+            self.text(f"{path}[{j}].content", message.content)
+        return turns(messages)
+
+    def count(self, path: str, count: int) -> None:
         if count > self.max_items:
             raise TooManyItemsError(
-                f"{field_name}: {count} items, at most {self.max_items} per request (max_items_per_request)"
+                f"{path}: {count} items, at most {self.max_items} per request (max_items_per_request)"
             )
 
-    def _check_messages(self, path: str, messages: Sequence[schemas.Message]) -> None:
-        self._check_count(path, len(messages))
-        for j, message in enumerate(messages):
-            self._check_text(f"{path}[{j}].content", message.content)
-
-    def _check_text(self, path: str, text: str) -> None:
+    def text(self, path: str, text: str) -> None:
         if len(text) > self.max_chars:
             raise TextTooLongError(f"{path}: {len(text)} characters, at most {self.max_chars} (max_text_chars)")
 
 
-def _text_format(policy_format: str | None) -> str | None:
+def text_format_of(policy_format: str | None) -> str | None:
     """What Input.policy_format says of text in `policy_format`: None (scored as it is) for raw."""
     return None if policy_format == "raw" else policy_format
 
 
-def _answer(prompt: str | Conversation, response: str, path: str) -> Input:
+def candidate(prompt: str | Conversation, response: str, path: str) -> Input:
     """A candidate response to `prompt`: text after a text prompt, an assistant turn after a conversation."""
-    return Input(prompt, response if isinstance(prompt, str) else _reply(response), path)
+    reply: Conversation = [{"role": "assistant", "content": response}]
+    return Input(prompt, response if isinstance(prompt, str) else reply, path)

@@ -1,0 +1,76 @@
+"""What routers and clients ask a replica about itself before sending it work: the model it
+serves (`/v1/models`, OpenAI's list; `/model_info`, as SGLang answers it), how busy it is
+(`/get_load`, which the vLLM Router's power-of-two policy compares), and how it runs
+(`/server_info`). SGLang's Model Gateway asks a worker for `/health`, `/server_info` and
+`/model_info` when it registers it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from rewardserve import __version__
+
+router = APIRouter()
+
+# When this process started: OpenAI's `created` of the model it serves.
+STARTED = int(time.time())
+
+
+def _pipeline(request: Request) -> Any:
+    return request.app.state.pipeline
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict[str, Any]:
+    """The one model served, in OpenAI's list; any name is accepted in a request's `model`."""
+    pipeline = _pipeline(request)
+    model = {
+        "id": pipeline.respond.model_name,
+        "object": "model",
+        "created": STARTED,
+        "owned_by": "rewardserve",
+        "root": pipeline.respond.model_name,
+        "max_model_len": pipeline.tokenize.encoder.format.max_length,
+    }
+    return {"object": "list", "data": [model]}
+
+
+@router.get("/get_load")
+async def load(request: Request) -> dict[str, int]:
+    """Sequences admitted and not yet answered (the vLLM Router's power-of-two policy compares them)."""
+    return {"load": _pipeline(request).admission.in_flight_sequences}
+
+
+@router.get("/model_info")
+async def model_info(request: Request) -> dict[str, Any]:
+    """The model, as SGLang describes one: a reward model, not a generator."""
+    pipeline = _pipeline(request)
+    outputs = pipeline.respond.outputs
+    labels = outputs.objectives.names if outputs.objectives is not None else ["LABEL_0"]
+    return {
+        "model_path": pipeline.respond.model_name,
+        "tokenizer_path": pipeline.respond.model_name,
+        "served_model_name": pipeline.respond.model_name,
+        "is_generation": False,
+        "model_type": "reward",
+        "max_context_length": pipeline.tokenize.encoder.format.max_length,
+        "id2label": dict(enumerate(labels)),
+        "num_labels": len(labels),
+    }
+
+
+@router.get("/server_info")
+async def server_info(request: Request) -> dict[str, Any]:
+    """How this replica runs: its version, its load and whether it is ready."""
+    pipeline = _pipeline(request)
+    return {
+        "version": f"rewardserve {__version__}",
+        "model_path": pipeline.respond.model_name,
+        "served_model_name": pipeline.respond.model_name,
+        "ready": pipeline.admission.ready,
+        "load": pipeline.admission.in_flight_sequences,
+        "max_queued_sequences": pipeline.admission.max_in_flight,
+    }
