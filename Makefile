@@ -21,9 +21,9 @@ $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[train,eval,test]'
-	# OpenRLHF's own reward client, which the tests call: without its dependencies (vLLM,
-	# DeepSpeed, ...), as importing it needs only torch, transformers, pylatexenc and sympy
-	$(BIN)/pip install --no-deps 'openrlhf==0.11.2'
+	# OpenRLHF's and verl's own reward clients, which the tests call: without their dependencies
+	# (vLLM, DeepSpeed, SGLang, ...), as importing them needs only what the test extras hold
+	$(BIN)/pip install --no-deps 'openrlhf==0.11.2' 'verl==0.9.1'
 	touch $@
 
 # What only the tests need, so that `make serve` runs without root and without kubectl.

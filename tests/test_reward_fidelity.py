@@ -200,3 +200,63 @@ def test_a_chat_template_error_names_the_pair_it_came_from(chat_rm):
     with pytest.raises(ChatTemplateError) as raised:
         runtime.encoder.encode(["a", [{"role": "user", "content": "b"}]], ["c", [{"role": "user", "content": "d"}]])
     assert raised.value.index == 1
+
+
+def classify_rewards(url: str, path: str, bodies: list[dict]) -> list[float]:
+    """What verl's reward loop reads from vLLM: `data[-1].probs[-1]`, raw with use_activation false."""
+    rewards = []
+    for body in bodies:
+        answer = httpx.post(f"{url}{path}", json={"model": "any", "use_activation": False, **body}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        rewards.append(answer.json()["data"][-1]["probs"][-1])
+    return rewards
+
+
+def test_classify_text_rendered_by_the_models_template_without_its_bos_gets_the_model_cards_reward(
+    url, chat_rm, conversations, reference
+):
+    # verl renders with the reward model's tokenizer and strips a leading BOS string
+    tokenizer = AutoTokenizer.from_pretrained(chat_rm[0])
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    if tokenizer.bos_token:
+        texts = [t.removeprefix(tokenizer.bos_token) for t in texts]
+    for path in ("/classify", "/v1/classify"):
+        rewards = classify_rewards(url, path, [{"input": t} for t in texts])
+        np.testing.assert_allclose(rewards, reference, atol=TOLERANCE, rtol=0)
+    rewards = classify_rewards(url, "/classify", [{"messages": c} for c in conversations])
+    np.testing.assert_allclose(rewards, reference, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("policy", ["chatml", "llama3"])
+def test_slime_gets_the_model_cards_reward_for_policy_text_and_messages(url, conversations, reference, policy):
+    rewards = []
+    for conversation in conversations:
+        prompt, query = policy_text(policy, conversation[:-1], conversation[-1]["content"])
+        answer = httpx.post(f"{url}/slime", json={"prompt": prompt, "response": query[len(prompt) :], "label": ""})
+        assert answer.status_code == 200, answer.text
+        rewards.append(answer.json())
+    np.testing.assert_allclose(rewards, reference, atol=TOLERANCE, rtol=0)
+    body = {"prompt": conversations[0][:-1], "response": conversations[0][-1]["content"]}
+    assert httpx.post(f"{url}/slime", json=body).json() == pytest.approx(reference[0], abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_verls_own_reward_model_client_gets_the_model_cards_reward(url, chat_rm, conversations, reference, engine):
+    # verl's reward loop with a reward model behind its "router": it renders each rollout with the
+    # reward model's template, strips the BOS, and posts /classify (vLLM) or /v1/embeddings (SGLang)
+    import verl_loop
+
+    checkpoint, _ = chat_rm
+    config = verl_loop.config(checkpoint, reward_model=checkpoint, engine=engine)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    results = verl_loop.scores(config, tokenizer, conversations, router=url.removeprefix("http://"))
+    np.testing.assert_allclose([r["reward_score"] for r in results], reference, atol=TOLERANCE, rtol=0)
+
+
+def test_rewardserves_verl_manager_gets_the_model_cards_reward(url, chat_rm, conversations, reference):
+    import verl_loop
+
+    checkpoint, _ = chat_rm
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)  # the policy: the same family's tokenizer
+    results = verl_loop.scores(verl_loop.config(checkpoint, url=url), tokenizer, conversations)
+    np.testing.assert_allclose([r["reward_score"] for r in results], reference, atol=TOLERANCE, rtol=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+from pathlib import Path
 
 import pytest
 from live import free_port, running
@@ -98,3 +99,52 @@ def test_no_url_is_a_clear_error_and_server_errors_are_raised(url, monkeypatch):
     messages = [{"role": "user", "content": "x" * 200_000}]
     with pytest.raises(RewardServerError, match="413 text_too_long"):
         verl.compute_score("hh", "x", None, {"prompt": messages}, url=url)
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue, as the sky is."},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory, train_pairs) -> Path:
+    """A Qwen3-style policy's tokenizer: what verl decodes the rollouts with."""
+    from chat_models import chat_tokenizer
+
+    out = tmp_path_factory.mktemp("policy")
+    chat_tokenizer("qwen3", out, [e.prompt + r for e in train_pairs[:200] for r in e.responses])
+    return out
+
+
+def test_verls_own_reward_loop_loads_the_manager_and_gets_the_conversations_rewards(url, policy):
+    import verl_loop
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    with RewardClient(url) as client:
+        expected = client.score_chats(CONVERSATIONS)
+    results = verl_loop.scores(verl_loop.config(policy, url=url), tokenizer, CONVERSATIONS * 3)
+    assert [r["reward_score"] for r in results] == pytest.approx(expected * 3, abs=1e-6)
+    assert results[0]["reward_extra_info"] == {"score": results[0]["reward_score"]}
+
+
+def test_the_manager_says_what_is_missing_without_raw_prompt(url, policy):
+    import verl_loop
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    data = verl_loop.sample(tokenizer, CONVERSATIONS[0])
+    data.non_tensor_batch.pop("raw_prompt")
+
+    async def score() -> dict:
+        return await verl_loop.RewardLoopWorker(verl_loop.config(policy, url=url)).compute_score(data)
+
+    with pytest.raises(ValueError, match="no raw_prompt: keep data.return_raw_chat=True"):
+        asyncio.run(score())
