@@ -22,7 +22,7 @@ from rewardserve.service import Settings, create_app
 ROOT = Path(__file__).parents[1]
 K8S = ROOT / "k8s"
 KUBERNETES_VERSION = "1.34.0"
-KUSTOMIZATIONS = ["overlays/cpu", "overlays/gpu", "training", "secrets"]
+KUSTOMIZATIONS = ["overlays/cpu", "overlays/gpu", "overlays/router", "training", "secrets"]
 TOOLS = Path(sys.executable).parent
 
 
@@ -131,6 +131,32 @@ def test_the_service_the_servicemonitor_and_the_pdb_select_the_replicas(k8s):
     dashboard = find(objects, "ConfigMap", "rewardserve-grafana-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["rewardserve.json"])["uid"] == "rewardserve"
+
+
+def test_the_router_finds_the_replicas_and_takes_a_draining_one_out_of_rotation_at_once(k8s):
+    from vllm_router.launch_router import parse_router_args
+
+    objects = [d for d in yaml.safe_load_all(render(k8s, "overlays/router")) if d]
+    router = find(objects, "Deployment", "vllm-router")
+    pod = router["spec"]["template"]
+    args = parse_router_args(pod["spec"]["containers"][0]["args"])  # as the router's own parser reads them
+    replicas = find(objects, "Deployment", "rewardserve")
+    server = server_container(objects)
+    replica_labels = replicas["spec"]["template"]["metadata"]["labels"]
+    assert args.service_discovery and args.selector.items() <= replica_labels.items()
+    assert not args.selector.items() <= pod["metadata"]["labels"].items()  # the router does not route to itself
+    assert args.service_discovery_namespace == replicas["metadata"]["namespace"] == router["metadata"]["namespace"]
+    assert args.service_discovery_port == next(p["containerPort"] for p in server["ports"] if p["name"] == "http")
+    # a replica leaves rotation when /ready fails (at once on SIGTERM), within seconds
+    assert args.health_check_endpoint == server["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert args.health_failure_threshold == 1 and args.health_check_interval_secs <= 5
+    assert args.policy == "power_of_two"  # reads each replica's /get_load
+    role = find(objects, "Role", "vllm-router")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    binding = find(objects, "RoleBinding", "vllm-router")
+    assert binding["subjects"][0]["name"] == pod["spec"]["serviceAccountName"]
+    service = find(objects, "Service", "rewardserve-router")
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
 
 # ---------------------------------------------------------------------------- monitoring
