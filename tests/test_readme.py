@@ -41,7 +41,19 @@ def run_example(name: str, server, tmp_path: Path, **replacements: str) -> str:
 
 
 def test_every_marked_example_is_run_here():
-    tested = {"chat", "best-of-n", "objectives", "steps", "trl", "openrlhf", "verl", "score", "eval"}
+    tested = {
+        "chat",
+        "best-of-n",
+        "objectives",
+        "steps",
+        "trl",
+        "openrlhf",
+        "verl",
+        "slime",
+        "classify",
+        "score",
+        "eval",
+    }
     assert set(EXAMPLES) == tested
 
 
@@ -95,3 +107,12 @@ def test_evaluation(server, tmp_path):
     figures = json.loads((tmp_path / "report.json").read_text())
     assert figures["subsets"][-1]["name"] == "all" and figures["subsets"][-1]["pairs"] > 1000
     assert (tmp_path / "report.html").read_text().count("<svg") == 4
+
+
+def test_slime(server, tmp_path):
+    assert isinstance(json.loads(run_example("slime", server, tmp_path)), float)
+
+
+def test_classify(server, tmp_path):
+    (data,) = json.loads(run_example("classify", server, tmp_path))["data"]
+    assert data["num_classes"] == 1 and len(data["probs"]) == 1
