@@ -57,7 +57,7 @@ def _connect(url: str | None, api_key: str | None) -> RewardClient:
 ASYNC_REQUESTS_IN_FLIGHT = 64
 
 
-def _connect_async(url: str | None, api_key: str | None) -> AsyncRewardClient:
+def connect_async(url: str | None, api_key: str | None) -> AsyncRewardClient:
     server = _server(url, api_key)
     clients = _async_clients.setdefault(asyncio.get_running_loop(), {})
     if server not in clients:
@@ -73,7 +73,7 @@ def score_item(solution_str: str, extra_info: Mapping[str, Any] | None) -> dict[
     return chat_item([*prompt, {"role": "assistant", "content": solution_str}])
 
 
-def _results(scored: DetailedScores) -> list[dict[str, float]]:
+def scored_results(scored: DetailedScores) -> list[dict[str, float]]:
     """Each sample's reward as verl's "score", beside the model's objectives and step statistics."""
     results = [{"score": reward} for reward in scored.rewards]
     for name, values in (scored.objectives or {}).items():
@@ -99,7 +99,7 @@ def compute_score(
     """The reward of one response (verl's naive reward manager calls this per sample)."""
     items = [score_item(solution_str, extra_info)]
     if details:
-        return _results(_connect(url, api_key).score_detailed(items))[0]
+        return scored_results(_connect(url, api_key).score_detailed(items))[0]
     (reward,) = _connect(url, api_key).score_items(items)
     return reward
 
@@ -120,8 +120,8 @@ async def compute_score_async(
     request each, and the server batches them."""
     items = [score_item(solution_str, extra_info)]
     if details:
-        return _results(await _connect_async(url, api_key).score_detailed(items))[0]
-    (reward,) = await _connect_async(url, api_key).score_items(items)
+        return scored_results(await connect_async(url, api_key).score_detailed(items))[0]
+    (reward,) = await connect_async(url, api_key).score_items(items)
     return reward
 
 
@@ -140,5 +140,5 @@ def compute_score_batch(
     infos = extra_infos if extra_infos is not None else [None] * len(solution_strs)
     items = [score_item(s, info) for s, info in zip(solution_strs, infos, strict=True)]
     if details:
-        return _results(_connect(url, api_key).score_detailed(items))
+        return scored_results(_connect(url, api_key).score_detailed(items))
     return _connect(url, api_key).score_items(items)

@@ -28,7 +28,7 @@ from typing import Any
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from rewardserve.client.http import AsyncRewardClient, chat_item
-from rewardserve.client.verl import _connect_async, _results
+from rewardserve.client.verl import connect_async, scored_results
 
 
 class RewardServeManager(RewardManagerBase):
@@ -50,12 +50,12 @@ class RewardServeManager(RewardManagerBase):
     @property
     def client(self) -> AsyncRewardClient:
         # one pooled client per event loop and server (verl.py)
-        return _connect_async(self.url, self.api_key)
+        return connect_async(self.url, self.api_key)
 
     async def run_single(self, data: Any) -> dict[str, Any]:
         item = data[-1]  # a multi-turn sample is scored on its last sequence, as verl's managers do
         conversation = [*self._prompt(item), {"role": "assistant", "content": await self._response(item)}]
-        (result,) = _results(await self.client.score_detailed([chat_item(conversation)]))
+        (result,) = scored_results(await self.client.score_detailed([chat_item(conversation)]))
         return {"reward_score": result["score"], "reward_extra_info": result}
 
     @staticmethod

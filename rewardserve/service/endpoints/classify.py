@@ -13,10 +13,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.endpoints.pooling_bodies import PoolingRequest, Usage, created, outputs, usage
+from rewardserve.service.endpoints.pooling_bodies import Listed, PoolingRequest, ReadsPoolingBody, listed, outputs
 from rewardserve.service.respond import Answer
-from rewardserve.service.validate import Inputs, Validate
 
 
 class ClassifyRequest(PoolingRequest):
@@ -33,16 +31,11 @@ class Classification(BaseModel):
     num_classes: int
 
 
-class ClassifyResponse(BaseModel):
-    id: str
-    object: str = "list"
-    created: int
-    model: str
+class ClassifyResponse(Listed):
     data: list[Classification]
-    usage: Usage
 
 
-class Classify(Endpoint[ClassifyRequest]):
+class Classify(ReadsPoolingBody):
     """vLLM's classification API: `probs` holds the reward (or each objective), activated
     unless `use_activation` is false."""
 
@@ -50,10 +43,7 @@ class Classify(Endpoint[ClassifyRequest]):
     body = ClassifyRequest
     response = ClassifyResponse
 
-    def inputs(self, body: ClassifyRequest, check: Validate) -> Inputs:
-        return body.read(check)
-
-    def respond(self, body: ClassifyRequest, answer: Answer) -> ClassifyResponse:
+    def respond(self, body: ClassifyRequest, answer: Answer) -> ClassifyResponse:  # type: ignore[override]
         values = outputs(answer)
         activate = next((flag for flag in (body.use_activation, body.activation) if flag is not None), True)
         probs = _activated(values) if activate else values
@@ -62,13 +52,7 @@ class Classify(Endpoint[ClassifyRequest]):
             Classification(index=i, label=names[int(np.argmax(row))], probs=row.tolist(), num_classes=len(row))
             for i, row in enumerate(probs)
         ]
-        return ClassifyResponse(
-            id=f"classify-{answer.context.request_id}",
-            created=created(),
-            model=answer.model.model_name,
-            data=data,
-            usage=usage(answer),
-        )
+        return ClassifyResponse(**listed(answer, "classify"), data=data)
 
 
 def _activated(values: np.ndarray) -> np.ndarray:

@@ -8,10 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.endpoints.pooling_bodies import PoolingRequest, Usage, outputs, usage
+from rewardserve.service.endpoints.pooling_bodies import PoolingRequest, ReadsPoolingBody, Usage, outputs, usage
 from rewardserve.service.respond import Answer
-from rewardserve.service.validate import Inputs, Validate
 
 
 class Embedding(BaseModel):
@@ -27,15 +25,12 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-class Embeddings(Endpoint[PoolingRequest]):
+class Embeddings(ReadsPoolingBody):
     """SGLang's reward answer: each sequence's raw reward (or objectives) as its `embedding`."""
 
     paths = ("/v1/embeddings",)
     body = PoolingRequest
     response = EmbeddingsResponse
-
-    def inputs(self, body: PoolingRequest, check: Validate) -> Inputs:
-        return body.read(check)
 
     def respond(self, body: PoolingRequest, answer: Answer) -> EmbeddingsResponse:
         data = [Embedding(embedding=row.tolist(), index=i) for i, row in enumerate(outputs(answer))]

@@ -12,10 +12,12 @@ itself, and ids from another tokenizer would be scored without a word.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rewardserve.service.endpoints.base import Endpoint
 from rewardserve.service.respond import Answer
 from rewardserve.service.schemas import Messages, Text
 from rewardserve.service.validate import Input, Inputs, Validate
@@ -86,8 +88,31 @@ def usage(answer: Answer) -> Usage:
     return Usage(prompt_tokens=tokens, total_tokens=tokens)
 
 
-def created() -> int:
-    return int(time.time())
+class Listed(BaseModel):
+    """vLLM's envelope around an answer's `data`."""
+
+    id: str
+    object: str = "list"
+    created: int
+    model: str
+    usage: Usage
+
+
+def listed(answer: Answer, kind: str) -> dict[str, Any]:
+    """What vLLM's answers carry around their `data`: an id, the time, the model, the tokens."""
+    return {
+        "id": f"{kind}-{answer.context.request_id}",
+        "created": int(time.time()),
+        "model": answer.model.model_name,
+        "usage": usage(answer),
+    }
+
+
+class ReadsPoolingBody(Endpoint[PoolingRequest]):
+    """An endpoint whose body is a PoolingRequest (or an extension of it)."""
+
+    def inputs(self, body: PoolingRequest, check: Validate) -> Inputs:
+        return body.read(check)
 
 
 def outputs(answer: Answer) -> np.ndarray:
