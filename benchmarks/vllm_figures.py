@@ -1,6 +1,6 @@
 """Every figure of the decoder-against-vLLM targets in one run, each printed beside its target,
 met or not: the benchmarks below run one after another (each side by side with its peer inside
-itself, as the README reports them), then one table gathers their ratios.
+itself, as docs/performance.md reports them), then one table gathers their ratios.
 
     python benchmarks/vllm_figures.py --vllm-python ../venv-vllm/bin/python   # ~70 min on 2 cores
 

@@ -23,7 +23,7 @@ COMMANDS = {
     "inspect": ("rewardserve.bundle.describe", "verify a bundle and print its manifest readably"),
     "serve": (
         "rewardserve.service.main",
-        "serve a bundle over HTTP (every other setting: REWARDSERVE_* variables, see the README)",
+        "serve a bundle over HTTP (every other setting: REWARDSERVE_* variables, see docs/operate.md)",
     ),
     "bench": (
         "rewardserve.bench.cli",

@@ -1,6 +1,6 @@
-"""The README's examples run as written: every code block marked `<!-- readme-test: NAME -->`
-runs against a live server on the tiny bundle (its URL, and a tiny policy for the TRL one,
-substituted), from a scratch directory."""
+"""The examples of the README and of the documentation site (docs/) run as written: every code
+block marked `<!-- readme-test: NAME -->` runs against a live server on the tiny bundle (its URL,
+and a tiny policy for the TRL one, substituted), from a scratch directory."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from rewardserve.service import Settings
 
 ROOT = Path(__file__).parents[1]
 BLOCK = re.compile(r"<!-- readme-test: (?P<name>[\w-]+) -->\n```(?P<language>\w+)\n(?P<code>.*?)\n```", re.DOTALL)
-EXAMPLES = {m["name"]: (m["language"], m["code"]) for m in BLOCK.finditer((ROOT / "README.md").read_text())}
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARKED = [(m["name"], m["language"], m["code"]) for page in PAGES for m in BLOCK.finditer(page.read_text())]
+EXAMPLES = {name: (language, code) for name, language, code in MARKED}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,10 @@ def run_example(name: str, server, tmp_path: Path, **replacements: str) -> str:
     return done.stdout
 
 
+def test_example_names_are_unique_across_the_readme_and_the_site():
+    assert len(EXAMPLES) == len(MARKED)
+
+
 def test_every_marked_example_is_run_here():
     tested = {
         "chat",
@@ -51,6 +57,11 @@ def test_every_marked_example_is_run_here():
         "verl",
         "slime",
         "classify",
+        "readme-score",
+        "readme-compare",
+        "readme-get-reward",
+        "readme-classify",
+        "readme-slime",
         "score",
         "eval",
     }
@@ -116,3 +127,11 @@ def test_slime(server, tmp_path):
 def test_classify(server, tmp_path):
     (data,) = json.loads(run_example("classify", server, tmp_path))["data"]
     assert data["num_classes"] == 1 and len(data["probs"]) == 1
+
+
+def test_the_readmes_one_request_per_endpoint(server, tmp_path):
+    assert len(json.loads(run_example("readme-score", server, tmp_path))["rewards"]) == 2
+    assert 0 < json.loads(run_example("readme-compare", server, tmp_path))["results"][0]["p_a_better"] < 1
+    assert len(json.loads(run_example("readme-get-reward", server, tmp_path))["rewards"]) == 1
+    assert json.loads(run_example("readme-classify", server, tmp_path))["data"][0]["num_classes"] == 1
+    assert isinstance(json.loads(run_example("readme-slime", server, tmp_path)), float)

@@ -13,7 +13,7 @@ at export (`Manifest.variants`). This module weighs them against what the machin
 - fp32 runs everywhere, and is what every other figure is checked against.
 
 `auto` takes the first of these orders that the bundle offers and the machine runs. The CPU
-order is measured (`benchmarks/engine_speed.py`, README "Export"): on 2 cores of a Xeon with
+order is measured (`benchmarks/engine_speed.py`, docs/train-export.md): on 2 cores of a Xeon with
 AMX, the default model scores held-out HH pairs at 60 seq/s in fp32 (onnxruntime), 105 in
 dynamic int8 and 250 in bf16 (OpenVINO); static QDQ int8 ran at 71 (onnxruntime) and 137
 (OpenVINO) and kept only 88% of fp32's decisions. A Qwen3-0.6B-shaped decoder

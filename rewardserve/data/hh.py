@@ -66,5 +66,5 @@ def default_data_files() -> list[Path]:
 def default_training_files() -> list[Path]:
     """All HH files: the default model learns helpfulness and harmlessness together. Trained on
     the helpful files alone it ranks compliance over refusal and scores 0.39 on harmless-base
-    held-out pairs, below chance (README, "The default model")."""
+    held-out pairs, below chance (docs/get-started.md, "The default model")."""
     return default_data_files()

@@ -65,7 +65,7 @@ from rewardserve.training.checkpoint import TOKENIZER_FILE
 FP32_TOLERANCE = 1e-4  # absolute: fp32 graph vs PyTorch eager
 MIN_PARITY_SEQUENCES = 64
 # Above this many parameters a model scores a few sequences a second on a CPU: a 0.6B decoder
-# took 23 minutes over every held-out response. Its passes then take samples (README, Export).
+# took 23 minutes over every held-out response. Its passes then take samples (docs/train-export.md).
 LARGE_MODEL_PARAMETERS = 100_000_000
 
 

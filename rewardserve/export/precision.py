@@ -29,7 +29,7 @@ BF16_GRAPH = "model.bf16.xml"
 MIN_DECISIONS_MATCHING = 0.99
 MAX_ACCURACY_DROP = 0.005
 FP16_TOLERANCE = 1e-2  # relative to the largest |reward|: fp16 graph vs PyTorch fp32
-# int4 saves memory, not time, for a reward model's long prefills (README, Export): it is gated
+# int4 saves memory, not time, for a reward model's long prefills (docs/train-export.md): it is gated
 # only when asked for by name.
 AUTO_TARGETS: tuple[Precision, ...] = ("int8", "bf16", "fp16")
 

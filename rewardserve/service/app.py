@@ -52,7 +52,7 @@ ROUTER_PATHS = frozenset({"/get_load", "/server_info", "/model_info", "/v1/model
 # sequences ran at 77 seq/s in batches of 4 (~600 tokens) and 61 in batches of 32; on an EPYC at
 # the same speed from 256 to 8192 tokens. Small batches also group closer lengths when few
 # sequences are queued, as with one sample per request: 512 tokens against 2048 cut padding at
-# 128 clients x 1 item from 8.6% to 1.9% and served 14% more (`rewardserve bench`, README).
+# 128 clients x 1 item from 8.6% to 1.9% and served 14% more (`rewardserve bench`, docs/operate.md).
 # bf16 on AMX wants more rows per matrix tile: the default bundle served 307 seq/s at 64 clients
 # x 8 items with 4096 tokens against 226 with 512 (2048: 278, 8192: 280). A GPU needs large batches.
 DEFAULT_BATCH_TOKENS = {"cpu": 512, "cpu bf16": 4096, "cuda": 32768}

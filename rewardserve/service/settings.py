@@ -1,6 +1,6 @@
 """Server settings, from arguments or REWARDSERVE_* environment variables.
 
-Every limit has a default sized for the default bundle on a small CPU box; the README lists
+Every limit has a default sized for the default bundle on a small CPU box; docs/operate.md lists
 them all. Keys are secrets: they never appear in a repr, a log line or an error message.
 """
 
