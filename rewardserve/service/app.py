@@ -26,7 +26,7 @@ from rewardserve.service.auth import ApiKeys, RequireApiKey
 from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.cache import RewardCache
 from rewardserve.service.endpoints import SCORING_PATHS
-from rewardserve.service.engine import Engine
+from rewardserve.service.engine import BundleEngine
 from rewardserve.service.handlers import install_error_handlers
 from rewardserve.service.limits import BodyLimit, RefuseEarly
 from rewardserve.service.metrics import Metrics
@@ -93,7 +93,7 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
     length_bucket = settings.length_bucket or default_length_bucket(runtime)
     if length_bucket > 1:
         logger.info("length buckets of %d tokens: a reward does not depend on its batch-mates", length_bucket)
-    engine = Engine(runtime, metrics, length_bucket)
+    engine = BundleEngine(runtime, metrics, length_bucket)
     cache = RewardCache(bundle_digest(manifest), settings.cache_size) if settings.cache_size else None
     batch_tokens = settings.max_batch_tokens or default_batch_tokens(runtime)
     # Workers run below the event loop's priority, so that the loop answers 429s at once.

@@ -40,12 +40,10 @@ from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.outputs import Extra, Scores
 from rewardserve.bundle.prefix import PromptStates
 from rewardserve.service.cache import RewardCache
+from rewardserve.service.engine import Engine, PrefixEngine
 from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.shared_prompts import SharedPrompts
-
-# An engine answers Scores (bundle/outputs.py); a bare array of rewards is taken as their Scores.
-Engine = Callable[[Sequence[EncodedSequence]], Scores | np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +161,8 @@ class MicroBatcher:
         shared_prompts: SharedPrompts | None = None,
         length_bucket: int = 1,
     ) -> None:
+        if shared_prompts is not None and not isinstance(engine, PrefixEngine):
+            raise TypeError("sharing prompts needs an engine that scores after a prompt's keys and values")
         self.engine = engine
         self._length_bucket = length_bucket
         self._max_batch_size = max_batch_size
@@ -179,6 +179,11 @@ class MicroBatcher:
         # One engine thread: ONNX Runtime already spreads one call over every core it may use.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine", initializer=thread_initializer)
         self._worker: asyncio.Task | None = None
+
+    @property
+    def _prefix_engine(self) -> PrefixEngine:
+        assert isinstance(self.engine, PrefixEngine)  # checked at construction, with shared prompts
+        return self.engine
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run_forever(), name="micro-batcher")
@@ -359,14 +364,14 @@ class MicroBatcher:
             keep = [e.prompt is not None for e in batch]
             if not any(keep):
                 return await loop.run_in_executor(self._executor, self.engine, sequences)
-            scores, kept = await loop.run_in_executor(self._executor, self.engine.whole, sequences, keep)
+            scores, kept = await loop.run_in_executor(self._executor, self._prefix_engine.whole, sequences, keep)
             for entry, states in zip(batch, kept, strict=True):
                 if states is not None:
                     self._prompts.put(entry.prompt, states)
                     self._count_prompt(states)
             return scores
         kept = self._prompts.get(prompt)
-        scores, states = await loop.run_in_executor(self._executor, self.engine.responses, kept, sequences)
+        scores, states = await loop.run_in_executor(self._executor, self._prefix_engine.responses, kept, sequences)
         self._prompts.put(prompt, states)
         if self._metrics:
             hits = len(batch) - (kept is None)  # the first response of a prompt run here is no hit

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,8 +32,29 @@ PROBE_PROMPTS = ["warm-up", "warm-up"]
 PROBE_RESPONSES = ["a short response", "a somewhat longer response " * 8]
 
 
-class Engine:
-    """`length_bucket`: each batch is padded to a multiple of it (the batcher batches sequences of
+class Engine(Protocol):
+    """What the batcher runs on its engine thread: sequences -> their Scores (a bare array of
+    rewards is taken as their Scores). BundleEngine is the server's; tests pass simpler ones."""
+
+    def __call__(self, sequences: Sequence[EncodedSequence]) -> Scores | np.ndarray: ...
+
+
+@runtime_checkable
+class PrefixEngine(Engine, Protocol):
+    """An engine that also scores after a prompt's kept keys and values (shared_prompts.py)."""
+
+    def whole(
+        self, sequences: Sequence[EncodedSequence], keep: Sequence[bool]
+    ) -> tuple[Scores, list[PromptStates | None]]: ...
+
+    def responses(
+        self, states: PromptStates | None, sequences: Sequence[EncodedSequence]
+    ) -> tuple[Scores, PromptStates]: ...
+
+
+class BundleEngine:
+    """A bundle's graph runner as the batcher's engine (a PrefixEngine where the runner has a
+    prefix graph). `length_bucket`: each batch is padded to a multiple of it (the batcher batches sequences of
     the same multiple only), so that a sequence's padded length, and with it its reward, does not
     depend on its batch-mates."""
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from rewardserve.bundle import BundleRuntime
 from rewardserve.service.app import bundle_pipeline, bundle_runtime, create_app
-from rewardserve.service.engine import Engine
+from rewardserve.service.engine import BundleEngine
 from rewardserve.service.logs import logging_config
 from rewardserve.service.pipeline import ScoringPipeline
 from rewardserve.service.settings import Settings
@@ -59,7 +59,7 @@ def serve(**overrides: Any) -> int:
 
 def _checked_runtime(settings: Settings) -> BundleRuntime:
     runtime = bundle_runtime(settings)
-    Engine(runtime).probe()
+    BundleEngine(runtime).probe()
     return runtime
 
 
