@@ -19,7 +19,6 @@ Each precision is exported apart, so a refusal does not hide the others' figures
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from rewardserve.bundle.engine_choice import Machine
@@ -27,11 +26,9 @@ from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import load_preferences
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.precision import PrecisionRefused
+from rewardserve.testing.chat_models import build_chat_rm  # the test suite's chat RMs
 from rewardserve.training.config import TrainConfig
 from rewardserve.training.trainer import train_reward_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from chat_models import build_chat_rm  # noqa: E402  (the one definition of the test suite's chat RMs)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -28,10 +27,8 @@ from rewardserve.export.source import OutputOptions
 from rewardserve.service import Settings
 from rewardserve.service.app import bundle_pipeline
 from rewardserve.service.context import RequestContext
-from rewardserve.service.schemas import ScoreRequest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from chat_models import STEP_SEPARATOR, build_chat_rm, build_prm  # noqa: E402
+from rewardserve.service.endpoints.score import Score, ScoreRequest
+from rewardserve.testing.chat_models import STEP_SEPARATOR, build_chat_rm, build_prm
 
 OBJECTIVES = [f"objective_{i}" for i in range(19)]
 
@@ -60,7 +57,7 @@ async def passes(
             for name, pipeline in pipelines.items():
                 started = time.perf_counter()
                 await asyncio.gather(
-                    *(pipeline(RequestContext("bench", time.perf_counter()), body) for body in bodies[name])
+                    *(pipeline(RequestContext("bench", time.perf_counter()), Score(), body) for body in bodies[name])
                 )
                 sequences = sum(len(body.items) for body in bodies[name])
                 rates[name].append(sequences / (time.perf_counter() - started))

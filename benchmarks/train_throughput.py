@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from rewardserve.cli import default_base_model
 from rewardserve.data.hh import default_training_files
 from rewardserve.data.preferences import load_preferences
+from rewardserve.training.cli import default_base_model
 from rewardserve.training.config import TrainConfig
 from rewardserve.training.trainer import train_reward_model
 

@@ -6,7 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from chat_models import (
+
+from rewardserve.bundle.engine_choice import Machine
+from rewardserve.data.hh import default_data_files
+from rewardserve.data.preferences import PreferenceExample, load_preferences
+from rewardserve.testing.chat_models import (
     LABEL_WEIGHTS,
     LABELS,
     STEP_SEPARATOR,
@@ -15,10 +19,6 @@ from chat_models import (
     export_chat_rm,
     save_random_reward_model,
 )
-
-from rewardserve.bundle.engine_choice import Machine
-from rewardserve.data.hh import default_data_files
-from rewardserve.data.preferences import PreferenceExample, load_preferences
 
 MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 

@@ -20,7 +20,6 @@ import random
 import httpx
 import numpy as np
 import pytest
-from chat_models import policy_text
 from conftest import needs_bf16
 from live import free_port, running
 
@@ -29,6 +28,7 @@ from rewardserve.bundle.prefix import runs_whole
 from rewardserve.bundle.runtime import score_offline
 from rewardserve.data.hh import prompt_turns
 from rewardserve.service import Settings
+from rewardserve.testing.chat_models import policy_text
 
 pytestmark = needs_bf16
 

@@ -98,12 +98,12 @@ def test_a_chat_bundle_is_evaluated_on_each_conversation_as_its_model_card_score
     """HH transcripts reach a chat-layout bundle as their turns: the accuracy is the one the model's
     own class gives on `apply_chat_template` of each conversation."""
     import torch
-    from chat_models import build_chat_rm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rewardserve.data.hh import prompt_turns
     from rewardserve.data.preferences import load_preferences
     from rewardserve.export.onnx_export import export_bundle
+    from rewardserve.testing.chat_models import build_chat_rm
 
     checkpoint = build_chat_rm("qwen3", tmp_path / "rm", [e.prompt + r for e in train_pairs[:200] for r in e.responses])
     examples, _ = load_preferences(data, split="all")

@@ -1,6 +1,18 @@
-"""The packages are layers, and imports only go down them: the bundle contract at the bottom,
-preference data above it, then training, export, evaluation, the service and the clients. The
-server and the clients never load torch, transformers or training (the server image stays small)."""
+"""The packages are layers, and imports only go down them (MAY_IMPORT is the table; the design
+page, docs/design.md, draws it):
+
+    bundle                       the contract: manifest, formatting, sessions; imports no other
+    ├── data                     preference data
+    │   └── client               HTTP clients and trainer adapters
+    │       └── eval             evaluation reports (scores through a client or a runtime)
+    │           └── training     fine-tuning (evaluates while it trains)
+    │               └── export   ONNX, parity, precision gates, the bundle
+    │                   └── testing   tiny models from configs, for the tests and benchmarks
+    └── service                  the server: bundle only
+        └── bench                `rewardserve bench` (with data, and training's baseline loader)
+
+The server and the clients never load torch, transformers or training (the server image stays
+small), and no module imports itself round a cycle, not even for type hints only."""
 
 from __future__ import annotations
 
@@ -23,6 +35,7 @@ MAY_IMPORT = {
     "training": {"bundle", "data", "eval", "training"},
     "export": {"bundle", "data", "eval", "training", "export"},
     "bench": {"bundle", "data", "service", "training", "bench"},  # the naive baseline server uses training's loader
+    "testing": {"bundle", "data", "eval", "client", "training", "export", "testing"},
 }
 WITHOUT_TORCH = ("bundle", "data", "eval", "client", "service")
 HEAVY = ("torch", "transformers")
@@ -79,3 +92,41 @@ def test_serving_and_the_clients_load_neither_torch_nor_training():
     )
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def module_graph() -> dict[str, set[str]]:
+    """rewardserve's modules -> the rewardserve modules each imports, anywhere in it (type-only
+    imports and imports inside functions included)."""
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                            for a in node.names}  # fmt: skip
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_module_imports_itself_round_a_cycle():
+    graph = module_graph()
+    cycles, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in sorted(graph[module]):
+            if target in path:
+                cycles.append(path[path.index(target) :] + [target])
+            elif target not in done:
+                visit(target, [*path, target])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert cycles == []

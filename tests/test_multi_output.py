@@ -12,19 +12,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from chat_models import (
-    LABEL_WEIGHTS as WEIGHTS,
-)
-from chat_models import (
-    LABELS,
-    OBJECTIVES,
-    STEP_SEPARATOR,
-    build_chat_rm,
-    build_gated_rm,
-    build_prm,
-    export_chat_rm,
-    policy_text,
-)
 from live import free_port, running
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -34,6 +21,19 @@ from rewardserve.client.trl import RewardFunction
 from rewardserve.data.hh import prompt_turns
 from rewardserve.export.source import OutputOptions
 from rewardserve.service import Settings
+from rewardserve.testing.chat_models import (
+    LABEL_WEIGHTS as WEIGHTS,
+)
+from rewardserve.testing.chat_models import (
+    LABELS,
+    OBJECTIVES,
+    STEP_SEPARATOR,
+    build_chat_rm,
+    build_gated_rm,
+    build_prm,
+    export_chat_rm,
+    policy_text,
+)
 
 TOLERANCE = 1e-4
 CONVERSATIONS = 16

@@ -21,7 +21,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from chat_models import build_chat_rm, export_chat_rm, policy_text
 from live import free_port, running
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -31,6 +30,7 @@ from rewardserve.data.hh import prompt_turns
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.source import OutputOptions
 from rewardserve.service import Settings
+from rewardserve.testing.chat_models import build_chat_rm, export_chat_rm, policy_text
 
 TOLERANCE = 1e-4
 GROUP = 4  # responses sampled per prompt

@@ -16,7 +16,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from chat_models import POLICY_FORMATS, build_chat_rm, policy_text
 from live import free_port, running
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -24,6 +23,7 @@ from rewardserve.bundle import BundleRuntime, SequenceEncoder
 from rewardserve.bundle.chat import ChatTemplateError
 from rewardserve.data.hh import prompt_turns
 from rewardserve.service import Settings
+from rewardserve.testing.chat_models import POLICY_FORMATS, build_chat_rm, policy_text
 
 TOLERANCE = 1e-4
 CONVERSATIONS = 24

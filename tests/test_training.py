@@ -132,7 +132,7 @@ def test_a_decoder_trains_with_left_padding_into_a_checkpoint_export_can_read(
 def test_a_decoder_with_a_chat_template_trains_on_the_ids_apply_chat_template_gives(
     train_pairs, heldout_pairs, tmp_path
 ):
-    from chat_models import QWEN3_TEMPLATE, build_chat_rm
+    from rewardserve.testing.chat_models import QWEN3_TEMPLATE, build_chat_rm
 
     base = build_chat_rm("qwen3", tmp_path / "base", [e.prompt + r for e in train_pairs[:200] for r in e.responses])
     train_reward_model(config_for(base, tmp_path / "rm", max_length=512), train_pairs[:16], [], provenance={})

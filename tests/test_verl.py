@@ -116,7 +116,7 @@ CONVERSATIONS = [
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory, train_pairs) -> Path:
     """A Qwen3-style policy's tokenizer: what verl decodes the rollouts with."""
-    from chat_models import chat_tokenizer
+    from rewardserve.testing.chat_models import chat_tokenizer
 
     out = tmp_path_factory.mktemp("policy")
     chat_tokenizer("qwen3", out, [e.prompt + r for e in train_pairs[:200] for r in e.responses])

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from rewardserve.bench.run import BenchOptions, bench
+    from rewardserve.bench.options import BenchOptions
+    from rewardserve.bench.run import bench
 
     options = BenchOptions(
         bundle=Path(args.bundle),

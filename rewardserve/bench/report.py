@@ -4,15 +4,12 @@ of the rounds (each ratio taken within a round, where both sides saw the same ma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rewardserve.bench.engine import EngineRun
 from rewardserve.bench.load import TIMING_HEADERS, LoadResult, ServerCounts
-
-if TYPE_CHECKING:
-    from rewardserve.bench.run import BenchOptions, Served
+from rewardserve.bench.options import BenchOptions, Served
 
 
 @dataclass(frozen=True)

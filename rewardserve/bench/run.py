@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from rewardserve.bench.engine import batch1_latencies, probe_batch_sizes, sorted_run
-from rewardserve.bench.load import LoadResult, ServerCounts, one_at_a_time, run_load, scrape, server_counts
+from rewardserve.bench.load import one_at_a_time, run_load, scrape, server_counts
+from rewardserve.bench.options import BenchOptions, Served
 from rewardserve.bench.process import CpuTime, ServerProcess, free_port, rewardserve_process, server_process
 from rewardserve.bench.report import Round, report
 from rewardserve.bench.workload import Item, hh_items
@@ -31,21 +32,6 @@ from rewardserve.bundle.cpus import available_cpus
 
 MAX_TOKENS = 512  # HH items up to this untruncated length, as the issue's workload
 WARM_UP = 256  # sequences sent under full load before measuring: first calls at new shapes are slow
-
-
-@dataclass
-class BenchOptions:
-    bundle: Path
-    url: str | None = None
-    concurrency: int = 64
-    items_per_request: int = 8
-    single_concurrency: int = 128
-    sequences: int = 2048
-    single_requests: int = 64
-    baseline_checkpoint: Path | None = None
-    baseline: bool = True
-    rounds: int = 3
-    versus: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -58,16 +44,6 @@ class Target:
 
     def cpu(self) -> CpuTime | None:
         return self.process.cpu_seconds() if self.process else None
-
-
-@dataclass(frozen=True)
-class Served:
-    """One load on one server: what the clients saw, what its engine did, the CPU it used."""
-
-    load: LoadResult
-    counts: ServerCounts
-    cpu: CpuTime | None
-    client_cpu: float  # seconds of the load generator's own CPU, on the same cores
 
 
 def serve_load(target: Target, items: list[Item], concurrency: int, per_request: int, label: str) -> Served:

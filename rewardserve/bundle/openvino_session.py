@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardserve.bundle.prefix import PAST, PRESENT
+from rewardserve.bundle.past import PAST, PRESENT
 
 # Kernels prepared per input shape are cached, 5000 by default: 3,000 random (batch, length)
 # shapes of the default model grew the process to 2.1 GB; 100 kept it at 640 MB at the same speed

@@ -18,19 +18,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from rewardserve.bundle.formatting import EncodedSequence
-from rewardserve.bundle.outputs import Scores, read_outputs
+from rewardserve.bundle.formatting import EncodedSequence, SequenceEncoder
+from rewardserve.bundle.outputs import ModelOutputs, Scores, read_outputs
+from rewardserve.bundle.past import PAST, PREFIX_LENGTHS, PRESENT
 
-if TYPE_CHECKING:
-    from rewardserve.bundle.runtime import GraphRunner
 
-PAST = "past."
-PRESENT = "present."
+class PrefixGraphSession(Protocol):
+    """What the prompt and response calls need of a runner (runtime.GraphRunner) on a prefix
+    graph: named here, so that this module needs nothing of the runner's."""
+
+    graph: Path
+    encoder: SequenceEncoder
+    outputs: ModelOutputs
+    session: Any  # onnxruntime.InferenceSession or OpenVinoSession
+    past_shapes: dict[str, Any]
+
+    @property
+    def past_dtype(self) -> np.dtype: ...
+
+    def after_empty_past(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
 
 # Prompts shorter than this run whole with their responses: split, a pair of responses after a
 # 64-token prompt ran 1.12x faster than whole, after a 32-token one 0.92x (benchmarks/prefix_engine.py).
@@ -99,7 +112,7 @@ class PrefixRunner:
     is the runner's, so a reopened session serves both). Not thread-safe for concurrent calls,
     as GraphRunner: the server's engine thread owns it."""
 
-    def __init__(self, runner: GraphRunner) -> None:
+    def __init__(self, runner: PrefixGraphSession) -> None:
         if not runner.past_shapes:
             raise ValueError(f"{runner.graph.name} reads no past keys and values: not a prefix graph")
         self.runner = runner
@@ -152,7 +165,7 @@ class PrefixRunner:
         padded = self.runner.encoder.pad([EncodedSequence(response, 0) for response in responses], multiple).arrays
         ids = padded["input_ids"]
         feeds |= {"input_ids": ids, "attention_mask": padded["attention_mask"]}
-        feeds |= {"prefix_lengths": np.full(rows, states.length, np.int64)}
+        feeds |= {PREFIX_LENGTHS: np.full(rows, states.length, np.int64)}
         names = self.runner.outputs.graph_outputs()
         named = dict(zip(names, self.runner.session.run(names, feeds), strict=True))
         return read_outputs(self.runner.outputs, named, ids, np.zeros(rows, np.int64))

@@ -16,7 +16,8 @@ from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, Sequenc
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
-from rewardserve.bundle.prefix import PAST, PrefixRunner, shared_prompts
+from rewardserve.bundle.past import PAST, PREFIX_LENGTHS
+from rewardserve.bundle.prefix import PrefixRunner, shared_prompts
 
 CUDA = "CUDAExecutionProvider"
 
@@ -131,7 +132,7 @@ class GraphRunner:
             name: np.zeros((rows, shape[1], 0, shape[3]), self.past_dtype) for name, shape in self.past_shapes.items()
         }
         whole = {"input_ids": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
-        return whole | empty | {"prefix_lengths": np.zeros(rows, np.int64)}
+        return whole | empty | {PREFIX_LENGTHS: np.zeros(rows, np.int64)}
 
 
 # Padded tokens per offline batch. A 0.6B decoder's fused graph holds about 0.55 MB a token while
