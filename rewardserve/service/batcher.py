@@ -32,7 +32,6 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,64 +41,9 @@ from rewardserve.bundle.prefix import PromptStates
 from rewardserve.service.cache import RewardCache
 from rewardserve.service.engine import Engine, PrefixEngine
 from rewardserve.service.errors import ShuttingDownError
+from rewardserve.service.gathered import Gathered, Scored
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.shared_prompts import SharedPrompts
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """A request's rewards (and the model's other outputs), in its order, and where its time went."""
-
-    scores: Scores
-    queue_seconds: float = 0.0  # in the batcher but not in one of its own batches
-    inference_seconds: float = 0.0  # engine time of the batches that held its sequences
-    cached: int = 0  # sequences answered without running them: cached, or joined to an identical one
-
-
-class _Request:
-    """One caller's rewards, filled in as their batches finish."""
-
-    __slots__ = (
-        "rewards",
-        "extras",
-        "remaining",
-        "future",
-        "enqueued_at",
-        "inference_seconds",
-        "last_batch",
-        "cached",
-    )
-
-    def __init__(self, size: int, future: asyncio.Future[Scored]) -> None:
-        self.rewards = np.empty(size, dtype=np.float32)
-        self.extras: list[Extra | None] | None = None  # made when the first extra output arrives
-        self.remaining = size
-        self.future = future
-        self.enqueued_at = time.perf_counter()
-        self.inference_seconds = 0.0
-        self.last_batch = -1
-        self.cached = 0
-
-    def ran_in(self, batch: int, seconds: float) -> None:
-        if batch != self.last_batch:  # several of its sequences in one batch count that batch once
-            self.last_batch = batch
-            self.inference_seconds += seconds
-
-    def set(self, index: int, reward: float, extra: Extra | None = None) -> None:
-        self.rewards[index] = reward
-        if extra is not None:
-            if self.extras is None:
-                self.extras = [None] * len(self.rewards)
-            self.extras[index] = extra
-        self.remaining -= 1
-        if self.remaining == 0 and not self.future.done():
-            waited = time.perf_counter() - self.enqueued_at - self.inference_seconds
-            scores = Scores.of_rows(self.rewards, self.extras)
-            self.future.set_result(Scored(scores, max(waited, 0.0), self.inference_seconds, self.cached))
-
-    def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
 
 
 class _Entry:
@@ -110,7 +54,7 @@ class _Entry:
     __slots__ = ("sequence", "length", "key", "prompt", "targets", "enqueued_at")
 
     def __init__(
-        self, sequence: EncodedSequence, key: bytes | None, prompt: bytes | None, request: _Request, index: int
+        self, sequence: EncodedSequence, key: bytes | None, prompt: bytes | None, request: Gathered, index: int
     ) -> None:
         self.sequence = sequence
         self.prompt = prompt
@@ -221,7 +165,7 @@ class MicroBatcher:
             raise ShuttingDownError("the server is shutting down")
         if not sequences:
             return Scored(Scores(np.empty(0, dtype=np.float32)))
-        request = _Request(len(sequences), asyncio.get_running_loop().create_future())
+        request = Gathered(len(sequences), asyncio.get_running_loop().create_future())
         request.future.add_done_callback(self._forget_if_gone)
         for index, sequence in enumerate(sequences):
             self._enqueue(request, index, sequence)
@@ -229,7 +173,7 @@ class MicroBatcher:
         self._wakeup.set()
         return await request.future
 
-    def _enqueue(self, request: _Request, index: int, sequence: EncodedSequence) -> None:
+    def _enqueue(self, request: Gathered, index: int, sequence: EncodedSequence) -> None:
         key = None
         if self._cache is not None:
             key = self._cache.key(sequence)

@@ -31,11 +31,12 @@ from pydantic import BaseModel
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.outputs import Scores
 from rewardserve.service.admit import Admission
-from rewardserve.service.batcher import MicroBatcher, Scored
+from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.context import RequestContext, Timings
 from rewardserve.service.endpoints.base import Endpoint
 from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES
 from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
+from rewardserve.service.gathered import Scored
 from rewardserve.service.metrics import Metrics
 from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.respond import Respond
