@@ -36,7 +36,7 @@ from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample, load_preferences
 from rewardserve.export import graph as graphs
-from rewardserve.export.onnx_export import torch_rewards
+from rewardserve.export.parity import torch_rewards
 from rewardserve.export.precision import agreement, quantize_int8
 from rewardserve.export.source import ExportSource, load_source
 

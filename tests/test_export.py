@@ -22,7 +22,8 @@ from rewardserve.eval.metrics import fit_temperature, ranking_accuracy
 from rewardserve.export import graph as graphs
 from rewardserve.export import onnx_export, precision
 from rewardserve.export.gaps import reward_gaps
-from rewardserve.export.onnx_export import FP32_TOLERANCE, LARGE_MODEL_PARAMETERS, PassSizes, export_bundle
+from rewardserve.export.onnx_export import LARGE_MODEL_PARAMETERS, PassSizes, export_bundle
+from rewardserve.export.parity import FP32_TOLERANCE
 from rewardserve.export.precision import PrecisionRefused, agreement
 
 MAX_LENGTH = 256

@@ -22,7 +22,8 @@ def _checkpoint_data_options(checkpoint: Path) -> DataOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rewardserve.export.onnx_export import ParityError, PassSizes, export_bundle
+    from rewardserve.export.onnx_export import PassSizes, export_bundle
+    from rewardserve.export.parity import ParityError
     from rewardserve.export.precision import PrecisionRefused
     from rewardserve.export.reference import ReferenceMismatch
     from rewardserve.export.source import OutputOptions

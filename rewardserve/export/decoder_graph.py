@@ -31,7 +31,7 @@ Two graphs share that data file:
   model.onnx itself when the fused attention cannot run the model (the reason is recorded).
 
 A model outside what is written here raises NotBuildable with the reason, and export traces it
-as before (onnx_export.py), recording that reason.
+as before (fp32_graph.py), recording that reason.
 """
 
 from __future__ import annotations

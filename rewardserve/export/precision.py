@@ -1,4 +1,5 @@
-"""Reduced precisions (int8, int4 and bf16 for CPU, fp16 for GPU) and the gate they must pass.
+"""Reduced precisions (int8, int4 and bf16 for CPU, fp16 for GPU), the gate they must pass, and
+each variant's judgement at export (`judged_variants`, `judged_prefix`).
 
 A reward model is used to rank, so the gate asks what a user would: on held-out human
 preference pairs, does the reduced precision still order the two responses as the fp32 graph
@@ -11,17 +12,24 @@ The gate is measured on the machine that exports, with the engine that serves ea
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from rewardserve.bundle import SequenceEncoder
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
-from rewardserve.bundle.manifest import Agreement, Precision
+from rewardserve.bundle.manifest import Agreement, Precision, PrefixGraph, PrefixVariant, Variant
+from rewardserve.bundle.outputs import ModelOutputs
+from rewardserve.bundle.prefix import PrefixRunner
+from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import ranking_accuracy
-from rewardserve.export.graph import data_file, save
+from rewardserve.export.gaps import example_rewards, gaps_of, reward_gaps
+from rewardserve.export.graph import data_file, move, save
 from rewardserve.export.openvino_ir import NotCompressible, write_bf16_graph
+from rewardserve.export.parity import TorchRewards, export_runner, measure_parity
 
 logger = logging.getLogger(__name__)
 BF16_GRAPH = "model.bf16.xml"
@@ -195,3 +203,85 @@ def passes(result: Agreement) -> bool:
         result.decisions_matching >= MIN_DECISIONS_MATCHING
         and result.accuracy_fp32 - result.accuracy <= MAX_ACCURACY_DROP
     )
+
+
+def judged_variants(
+    fp32: Path,
+    portable: Path,
+    encoder: SequenceEncoder,
+    targets: Sequence[Precision],
+    keep_refused: bool,
+    heldout: Sequence[PreferenceExample],
+    fp32_gaps: np.ndarray,
+    expected: TorchRewards,
+    staging: Path,
+    machine: Machine,
+) -> dict[Precision, Variant]:
+    """Each target precision judged against the fp32 graph `fp32`: on held-out pairs (the
+    agreement gate) and against PyTorch (parity). Passed variants' graphs are moved into
+    `staging`. A refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto).
+    `portable` is the graph OpenVINO runs at bf16."""
+    variants: dict[Precision, Variant] = {}
+    for precision in targets:
+        variant = _judged(precision, fp32, portable, encoder, heldout, fp32_gaps, expected, machine)
+        if variant.refused and not keep_refused:
+            raise PrecisionRefused(precision, variant.agreement, variant.refused)
+        if variant.file:
+            move(fp32.with_name(variant.file), staging)
+        variants[precision] = variant
+    return variants
+
+
+def _judged(
+    precision: Precision,
+    fp32: Path,
+    portable: Path,
+    encoder: SequenceEncoder,
+    heldout: Sequence[PreferenceExample],
+    fp32_gaps: np.ndarray,
+    expected: TorchRewards,
+    machine: Machine,
+) -> Variant:
+    """One precision's variant, judged in a session that closes when this returns (so that no
+    two variants' sessions are in memory at once)."""
+    runner = export_runner(derive(fp32, portable, precision), encoder, expected.outputs, precision)
+    gate = agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
+    refused = None if passes(gate) else str(PrecisionRefused(precision, gate))
+    parity = None if refused else measure_parity(runner, expected)
+    if parity and precision == "fp16" and parity.max_rel_diff > FP16_TOLERANCE:
+        refused = f"fp16 refused: it differs from PyTorch fp32 beyond {FP16_TOLERANCE} (relative): {parity}"
+    own_graph = not refused and runner.graph != fp32  # bf16 may run the fp32 graph itself
+    return Variant(
+        passed=refused is None,
+        file=runner.graph.name if own_graph else None,
+        agreement=gate,
+        parity=parity,
+        refused=refused,
+        measured_on=machine.describe(),
+    )
+
+
+def judged_prefix(
+    prefix: PrefixGraph,
+    graph: Path,
+    encoder: SequenceEncoder,
+    gated: Sequence[PreferenceExample],
+    fp32_gaps: np.ndarray,
+    outputs: ModelOutputs,
+) -> PrefixGraph:
+    """The bf16 variant's `graph` (a prefix graph) scoring responses after their prompts' keys and
+    values, judged as bf16 itself was (the agreement gate against fp32 on held-out pairs, each
+    pair's prompt run once), and against the same graph run whole."""
+    runner = export_runner(graph, encoder, outputs, "bf16")
+    whole = example_rewards(runner, gated, "agreement gate: bf16, whole sequences")
+    runner.prefix = PrefixRunner(runner)
+    after = example_rewards(runner, gated, "agreement gate: bf16, each prompt once")
+    gate = agreement(fp32_gaps, gaps_of(gated, after))
+    refused = None if passes(gate) else str(PrecisionRefused("bf16 after a prompt", gate))
+    variant = PrefixVariant(
+        passed=refused is None,
+        agreement=gate,
+        max_abs_diff_whole=float(np.abs(after - whole).max(initial=0.0)),
+        refused=refused,
+    )
+    return prefix.model_copy(update={"bf16": variant})

@@ -1,7 +1,7 @@
 """Export's reference check: the rewards the bundle serves against the rewards the model's authors
 compute, with the checkpoint's own transformers code on the same held-out inputs.
 
-Parity (`onnx_export.measure_parity`) compares the graph with PyTorch on the ids rewardserve
+Parity (`parity.measure_parity`) compares the graph with PyTorch on the ids rewardserve
 builds, so it cannot see ids built wrong: another template rendering, an EOS appended, a second
 BOS, special tokens split as text, the reward read at another token. This check builds the ids
 the reference way and compares both the ids and the rewards:
