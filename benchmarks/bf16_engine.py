@@ -40,8 +40,9 @@ from real_size_export import SHAPES, build
 from rewardserve.bundle import SequenceEncoder
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import Machine
+from rewardserve.bundle.offline import token_batches
 from rewardserve.bundle.openvino_session import OpenVinoSession
-from rewardserve.bundle.runtime import GraphRunner, token_batches
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.export import decoder_graph
 from rewardserve.export.openvino_ir import write_bf16_graph
 from rewardserve.export.source import load_source
@@ -105,7 +106,7 @@ def held_after_first_call(graph: Path, encoder: SequenceEncoder, sequences: list
     gc.collect()
     before = resident_bytes()
     runner = GraphRunner(graph, encoder, precision="bf16")
-    runner.run(encoder.pad(sequences))
+    runner.score(encoder.pad(sequences))
     held = resident_bytes() - before
     del runner
     gc.collect()
@@ -128,7 +129,7 @@ def engine_shares(runner: GraphRunner, sequences, config, attainable: float, pea
     for max_tokens in (1024, 2048, 4096):
         batches = [sequences[rows] for rows in token_batches(lengths, 32, max_tokens)]
         padded = [runner.encoder.pad(batch) for batch in batches]
-        run = lambda p=padded, r=runner: [r.run(x) for x in p]  # noqa: E731
+        run = lambda p=padded, r=runner: [r.score(x) for x in p]  # noqa: E731
         run()
         # This VM's speed drifts by up to 2x within minutes: each pass over the sequences is
         # read against the peak measured just before and just after it, and the share is the

@@ -36,7 +36,8 @@ from transformers import AutoModelForSequenceClassification
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import Machine
-from rewardserve.bundle.runtime import GraphRunner, token_batches
+from rewardserve.bundle.offline import token_batches
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import load_preferences
 from rewardserve.export import decoder_graph
@@ -118,7 +119,7 @@ def engines(checkpoint: Path, work: Path, encoder: SequenceEncoder) -> dict[str,
     }
     for name, (graph, precision) in graphs.items():
         runner = GraphRunner(graph, encoder, precision=precision)
-        result[name] = lambda batch, r=runner: r.run(encoder.pad(batch))
+        result[name] = lambda batch, r=runner: r.score(encoder.pad(batch)).rewards
     return result
 
 

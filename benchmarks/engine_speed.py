@@ -102,7 +102,7 @@ def build_engines(
         "torch fp32": lambda batch: torch_rewards(torch_source, encoder, batch),
         "torch bf16": lambda batch: torch_rewards(bf16_source, encoder, batch),
     }
-    engines |= {name: (lambda batch, r=runner: r.run(encoder.pad(batch))) for name, runner in runners.items()}
+    engines |= {name: (lambda batch, r=runner: r.score(encoder.pad(batch)).rewards) for name, runner in runners.items()}
     engines["openvino fp32"] = openvino(fused, encoder, "f32")
     engines["openvino static int8"] = openvino(qdq, encoder, "f32")
     if Machine.this().cannot_run("bf16") is None:

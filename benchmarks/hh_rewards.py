@@ -13,7 +13,7 @@ import numpy as np
 
 import rewardserve
 from rewardserve.bundle import BundleRuntime
-from rewardserve.bundle.runtime import score_offline
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import load_preferences
 
@@ -27,7 +27,8 @@ def main() -> None:
     heldout, _ = load_preferences(default_data_files(), split="heldout")
     prompts = [e.prompt for e in heldout for _ in e.responses]
     responses = [r for e in heldout for r in e.responses]
-    rewards = score_offline(BundleRuntime(args.bundle), prompts, responses)
+    runtime = BundleRuntime(args.bundle)
+    rewards = score_sequences(runtime, runtime.encoder.encode(prompts, responses)).rewards
     np.save(args.out, rewards)
     print(f"{len(rewards)} held-out HH sequences scored by {rewardserve.__file__}")
     if args.versus:

@@ -26,7 +26,8 @@ from real_size_export import SHAPES
 from transformers import AutoModelForSequenceClassification, Qwen3Config
 
 from rewardserve.bundle import InputFormat
-from rewardserve.bundle.runtime import OFFLINE_BATCH_TOKENS, session_options
+from rewardserve.bundle.offline import OFFLINE_BATCH_TOKENS
+from rewardserve.bundle.sessions import session_options
 from rewardserve.export import decoder_graph
 
 MAX_POSITIONS = 4096

@@ -44,7 +44,7 @@ from rewardserve.bench.workload import hh_items
 from rewardserve.bundle import BundleRuntime
 from rewardserve.bundle.chat import render
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.runtime import score_sequences
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.data.hh import default_data_files, prompt_turns, split_of
 from rewardserve.data.preferences import load_preferences
 
@@ -211,7 +211,7 @@ def main() -> None:
         if "vLLM" in urls:  # on the warm-up group, which no measured setting holds
             (items,), api = requests_of(runtime, [warm], "compare", "vllm")
             ours = runtime.encoder.encode([warm["prompt"]] * len(items), warm["responses"])
-            gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours)).max()
+            gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours).rewards).max()
             print(f"vLLM bf16 against rewardserve fp32, one group: max |reward diff| {gap:.3g}")
         for name, server in started_servers.items():  # what each serves, from its start log
             said = [line for line in server.log_text().splitlines() if "engine: " in line or "prefix reuse" in line]

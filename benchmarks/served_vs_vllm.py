@@ -40,7 +40,7 @@ from rewardserve.bench.workload import hh_items
 from rewardserve.bundle import BundleRuntime, InputFormat
 from rewardserve.bundle.chat import as_turns, render
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.runtime import score_sequences
+from rewardserve.bundle.offline import score_sequences
 
 WARM_UP = 256
 SHAPES = {"64 x 8": (64, 8), "128 x 1": (128, 1)}
@@ -132,7 +132,9 @@ def main() -> None:
                 reference = BundleRuntime(args.vllm_bundle or args.bundle, precision="fp32")
                 sample = warm_up[:64]  # not a measured item: vLLM's prefix cache would answer it
                 ours = reference.encoder.encode([i["prompt"] for i in sample], [i["response"] for i in sample])
-                gap = np.abs(vllm_scores(url, vllm_api(model, fmt), sample) - score_sequences(reference, ours)).max()
+                gap = np.abs(
+                    vllm_scores(url, vllm_api(model, fmt), sample) - score_sequences(reference, ours).rewards
+                ).max()
                 print(f"vLLM {dtype} against rewardserve fp32 on the same checkpoint, 64 pairs: max |diff| {gap:.3g}")
         for name, (url, api) in servers.items():
             run_load(url, warm_up, 64, 8, f"{name} warm-up", api)

@@ -24,11 +24,17 @@ from conftest import needs_bf16
 from live import free_port, running
 
 from rewardserve.bundle import BundleRuntime, load_bundle
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.prefix import runs_whole
-from rewardserve.bundle.runtime import score_offline
 from rewardserve.data.hh import prompt_turns
 from rewardserve.service import Settings
 from rewardserve.testing.chat_models import policy_text
+
+
+def rewards_of(runner, prompts, responses) -> np.ndarray:
+    """Rewards of (prompt, response) texts, scored offline (bundle/offline.py)."""
+    return score_sequences(runner, runner.encoder.encode(prompts, responses)).rewards
+
 
 pytestmark = needs_bf16
 
@@ -71,7 +77,7 @@ def test_rewards_are_continuous_numbers_in_every_precision_the_bundle_serves(bun
     prompts, responses = [i["prompt"] for i in items], [i["response"] for i in items]
     for precision, refused in load_bundle(bundle).offered().items():
         if refused is None:
-            rewards = score_offline(BundleRuntime(bundle, precision=precision), prompts, responses)
+            rewards = rewards_of(BundleRuntime(bundle, precision=precision), prompts, responses)
             # A bf16 graph's output was a bf16 number for every one of them.
             assert bf16_share(rewards) < 0.1, precision
             assert len(set(rewards.tolist())) == len(items), precision
@@ -125,7 +131,7 @@ def bf16_whole(bundle, conversations: list[tuple[list[dict], str]]) -> np.ndarra
     """The bf16 engine's rewards of whole sequences, no prompt reused."""
     runtime = BundleRuntime(bundle, prefix_reuse=False)
     assert runtime.choice.precision == "bf16"
-    return score_offline(runtime, [p for p, _ in conversations], [r for _, r in conversations])
+    return rewards_of(runtime, [p for p, _ in conversations], [r for _, r in conversations])
 
 
 def within_the_gate(served, whole) -> None:

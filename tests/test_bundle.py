@@ -67,7 +67,7 @@ def test_io_binding_gives_the_same_rewards_as_a_plain_run(tiny_bundle):
     bound.io_binding = True
     batch = plain.encoder.encode_batch(["\n\nHuman: Hi", "\n\nHuman: Why?"], ["Hello there.", "Because " * 30])
     assert not plain.io_binding
-    assert bound.run(batch).tolist() == pytest.approx(plain.run(batch).tolist(), abs=1e-6)
+    assert bound.score(batch).rewards.tolist() == pytest.approx(plain.score(batch).rewards.tolist(), abs=1e-6)
 
 
 def test_bundle_digest_identifies_the_files(tiny_bundle, bundle_copy):

@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig, Deberta
 
 from rewardserve.bundle import BundleError, BundleRuntime, load_bundle
 from rewardserve.bundle.engine_choice import Machine
-from rewardserve.bundle.runtime import score_offline
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.cli import main
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import PreferenceExample
@@ -25,6 +25,12 @@ from rewardserve.export.gaps import reward_gaps
 from rewardserve.export.onnx_export import LARGE_MODEL_PARAMETERS, PassSizes, export_bundle
 from rewardserve.export.parity import FP32_TOLERANCE
 from rewardserve.export.precision import PrecisionRefused, agreement
+
+
+def rewards_of(runner, prompts, responses) -> np.ndarray:
+    """Rewards of (prompt, response) texts, scored offline (bundle/offline.py)."""
+    return score_sequences(runner, runner.encoder.encode(prompts, responses)).rewards
+
 
 MAX_LENGTH = 256
 
@@ -93,7 +99,7 @@ def test_every_family_exports_with_fp32_parity_on_256_real_sequences(
     graph = onnx.load(str(tmp_path / "b" / manifest.model_file), load_external_data=False)
     for tensor in graph.graph.input:
         assert [d.dim_param for d in tensor.type.tensor_type.shape.dim] == ["batch", "sequence"]
-    rewards = score_offline(BundleRuntime(tmp_path / "b"), *zip(*parity_pairs[:32], strict=True))
+    rewards = rewards_of(BundleRuntime(tmp_path / "b"), *zip(*parity_pairs[:32], strict=True))
     assert np.ptp(rewards) > 1e-3  # distinct rewards: parity could not pass with a constant output
 
 
@@ -106,7 +112,7 @@ def test_a_pad_eq_eos_decoder_is_pooled_at_its_eos_under_either_padding_side(che
     for side in ("right", "left"):
         graph[side] = export_bundle(base, tmp_path / side, parity_pairs, max_length=MAX_LENGTH, padding_side=side).graph
         runtime = BundleRuntime(tmp_path / side)
-        served[side] = runtime.run(runtime.encoder.encode_batch(*zip(*pairs, strict=True)))
+        served[side] = runtime.score(runtime.encoder.encode_batch(*zip(*pairs, strict=True))).rewards
     sequences = runtime.encoder.encode(*zip(*pairs, strict=True))
     expected, hf_own = [], []
     with torch.inference_mode():
@@ -282,7 +288,7 @@ def test_large_graphs_keep_their_weights_in_checksummed_external_data(
     assert manifest.graph.external_data and f"{graph}.data" in manifest.files
     assert (tmp_path / "b" / graph).stat().st_size < 100_000
     assert manifest.parity.max_abs_diff <= FP32_TOLERANCE
-    score_offline(BundleRuntime(tmp_path / "b", precision=kind, machine=PLAIN_CPU), ["a prompt"], ["a response"])
+    rewards_of(BundleRuntime(tmp_path / "b", precision=kind, machine=PLAIN_CPU), ["a prompt"], ["a response"])
     with (tmp_path / "b" / f"{graph}.data").open("r+b") as f:
         f.seek(1000)
         f.write(b"\x00\x01\x02\x03")

@@ -15,11 +15,17 @@ from conftest import THIS_MACHINE, needs_bf16
 from rewardserve.bench.process import free_port, rewardserve_process
 from rewardserve.bundle import BundleRuntime, load_bundle
 from rewardserve.bundle.engine_choice import Machine
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.openvino_session import OpenVinoSession
-from rewardserve.bundle.runtime import score_offline
 from rewardserve.export import precision
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.precision import PrecisionRefused
+
+
+def rewards_of(runner, prompts, responses) -> np.ndarray:
+    """Rewards of (prompt, response) texts, scored offline (bundle/offline.py)."""
+    return score_sequences(runner, runner.encoder.encode(prompts, responses)).rewards
+
 
 WITHOUT_BF16 = Machine(
     "a CPU with VNNI, without bf16", frozenset({"avx512f", "avx512_vnni"}), cuda=False, openvino=True
@@ -55,7 +61,7 @@ def test_on_this_bf16_cpu_auto_runs_bf16_in_openvino_close_to_fp32(variants_bund
     assert bf16.choice.precision == "bf16" and isinstance(bf16.session, OpenVinoSession)
     prompts = [p.prompt for p in heldout_pairs[:32] for _ in p.responses]
     responses = [r for p in heldout_pairs[:32] for r in p.responses]
-    reduced, full = score_offline(bf16, prompts, responses), score_offline(fp32, prompts, responses)
+    reduced, full = rewards_of(bf16, prompts, responses), rewards_of(fp32, prompts, responses)
     assert np.abs(reduced - full).max() <= 0.05 * np.abs(full).max()
     assert not np.array_equal(reduced, full)
 
@@ -83,7 +89,7 @@ def test_the_server_says_at_start_which_precision_it_serves_and_why(variants_bun
 
 def test_precision_forces_a_variant_for_benchmarks(variants_bundle):
     expected = BundleRuntime(variants_bundle, precision="fp32")
-    want = score_offline(expected, [i["prompt"] for i in ITEMS], [i["response"] for i in ITEMS])
+    want = rewards_of(expected, [i["prompt"] for i in ITEMS], [i["response"] for i in ITEMS])
     with rewardserve_process(
         variants_bundle, env={"REWARDSERVE_PRECISION": "fp32", "REWARDSERVE_CACHE_SIZE": "0"}
     ) as s:
@@ -115,9 +121,9 @@ def test_a_reopened_bf16_session_scores_as_before(variants_bundle):
     # What the engine does after a fault (service/engine.py): a fresh session on the same graph.
     runtime = BundleRuntime(variants_bundle, precision="bf16")
     batch = runtime.encoder.pad(runtime.encoder.encode([i["prompt"] for i in ITEMS], [i["response"] for i in ITEMS]))
-    before = runtime.run(batch)
+    before = runtime.score(batch).rewards
     runtime.reopen()
-    assert isinstance(runtime.session, OpenVinoSession) and runtime.run(batch).tolist() == before.tolist()
+    assert isinstance(runtime.session, OpenVinoSession) and runtime.score(batch).rewards.tolist() == before.tolist()
 
 
 def decoder_parity_pairs(heldout_pairs) -> list[tuple[str, str]]:
@@ -157,8 +163,8 @@ def test_a_decoder_runs_bf16_from_its_portable_prefix_graph_with_fp16_weights(tr
     bf16, fp32 = BundleRuntime(trained_decoder_bundle), BundleRuntime(trained_decoder_bundle, precision="fp32")
     assert bf16.choice.precision == "bf16" and isinstance(bf16.session, OpenVinoSession)
     prompts, responses = zip(*decoder_parity_pairs(heldout_pairs)[:32], strict=True)
-    expected = score_offline(fp32, prompts, responses)
-    scored = score_offline(bf16, prompts, responses)
+    expected = rewards_of(fp32, prompts, responses)
+    scored = rewards_of(bf16, prompts, responses)
     np.testing.assert_allclose(scored, expected, rtol=0, atol=0.05 * np.abs(expected).max())
 
 

@@ -55,7 +55,7 @@ def sorted_run(runner: GraphRunner, pairs: Sequence[EncodedSequence], batch_size
     padded = sum(max(map(len, b)) * len(b) for b in batches)
     started = time.perf_counter()
     for batch in tqdm(batches, desc=label, unit="batch", leave=False, disable=not label):
-        runner.run(runner.encoder.pad(batch))
+        runner.score(runner.encoder.pad(batch))
     seconds = time.perf_counter() - started
     return EngineRun(batch_size, len(pairs), sum(map(len, pairs)), padded, seconds)
 
@@ -71,6 +71,6 @@ def batch1_latencies(runner: GraphRunner, pairs: Sequence[EncodedSequence]) -> n
     latencies = []
     for pair in pairs:
         started = time.perf_counter()
-        runner.run(runner.encoder.pad([pair]))
+        runner.score(runner.encoder.pad([pair]))
         latencies.append(time.perf_counter() - started)
     return np.array(latencies)

@@ -3,46 +3,19 @@ scoring code shared by the server, export and eval."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tqdm import tqdm
 
-from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPrecision, choose
-from rewardserve.bundle.formatting import EncodedBatch, EncodedSequence, SequenceEncoder, Text
+from rewardserve.bundle.formatting import EncodedBatch, SequenceEncoder
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
 from rewardserve.bundle.past import PAST, PREFIX_LENGTHS
-from rewardserve.bundle.prefix import PrefixRunner, shared_prompts
-
-CUDA = "CUDAExecutionProvider"
-
-
-def providers_for(precision: Precision) -> list[str]:
-    """fp32 and fp16 graphs run on CUDA when this onnxruntime has it. int8 and int4 graphs stay on
-    the CPU: dynamic int8 has no CUDA kernels, and int4 with fp32 activations is a CPU memory option."""
-    cuda = CUDA in ort.get_available_providers() and precision not in ("int8", "int4")
-    return [CUDA, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-
-
-def session_options(threads: int | None = None, arena: bool = True) -> ort.SessionOptions:
-    """One call uses every CPU the process may use (quota-aware), and nothing more: the server
-    runs one engine call at a time, so inter-op parallelism would only oversubscribe.
-
-    `arena`: onnxruntime keeps the memory of its largest batch for the next. The server's batches
-    are bounded by MAX_BATCH_TOKENS; export's offline passes run a large model's longest batches
-    once each, and without the arena give that memory back (a 0.6B decoder at 8 x 1024 tokens:
-    7.4 GB kept with it, 2.0 GB after the batch without it, 12% slower)."""
-    options = ort.SessionOptions()
-    options.enable_cpu_mem_arena = arena
-    options.intra_op_num_threads = threads or available_cpus()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return options
+from rewardserve.bundle.prefix import PrefixRunner
+from rewardserve.bundle.sessions import CUDA, open_session, providers_for
 
 
 class GraphRunner:
@@ -87,12 +60,7 @@ class GraphRunner:
         }
 
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
-        """The session for this graph's precision: bf16 in OpenVINO (the graph itself is fp32),
-        the others in ONNX Runtime on the providers that have kernels for them."""
-        if self.precision == "bf16":
-            return OpenVinoSession(self.graph, self.threads or available_cpus())
-        options = session_options(self.threads, self.arena)
-        return ort.InferenceSession(str(self.graph), options, providers=providers_for(self.precision))
+        return open_session(self.graph, self.precision, self.threads, self.arena)
 
     @property
     def past_dtype(self) -> np.dtype:
@@ -102,10 +70,6 @@ class GraphRunner:
     def reopen(self) -> None:
         """Replace the session with a fresh one on the same graph (after a fault left it broken)."""
         self.session = self._open()
-
-    def run(self, batch: EncodedBatch) -> np.ndarray:
-        """Rewards (float32, one per row) of a padded batch."""
-        return self.score(batch).rewards
 
     def score(self, batch: EncodedBatch) -> Scores:
         """Rewards of a padded batch, and every other output the model declares."""
@@ -133,69 +97,6 @@ class GraphRunner:
         }
         whole = {"input_ids": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
         return whole | empty | {PREFIX_LENGTHS: np.zeros(rows, np.int64)}
-
-
-# Padded tokens per offline batch. A 0.6B decoder's fused graph holds about 0.55 MB a token while
-# it runs (1.2 GB at 2048 tokens, beside 1.9 GB of weights; 32 x 1024 tokens grew it by 8 GB), and
-# runs no faster in larger batches: 278 tokens/s at 1024 tokens, 251 at 4096.
-OFFLINE_BATCH_TOKENS = 2048
-
-
-def score_offline(
-    runner: GraphRunner,
-    prompts: Sequence[Text],
-    responses: Sequence[Text],
-    batch_size: int = 32,
-    progress: str | None = None,
-) -> np.ndarray:
-    """Rewards of many (prompt, response) texts or conversations known up front, in input order:
-    offline jobs' batching (export's gates, `eval` and `score` in-process). With every sequence known, sorting
-    by length and cutting batches of `batch_size` rows (and at most OFFLINE_BATCH_TOKENS) leaves
-    almost no padding; the server's MicroBatcher solves the other problem, sequences arriving
-    from many clients over time. `progress` labels a progress bar (rate and ETA) on stderr."""
-    return score_sequences(runner, runner.encoder.encode(prompts, responses), batch_size, progress)
-
-
-def score_sequences(
-    runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: str | None = None
-) -> np.ndarray:
-    """score_offline's rewards for sequences already encoded."""
-    return scores_of_sequences(runner, sequences, batch_size, progress).rewards
-
-
-def scores_of_sequences(
-    runner: GraphRunner, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: str | None = None
-) -> Scores:
-    """Every output of sequences already encoded, in their order, batched as score_offline does.
-    A runner with prefix reuse (BundleRuntime's `prefix`) runs each prompt that several sequences
-    share once, and their responses after it (bundle/prefix.py); the rest run whole."""
-    split = np.array(shared_prompts(sequences) if runner.prefix is not None else [], dtype=np.int64)
-    whole = np.setdiff1d(np.arange(len(sequences)), split)
-    order = whole[np.argsort([len(sequences[i]) for i in whole], kind="stable")]
-    parts = []
-    with tqdm(total=len(sequences), desc=progress, unit="seq", disable=progress is None, leave=False) as bar:
-        if len(split):
-            parts.append(runner.prefix.score_sequences([sequences[i] for i in split], batch_size, bar))
-        for rows in token_batches([len(sequences[i]) for i in order], batch_size):
-            chunk = order[rows]
-            parts.append(runner.score(runner.encoder.pad([sequences[i] for i in chunk])))
-            bar.update(len(chunk))
-    return Scores.concatenate(parts).take(np.argsort(np.concatenate([split, order]), kind="stable"))
-
-
-def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int = OFFLINE_BATCH_TOKENS) -> Iterator[slice]:
-    """Consecutive runs of `lengths`, each at most `max_rows` rows and `max_tokens` once padded to
-    its longest (a sequence longer than that goes alone)."""
-    start = 0
-    while start < len(lengths):
-        end, width = start + 1, lengths[start]
-        while end < len(lengths) and end - start < max_rows:
-            width = max(width, lengths[end])
-            if width * (end - start + 1) > max_tokens:
-                break
-            end += 1
-        yield slice(start, end)
-        start = end
 
 
 class BundleRuntime(GraphRunner):

@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from rewardserve.bundle import BundleRuntime, choice
 from rewardserve.bundle.chat import check_messages
 from rewardserve.bundle.formatting import Text
-from rewardserve.bundle.runtime import score_offline
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.client.http import Comparison, RewardClient
 
 
@@ -61,7 +63,7 @@ class LocalScorer:
     def score_items(self, items: Sequence[Mapping[str, Any]]) -> list[float]:
         pairs = [self.texts(item) for item in items]
         prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
-        return score_offline(self.runtime, prompts, responses, self.batch_size).tolist()
+        return self._rewards(prompts, responses).tolist()
 
     def compare(
         self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]
@@ -69,11 +71,15 @@ class LocalScorer:
         """As `/compare` answers: both rewards and p(a better than b) with the bundle's temperature;
         prompts and responses are text or, for chat-layout bundles, messages."""
         n = len(prompts)
-        rewards = score_offline(self.runtime, [*prompts, *prompts], [*responses_a, *responses_b], self.batch_size)
+        rewards = self._rewards([*prompts, *prompts], [*responses_a, *responses_b])
         p_a = choice.p_better(rewards[:n], rewards[n:], self.runtime.manifest.calibration_temperature)
         return [
             Comparison(*values) for values in zip(rewards[:n].tolist(), rewards[n:].tolist(), p_a.tolist(), strict=True)
         ]
+
+    def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> np.ndarray:
+        sequences = self.runtime.encoder.encode(prompts, responses)
+        return score_sequences(self.runtime, sequences, self.batch_size).rewards
 
     def close(self) -> None:
         pass

@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.manifest import GraphInfo, Parity, PrefixGraph
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.prefix import PrefixRunner, splittable
-from rewardserve.bundle.runtime import scores_of_sequences
 from rewardserve.export import decoder_graph
 from rewardserve.export import graph as graphs
 from rewardserve.export.parity import (
@@ -146,7 +146,7 @@ def _prefix_parity(
     `split` ones scored after their prompts' keys and values (fp32, onnxruntime)."""
     runner = export_runner(graph, encoder, expected.outputs)
     sequences = expected.sequences
-    whole = scores_of_sequences(runner, sequences, PARITY_BATCH_ROWS, f"parity: {graph.name}, whole sequences")
+    whole = score_sequences(runner, sequences, PARITY_BATCH_ROWS, f"parity: {graph.name}, whole sequences")
     with tqdm(total=len(split), desc=f"parity: {graph.name}, each prompt once", unit="seq", leave=False) as bar:
         pieces = PrefixRunner(runner).score_sequences([sequences[i] for i in split], PARITY_BATCH_ROWS, bar)
     diffs = whole.max_abs_diff(expected.scores)

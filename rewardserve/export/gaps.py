@@ -9,7 +9,8 @@ import numpy as np
 
 from rewardserve.bundle import InputFormat
 from rewardserve.bundle.formatting import Text
-from rewardserve.bundle.runtime import GraphRunner, score_offline
+from rewardserve.bundle.offline import score_sequences
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import prompt_turns
 from rewardserve.data.preferences import PreferenceExample
 
@@ -30,7 +31,8 @@ def example_rewards(
 ) -> np.ndarray:
     """The reward of every response of `examples`, in example_inputs' order."""
     inputs = example_inputs(runner.encoder.format, examples)
-    return score_offline(runner, [p for p, _ in inputs], [r for _, r in inputs], progress=progress)
+    sequences = runner.encoder.encode([p for p, _ in inputs], [r for _, r in inputs])
+    return score_sequences(runner, sequences, progress=progress).rewards
 
 
 def response_count(examples: Sequence[PreferenceExample]) -> int:

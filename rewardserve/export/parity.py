@@ -15,8 +15,9 @@ from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.manifest import Parity, Precision
+from rewardserve.bundle.offline import token_batches
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
-from rewardserve.bundle.runtime import GraphRunner, token_batches
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.export.source import ExportSource
 
 FP32_TOLERANCE = 1e-4  # absolute: fp32 graph vs PyTorch eager

@@ -32,8 +32,9 @@ from transformers import AutoTokenizer
 from rewardserve.bundle.chat import as_turns
 from rewardserve.bundle.formatting import EncodedSequence, SequenceEncoder, Text
 from rewardserve.bundle.manifest import Reference
+from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.outputs import ModelOutputs, Scores, step_scalar
-from rewardserve.bundle.runtime import GraphRunner, scores_of_sequences
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.export.source import ExportSource
 
 MIN_CONVERSATIONS = 64
@@ -140,7 +141,7 @@ def check_reference(runner: GraphRunner, expected: ModelCardRewards) -> Referenc
     """The bundle (`runner`: its graph and encoder) against the reference's outputs, served as the
     server serves: in padded batches of mixed lengths. ReferenceMismatch names the input whose
     reward differs most, or the output that differs."""
-    served = scores_of_sequences(runner, expected.sequences, progress="reference: the bundle")
+    served = score_sequences(runner, expected.sequences, progress="reference: the bundle")
     diffs = np.abs(served.rewards - expected.scores.rewards)
     if diffs.max() > TOLERANCE:
         worst = int(diffs.argmax())
