@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from rewardserve.bundle import InputFormat
-from rewardserve.export import decoder_graph
+from rewardserve.export import decoder_config, decoder_graph, decoder_weights
 from rewardserve.export.decoder_graph import NotBuildable, build
 
 TOLERANCE = 1e-4  # fp32, absolute: the fidelity contract
@@ -150,9 +150,9 @@ def test_weights_live_once_in_external_data_both_graphs_read(built):
     data = graphs.graph.parent / decoder_graph.DATA_FILE
     weights = sum(p.numel() * 4 for p in model.parameters())
     head_dim = getattr(model.config, "head_dim", None) or 16
-    rope_kinds = len(decoder_graph._rope_parameters(model.config))  # Gemma 3: one per layer type
+    rope_kinds = len(decoder_config.rope_parameters(model.config))  # Gemma 3: one per layer type
     rotary_tables = rope_kinds * 2 * chat_format().max_length * head_dim // 2 * 4
-    alignment = decoder_graph.ALIGNMENT * (len(list(model.parameters())) + 2 * rope_kinds)  # each starts a page
+    alignment = decoder_weights.ALIGNMENT * (len(list(model.parameters())) + 2 * rope_kinds)  # each starts a page
     assert weights + rotary_tables <= data.stat().st_size <= weights + rotary_tables + alignment
     for graph in (graphs.graph, graphs.portable):
         assert graph.stat().st_size < 200_000

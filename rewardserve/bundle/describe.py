@@ -39,49 +39,7 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
         ("calibration T", f"{manifest.calibration_temperature:.4g}"),
         ("reward mean/std", _mean_std(manifest)),
     ]
-    if manifest.parity is not None:
-        parity = manifest.parity
-        relative = f" ({parity.max_rel_diff:.2g} relative)" if parity.max_rel_diff is not None else ""
-        lines.append(
-            (
-                "parity",
-                f"{parity.sequences} sequences: max |ONNX - PyTorch| {parity.max_abs_diff:.2g}{relative}, "
-                f"alone vs batched {parity.max_abs_diff_alone_vs_batched:.2g}{_by_output(parity.by_output)}",
-            )
-        )
-    if (reference := manifest.reference) is not None:
-        lines.append(
-            (
-                "reference",
-                f"{reference.conversations} held-out inputs: the same ids as {reference.usage}, "
-                f"rewards within {reference.max_abs_diff:.2g}{_by_output(reference.by_output)}",
-            )
-        )
-    if manifest.prefix is not None:
-        prefix = manifest.prefix
-        lines.append(
-            (
-                "prefix graph",
-                f"{prefix.file}: {prefix.sequences} held-out sequences, whole and after their prompts' keys and "
-                f"values, within {prefix.max_abs_diff:.2g} of PyTorch"
-                + (
-                    f"; {prefix.portable_file} (OpenVINO) within {prefix.portable_max_abs_diff:.2g}"
-                    if prefix.portable_file
-                    else ""
-                ),
-            )
-        )
-        if (bf16 := prefix.bf16) is not None:
-            gate = bf16.agreement
-            verdict = "passed" if bf16.passed else f"refused ({bf16.refused})"
-            lines.append(
-                (
-                    "prefix graph bf16",
-                    f"{verdict}: {gate.pairs} held-out pairs, each prompt once: {gate.decisions_matching:.2%} ordered "
-                    f"as fp32 does, accuracy {gate.accuracy:.4f} (fp32 {gate.accuracy_fp32:.4f}); rewards within "
-                    f"{bf16.max_abs_diff_whole:.2g} of bf16 run whole",
-                )
-            )
+    lines += _checks(manifest)
     if manifest.agreement is not None:
         gate = manifest.agreement
         lines.append(
@@ -99,6 +57,56 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
     lines += [(f"sha256 {name}", digest) for name, digest in manifest.files.items()]
     width = max(len(key) for key, _ in lines)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in lines)
+
+
+def _checks(manifest: Manifest) -> list[tuple[str, str]]:
+    """What export checked the graphs against: PyTorch (parity), the model card's usage
+    (reference), and the prefix graph, whole and after prompts."""
+    out: list[tuple[str, str]] = []
+    if manifest.parity is not None:
+        parity = manifest.parity
+        relative = f" ({parity.max_rel_diff:.2g} relative)" if parity.max_rel_diff is not None else ""
+        out.append(
+            (
+                "parity",
+                f"{parity.sequences} sequences: max |ONNX - PyTorch| {parity.max_abs_diff:.2g}{relative}, "
+                f"alone vs batched {parity.max_abs_diff_alone_vs_batched:.2g}{_by_output(parity.by_output)}",
+            )
+        )
+    if (reference := manifest.reference) is not None:
+        out.append(
+            (
+                "reference",
+                f"{reference.conversations} held-out inputs: the same ids as {reference.usage}, "
+                f"rewards within {reference.max_abs_diff:.2g}{_by_output(reference.by_output)}",
+            )
+        )
+    if manifest.prefix is not None:
+        prefix = manifest.prefix
+        out.append(
+            (
+                "prefix graph",
+                f"{prefix.file}: {prefix.sequences} held-out sequences, whole and after their prompts' keys and "
+                f"values, within {prefix.max_abs_diff:.2g} of PyTorch"
+                + (
+                    f"; {prefix.portable_file} (OpenVINO) within {prefix.portable_max_abs_diff:.2g}"
+                    if prefix.portable_file
+                    else ""
+                ),
+            )
+        )
+        if (bf16 := prefix.bf16) is not None:
+            gate = bf16.agreement
+            verdict = "passed" if bf16.passed else f"refused ({bf16.refused})"
+            out.append(
+                (
+                    "prefix graph bf16",
+                    f"{verdict}: {gate.pairs} held-out pairs, each prompt once: {gate.decisions_matching:.2%} ordered "
+                    f"as fp32 does, accuracy {gate.accuracy:.4f} (fp32 {gate.accuracy_fp32:.4f}); rewards within "
+                    f"{bf16.max_abs_diff_whole:.2g} of bf16 run whole",
+                )
+            )
+    return out
 
 
 def _variant(variant: Variant) -> str:

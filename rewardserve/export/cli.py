@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import DataOptions, data_argument, data_provenance, load_preferences
+
+if TYPE_CHECKING:  # imported where used: `rewardserve serve` must not load torch through this module
+    from rewardserve.bundle import Manifest
+    from rewardserve.export.source import OutputOptions
 
 PARITY_PAIRS = 128  # 256 sequences: each pair's chosen and rejected response
 
@@ -26,7 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from rewardserve.export.parity import ParityError
     from rewardserve.export.precision import PrecisionRefused
     from rewardserve.export.reference import ReferenceMismatch
-    from rewardserve.export.source import OutputOptions
 
     checkpoint = Path(args.checkpoint)
     options = _checkpoint_data_options(checkpoint)
@@ -53,16 +57,7 @@ def run(args: argparse.Namespace) -> int:
             sizes=PassSizes(
                 args.parity_sequences, args.reference_conversations, args.gate_pairs, args.statistics_pairs
             ),
-            output_options=OutputOptions(
-                objectives=args.objectives,
-                reward_objective=args.reward_objective,
-                reward_weights=args.reward_weights,
-                step_separator=args.step_separator,
-                step_label=args.step_label,
-                step_scalar=args.step_scalar,
-                trust_remote_code=args.trust_remote_code,
-                gating_pattern=args.gating_pattern,
-            ),
+            output_options=_output_options(args),
         )
     except (PrecisionRefused, ParityError, ReferenceMismatch) as exc:
         print(f"rewardserve: export refused: {exc}", file=sys.stderr)
@@ -70,9 +65,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a setting the checkpoint cannot take
         print(f"rewardserve: cannot export: {exc}", file=sys.stderr)
         return 2
+    _report(manifest, args.out)
+    return 0
+
+
+def _report(manifest: Manifest, out: str) -> None:
+    """What the export wrote, and what each precision's gate decided."""
     graph = manifest.graph
     fused = ", ".join(f"{op} {n}" for op, n in graph.fused_operators.items()) or f"none ({graph.fallback})"
-    print(f"bundle {manifest.name!r} in {args.out}: fp32, fused: {fused}")
+    print(f"bundle {manifest.name!r} in {out}: fp32, fused: {fused}")
     print(f"outputs: {manifest.outputs.describe()}")
     print(f"parity: {manifest.parity}")
     print(f"reference: {manifest.reference}")
@@ -83,7 +84,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{precision}: {verdict}; agreement with fp32: {variant.agreement}; parity: {variant.parity}")
     for precision, why in manifest.provenance["export"].get("precisions_not_gated", {}).items():
         print(f"{precision}: not gated: {why}")
-    return 0
+
+
+def _output_options(args: argparse.Namespace) -> OutputOptions:
+    from rewardserve.export.source import OutputOptions
+
+    return OutputOptions(
+        objectives=args.objectives,
+        reward_objective=args.reward_objective,
+        reward_weights=args.reward_weights,
+        step_separator=args.step_separator,
+        step_label=args.step_label,
+        step_scalar=args.step_scalar,
+        trust_remote_code=args.trust_remote_code,
+        gating_pattern=args.gating_pattern,
+    )
 
 
 def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
@@ -116,6 +131,13 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
         default_data_files(),
         "their held-out split checks parity and gates reduced precisions (default: the shipped HH-RLHF files)",
     )
+    _pass_size_arguments(export)
+    data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")
+    _output_arguments(export)
+    export.set_defaults(func=run)
+
+
+def _pass_size_arguments(export: argparse.ArgumentParser) -> None:
     # Defaults: all for models up to 100M parameters; samples above, which run a few sequences a second.
     export.add_argument(
         "--parity-sequences",
@@ -138,7 +160,9 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
         help="held-out examples reward mean/std are measured on, when training left none (default: all; 128 "
         "above 100M)",
     )
-    data_argument(export, "--calibration-data", None, "fit the calibration temperature on them (default: training's)")
+
+
+def _output_arguments(export: argparse.ArgumentParser) -> None:
     outputs = export.add_argument_group(
         "models with more than one output",
         "multi-objective heads (N labels, or a gated head like ArmoRM's) and process reward models "
@@ -171,7 +195,6 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
         "--gating-pattern",
         help="text whose tokens' last occurrence the gating network reads (default: the code's token_pattern)",
     )
-    export.set_defaults(func=run)
 
 
 def _names(text: str) -> list[str]:

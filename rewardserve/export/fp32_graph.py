@@ -15,7 +15,7 @@ from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.manifest import GraphInfo, Parity, PrefixGraph
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.prefix import PrefixRunner, splittable
-from rewardserve.export import decoder_graph
+from rewardserve.export import decoder_graph, decoder_writer
 from rewardserve.export import graph as graphs
 from rewardserve.export.parity import (
     FP32_TOLERANCE,
@@ -60,7 +60,7 @@ def candidates(
             why_not_built = f"not written from the weights: {exc}"
         else:
             info = GraphInfo(
-                opset=decoder_graph.OPSET,
+                opset=decoder_writer.OPSET,
                 builder="decoder",
                 fused_operators=built.fused_operators,
                 fallback=built.why_unfused,

@@ -122,7 +122,8 @@ def _quantize_int8_streamed(fp32: Path, out: Path) -> None:
     the weight symmetric int8 per output column (in `<out>.data`, written as each is read), the
     activations quantised per batch at run time, as `quantize_dynamic` does. The other weights
     stay where the fp32 graph has them: its data file, which the bundle ships beside this graph."""
-    from rewardserve.export.decoder_graph import MS, WeightFile
+    from rewardserve.export.decoder_weights import WeightFile
+    from rewardserve.export.decoder_writer import MS
 
     model = onnx.load(str(fp32), load_external_data=False)
     weights = {t.name: t for t in model.graph.initializer}

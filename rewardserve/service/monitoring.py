@@ -92,7 +92,26 @@ class RewardMonitor:
         outputs: ModelOutputs | None = None,
     ) -> None:
         mean, std = reward_mean or 0.0, reward_std or 1.0
-        outputs = outputs or ModelOutputs()
+        self._model_outputs(registry, outputs or ModelOutputs())
+        self.rewards = BulkHistogram(
+            "rewardserve_reward",
+            "Rewards answered (warm-up excluded); buckets are the bundle's reference mean +- 0.5 std steps.",
+            [mean + k * std for k in REWARD_BUCKET_STDS],
+            registry,
+        )
+        self.response_tokens = BulkHistogram(
+            "rewardserve_response_tokens",
+            "Tokens of each scored response, before truncation.",
+            LENGTH_BUCKETS,
+            registry,
+        )
+        self._recent = np.zeros((2, window), dtype=np.float64)  # rewards, lengths: a ring
+        self._next = 0
+        self._filled = 0
+        self._drift_gauges(registry, window, reward_mean, reward_std)
+
+    def _model_outputs(self, registry: CollectorRegistry, outputs: ModelOutputs) -> None:
+        """Histograms of what a model answers beside its reward: objectives, steps."""
         self.objectives = self.steps = self.step_rewards = None
         if outputs.objectives is not None:
             self.names = outputs.objectives.names
@@ -117,21 +136,12 @@ class RewardMonitor:
                 STEP_REWARD_BUCKETS,
                 registry,
             )
-        self.rewards = BulkHistogram(
-            "rewardserve_reward",
-            "Rewards answered (warm-up excluded); buckets are the bundle's reference mean +- 0.5 std steps.",
-            [mean + k * std for k in REWARD_BUCKET_STDS],
-            registry,
-        )
-        self.response_tokens = BulkHistogram(
-            "rewardserve_response_tokens",
-            "Tokens of each scored response, before truncation.",
-            LENGTH_BUCKETS,
-            registry,
-        )
-        self._recent = np.zeros((2, window), dtype=np.float64)  # rewards, lengths: a ring
-        self._next = 0
-        self._filled = 0
+
+    def _drift_gauges(
+        self, registry: CollectorRegistry, window: int, reward_mean: float | None, reward_std: float | None
+    ) -> None:
+        """The recent mean and the reward-length correlation, read at each scrape, and the
+        reference mean and std the drift alert compares them with."""
         correlation = Gauge(
             "rewardserve_reward_length_correlation",
             f"Pearson correlation of reward and response length over the last {window} sequences "
@@ -144,6 +154,7 @@ class RewardMonitor:
             f"Mean reward over the last {window} sequences (NaN before the first): drift shows here.",
             registry=registry,
         )
+        recent_mean.set_function(lambda: float(self._recent[0, : self._filled].mean()) if self._filled else math.nan)
         for stat, value in (("mean", reward_mean), ("std", reward_std)):
             reference = Gauge(
                 f"rewardserve_reward_reference_{stat}",
@@ -152,7 +163,6 @@ class RewardMonitor:
                 registry=registry,
             )
             reference.set(math.nan if value is None else value)
-        recent_mean.set_function(lambda: float(self._recent[0, : self._filled].mean()) if self._filled else math.nan)
 
     def observe(self, scores: Scores, lengths: np.ndarray) -> None:
         rewards = scores.rewards

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,14 +100,7 @@ def train_process_reward_model(
     separator = config.step_separator
     out = Path(config.output_dir)
     torch.manual_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    # The separator must be one token the layout never splits: an added (not special) token, so
-    # that the pair layout, which splits special-token text in user input, keeps it whole too.
-    added = tokenizer.add_tokens([separator]) if len(tokenizer.encode(separator, add_special_tokens=False)) != 1 else 0
-    # A new two-class head: whatever head the base checkpoint has is not this one.
-    model = AutoModelForTokenClassification.from_pretrained(
-        config.base_model, id2label={0: "bad", 1: "good"}, label2id={"bad": 0, "good": 1}, ignore_mismatched_sizes=True
-    )
+    tokenizer, model, added = _step_classifier(config.base_model, separator)
     pad_added = ensure_pad_token(tokenizer, model)
     if added:
         model.resize_token_embeddings(len(tokenizer))
@@ -154,3 +148,17 @@ def train_process_reward_model(
         (out / METRICS_FILE).write_text(json.dumps({**metrics, **provenance}, indent=2) + "\n")
         save_input_format(out, fmt)  # last: its presence marks a finished run
     return metrics
+
+
+def _step_classifier(base_model: str, separator: str) -> tuple[Any, Any, int]:
+    """The tokenizer, with the separator added when it is not one token yet, and a new two-class
+    token classifier on `base_model`; and how many tokens were added."""
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    # The separator must be one token the layout never splits: an added (not special) token, so
+    # that the pair layout, which splits special-token text in user input, keeps it whole too.
+    added = tokenizer.add_tokens([separator]) if len(tokenizer.encode(separator, add_special_tokens=False)) != 1 else 0
+    # A new two-class head: whatever head the base checkpoint has is not this one.
+    model = AutoModelForTokenClassification.from_pretrained(
+        base_model, id2label={0: "bad", 1: "good"}, label2id={"bad": 0, "good": 1}, ignore_mismatched_sizes=True
+    )
+    return tokenizer, model, added

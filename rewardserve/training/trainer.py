@@ -244,6 +244,30 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     return model.merge_and_unload()
 
 
+def _datasets(
+    config: TrainConfig,
+    encoder: SequenceEncoder,
+    train_examples: Sequence[PreferenceExample],
+    validation_examples: Sequence[PreferenceExample],
+    objectives: dict[str, list[str]],
+) -> tuple[ExampleDataset, ExampleDataset | None]:
+    """The training and validation sets, encoded as the bundle will encode requests."""
+    if config.loss == "margin" and any(e.margin is None for e in train_examples):
+        raise ValueError("--loss margin needs a `margin` or `preference_strength` on every training row")
+    train_set = ExampleDataset(encoder, train_examples, objectives)
+    validation_set = ExampleDataset(encoder, validation_examples, objectives) if validation_examples else None
+    print(f"training data: {train_set.truncation_summary()}")
+    return train_set, validation_set
+
+
+def _resumed_from(output_dir: str) -> str | None:
+    """The last checkpoint in `output_dir`, to resume from; None (and a word) when there is none."""
+    checkpoint = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    if checkpoint is None:
+        print(f"no checkpoint to resume from in {output_dir}; starting afresh")
+    return checkpoint
+
+
 def train_reward_model(
     config: TrainConfig,
     train_examples: Sequence[PreferenceExample],
@@ -271,12 +295,7 @@ def train_reward_model(
         tokenizer.chat_template = chat_template
     fmt = derive_input_format(tokenizer, model.config, config.max_length, config.padding_side)
     encoder = SequenceEncoder(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), fmt)
-    if config.loss == "margin" and any(e.margin is None for e in train_examples):
-        raise ValueError("--loss margin needs a `margin` or `preference_strength` on every training row")
-    train_set = ExampleDataset(encoder, train_examples, objectives)
-    validation_set = ExampleDataset(encoder, validation_examples, objectives) if validation_examples else None
-    print(f"training data: {train_set.truncation_summary()}")
-
+    train_set, validation_set = _datasets(config, encoder, train_examples, validation_examples, objectives)
     if config.disable_dropout:
         disable_dropout(model)
     if config.lora_r:
@@ -294,9 +313,7 @@ def train_reward_model(
         centering=config.centering,
         global_batch=config.batch_size,
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
-    if resume and checkpoint is None:
-        print(f"no checkpoint to resume from in {args.output_dir}; starting afresh")
+    checkpoint = _resumed_from(args.output_dir) if resume else None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = _run_metrics(config, len(train_set), result, time.perf_counter() - started, checkpoint, pad_added)
