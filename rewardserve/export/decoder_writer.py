@@ -120,22 +120,7 @@ class GraphWriter:
     def _row_inputs(self, length: str) -> dict[str, str]:
         """Per-batch tensors the attention of every layer reads; `length` is the padded one."""
         if self.flavor == "fused":
-            lengths = self.one("ReduceSum", "attention_mask", self.ints("axis_1", [1]), keepdims=0)
-            if self.part == "prefix":
-                # After the prompt's cached keys: each row's last real position counts its prompt,
-                # and its response tokens are a right-padded chunk of `lengths` valid rows.
-                last = self.one("Sub", self.one("Add", lengths, "prefix_lengths"), "one_i64")
-                past = self.one("Squeeze", self.one("Shape", "past.0.key", start=2, end=3), "axis_0")
-                return {
-                    "seqlens_k": self.one("Cast", last, to=TensorProto.INT32),
-                    "total_length": self.one("Cast", self.one("Add", past, length), to=TensorProto.INT32),
-                    "query_seqlens": self.one("Cast", lengths, to=TensorProto.INT32),
-                }
-            return {
-                # GroupQueryAttention: each row's last real position, and the padded length
-                "seqlens_k": self.one("Cast", self.one("Sub", lengths, "one_i64"), to=TensorProto.INT32),
-                "total_length": self.one("Cast", length, to=TensorProto.INT32),
-            }
+            return self._fused_row_inputs(length)
         if self.part == "prefix":
             keys, queries, real = self._prefix_positions()
             positions = self.one("Squeeze", queries, self.ints("axis_2", [2]))  # (batch, sequence)
@@ -150,8 +135,29 @@ class GraphWriter:
                 self.one("Unsqueeze", "attention_mask", self.ints("axes_1_2", [1, 2])),
                 to=TensorProto.BOOL,
             )
-        # Key j is visible from query i when j <= i (and i - j < window in sliding layers) and j
-        # is a real token: an additive bias per kind of layer.
+        return self._biases(keys, queries, real) | self._rotary_tables(positions)
+
+    def _fused_row_inputs(self, length: str) -> dict[str, str]:
+        """GroupQueryAttention's: each row's last real position, and the padded length."""
+        lengths = self.one("ReduceSum", "attention_mask", self.ints("axis_1", [1]), keepdims=0)
+        if self.part == "prefix":
+            # After the prompt's cached keys: each row's last real position counts its prompt,
+            # and its response tokens are a right-padded chunk of `lengths` valid rows.
+            last = self.one("Sub", self.one("Add", lengths, "prefix_lengths"), "one_i64")
+            past = self.one("Squeeze", self.one("Shape", "past.0.key", start=2, end=3), "axis_0")
+            return {
+                "seqlens_k": self.one("Cast", last, to=TensorProto.INT32),
+                "total_length": self.one("Cast", self.one("Add", past, length), to=TensorProto.INT32),
+                "query_seqlens": self.one("Cast", lengths, to=TensorProto.INT32),
+            }
+        return {
+            "seqlens_k": self.one("Cast", self.one("Sub", lengths, "one_i64"), to=TensorProto.INT32),
+            "total_length": self.one("Cast", length, to=TensorProto.INT32),
+        }
+
+    def _biases(self, keys: str, queries: str, real: str) -> dict[str, str]:
+        """Key j is visible from query i when j <= i (and i - j < window in sliding layers) and j
+        is a real token: an additive bias per kind of layer."""
         causal = self.one("LessOrEqual", keys, queries)
         floor = self.const("masked", np.array(np.finfo(np.float32).min, np.float32))
         rows = {}
@@ -170,6 +176,11 @@ class GraphWriter:
             # repeats once per head of a group, along that axis.
             groups = self.heads // self.kv_heads
             rows[f"bias_{kind}"] = bias if groups == 1 else self.one("Concat", *[bias] * groups, axis=2)
+        return rows
+
+    def _rotary_tables(self, positions: str) -> dict[str, str]:
+        """Each rotary kind's cos and sin at the tokens' positions."""
+        rows = {}
         for kind in self.rope_kinds:
             cos = self.one("Gather", f"cos_cache_{kind}", positions)
             sin = self.one("Gather", f"sin_cache_{kind}", positions)
