@@ -41,7 +41,7 @@ import transformers
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.formatting import Text
-from rewardserve.bundle.manifest import PrefixGraph, Reference
+from rewardserve.bundle.manifest import Precision, PrefixGraph, Reference, Variant
 from rewardserve.bundle.outputs import ModelOutputs, join_steps
 from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.preferences import PreferenceExample
@@ -98,59 +98,40 @@ def export_bundle(
     sizes: PassSizes = PassSizes(),
     output_options: OutputOptions | None = None,
 ) -> Manifest:
-    """Export `checkpoint` into the bundle directory `out`.
-
-    `parity_pairs` are the (prompt, response) texts parity is measured on; `heldout` the
-    preference pairs a reduced precision must keep agreeing on (and where reward statistics are
-    measured when training left none); `calibration`, when given, the pairs the temperature is
-    fitted on. A reduced `precision` named (int8, bf16, fp16) must pass its gate or the export
-    fails; `auto` gates every one this machine can measure and ships those that pass. `sizes`
-    caps how much of `parity_pairs` and `heldout` each pass takes (by default all of it for
-    models up to LARGE_MODEL_PARAMETERS, samples above). `output_options` say what export cannot
-    read off a model with several outputs (source.OutputOptions).
-    """
+    """Export `checkpoint` into the bundle directory `out`: parity on `parity_pairs`; reduced
+    precisions gated on `heldout` (a `precision` named must pass, `auto` ships those that do);
+    temperature fitted on `calibration`; `sizes` caps each pass (samples above
+    LARGE_MODEL_PARAMETERS); `output_options` say what cannot be read off a multi-output model."""
     checkpoint, out = Path(checkpoint), Path(out)
     machine = machine or Machine.this()
     targets, not_gated = reduced.targets(precision, machine)
     source = load_source(checkpoint, max_length, padding_side, output_options or OutputOptions())
     sizes = sizes.for_model(source.parameters)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
-    parity_pairs, heldout = _as_the_model_reads(source.outputs, parity_pairs, heldout)
-    inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
-    sequences = _parity_sequences(source.outputs, encoder, inputs[: sizes.parity_sequences])
-    if targets and not heldout:
-        raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
-    gated = heldout[: sizes.gate_examples] if targets else []
-    measured = heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else []
+    data = _held_out(source, encoder, parity_pairs, heldout, sizes, bool(targets), precision)
     export = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
     record = {**source.training, **(provenance or {}), "export": export}
     with _staged(out) as staging:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-graphs-") as scratch:
-            model_inputs = [*inputs, *example_inputs(source.input_format, heldout)]
             expected, card, candidates = _from_pytorch(
-                checkpoint, source, encoder, sequences, model_inputs, sizes, Path(scratch), optimize
+                checkpoint, source, encoder, data, sizes, Path(scratch), optimize
             )
             fp32 = first_within_parity(candidates, encoder, expected)
             prefix, prefix_left_out = checked_prefix(fp32, encoder, expected)
-            reference, fp32_gaps, statistics = _fp32_passes(fp32, encoder, source, card, gated, measured, calibration)
+            reference, fp32_gaps, statistics = _fp32_passes(fp32, encoder, source, card, data, calibration)
             bf16_from = _bf16_graph(fp32, prefix)
-            keep_refused = precision == "auto"
+            auto = precision == "auto"
             variants = reduced.judged_variants(
-                fp32.path, bf16_from, encoder, targets, keep_refused, gated, fp32_gaps, expected, staging, machine
+                fp32.path, bf16_from, encoder, targets, auto, data.gated, fp32_gaps, expected, staging, machine
             )
-            graph = fp32.info.model_copy(
-                update={"external_data": _move_fp32_graphs(fp32, prefix, staging), "prefix_left_out": prefix_left_out}
-            )
-            bf16 = variants.get("bf16")
-            if prefix is not None and prefix.portable_file is not None and bf16 is not None and bf16.passed:
-                bf16_graph = staging / (bf16.file or bf16_from.name)
-                prefix = reduced.judged_prefix(prefix, bf16_graph, encoder, gated, fp32_gaps, source.outputs)
+            external = _move_fp32_graphs(fp32, prefix, staging)
+            prefix = _bf16_prefix(prefix, variants, staging / bf16_from.name, encoder, data, fp32_gaps, source.outputs)
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         manifest = Manifest(
             name=name or checkpoint.name,
             input_format=source.input_format,
             outputs=source.outputs,
-            graph=graph,
+            graph=fp32.info.model_copy(update={"external_data": external, "prefix_left_out": prefix_left_out}),
             parity=fp32.parity,
             prefix=prefix,
             reference=reference,
@@ -159,6 +140,38 @@ def export_bundle(
             provenance=record,
         )
         return save_bundle(staging, manifest)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What each export pass reads, cut to its PassSizes."""
+
+    sequences: list[EncodedSequence]  # parity: PyTorch against each graph
+    model_inputs: list[tuple[Text, Text]]  # the reference check: parity's inputs and the held-out pairs'
+    gated: Sequence[PreferenceExample]  # the agreement gate of reduced precisions
+    measured: Sequence[PreferenceExample]  # reward statistics, where training left none
+
+
+def _held_out(
+    source: ExportSource,
+    encoder: SequenceEncoder,
+    parity_pairs: Sequence[tuple[str, str]],
+    heldout: Sequence[PreferenceExample],
+    sizes: PassSizes,
+    gating: bool,
+    precision: str,
+) -> HeldOut:
+    parity_pairs, heldout = _as_the_model_reads(source.outputs, parity_pairs, heldout)
+    inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
+    sequences = _parity_sequences(source.outputs, encoder, inputs[: sizes.parity_sequences])
+    if gating and not heldout:
+        raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
+    return HeldOut(
+        sequences=sequences,
+        model_inputs=[*inputs, *example_inputs(source.input_format, heldout)],
+        gated=heldout[: sizes.gate_examples] if gating else [],
+        measured=heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else [],
+    )
 
 
 def _as_the_model_reads(
@@ -188,8 +201,7 @@ def _from_pytorch(
     checkpoint: Path,
     source: ExportSource,
     encoder: SequenceEncoder,
-    sequences: Sequence[EncodedSequence],
-    model_inputs: Sequence[tuple[Text, Text]],
+    data: HeldOut,
     sizes: PassSizes,
     work: Path,
     optimize: bool,
@@ -197,9 +209,9 @@ def _from_pytorch(
     """PyTorch's side first: its rewards, the model card's, and the graphs written from (or traced
     through) the model. Then the model leaves memory to the sessions that score them."""
     with source.on_gpu():
-        expected = torch_reference(source, encoder, sequences)
-        card = model_card_rewards(checkpoint, source, encoder, model_inputs, sizes.reference_conversations)
-    graphs_to_try = candidates(source, encoder, sequences[:2], work, optimize)
+        expected = torch_reference(source, encoder, data.sequences)
+        card = model_card_rewards(checkpoint, source, encoder, data.model_inputs, sizes.reference_conversations)
+    graphs_to_try = candidates(source, encoder, data.sequences[:2], work, optimize)
     source.forget_model()
     return expected, card, graphs_to_try
 
@@ -209,8 +221,7 @@ def _fp32_passes(
     encoder: SequenceEncoder,
     source: ExportSource,
     card: ModelCardRewards,
-    gated: Sequence[PreferenceExample],
-    measured: Sequence[PreferenceExample],
+    data: HeldOut,
     calibration: Sequence[PreferenceExample],
 ) -> tuple[Reference, np.ndarray, dict]:
     """The fp32 graph against the model card's usage, and its held-out rewards: the reward gaps
@@ -219,9 +230,9 @@ def _fp32_passes(
     runner = export_runner(fp32.path, encoder, source.outputs)
     reference = check_reference(runner, card)
     # Both are prefixes of heldout: one fp32 scoring serves the gate and the statistics.
-    fp32_rewards = example_rewards(runner, max(gated, measured, key=len), "held-out rewards: fp32")
-    statistics = _reward_statistics(source, runner, fp32_rewards[: response_count(measured)], calibration)
-    return reference, gaps_of(gated, fp32_rewards), statistics
+    fp32_rewards = example_rewards(runner, max(data.gated, data.measured, key=len), "held-out rewards: fp32")
+    statistics = _reward_statistics(source, runner, fp32_rewards[: response_count(data.measured)], calibration)
+    return reference, gaps_of(data.gated, fp32_rewards), statistics
 
 
 def _bf16_graph(fp32: FP32Graph, prefix: PrefixGraph | None) -> Path:
@@ -230,6 +241,24 @@ def _bf16_graph(fp32: FP32Graph, prefix: PrefixGraph | None) -> Path:
     if prefix is not None and prefix.portable_file is not None:
         return fp32.path.with_name(prefix.portable_file)
     return fp32.portable
+
+
+def _bf16_prefix(
+    prefix: PrefixGraph | None,
+    variants: dict[Precision, Variant],
+    bf16_from: Path,
+    encoder: SequenceEncoder,
+    data: HeldOut,
+    fp32_gaps: np.ndarray,
+    outputs: ModelOutputs,
+) -> PrefixGraph | None:
+    """`prefix`, with the bf16 variant's judgement after prompts where it ships a portable prefix
+    graph (`bf16_from`, moved into the bundle unless bf16 has a graph of its own)."""
+    bf16 = variants.get("bf16")
+    if prefix is None or prefix.portable_file is None or bf16 is None or not bf16.passed:
+        return prefix
+    graph = bf16_from.with_name(bf16.file) if bf16.file else bf16_from
+    return reduced.judged_prefix(prefix, graph, encoder, data.gated, fp32_gaps, outputs)
 
 
 def _move_fp32_graphs(fp32: FP32Graph, prefix: PrefixGraph | None, staging: Path) -> bool:
