@@ -196,7 +196,7 @@ def main() -> None:
               f"{'peak around':>13}")  # fmt: skip
         figures = {"peak": peak, "gemm_on_model_shapes": attainable}
         figures |= engine_shares(runner, sequences, config, attainable, machine_peak, args.repeats)
-        middle = runner.after_empty_past(encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
+        middle = runner.empty_past(encoder.pad(sequences[len(sequences) // 2 : len(sequences) // 2 + 4]).arrays)
         del runner
         by_kernel = profile(OpenVinoSession(graph, available_cpus(), perf_count=True), middle)
         total = sum(by_kernel.values())

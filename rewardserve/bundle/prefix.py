@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from rewardserve.bundle.formatting import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.outputs import ModelOutputs, Scores, read_outputs
-from rewardserve.bundle.past import PAST, PREFIX_LENGTHS, PRESENT
+from rewardserve.bundle.past import PAST, PREFIX_LENGTHS, PRESENT, EmptyPast
 
 
 class PrefixGraphSession(Protocol):
@@ -37,12 +37,7 @@ class PrefixGraphSession(Protocol):
     encoder: SequenceEncoder
     outputs: ModelOutputs
     session: Any  # onnxruntime.InferenceSession or OpenVinoSession
-    past_shapes: dict[str, Any]
-
-    @property
-    def past_dtype(self) -> np.dtype: ...
-
-    def after_empty_past(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    empty_past: EmptyPast | None  # what the graph reads beside a batch scored whole
 
 
 # Prompts shorter than this run whole with their responses: split, a pair of responses after a
@@ -113,18 +108,19 @@ class PrefixRunner:
     as GraphRunner: the server's engine thread owns it."""
 
     def __init__(self, runner: PrefixGraphSession) -> None:
-        if not runner.past_shapes:
+        if runner.empty_past is None:
             raise ValueError(f"{runner.graph.name} reads no past keys and values: not a prefix graph")
         self.runner = runner
-        self.past_names = list(runner.past_shapes)
+        self.whole = runner.empty_past
+        self.past_names = list(self.whole.shapes)
         self.present_names = [PRESENT + name.removeprefix(PAST) for name in self.past_names]
-        _, kv_heads, _, head_dim = runner.past_shapes[self.past_names[0]]
+        _, kv_heads, _, head_dim = self.whole.shapes[self.past_names[0]]
         # What one prompt token's keys and values hold, over every layer (fp32, or bf16 under OpenVINO).
-        self.bytes_per_token = runner.past_dtype.itemsize * kv_heads * head_dim * len(self.past_names)
+        self.bytes_per_token = self.whole.dtype.itemsize * kv_heads * head_dim * len(self.past_names)
 
     def prompt_states(self, ids: np.ndarray) -> PromptStates:
         """Every layer's keys and values of one prompt's token ids: it runs as a whole sequence."""
-        feeds = self.runner.after_empty_past(self.runner.encoder.pad([EncodedSequence(ids, 0)]).arrays)
+        feeds = self.whole(self.runner.encoder.pad([EncodedSequence(ids, 0)]).arrays)
         return PromptStates(len(ids), tuple(self.runner.session.run(self.present_names, feeds)))
 
     def score_whole(
@@ -136,7 +132,7 @@ class PrefixRunner:
         else has yet runs once this way, not as a call of its own, and is kept for a sibling.
         `multiple`: the padding rule (SequenceEncoder.pad)."""
         batch = self.runner.encoder.pad(sequences, multiple)
-        feeds = self.runner.after_empty_past(batch.arrays)
+        feeds = self.whole(batch.arrays)
         names = self.runner.outputs.graph_outputs()
         wanted = names + (self.present_names if any(keep) else [])
         answers = dict(zip(wanted, self.runner.session.run(wanted, feeds), strict=True))

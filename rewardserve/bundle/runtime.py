@@ -13,7 +13,7 @@ from rewardserve.bundle.formatting import EncodedBatch, SequenceEncoder
 from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
-from rewardserve.bundle.past import PAST, PREFIX_LENGTHS
+from rewardserve.bundle.past import empty_past
 from rewardserve.bundle.prefix import PrefixRunner
 from rewardserve.bundle.sessions import CUDA, open_session, providers_for
 
@@ -25,10 +25,8 @@ class GraphRunner:
 
     On CUDA, batches go through IO binding: inputs are copied to the GPU once, and the rewards
     stay there until one copy back, instead of onnxruntime staging every tensor per call.
-    Not thread-safe for concurrent `run` calls by design: the server's batcher owns one.
+    Not thread-safe for concurrent `score` calls by design: the server's batcher owns one.
     """
-
-    prefix: PrefixRunner | None = None  # responses after a prompt's keys and values (BundleRuntime)
 
     def __init__(
         self,
@@ -54,18 +52,11 @@ class GraphRunner:
         self.session = self._open()
         self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
-        # A prefix graph (bundle/prefix.py) scores whole sequences after an empty past.
-        self.past_shapes = {
-            i.name: i.shape for i in getattr(self.session, "get_inputs", list)() if i.name.startswith(PAST)
-        }
+        # What the graph reads beside a batch: a prefix graph scores whole sequences after an empty past.
+        self.empty_past = empty_past(self.session)
 
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
         return open_session(self.graph, self.precision, self.threads, self.arena)
-
-    @property
-    def past_dtype(self) -> np.dtype:
-        """How its keys and values are held: fp32, or bf16 bits under OpenVINO at bf16 (openvino_session.py)."""
-        return getattr(self.session, "past_dtype", np.dtype(np.float32))
 
     def reopen(self) -> None:
         """Replace the session with a fresh one on the same graph (after a fault left it broken)."""
@@ -73,7 +64,7 @@ class GraphRunner:
 
     def score(self, batch: EncodedBatch) -> Scores:
         """Rewards of a padded batch, and every other output the model declares."""
-        feeds = self.after_empty_past(batch.arrays) if self.past_shapes else batch.arrays
+        feeds = self.empty_past(batch.arrays) if self.empty_past else batch.arrays
         if self.io_binding:
             binding = self.session.io_binding()
             for name, array in feeds.items():
@@ -88,15 +79,6 @@ class GraphRunner:
             return Scores(values[0].reshape(-1).astype(np.float32, copy=False))
         named = dict(zip(self.outputs.graph_outputs(), values, strict=True))
         return read_outputs(self.outputs, named, batch.arrays["input_ids"], batch.response_starts)
-
-    def after_empty_past(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """A prefix graph's inputs for whole sequences: no tokens before them (it reads no position ids)."""
-        rows = len(arrays["input_ids"])
-        empty = {
-            name: np.zeros((rows, shape[1], 0, shape[3]), self.past_dtype) for name, shape in self.past_shapes.items()
-        }
-        whole = {"input_ids": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
-        return whole | empty | {PREFIX_LENGTHS: np.zeros(rows, np.int64)}
 
 
 class BundleRuntime(GraphRunner):
@@ -136,7 +118,8 @@ class BundleRuntime(GraphRunner):
             precision=self.choice.precision,
             threads=threads,
         )
-        self.prefix = PrefixRunner(self) if self.prefix_refused is None else None
+        # Responses after a prompt's keys and values, on the same session.
+        self.prefix: PrefixRunner | None = PrefixRunner(self) if self.prefix_refused is None else None
 
     def _prefix_file(self) -> str:
         """The prefix graph at the chosen precision: onnxruntime's fused one at fp32; at bf16 the

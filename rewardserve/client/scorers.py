@@ -79,7 +79,7 @@ class LocalScorer:
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> np.ndarray:
         sequences = self.runtime.encoder.encode(prompts, responses)
-        return score_sequences(self.runtime, sequences, self.batch_size).rewards
+        return score_sequences(self.runtime, sequences, self.batch_size, prefix=self.runtime.prefix).rewards
 
     def close(self) -> None:
         pass

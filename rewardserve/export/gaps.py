@@ -10,6 +10,7 @@ import numpy as np
 from rewardserve.bundle import InputFormat
 from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.offline import score_sequences
+from rewardserve.bundle.prefix import PrefixRunner
 from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import prompt_turns
 from rewardserve.data.preferences import PreferenceExample
@@ -27,12 +28,16 @@ def example_inputs(fmt: InputFormat, examples: Sequence[PreferenceExample]) -> l
 
 
 def example_rewards(
-    runner: GraphRunner, examples: Sequence[PreferenceExample], progress: str | None = None
+    runner: GraphRunner,
+    examples: Sequence[PreferenceExample],
+    progress: str | None = None,
+    prefix: PrefixRunner | None = None,
 ) -> np.ndarray:
-    """The reward of every response of `examples`, in example_inputs' order."""
+    """The reward of every response of `examples`, in example_inputs' order (with `prefix`, each
+    prompt its responses share run once: offline.score_sequences)."""
     inputs = example_inputs(runner.encoder.format, examples)
     sequences = runner.encoder.encode([p for p, _ in inputs], [r for _, r in inputs])
-    return score_sequences(runner, sequences, progress=progress).rewards
+    return score_sequences(runner, sequences, progress=progress, prefix=prefix).rewards
 
 
 def response_count(examples: Sequence[PreferenceExample]) -> int:

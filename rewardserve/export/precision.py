@@ -275,8 +275,7 @@ def judged_prefix(
     pair's prompt run once), and against the same graph run whole."""
     runner = export_runner(graph, encoder, outputs, "bf16")
     whole = example_rewards(runner, gated, "agreement gate: bf16, whole sequences")
-    runner.prefix = PrefixRunner(runner)
-    after = example_rewards(runner, gated, "agreement gate: bf16, each prompt once")
+    after = example_rewards(runner, gated, "agreement gate: bf16, each prompt once", PrefixRunner(runner))
     gate = agreement(fp32_gaps, gaps_of(gated, after))
     refused = None if passes(gate) else str(PrecisionRefused("bf16 after a prompt", gate))
     variant = PrefixVariant(
