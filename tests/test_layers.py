@@ -12,7 +12,8 @@ page, docs/design.md, draws it):
         └── bench                `rewardserve bench` (with data, and training's baseline loader)
 
 The server and the clients never load torch, transformers or training (the server image stays
-small), and no module imports itself round a cycle, not even for type hints only."""
+small), no module imports itself round a cycle, not even for type hints only, and no function
+(in rewardserve/ and benchmarks/) is over 60 lines, no file over 400."""
 
 from __future__ import annotations
 
@@ -130,3 +131,21 @@ def test_no_module_imports_itself_round_a_cycle():
         if module not in done:
             visit(module, [module])
     assert cycles == []
+
+
+MAX_FUNCTION_LINES = 60
+MAX_FILE_LINES = 400
+
+
+def test_no_function_over_60_lines_and_no_file_over_400():
+    over = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "benchmarks").glob("*.py")]):
+        text = path.read_text()
+        name = path.relative_to(PACKAGE.parent)
+        if (lines := len(text.splitlines())) > MAX_FILE_LINES:
+            over.append(f"{name}: {lines} lines")
+        functions = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for node in functions:
+            if (length := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                over.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert over == []
