@@ -5,7 +5,7 @@ held-out pairs against fp32.
 
     cd benchmarks && python decoder_gate.py      # ~3 min on 2 cores
 
-The model is the test suite's tiny Qwen3 chat RM (tests/chat_models.py: 2 layers, hidden 64,
+The model is the test suite's tiny Qwen3 chat RM (rewardserve/testing/chat_models.py: 2 layers, hidden 64,
 grouped-query attention, Qwen3's ChatML, a BPE tokenizer trained on HH text), initialised at
 random and trained with rewardserve's trainer as tests/test_precisions.py trains it (200 steps of
 8 pairs, Bradley-Terry; with its chat template it trains on the chat layout) on helpful-base's

@@ -2,7 +2,7 @@
 
     cd benchmarks && python multi_output_overhead.py      # ~3 min on 2 cores
 
-Builds a Qwen3-shaped chat RM (tests/chat_models.py, 2 layers, hidden 256, random weights)
+Builds a Qwen3-shaped chat RM (rewardserve/testing/chat_models.py, 2 layers, hidden 256, random weights)
 three times, alike but for the head: a scalar head, a head of 19 objectives (ArmoRM's count; the reward their
 mean), and a two-class token classifier read at `<extra_0>` (a process reward model). Exports
 each, then scores the same held-out HH conversations (their responses cut into steps for the
