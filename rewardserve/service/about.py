@@ -48,8 +48,7 @@ async def load(request: Request) -> dict[str, int]:
 async def model_info(request: Request) -> dict[str, Any]:
     """The model, as SGLang describes one: a reward model, not a generator."""
     pipeline = _pipeline(request)
-    outputs = pipeline.respond.outputs
-    labels = outputs.objectives.names if outputs.objectives is not None else ["LABEL_0"]
+    labels = pipeline.respond.labels
     return {
         "model_path": pipeline.respond.model_name,
         "tokenizer_path": pipeline.respond.model_name,

@@ -105,9 +105,13 @@ class MicroBatcher:
         shared_prompts: SharedPrompts | None = None,
         length_bucket: int = 1,
     ) -> None:
-        if shared_prompts is not None and not isinstance(engine, PrefixEngine):
-            raise TypeError("sharing prompts needs an engine that scores after a prompt's keys and values")
         self.engine = engine
+        # The same engine, for the calls after a prompt's keys and values (with shared prompts only).
+        self._prefix_engine: PrefixEngine | None = None
+        if shared_prompts is not None:
+            if not isinstance(engine, PrefixEngine):
+                raise TypeError("sharing prompts needs an engine that scores after a prompt's keys and values")
+            self._prefix_engine = engine
         self._length_bucket = length_bucket
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
@@ -123,11 +127,6 @@ class MicroBatcher:
         # One engine thread: ONNX Runtime already spreads one call over every core it may use.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine", initializer=thread_initializer)
         self._worker: asyncio.Task | None = None
-
-    @property
-    def _prefix_engine(self) -> PrefixEngine:
-        assert isinstance(self.engine, PrefixEngine)  # checked at construction, with shared prompts
-        return self.engine
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run_forever(), name="micro-batcher")

@@ -46,6 +46,12 @@ class Respond:
         """The body its endpoint's `write` makes of the scores."""
         return write(body, Answer(scores, inputs, context, self))
 
+    @property
+    def labels(self) -> list[str]:
+        """The name of each output a classifier view answers (vLLM's `label`, SGLang's `id2label`):
+        the objectives, or `LABEL_0` for a reward alone, as transformers names a one-label head."""
+        return self.outputs.objectives.names if self.outputs.objectives is not None else ["LABEL_0"]
+
     def objectives(self, values: np.ndarray | None, named: list[str] | None = None) -> dict[str, list[float]] | None:
         """{objective: its value per item}, for the objectives asked for (all by default)."""
         if values is None or self.outputs.objectives is None:

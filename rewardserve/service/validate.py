@@ -73,10 +73,6 @@ class Inputs:
         return cls(sequences, items=len(prompts))
 
 
-def turns(messages: Sequence[schemas.Message]) -> Conversation:
-    return [{"role": m.role, "content": m.content} for m in messages]
-
-
 class Validate:
     """The checks every endpoint's body passes on its way to Inputs (each endpoint's `inputs`
     calls them: `endpoints/`), within `max_items` per request and `max_chars` per text; for
@@ -186,7 +182,7 @@ class Validate:
         self.count(path, len(messages))
         for j, message in enumerate(messages):
             self.text(f"{path}[{j}].content", message.content)
-        return turns(messages)
+        return [{"role": m.role, "content": m.content} for m in messages]
 
     def count(self, path: str, count: int) -> None:
         if count > self.max_items:

@@ -47,7 +47,7 @@ class Classify(ReadsPoolingBody):
         values = outputs(answer)
         activate = next((flag for flag in (body.use_activation, body.activation) if flag is not None), True)
         probs = _activated(values) if activate else values
-        names = answer.model.outputs.objectives.names if answer.model.outputs.objectives else ["LABEL_0"]
+        names = answer.model.labels
         data = [
             Classification(index=i, label=names[int(np.argmax(row))], probs=row.tolist(), num_classes=len(row))
             for i, row in enumerate(probs)
