@@ -108,7 +108,9 @@ def scraped(server, prometheus) -> str:
     """Prometheus, once it holds a few scrapes of the traffic and of a 429."""
     body = {"items": [{"prompt": "Hi", "response": f"answer {i}"} for i in range(16)]}
     gate, first, _ = hold_engine(server, body)  # 16 of the 32 sequences the queue holds
-    second, _ = post_in_background(server.url, body)  # 32
+    second, _ = post_in_background(server.url, body)
+    admission = server.pipeline.admission
+    wait_for(lambda: admission.in_flight_sequences == 32, "the queue full")  # before the third asks
     refused = httpx.post(f"{server.url}/score", json=body)
     gate.opened.set()
     first.join(), second.join()
