@@ -39,6 +39,7 @@ from rewardserve.bundle.chat import (
     earlier_turns_dropped,
     split_conversation,
 )
+from rewardserve.bundle.judge import JudgeTemplate, TooLongToJudge, judge_text
 
 Text = str | Conversation  # a prompt or a response: text, or chat messages
 
@@ -82,6 +83,11 @@ class InputFormat(BaseModel):
     )
     template_variables: dict[str, str] = Field(
         default_factory=dict, description="What the template reads besides messages: the tokenizer's special tokens."
+    )
+    judge: JudgeTemplate | None = Field(
+        None,
+        description="chat layout only: the conversation is written into this judge's rubric, the rubric rendered "
+        "with chat_template; the reward is read at the end of the judge's text, where its verdict comes next.",
     )
 
     @property
@@ -222,7 +228,8 @@ class SequenceEncoder:
 
     def _fitted_conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
         """A conversation within max_length: as it is; else without its earliest exchanges, as
-        few as it takes; else (one exchange still too long) cut by tokens."""
+        few as it takes; else (one exchange still too long) cut by tokens, except a judge's,
+        which TooLongToJudge refuses."""
         full = self._conversation(prompt, response)
         if len(full) <= self.format.max_length:
             return full
@@ -232,11 +239,21 @@ class SequenceEncoder:
             sequence = dataclasses.replace(candidate, prompt_cut=len(full) - len(candidate))
             if len(sequence) <= self.format.max_length:
                 return sequence
+        if self.format.judge is not None:
+            raise TooLongToJudge(
+                f"the judge's text is {len(sequence)} tokens (earliest turns dropped, where there were any), over "
+                f"the model's {self.format.max_length}; a judge's rubric and response are never cut"
+            )
         return self._cut(sequence)
 
     def _conversation(self, prompt: Conversation, response: Conversation) -> EncodedSequence:
         fmt = self.format
-        prompt_text, response_text = split_conversation(fmt.chat_template, prompt, response, fmt.template_variables)
+        if fmt.judge is not None:
+            prompt_text, response_text = judge_text(
+                fmt.judge, fmt.chat_template, fmt.template_variables, prompt, response
+            )
+        else:
+            prompt_text, response_text = split_conversation(fmt.chat_template, prompt, response, fmt.template_variables)
         encoding = self.tokenizer.encode(prompt_text + response_text, add_special_tokens=False)
         start, merged = _first_token_past(encoding.offsets, len(prompt_text))
         return EncodedSequence(np.array(encoding.ids, dtype=np.int64), start, merged_at_join=merged)

@@ -1,6 +1,6 @@
 """What a reward graph answers besides one scalar, and the one place its outputs are read.
 
-Three kinds of reward model, told apart by the manifest's `outputs`:
+Four kinds of reward model, told apart by the manifest's `outputs`:
 
 - scalar (no `outputs` declared: every bundle before multi-output ones): the graph's `reward`,
   one float per sequence;
@@ -11,7 +11,9 @@ Three kinds of reward model, told apart by the manifest's `outputs`:
   export, so every consumer of `reward` reads the same scalar;
 - process reward model (PRM): `step_rewards`, the step class's probability at every position;
   the reward of step k is read at the k-th step token of the response (Qwen2.5-Math-PRM's
-  `<extra_0>`, Math-Shepherd's `ки`), and the scalar is their min, mean, product or last.
+  `<extra_0>`, Math-Shepherd's `ки`), and the scalar is their min, mean, product or last;
+- judge: `verdict`, the logits of a causal LM's verdict tokens at the answer position, and the
+  rule that makes the reward of them (bundle/judge/: yes/no, rating), applied here.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from rewardserve.bundle.judge import Verdict
+
 REWARD = "reward"
 OBJECTIVES = "objectives"
 GATING = "gating"
 STEP_REWARDS = "step_rewards"
+VERDICT = "verdict"
 
 
 class Objectives(BaseModel):
@@ -83,11 +88,12 @@ class ModelOutputs(BaseModel):
 
     objectives: Objectives | None = None
     steps: Steps | None = None
+    verdict: Verdict | None = Field(None, description="A judge's verdict tokens and rule.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModelOutputs:
-        if self.objectives is not None and self.steps is not None:
-            raise ValueError("a model has objectives or steps, not both")
+        if sum(kind is not None for kind in (self.objectives, self.steps, self.verdict)) > 1:
+            raise ValueError("a model has objectives, steps or a verdict, one of them")
         return self
 
     @property
@@ -98,6 +104,8 @@ class ModelOutputs(BaseModel):
         """The graph's outputs, in the order export writes them."""
         if self.steps is not None:
             return [STEP_REWARDS]
+        if self.verdict is not None:
+            return [VERDICT]
         if self.objectives is not None:
             return [REWARD, OBJECTIVES, *([GATING] if self.gated else [])]
         return [REWARD]
@@ -107,6 +115,8 @@ class ModelOutputs(BaseModel):
             return f"{len(self.objectives.names)} objectives; reward = {self.objectives.describe()}"
         if self.steps is not None:
             return f"step rewards at {self.steps.separator!r}; reward = their {self.steps.scalar}"
+        if self.verdict is not None:
+            return self.verdict.describe()
         return "one scalar reward"
 
 
@@ -117,6 +127,7 @@ class Extra:
     objectives: np.ndarray | None = None  # (N,)
     weights: np.ndarray | None = None  # (N,) gating
     steps: np.ndarray | None = None  # (steps,)
+    verdict: np.ndarray | None = None  # (K,) a judge's probability of each verdict token
 
 
 @dataclass(frozen=True)
@@ -127,17 +138,19 @@ class Scores:
     objectives: np.ndarray | None = None  # (n, N)
     weights: np.ndarray | None = None  # (n, N): the gating network's, when it has one
     steps: list[np.ndarray] | None = None  # per row, its step rewards in order
+    verdict: np.ndarray | None = None  # (n, K): a judge's verdict probabilities, renormalised over them
 
     def __len__(self) -> int:
         return len(self.rewards)
 
     def extra(self, row: int) -> Extra | None:
-        if self.objectives is None and self.steps is None:
+        if self.objectives is None and self.steps is None and self.verdict is None:
             return None
         return Extra(
             None if self.objectives is None else self.objectives[row],
             None if self.weights is None else self.weights[row],
             None if self.steps is None else self.steps[row],
+            None if self.verdict is None else self.verdict[row],
         )
 
     @classmethod
@@ -151,6 +164,7 @@ class Scores:
             None if first.objectives is None else np.stack([e.objectives for e in extras]),
             None if first.weights is None else np.stack([e.weights for e in extras]),
             None if first.steps is None else [e.steps for e in extras],
+            None if first.verdict is None else np.stack([e.verdict for e in extras]),
         )
 
     @classmethod
@@ -166,6 +180,8 @@ class Scores:
         diffs = {REWARD: float(np.abs(self.rewards - other.rewards).max(initial=0.0))}
         if self.objectives is not None and other.objectives is not None:
             diffs[OBJECTIVES] = float(np.abs(self.objectives - other.objectives).max(initial=0.0))
+        if self.verdict is not None and other.verdict is not None:
+            diffs[VERDICT] = float(np.abs(self.verdict - other.verdict).max(initial=0.0))
         if self.weights is not None and other.weights is not None:
             diffs[GATING] = float(np.abs(self.weights - other.weights).max(initial=0.0))
         if self.steps is not None and other.steps is not None:
@@ -228,6 +244,9 @@ def read_outputs(
         ]
         rewards = np.array([step_scalar(s, spec.steps.scalar) for s in steps], dtype=np.float32)
         return Scores(rewards, steps=steps)
+    if spec.verdict is not None:
+        rewards, probabilities = spec.verdict.read(np.asarray(outputs[VERDICT], dtype=np.float32))
+        return Scores(rewards, verdict=probabilities)
     rewards = np.asarray(outputs[REWARD], dtype=np.float32).reshape(-1)
     if spec.objectives is None:
         return Scores(rewards)

@@ -75,7 +75,7 @@ class GraphRunner:
             values = binding.copy_outputs_to_cpu()
         else:
             values = self.session.run(self.output_names, feeds)
-        if len(self.output_names) == 1 and self.outputs.steps is None:  # one scalar: the common case
+        if self.outputs.graph_outputs() == [REWARD]:  # one scalar reward, whatever its name: the common case
             return Scores(values[0].reshape(-1).astype(np.float32, copy=False))
         named = dict(zip(self.outputs.graph_outputs(), values, strict=True))
         return read_outputs(self.outputs, named, batch.arrays["input_ids"], batch.response_starts)

@@ -98,6 +98,7 @@ def _output_options(args: argparse.Namespace) -> OutputOptions:
         step_scalar=args.step_scalar,
         trust_remote_code=args.trust_remote_code,
         gating_pattern=args.gating_pattern,
+        judge=args.judge,
     )
 
 
@@ -190,6 +191,13 @@ def _output_arguments(export: argparse.ArgumentParser) -> None:
         "--trust-remote-code",
         action="store_true",
         help="load the checkpoint's own modeling code (config auto_map: ArmoRM's gated head); read it first",
+    )
+    outputs.add_argument(
+        "--judge",
+        metavar="PRESET_OR_FILE",
+        help="serve a causal LM (*ForCausalLM) as a judge: its reward read from its verdict token's probability in "
+        "one pass; a preset (helpfulness: yes/no; rating-10, rating-5: expected score) or a judge file "
+        "(docs/your-model.md#judges)",
     )
     outputs.add_argument(
         "--gating-pattern",

@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from rewardserve.bundle import InputFormat
-from rewardserve.bundle.outputs import OBJECTIVES, REWARD, STEP_REWARDS, ModelOutputs
+from rewardserve.bundle.outputs import OBJECTIVES, REWARD, STEP_REWARDS, VERDICT, ModelOutputs
 from rewardserve.export.decoder_config import GEMMA, activation, head_dim, rope_parameters
 
 OPSET = 18
@@ -352,6 +352,8 @@ class GraphWriter:
         last = self.one("ArgMax", self.one("Mul", readable, self.positions), axis=1, keepdims=1)
         pooled = self.one("GatherND", final, last, batch_dims=1)
         logits = self._project(pooled, shared["score"])
+        if self.outputs.verdict is not None:  # a judge's head is the LM head's rows for its verdict tokens
+            return {VERDICT: (self._soft_capped(logits), ["batch", len(self.outputs.verdict.token_ids)])}
         objectives = self.outputs.objectives
         if objectives is None:
             reward = self.one("Gather", logits, self.ints("label_0", [0]), axis=1)
@@ -359,6 +361,14 @@ class GraphWriter:
         weights = np.array(objectives.weight_vector(), np.float32)
         reward = self.one("MatMul", logits, self.const("objective_weights", weights))
         return {REWARD: (reward, ["batch"]), OBJECTIVES: (logits, ["batch", len(weights)])}
+
+    def _soft_capped(self, logits: str) -> str:
+        """A language model's logits as it caps them (Gemma 2: cap * tanh(logits / cap))."""
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if not cap:
+            return logits
+        cap = self.const("final_logit_softcap", np.array(cap, np.float32))
+        return self.one("Mul", self.one("Tanh", self.one("Div", logits, cap)), cap)
 
     def _steps(self, final: str, shared: dict[str, list[TensorProto]]) -> dict[str, tuple[str, list]]:
         """A token classifier's step class probability at every position."""

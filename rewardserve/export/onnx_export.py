@@ -50,6 +50,7 @@ from rewardserve.export import graph as graphs
 from rewardserve.export import precision as reduced
 from rewardserve.export.fp32_graph import Candidate, FP32Graph, candidates, checked_prefix, first_within_parity
 from rewardserve.export.gaps import example_inputs, example_rewards, gaps_of, model_prompt, response_count, reward_gaps
+from rewardserve.export.judge_source import load_judge_source
 from rewardserve.export.parity import TorchRewards, export_runner, torch_reference
 from rewardserve.export.reference import ModelCardRewards, check_reference, model_card_rewards
 from rewardserve.export.source import ExportSource, OutputOptions, load_source
@@ -105,7 +106,7 @@ def export_bundle(
     checkpoint, out = Path(checkpoint), Path(out)
     machine = machine or Machine.this()
     targets, not_gated = reduced.targets(precision, machine)
-    source = load_source(checkpoint, max_length, padding_side, output_options or OutputOptions())
+    source = _load(checkpoint, max_length, padding_side, output_options or OutputOptions())
     sizes = sizes.for_model(source.parameters)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
     data = _held_out(source, encoder, parity_pairs, heldout, sizes, bool(targets), precision)
@@ -140,6 +141,18 @@ def export_bundle(
             provenance=record,
         )
         return save_bundle(staging, manifest)
+
+
+def _load(checkpoint: Path, max_length: int | None, padding_side: str | None, options: OutputOptions) -> ExportSource:
+    """A reward model's source, or a causal LM's as the judge `options.judge` reads it."""
+    if options.judge is None:
+        return load_source(checkpoint, max_length, padding_side, options)
+    told = [
+        name for name, value in asdict(options).items() if value not in (None, False, OutputOptions().__dict__[name])
+    ]
+    if told != ["judge"]:
+        raise ValueError(f"--judge reads a causal LM: {', '.join(t for t in told if t != 'judge')} do not apply")
+    return load_judge_source(checkpoint, options.judge, max_length, padding_side)
 
 
 @dataclass(frozen=True)

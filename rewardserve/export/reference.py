@@ -10,7 +10,10 @@ the reference way and compares both the ids and the rewards:
   with the model's own class, as reward model cards (Skywork-Reward-V2, InternLM2-Reward) score;
 - pair layout, encoders: ``model(**tokenizer(prompt, response, return_tensors="pt"))``, as
   OpenAssistant's DeBERTa reward models are scored (and rewardserve's own models were trained);
-- pair layout, decoders: ``tokenizer(prompt + response)`` and the EOS, read at the EOS.
+- pair layout, decoders: ``tokenizer(prompt + response)`` and the EOS, read at the EOS;
+- judges: ``AutoModelForCausalLM`` on ``tokenizer.apply_chat_template(judge_messages,
+  add_generation_prompt=True, tokenize=False) + answer_prefix``, the softmax over the whole
+  vocabulary at the last position, then the judge's rule on its verdict tokens.
 
 A model with more outputs is compared on each (`USAGE_OF_OUTPUTS`): every label of an N-label
 head (`logits[0]`); ArmoRM's `output.score`, `output.rewards` and `output.gating_output`; a
@@ -30,7 +33,8 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from rewardserve.bundle.chat import as_turns
-from rewardserve.bundle.formatting import EncodedSequence, SequenceEncoder, Text
+from rewardserve.bundle.formatting import EncodedSequence, InputFormat, SequenceEncoder, Text
+from rewardserve.bundle.judge import judge_messages
 from rewardserve.bundle.manifest import Reference
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.outputs import ModelOutputs, Scores, step_scalar
@@ -45,6 +49,9 @@ USAGE = {
     "chat": "model(**tokenizer.apply_chat_template(messages, return_tensors='pt')).logits[0][0]",
     "encoder": "model(**tokenizer(prompt, response, return_tensors='pt')).logits[0][0]",
     "decoder": "model(tokenizer(prompt + response).input_ids + [eos_token_id]).logits[0][0], read at the EOS",
+    "judge": "log_softmax(AutoModelForCausalLM(tokenizer(tokenizer.apply_chat_template(judge_messages, "
+    "add_generation_prompt=True, tokenize=False) + answer_prefix, add_special_tokens=False)).logits[0, -1])"
+    "[verdict tokens], then the rule",
 }
 USAGE_OF_OUTPUTS = {
     "objectives": "; objectives: its .logits[0], the reward by the declared rule",
@@ -82,24 +89,28 @@ def model_card_rewards(
     wanted = max(conversations or CONVERSATIONS, MIN_CONVERSATIONS)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tokenizer.model_max_length = 1 << 30  # inputs over max_length are skipped here, not warned about
-    kind = "chat" if fmt.layout == "chat" else "decoder" if fmt.position_ids else "encoder"
-    # The chat layout is judged against the model's own class (its pooling included); the pair
-    # layout against the checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
-    model = source.model if kind == "chat" else source.reward.model
+    kind = _kind(fmt)
+    # The chat layout is judged against the model's own class (its pooling included), a judge
+    # against its whole causal LM; the pair layout against the checkpoint's PyTorch reward, whose
+    # pooling is rewardserve's documented one.
+    model = {"chat": source.model, "judge": getattr(source.model, "causal_lm", None)}.get(kind, source.reward.model)
     outputs = source.outputs
     checked, served, references = [], [], []
     with tqdm(total=wanted, desc="reference: transformers", unit="input", leave=False) as bar:
         for index, (prompt, response) in enumerate(inputs):
             if len(checked) == wanted:
                 break
-            reference = _reference_inputs(tokenizer, kind, prompt, response)
+            reference = _reference_inputs(tokenizer, fmt, kind, prompt, response)
             if reference["input_ids"].shape[1] > fmt.max_length:
                 continue
             (sequence,) = encoder.encode([prompt], [response])
             _check_ids(index, sequence.ids, reference["input_ids"][0].numpy(), tokenizer)
             with torch.inference_mode():
                 on_device = {name: tensor.to(source.device) for name, tensor in reference.items()}
-                references.append(_reference_scores(model(**on_device), reference["input_ids"][0].numpy(), outputs))
+                # A judge's rule reads the last position only: its logits alone, not the vocabulary's at every one.
+                last_only = {"logits_to_keep": 1} if kind == "judge" else {}
+                answer = model(**on_device, **last_only)
+                references.append(_reference_scores(answer, reference["input_ids"][0].numpy(), outputs))
             checked.append(index)
             served.append(sequence)
             bar.update(1)
@@ -109,9 +120,17 @@ def model_card_rewards(
     return ModelCardRewards(usage, checked, served, Scores.concatenate(references))
 
 
+def _kind(fmt: InputFormat) -> str:
+    if fmt.judge is not None:
+        return "judge"
+    return "chat" if fmt.layout == "chat" else "decoder" if fmt.position_ids else "encoder"
+
+
 def _usage_of_outputs(outputs: ModelOutputs) -> str:
     if outputs.steps is not None:
         return USAGE_OF_OUTPUTS["steps"]
+    if outputs.verdict is not None:
+        return f" ({outputs.verdict.rule})"
     if outputs.objectives is not None:
         return USAGE_OF_OUTPUTS["gated" if outputs.gated else "objectives"]
     return ""
@@ -119,6 +138,10 @@ def _usage_of_outputs(outputs: ModelOutputs) -> str:
 
 def _reference_scores(answer, input_ids: np.ndarray, outputs: ModelOutputs) -> Scores:
     """One input's outputs read from the model's own answer, the way its model card reads them."""
+    if (verdict := outputs.verdict) is not None:  # the whole vocabulary's softmax at the answer position
+        log_probs = torch.log_softmax(answer.logits[0, -1].double(), -1)[verdict.token_ids]
+        rewards, probabilities = verdict.read(log_probs.cpu().numpy()[None])
+        return Scores(rewards, verdict=probabilities)
     if (steps := outputs.steps) is not None:
         logits = answer.logits[0].float()
         classes = torch.softmax(logits, -1) if steps.activation == "softmax" else torch.sigmoid(logits)
@@ -163,7 +186,14 @@ def check_reference(runner: GraphRunner, expected: ModelCardRewards) -> Referenc
     )
 
 
-def _reference_inputs(tokenizer, kind: str, prompt: Text, response: Text) -> dict[str, torch.Tensor]:
+def _reference_inputs(tokenizer, fmt: InputFormat, kind: str, prompt: Text, response: Text) -> dict[str, torch.Tensor]:
+    if kind == "judge":
+        judge = fmt.judge
+        messages = judge_messages(judge, *as_turns(prompt, response))
+        text = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **judge.chat_template_kwargs
+        )
+        return dict(tokenizer(text + judge.answer_prefix, add_special_tokens=False, return_tensors="pt"))
     if kind == "chat":
         prompt_turns, response_turns = as_turns(prompt, response)
         conversation = [dict(m) for m in (*prompt_turns, *response_turns)]

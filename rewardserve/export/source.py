@@ -189,6 +189,8 @@ class RewardGraph(torch.nn.Module):
             if steps.activation == "softmax":
                 return torch.softmax(logits, dim=-1)[..., steps.label]
             return torch.sigmoid(logits[..., steps.label])
+        if self.outputs.verdict is not None:  # a judge: its verdict tokens' logits (export/judge_source.py)
+            return out.logits.float()
         if self.outputs.gated:  # ArmoRM's output: the gated score, the objectives, the gating weights
             return out.score.float(), out.rewards.float(), out.gating_output.float()
         if self.weights is not None:
@@ -209,6 +211,7 @@ class OutputOptions:
     step_scalar: StepScalar = "min"
     trust_remote_code: bool = False  # load the checkpoint's own modeling code (ArmoRM's gated head)
     gating_pattern: str | None = None  # where a gated head's gating network reads (default: its code's)
+    judge: str | None = None  # a causal LM served as this judge: a preset or a judge file (judge_source.py)
 
 
 def declared_outputs(model: torch.nn.Module, tokenizer: Tokenizer, options: OutputOptions) -> ModelOutputs:
@@ -303,7 +306,7 @@ def load_source(
         fmt = load_input_format(checkpoint)
         tokenizer = Tokenizer.from_file(str(checkpoint / TOKENIZER_FILE))
     else:
-        fmt, tokenizer = _derive_format(checkpoint, model, max_length, padding_side)
+        fmt, tokenizer = derive_format(checkpoint, model, max_length, padding_side)
     updates = {"max_length": max_length, "padding_side": padding_side}
     fmt = fmt.model_copy(update={k: v for k, v in updates.items() if v is not None})
     if fmt.max_length > (limit := _max_positions(model.config) or fmt.max_length):
@@ -342,7 +345,7 @@ def _pool_by_mask(model: torch.nn.Module, fmt: InputFormat) -> torch.nn.Module:
     return model
 
 
-def _derive_format(
+def derive_format(
     checkpoint: Path, model: PreTrainedModel, max_length: int | None, padding_side: str | None
 ) -> tuple[InputFormat, Tokenizer]:
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)

@@ -1,7 +1,8 @@
 """Stage 3, tokenize: texts and conversations -> the token ids the model reads
 (`bundle/formatting.py`, the code training and export encode with): conversations rendered with
 the bundle's chat template, truncated by the bundle's policy; or, for a request that asked not
-to truncate, SequenceTooLongError naming the first sequence over the model's length.
+to truncate (or a judge's text, whose rubric is never cut), SequenceTooLongError naming the first
+sequence over the model's length.
 
 For a process reward model each response must keep one step token per step that validate.py
 found in its text: a step cut off by truncation, or a separator the template or tokenizer did
@@ -16,6 +17,7 @@ import numpy as np
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.chat import ChatTemplateError
+from rewardserve.bundle.judge import TooLongToJudge
 from rewardserve.bundle.outputs import Steps, step_positions
 from rewardserve.service.errors import (
     InvalidStepsError,
@@ -35,6 +37,8 @@ class Tokenize:
     def __call__(self, texts: Texts, inputs: Inputs) -> list[EncodedSequence]:
         try:
             sequences = self.encoder.encode(*texts)
+        except TooLongToJudge as error:
+            raise SequenceTooLongError(f"{inputs.sequences[error.index].path}: {error}") from None
         except ChatTemplateError as error:
             raise UnrenderableChatError(f"{inputs.sequences[error.index].path}: {error}") from None
         if not inputs.truncate:

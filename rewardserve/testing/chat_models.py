@@ -84,6 +84,7 @@ CHAT_RMS = {
         GEMMA_TEMPLATE,
     ),
 }
+CHAT_RMS["gemma3"] = CHAT_RMS["gemma2"]  # the same turns and special tokens
 
 
 def build_chat_rm(
@@ -135,9 +136,9 @@ def chat_tokenizer(kind: str, out: Path, texts: list[str], extra_specials: tuple
 
 
 def family_config(kind: str, fast, hidden_size: int):
-    from transformers import Gemma2Config, LlamaConfig, Qwen3Config
+    from transformers import Gemma2Config, Gemma3TextConfig, LlamaConfig, Qwen3Config
 
-    family = {"qwen3": Qwen3Config, "llama3": LlamaConfig, "gemma2": Gemma2Config}[kind]
+    family = {"qwen3": Qwen3Config, "llama3": LlamaConfig, "gemma2": Gemma2Config, "gemma3": Gemma3TextConfig}[kind]
     config = family(
         vocab_size=len(fast),
         hidden_size=hidden_size,
@@ -151,10 +152,12 @@ def family_config(kind: str, fast, hidden_size: int):
         bos_token_id=fast.bos_token_id,
         num_labels=1,
     )
-    if kind in ("qwen3", "gemma2"):
+    if kind in ("qwen3", "gemma2", "gemma3"):
         config.head_dim = hidden_size // 2
-    if kind == "gemma2":  # attention scaled by its own scalar; sliding layers shorter than conversations
+    if kind in ("gemma2", "gemma3"):  # attention scaled by its own scalar; sliding layers shorter than conversations
         config.query_pre_attn_scalar, config.sliding_window = hidden_size // 2, 64
+    if kind == "gemma3":  # one sliding layer beside one global one
+        config.layer_types = ["sliding_attention", "full_attention"]
     return config
 
 
@@ -167,6 +170,23 @@ def save_random_reward_model(config, out: Path) -> Path:
     model = AutoModelForSequenceClassification.from_config(config)
     with torch.no_grad():  # a head whose rewards differ visibly between sequences and tokens
         model.score.weight.normal_(0, 1.0)
+    model.save_pretrained(out)
+    return out
+
+
+def build_judge_lm(kind: str, out: Path, texts: list[str], hidden_size: int = 32) -> Path:
+    """A 2-layer causal LM of `kind` with random weights, to be exported as a judge: its LM head
+    (tied to the embeddings where the family ties them) drawn wide, so that verdict
+    probabilities spread over (0, 1) rather than all sitting near uniform."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = family_config(kind, chat_tokenizer(kind, out, texts), hidden_size)
+    config.architectures = None
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.normal_(0, 1.0)
     model.save_pretrained(out)
     return out
 
