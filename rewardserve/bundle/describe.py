@@ -30,10 +30,7 @@ def describe_bundle(directory: Path, manifest: Manifest) -> str:
         ("layout", _layout(fmt)),
         ("inputs", ", ".join(fmt.input_names)),
         ("max length", f"{fmt.max_length} tokens"),
-        (
-            "truncation",
-            f"{fmt.truncation} (the last {fmt.min_prompt_tokens} prompt tokens kept before the response is cut)",
-        ),
+        ("truncation", _truncation(fmt)),
         ("padding", f"{fmt.padding_side}, pad id {fmt.pad_id}"),
         ("chat template", f"{len(fmt.chat_template)} characters"),
         ("calibration T", f"{manifest.calibration_temperature:.4g}"),
@@ -164,7 +161,18 @@ def arguments(inspect: argparse.ArgumentParser, name: str = "inspect") -> None:
     inspect.set_defaults(func=_run)
 
 
+def _truncation(fmt: InputFormat) -> str:
+    if fmt.judge is not None:
+        return "the prompt's earliest turns dropped; a judge's text still over max length is refused (413)"
+    return f"{fmt.truncation} (the last {fmt.min_prompt_tokens} prompt tokens kept before the response is cut)"
+
+
 def _layout(fmt: InputFormat) -> str:
+    if fmt.judge is not None:
+        return (
+            f"judge: the conversation written into the rubric, rendered with the chat template, then the answer "
+            f"prefix; the verdict read at the last token. {fmt.judge.describe()}"
+        )
     if fmt.layout == "chat":
         return "chat: the whole conversation rendered with the chat template, tokenized in one piece"
     return f"pair: {fmt.prefix_ids} prompt {fmt.separator_ids} response {fmt.suffix_ids}"

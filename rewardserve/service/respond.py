@@ -59,11 +59,19 @@ class Respond:
         names = self.outputs.objectives.names
         return {name: values[:, names.index(name)].tolist() for name in (names if named is None else named)}
 
+    def verdicts(self, scores: Scores) -> dict[str, list[float]] | None:
+        """A judge's {verdict: its probability per item}, renormalised over the verdicts."""
+        if scores.verdict is None or self.outputs.verdict is None:
+            return None
+        return {label: scores.verdict[:, i].tolist() for i, label in enumerate(self.outputs.verdict.labels)}
+
     def details(self, scores: Scores) -> dict[str, list[float]]:
         """One value per item under each name, beside the reward, for trainers that log them
         (OpenRLHF's extra_logs, verl's reward_extra_info, slime's reward dict): each objective,
-        and the mean and min step reward and the number of steps."""
+        the mean and min step reward and the number of steps, and a judge's probability of each
+        verdict (`p_yes`, `p_no`; `p_1`..`p_10`), renormalised over its verdicts."""
         details = self.objectives(scores.objectives) or {}
+        details |= {f"p_{label}": values for label, values in (self.verdicts(scores) or {}).items()}
         if scores.steps is not None:
             details["step_reward_mean"] = [float(s.mean()) for s in scores.steps]
             details["step_reward_min"] = [float(s.min()) for s in scores.steps]

@@ -176,8 +176,8 @@ def save_random_reward_model(config, out: Path) -> Path:
 
 def build_judge_lm(kind: str, out: Path, texts: list[str], hidden_size: int = 32) -> Path:
     """A 2-layer causal LM of `kind` with random weights, to be exported as a judge: its LM head
-    (tied to the embeddings where the family ties them) drawn wide, so that verdict
-    probabilities spread over (0, 1) rather than all sitting near uniform."""
+    (tied to the embeddings where the family ties them) drawn so that verdict probabilities
+    spread over (0, 1), neither all near uniform nor all saturated."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -186,7 +186,7 @@ def build_judge_lm(kind: str, out: Path, texts: list[str], hidden_size: int = 32
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
-        model.get_output_embeddings().weight.normal_(0, 1.0)
+        model.get_output_embeddings().weight.normal_(0, 0.2)
     model.save_pretrained(out)
     return out
 

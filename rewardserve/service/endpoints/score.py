@@ -70,6 +70,10 @@ class ScoreResponse(BaseModel):
     objective_weights: dict[str, list[float]] | None = Field(
         None, description="Gated multi-objective models: the weight the gating network gave each objective per item."
     )
+    verdicts: dict[str, list[float]] | None = Field(
+        None,
+        description="Judges: each verdict's probability per item (e.g. yes and no), renormalised over the verdicts.",
+    )
     steps: list[list[StepReward]] | None = Field(
         None, description="Process reward models: per item, each step's reward and character span in the response."
     )
@@ -111,6 +115,7 @@ class Score(Endpoint[ScoreRequest]):
             objectives=model.objectives(scores.objectives, answer.inputs.objectives),
             objective_weights=model.objectives(scores.weights, answer.inputs.objectives),
             steps=_steps(answer),
+            verdicts=model.verdicts(scores),
             model=model.model_name,
         )
 

@@ -1,0 +1,274 @@
+"""Judges: a causal LM's verdict token served as a reward, in one forward pass, equal to what the
+judge's users compute with transformers,
+
+    p = softmax(AutoModelForCausalLM(tokenizer(apply_chat_template(judge, add_generation_prompt=True,
+                tokenize=False) + answer_prefix)).logits[0, -1])      # over the whole vocabulary
+
+then yes/no: log p(yes) - log p(no); rating: sum k p(k) / sum p(k). Tiny causal LMs of each family
+the decoder export writes (Qwen3, Llama 3, Gemma 2 with its logit soft cap, Gemma 3), built from
+configs, judge held-out HH conversations served over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from live import free_port, running
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rewardserve.bundle import BundleRuntime, load_bundle
+from rewardserve.bundle.judge import JudgeTemplate, Verdict
+from rewardserve.bundle.offline import score_sequences
+from rewardserve.bundle.prefix import PrefixRunner
+from rewardserve.data.hh import prompt_turns
+from rewardserve.export.judge_source import read_judge
+from rewardserve.export.onnx_export import export_bundle
+from rewardserve.export.source import OutputOptions
+from rewardserve.service import Settings
+from rewardserve.testing.chat_models import build_judge_lm
+
+TOLERANCE = 1e-4
+CONVERSATIONS = 32
+# A rating judge of our own, given as a file: scores " 1".." 5" after "Score:", which the tiny
+# tokenizers keep as one token each (trained on text that holds them).
+RATING = {
+    "rule": "rating",
+    "system": "You are a careful grader.",
+    "rubric": "Conversation:\n{prompt}\n\nReply:\n{response}\n\nGrade the reply from 1 (poor) to 5 (excellent).",
+    "answer_prefix": "Score:",
+    "verdicts": {str(k): f" {k}" for k in range(1, 6)},
+}
+FAMILIES = ["qwen3", "llama3", "gemma2", "gemma3"]
+
+
+@pytest.fixture(scope="module")
+def judge_texts(chat_texts) -> list[str]:
+    """The tiny tokenizers' training text: HH, and the judges' words, so verdicts are whole tokens."""
+    helpfulness = read_judge("helpfulness").rubric
+    return chat_texts + [f"Yes\nNo\n{helpfulness}\nScore: 1 Score: 2 Score: 3 Score: 4 Score: 5"] * 100
+
+
+@pytest.fixture(scope="module")
+def rating_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("judge-file") / "rating.json"
+    path.write_text(json.dumps(RATING))
+    return path
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def judge_lm(request, tmp_path_factory, judge_texts) -> tuple[str, Path]:
+    return request.param, build_judge_lm(request.param, tmp_path_factory.mktemp(request.param), judge_texts)
+
+
+def export_judge(checkpoint: Path, out: Path, judge: str, heldout_pairs, **options) -> Path:
+    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
+    export_bundle(
+        checkpoint, out, parity, name=out.name, max_length=1024, output_options=OutputOptions(judge=judge), **options
+    )
+    return out
+
+
+@pytest.fixture(scope="module", params=["yes_no", "rating"])
+def judge(request, judge_lm, rating_file, tmp_path_factory, heldout_pairs) -> tuple[Path, Path, dict]:
+    """(checkpoint, bundle, the judge's file): each family as the yes/no preset and as a rating file."""
+    family, checkpoint = judge_lm
+    spec = read_judge("helpfulness").model_dump() if request.param == "yes_no" else RATING
+    name = "helpfulness" if request.param == "yes_no" else str(rating_file)
+    bundle = export_judge(
+        checkpoint, tmp_path_factory.mktemp("bundles") / f"{family}-{request.param}", name, heldout_pairs
+    )
+    return checkpoint, bundle, spec
+
+
+@pytest.fixture(scope="module")
+def conversations(heldout_pairs) -> list[list[dict]]:
+    examples = [e for e in heldout_pairs if len(e.prompt) + len(e.responses[0]) < 1200][:CONVERSATIONS]
+    return [[*prompt_turns(e.prompt), {"role": "assistant", "content": e.responses[0]}] for e in examples]
+
+
+def transformers_judge(checkpoint: Path, spec: dict, conversations: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards, verdict probabilities) as a judge's user computes them: the rubric filled, the
+    model's chat template, the whole vocabulary's softmax at the last token, then the rule."""
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    rewards, probabilities = [], []
+    for conversation in conversations:
+        prompt = conversation[:-1]
+        shown = (
+            prompt[0]["content"]
+            if len(prompt) == 1
+            else "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
+        )
+        user = spec["rubric"].replace("{prompt}", shown).replace("{response}", conversation[-1]["content"])
+        messages = ([{"role": "system", "content": spec["system"]}] if spec.get("system") else []) + [
+            {"role": "user", "content": user}
+        ]
+        kwargs = spec.get("chat_template_kwargs") or {}
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
+        text += spec["answer_prefix"]
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+        verdicts = [tokenizer(text + v, add_special_tokens=False).input_ids[-1] for v in spec["verdicts"].values()]
+        with torch.inference_mode():
+            p = torch.softmax(model(ids).logits[0, -1].double(), -1)
+        chosen = p[verdicts]
+        if spec["rule"] == "yes_no":
+            rewards.append(float(torch.log(chosen[0]) - torch.log(chosen[1])))
+        else:
+            scores = torch.tensor([float(k) for k in spec["verdicts"]], dtype=torch.float64)
+            rewards.append(float((chosen / chosen.sum() * scores).sum()))
+        probabilities.append((chosen / chosen.sum()).numpy())
+    return np.array(rewards), np.array(probabilities)
+
+
+# ---------------------------------------------------------------- served, against transformers
+
+
+def test_every_rule_of_every_family_serves_the_judges_own_transformers_computation(judge, conversations):
+    checkpoint, bundle, spec = judge
+    expected, probabilities = transformers_judge(checkpoint, spec, conversations)
+    assert expected.std() > 100 * TOLERANCE, "the tiny judge must give rewards that differ far beyond the tolerance"
+    items = [{"messages": c} for c in conversations]
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        answer = httpx.post(f"{server.url}/score", json={"items": items}, timeout=120).json()
+    assert np.abs(np.array(answer["rewards"]) - expected).max() <= TOLERANCE
+    served = np.array([answer["verdicts"][label] for label in spec["verdicts"]]).T
+    assert np.abs(served - probabilities).max() <= TOLERANCE
+    manifest = load_bundle(bundle)
+    assert manifest.reference is not None and manifest.reference.max_abs_diff <= TOLERANCE
+    assert manifest.reference.by_output["verdict"] <= TOLERANCE
+
+
+def test_a_judge_answers_on_every_protocol_with_its_one_reward(judge, conversations):
+    checkpoint, bundle, spec = judge
+    if spec["rule"] != "yes_no" or "qwen3" not in bundle.name:
+        pytest.skip("one judge is enough for the protocols")
+    conversation = conversations[0]
+    prompt, response = conversation[:-1], conversation[-1]["content"]
+    (expected,), _ = transformers_judge(checkpoint, spec, [conversation])
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation)
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        post = lambda path, body: httpx.post(f"{server.url}{path}", json=body, timeout=60).json()  # noqa: E731
+        compare = post("/compare", {"messages": prompt, "responses": [response, "No idea."]})
+        rewards = {
+            "/score": post("/score", {"items": [{"messages": conversation}]})["rewards"][0],
+            "/compare": compare["rewards"][0],
+            "/get_reward": post("/get_reward", {"query": [text]})["rewards"][0],
+            "/classify": post("/classify", {"model": "judge", "input": text, "use_activation": False})["data"][-1][
+                "probs"
+            ][-1],
+            "/v1/embeddings": post("/v1/embeddings", {"model": "judge", "input": text})["data"][-1]["embedding"][-1],
+            "/slime": post("/slime", {"prompt": prompt, "response": response, "label": ""}),
+        }
+        details = post("/get_reward", {"query": [text]})["extra_logs"]
+    for path, reward in rewards.items():
+        assert abs(reward - expected) <= TOLERANCE, path
+    assert abs(compare["p_better"][0][1] - 1 / (1 + np.exp(compare["rewards"][1] - compare["rewards"][0]))) < 1e-6
+    assert set(details) == {"p_yes", "p_no"} and abs(details["p_yes"][0] + details["p_no"][0] - 1) < 1e-6
+
+
+def test_a_grpo_group_after_its_prompt_run_once_equals_each_response_run_whole(judge, heldout_pairs):
+    _, bundle, _ = judge
+    example = next(e for e in heldout_pairs if 400 < len(e.prompt) < 1000)
+    responses = [r for e in heldout_pairs[:8] for r in e.responses][:8]
+    runtime = BundleRuntime(bundle, prefix_reuse=True)
+    assert runtime.prefix is not None, runtime.prefix_refused
+    sequences = runtime.encoder.encode([prompt_turns(example.prompt)] * 8, responses)
+    whole = score_sequences(runtime, sequences).rewards
+    reused = PrefixRunner(runtime).score_sequences(sequences).rewards
+    assert np.abs(whole - reused).max() <= 1e-5
+    # the shared part is the judge's text up to the response: everything but the response and the rubric's end
+    assert len({tuple(s.ids[: s.response_start]) for s in sequences}) == 1 and sequences[0].response_start > 64
+
+
+def test_a_judge_text_over_the_models_length_is_refused_not_cut(judge):
+    _, bundle, _ = judge
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        body = {"items": [{"prompt": "word " * 3000, "response": "Fine."}]}
+        answer = httpx.post(f"{server.url}/score", json=body, timeout=60)
+    assert answer.status_code == 413 and "items[0]" in answer.json()["error"]
+    assert "never cut" in answer.json()["error"]
+
+
+# ---------------------------------------------------------------- export: what it refuses, what it records
+
+
+def test_inspect_shows_the_template_the_verdict_tokens_and_the_rule(judge):
+    _, bundle, spec = judge
+    shown = subprocess.run(
+        [sys.executable, "-m", "rewardserve.cli", "inspect", str(bundle)], capture_output=True, text=True, check=True
+    ).stdout
+    manifest = load_bundle(bundle)
+    verdict = manifest.outputs.verdict
+    assert verdict is not None and verdict.rule == spec["rule"] and verdict.labels == list(spec["verdicts"])
+    assert f"judge ({spec['rule']})" in shown and repr(spec["answer_prefix"]) in shown
+    for label, token_id in zip(verdict.labels, verdict.token_ids, strict=True):
+        assert f"{label} = {spec['verdicts'][label]!r} (id {token_id})" in shown
+
+
+def test_a_verdict_that_is_not_one_token_where_it_is_read_is_refused_naming_it(judge_lm, tmp_path, heldout_pairs):
+    _, checkpoint = judge_lm
+    split = {**RATING, "verdicts": {"1": " 1", "5": " 5", "10": " Absolutely"}}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    with pytest.raises(ValueError, match=r"verdict '10' \(' Absolutely'\) is not one token"):
+        export_judge(checkpoint, tmp_path / "bundle", str(tmp_path / "split.json"), heldout_pairs)
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_rubric_without_a_response_slot_is_refused_naming_it(judge_lm, tmp_path, heldout_pairs):
+    _, checkpoint = judge_lm
+    (tmp_path / "blind.json").write_text(json.dumps({**RATING, "rubric": "Grade this: {prompt}"}))
+    with pytest.raises(ValueError, match=r"rubric: needs the slot \{response\}"):
+        export_judge(checkpoint, tmp_path / "bundle", str(tmp_path / "blind.json"), heldout_pairs)
+
+
+def test_the_export_command_names_the_refused_verdict_and_exits_2(judge_lm, tmp_path):
+    _, checkpoint = judge_lm
+    (tmp_path / "split.json").write_text(
+        json.dumps({**RATING, "rule": "yes_no", "verdicts": {"yes": " Indubitably", "no": "No"}})
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "rewardserve.cli", "export", str(checkpoint), "--out", str(tmp_path / "b")]
+        + ["--judge", str(tmp_path / "split.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "verdict 'yes' (' Indubitably')" in done.stderr
+
+
+# ---------------------------------------------------------------- the rules, on their own
+
+
+def test_the_yes_no_rule_is_the_log_odds_of_the_whole_vocabularys_softmax_and_ignores_its_normaliser():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(5, 50))
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    verdict = Verdict(rule="yes_no", labels=["yes", "no"], tokens=["Yes", "No"], token_ids=[7, 9])
+    from_logits, p = verdict.read(logits[:, [7, 9]])
+    from_log_p, _ = verdict.read(log_p[:, [7, 9]])
+    assert np.allclose(from_logits, log_p[:, 7] - log_p[:, 9], atol=1e-5)
+    assert np.allclose(from_log_p, from_logits, atol=1e-5)
+    assert np.allclose(p[:, 0], np.exp(log_p[:, 7]) / (np.exp(log_p[:, 7]) + np.exp(log_p[:, 9])), atol=1e-6)
+
+
+def test_the_rating_rule_is_the_expected_score_renormalised_over_the_scores():
+    verdict = Verdict(
+        rule="rating", labels=["1", "2", "3"], tokens=["1", "2", "3"], token_ids=[1, 2, 3], values=[1, 2, 3]
+    )
+    rewards, p = verdict.read(np.log(np.array([[0.1, 0.1, 0.3], [0.5, 0.0001, 0.0001]])))
+    assert np.allclose(p[0], [0.2, 0.2, 0.6]) and abs(rewards[0] - 2.4) < 1e-6
+    assert abs(rewards[1] - 1.0) < 1e-3
+
+
+def test_a_verdict_file_must_say_what_its_rule_needs():
+    with pytest.raises(ValueError, match="two tokens"):
+        Verdict(rule="yes_no", labels=["a", "b", "c"], tokens=["a", "b", "c"], token_ids=[1, 2, 3])
+    with pytest.raises(ValueError, match="same token"):
+        Verdict(rule="yes_no", labels=["a", "b"], tokens=["a", "b"], token_ids=[1, 1])
+    with pytest.raises(ValueError, match="at most once"):
+        JudgeTemplate(rubric="{prompt} {prompt} {response}")
