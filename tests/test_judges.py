@@ -144,10 +144,16 @@ def test_every_rule_of_every_family_serves_the_judges_own_transformers_computati
     assert manifest.reference.by_output["verdict"] <= TOLERANCE
 
 
-def test_a_judge_answers_on_every_protocol_with_its_one_reward(judge, conversations):
-    checkpoint, bundle, spec = judge
-    if spec["rule"] != "yes_no" or "qwen3" not in bundle.name:
-        pytest.skip("one judge is enough for the protocols")
+@pytest.fixture(scope="module")
+def qwen3_helpfulness(tmp_path_factory, judge_texts, heldout_pairs) -> tuple[Path, Path, dict]:
+    """A Qwen3-style LM as the helpfulness preset: one judge for the protocols."""
+    checkpoint = build_judge_lm("qwen3", tmp_path_factory.mktemp("qwen3-protocols"), judge_texts)
+    bundle = export_judge(checkpoint, tmp_path_factory.mktemp("bundles") / "protocols", "helpfulness", heldout_pairs)
+    return checkpoint, bundle, read_judge("helpfulness").model_dump()
+
+
+def test_a_judge_answers_on_every_protocol_with_its_one_reward(qwen3_helpfulness, conversations):
+    checkpoint, bundle, spec = qwen3_helpfulness
     conversation = conversations[0]
     prompt, response = conversation[:-1], conversation[-1]["content"]
     (expected,), _ = transformers_judge(checkpoint, spec, [conversation])

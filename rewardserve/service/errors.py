@@ -63,7 +63,8 @@ class TextTooLongError(TooLargeError):
 
 
 class SequenceTooLongError(TooLargeError):
-    """A sequence over the model's length in a request that asked not to truncate."""
+    """A sequence over the model's length in a request that asked not to truncate, or a judge's text
+    over it once its prompt's earliest turns are gone (its rubric is never cut)."""
 
     error_type = "sequence_too_long"
 
