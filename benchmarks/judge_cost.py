@@ -155,7 +155,7 @@ def main() -> None:
             for name, load, work in runs:
                 start = time.perf_counter()
                 for feeds in work:
-                    sessions[name].run(None, feeds)
+                    sessions[name].run(["reward" if name == "classifier" else "verdict"], feeds)
                 rates.setdefault((name, load), []).append(args.sequences / (time.perf_counter() - start))
                 bar.update(1)
     model, flags = cpu_description()
