@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field, ValidationError
 from transformers import AutoConfig, AutoModelForCausalLM
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from rewardserve.bundle import InputFormat, SequenceEncoder
 from rewardserve.bundle.judge import JudgeTemplate, Verdict, judge_text
@@ -134,8 +133,8 @@ class VerdictRows(torch.nn.Module):
 
 class JudgeModel(torch.nn.Module):
     """A causal LM as the decoder graphs read a reward model (decoder_graph.py): its backbone, its
-    config and a `score` head, here the verdict rows; `causal_lm` is the whole model, which the
-    reference check runs as the model card does."""
+    config and a `score` head, here the verdict rows, which LastTokenReward reads at the last
+    token; `causal_lm` is the whole model, which the reference check runs as its users do."""
 
     def __init__(self, causal_lm: torch.nn.Module, verdict: Verdict) -> None:
         super().__init__()
@@ -147,10 +146,6 @@ class JudgeModel(torch.nn.Module):
     @property
     def base_model(self) -> torch.nn.Module:
         return self.causal_lm.base_model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs) -> SequenceClassifierOutput:
-        hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **inputs).last_hidden_state
-        return SequenceClassifierOutput(logits=self.score(hidden))
 
 
 def load_judge_source(
