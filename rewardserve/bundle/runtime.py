@@ -45,7 +45,8 @@ class GraphRunner:
         self.outputs = outputs or ModelOutputs()
         # A scalar bundle's reward output keeps its manifest name; the others' names are fixed.
         names = self.outputs.graph_outputs()
-        self.output_names = [output_name] if names == [REWARD] else names
+        self.scalar = names == [REWARD]  # one reward per sequence, the common case: read without read_outputs
+        self.output_names = [output_name] if self.scalar else names
         self.graph = graph
         self.precision = precision
         self.threads = threads
@@ -75,9 +76,9 @@ class GraphRunner:
             values = binding.copy_outputs_to_cpu()
         else:
             values = self.session.run(self.output_names, feeds)
-        if self.outputs.graph_outputs() == [REWARD]:  # one scalar reward, whatever its name: the common case
+        if self.scalar:
             return Scores(values[0].reshape(-1).astype(np.float32, copy=False))
-        named = dict(zip(self.outputs.graph_outputs(), values, strict=True))
+        named = dict(zip(self.output_names, values, strict=True))
         return read_outputs(self.outputs, named, batch.arrays["input_ids"], batch.response_starts)
 
 
