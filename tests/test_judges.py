@@ -4,7 +4,8 @@ judge's users compute with transformers,
     p = softmax(AutoModelForCausalLM(tokenizer(apply_chat_template(judge, add_generation_prompt=True,
                 tokenize=False) + answer_prefix)).logits[0, -1])      # over the whole vocabulary
 
-then yes/no: log p(yes) - log p(no); rating: sum k p(k) / sum p(k). Tiny causal LMs of each family
+then yes/no: log p(yes) - log p(no); rating: sum k p(k) / sum p(k); pairwise: p(A) renormalised
+over A and B, of (a, b) and, swapped, p(B) of (b, a), averaged. Tiny causal LMs of each family
 the decoder export writes (Qwen3, Llama 3, Gemma 2 with its logit soft cap, Gemma 3), built from
 configs, judge held-out HH conversations served over HTTP."""
 
@@ -23,11 +24,11 @@ from live import free_port, running
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rewardserve.bundle import BundleRuntime, load_bundle
-from rewardserve.bundle.judge import JudgeTemplate, Verdict
+from rewardserve.bundle.judge import JudgeTemplate, Verdict, pairwise
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.prefix import PrefixRunner
 from rewardserve.data.hh import prompt_turns
-from rewardserve.export.judge_source import read_judge
+from rewardserve.export.judge_source import JudgeFile, read_judge
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.source import OutputOptions
 from rewardserve.service import Settings
@@ -50,8 +51,8 @@ FAMILIES = ["qwen3", "llama3", "gemma2", "gemma3"]
 @pytest.fixture(scope="module")
 def judge_texts(chat_texts) -> list[str]:
     """The tiny tokenizers' training text: HH, and the judges' words, so verdicts are whole tokens."""
-    helpfulness = read_judge("helpfulness").rubric
-    return chat_texts + [f"Yes\nNo\n{helpfulness}\nScore: 1 Score: 2 Score: 3 Score: 4 Score: 5"] * 100
+    rubrics = "\n".join(read_judge(preset).rubric for preset in ("helpfulness", "pairwise"))
+    return chat_texts + [f"Yes\nNo\nA\nB\n{rubrics}\nScore: 1 Score: 2 Score: 3 Score: 4 Score: 5"] * 100
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +93,22 @@ def conversations(heldout_pairs) -> list[list[dict]]:
     return [[*prompt_turns(e.prompt), {"role": "assistant", "content": e.responses[0]}] for e in examples]
 
 
-def transformers_judge(checkpoint: Path, spec: dict, conversations: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
-    """(rewards, verdict probabilities) as a judge's user computes them: the rubric filled, the
-    model's chat template, the whole vocabulary's softmax at the last token, then the rule."""
+def verdict_probabilities(checkpoint: Path, spec: dict, prompts: list[list[dict]], slots: list[dict]) -> np.ndarray:
+    """(n, K) each verdict's probability, renormalised over the verdicts, as a judge's user computes
+    it: the rubric's slots filled (`slots`: {"{response}": text} or the pair's), the model's chat
+    template, the whole vocabulary's softmax at the last token."""
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
-    rewards, probabilities = [], []
-    for conversation in conversations:
-        prompt = conversation[:-1]
+    probabilities = []
+    for prompt, filled in zip(prompts, slots, strict=True):
         shown = (
             prompt[0]["content"]
             if len(prompt) == 1
             else "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
         )
-        user = spec["rubric"].replace("{prompt}", shown).replace("{response}", conversation[-1]["content"])
+        user = spec["rubric"].replace("{prompt}", shown)
+        for slot, text in filled.items():
+            user = user.replace(slot, text)
         messages = ([{"role": "system", "content": spec["system"]}] if spec.get("system") else []) + [
             {"role": "user", "content": user}
         ]
@@ -116,14 +119,25 @@ def transformers_judge(checkpoint: Path, spec: dict, conversations: list[list[di
         verdicts = [tokenizer(text + v, add_special_tokens=False).input_ids[-1] for v in spec["verdicts"].values()]
         with torch.inference_mode():
             p = torch.softmax(model(ids).logits[0, -1].double(), -1)
-        chosen = p[verdicts]
-        if spec["rule"] == "yes_no":
-            rewards.append(float(torch.log(chosen[0]) - torch.log(chosen[1])))
-        else:
-            scores = torch.tensor([float(k) for k in spec["verdicts"]], dtype=torch.float64)
-            rewards.append(float((chosen / chosen.sum() * scores).sum()))
-        probabilities.append((chosen / chosen.sum()).numpy())
-    return np.array(rewards), np.array(probabilities)
+        probabilities.append((p[verdicts] / p[verdicts].sum()).numpy())
+    return np.array(probabilities)
+
+
+def transformers_judge(checkpoint: Path, spec: dict, conversations: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards, verdict probabilities) of each conversation's last turn, then the rule:
+    yes/no's log-odds, or the rating's expected score."""
+    slots = [{"{response}": c[-1]["content"]} for c in conversations]
+    p = verdict_probabilities(checkpoint, spec, [c[:-1] for c in conversations], slots)
+    if spec["rule"] == "yes_no":
+        return np.log(p[:, 0]) - np.log(p[:, 1]), p
+    return p @ np.array([float(k) for k in spec["verdicts"]]), p
+
+
+def transformers_preference(checkpoint: Path, spec: dict, prompt: list[dict], a: str, b: str) -> float:
+    """p(a better than b) as the pairwise judge's user computes it: p(A) of (a, b) and p(B) of (b, a), averaged."""
+    slots = [{"{response_a}": a, "{response_b}": b}, {"{response_a}": b, "{response_b}": a}]
+    p = verdict_probabilities(checkpoint, spec, [prompt, prompt], slots)
+    return 0.5 * (p[0, 0] + p[1, 1])
 
 
 # ---------------------------------------------------------------- served, against transformers
@@ -201,6 +215,91 @@ def test_a_judge_text_over_the_models_length_is_refused_not_cut(judge):
     assert "never cut" in answer.json()["error"]
 
 
+# ---------------------------------------------------------------- pairwise judges, on /compare
+
+
+@pytest.fixture(scope="module")
+def pairwise_judge(judge_lm, tmp_path_factory, heldout_pairs) -> tuple[Path, Path, dict]:
+    """(checkpoint, bundle, the judge's file): each family as the pairwise preset."""
+    family, checkpoint = judge_lm
+    bundle = export_judge(
+        checkpoint, tmp_path_factory.mktemp("bundles") / f"{family}-pairwise", "pairwise", heldout_pairs
+    )
+    return checkpoint, bundle, read_judge("pairwise").model_dump()
+
+
+@pytest.fixture(scope="module")
+def judged_pairs(heldout_pairs) -> list[tuple[list[dict], str, str]]:
+    """(prompt turns, chosen, rejected) of held-out HH pairs short enough for both in one text."""
+    examples = [e for e in heldout_pairs if len(e.prompt) + sum(map(len, e.responses)) < 1200][:12]
+    return [(prompt_turns(e.prompt), *e.responses) for e in examples]
+
+
+def test_a_pairwise_judge_serves_its_own_preference_read_in_both_orders(pairwise_judge, judged_pairs):
+    checkpoint, bundle, spec = pairwise_judge
+    expected = np.array([transformers_preference(checkpoint, spec, *pair) for pair in judged_pairs])
+    items = [{"messages": prompt, "a": a, "b": b} for prompt, a, b in judged_pairs]
+    swapped = [{"messages": prompt, "a": b, "b": a} for prompt, a, b in judged_pairs]
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        post = lambda body: httpx.post(f"{server.url}/compare", json=body, timeout=120).json()["results"]  # noqa: E731
+        results, reversed_results = post({"items": items}), post({"items": swapped})
+    served = np.array([r["p_a_better"] for r in results])
+    # Both orders averaged cancel the tiny judge's position bias, and what is left is small, but
+    # far beyond the tolerance: serving 0.5, or one order only, would fail.
+    assert np.abs(expected - 0.5).max() > 10 * TOLERANCE
+    assert np.abs(served - expected).max() <= TOLERANCE
+    # consistent after the swap, and rewards whose Bradley-Terry probability is the judge's own
+    assert np.abs(served + np.array([r["p_a_better"] for r in reversed_results]) - 1).max() <= 1e-6
+    for r in results:
+        assert abs(1 / (1 + np.exp(r["reward_b"] - r["reward_a"])) - r["p_a_better"]) <= 1e-6
+
+
+def test_k_responses_to_a_pairwise_judge_are_ranked_by_bradley_terry_scores_of_its_preferences(
+    pairwise_judge, judged_pairs
+):
+    checkpoint, bundle, spec = pairwise_judge
+    prompt = judged_pairs[0][0]
+    responses = [judged_pairs[0][1], judged_pairs[0][2], judged_pairs[1][1]]
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        answer = httpx.post(f"{server.url}/compare", json={"messages": prompt, "responses": responses}, timeout=60)
+    ranked = answer.json()
+    matrix = np.array(ranked["p_better"])
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                expected = transformers_preference(checkpoint, spec, prompt, responses[i], responses[j])
+                assert abs(matrix[i, j] - expected) <= TOLERANCE
+    assert np.allclose(matrix + matrix.T, 1, atol=1e-6)
+    log_odds = np.log(matrix) - np.log1p(-matrix)
+    assert np.allclose(ranked["rewards"], log_odds.mean(axis=1), atol=1e-6)
+    assert ranked["ranking"] == list(np.argsort(-np.array(ranked["rewards"]), kind="stable"))
+
+
+def test_a_pairwise_judge_refuses_one_response_naming_the_item_and_compare(pairwise_judge):
+    _, bundle, _ = pairwise_judge
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        answer = httpx.post(f"{server.url}/score", json={"items": [{"prompt": "Hi", "response": "Hello."}]}, timeout=60)
+        ok = httpx.post(f"{server.url}/compare", json={"items": [{"prompt": "Hi", "a": "Hello.", "b": "Go."}]})
+    assert answer.status_code == 422 and "items[0]" in answer.json()["error"] and "/compare" in answer.json()["error"]
+    assert ok.status_code == 200
+
+
+def test_a_pairwise_group_after_its_prompt_run_once_equals_each_pair_run_whole(pairwise_judge, judged_pairs):
+    _, bundle, _ = pairwise_judge
+    from rewardserve.bundle.judge import ResponsePair
+
+    prompt = judged_pairs[0][0]
+    responses = [r for _, a, b in judged_pairs[:3] for r in (a, b)]
+    pairs = [ResponsePair(a, b) for a in responses for b in responses if a != b]
+    runtime = BundleRuntime(bundle, prefix_reuse=True)
+    assert runtime.prefix is not None, runtime.prefix_refused
+    sequences = runtime.encoder.encode([prompt] * len(pairs), pairs)
+    whole = score_sequences(runtime, sequences).rewards
+    reused = PrefixRunner(runtime).score_sequences(sequences).rewards
+    assert np.abs(whole - reused).max() <= 1e-5
+    assert len({tuple(s.ids[: s.response_start]) for s in sequences}) == 1
+
+
 # ---------------------------------------------------------------- export: what it refuses, what it records
 
 
@@ -224,6 +323,13 @@ def test_a_verdict_that_is_not_one_token_where_it_is_read_is_refused_naming_it(j
     with pytest.raises(ValueError, match=r"verdict '10' \(' Absolutely'\) is not one token"):
         export_judge(checkpoint, tmp_path / "bundle", str(tmp_path / "split.json"), heldout_pairs)
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_judge_file_whose_rubric_does_not_read_what_its_rule_reads_is_refused():
+    with pytest.raises(ValueError, match=r"pairwise judge's rubric has \{response_a\} and \{response_b\}"):
+        JudgeFile.model_validate({**RATING, "rule": "pairwise", "verdicts": {"A": "A", "B": "B"}})
+    with pytest.raises(ValueError, match=r"\{response_a\} and \{response_b\} once each"):
+        JudgeTemplate(rubric="{prompt} {response_a} {response_a} {response_b}")
 
 
 def test_a_rubric_without_a_response_slot_is_refused_naming_it(judge_lm, tmp_path, heldout_pairs):
@@ -278,3 +384,21 @@ def test_a_verdict_file_must_say_what_its_rule_needs():
         Verdict(rule="yes_no", labels=["a", "b"], tokens=["a", "b"], token_ids=[1, 1])
     with pytest.raises(ValueError, match="at most once"):
         JudgeTemplate(rubric="{prompt} {prompt} {response}")
+
+
+def test_the_pairwise_rule_averages_both_orders_so_the_two_preferences_sum_to_one():
+    rng = np.random.default_rng(1)
+    forward, swapped = rng.normal(0, 2, 100), rng.normal(0, 2, 100)  # log-odds of A for (a, b) and for (b, a)
+    p_a = pairwise.preference(forward, swapped)
+    assert np.allclose(p_a + pairwise.preference(swapped, forward), 1)
+    assert np.allclose(p_a, (1 / (1 + np.exp(-forward)) + 1 / (1 + np.exp(swapped))) / 2)
+    # a judge that always says A, whatever the order, has no preference once both orders are read
+    assert np.allclose(pairwise.preference(np.full(3, 5.0), np.full(3, 5.0)), 0.5)
+
+
+def test_bradley_terry_scores_of_k_responses_recover_scores_that_made_the_preferences():
+    scores = np.array([1.5, -0.5, 0.25, -1.25])  # centred
+    matrix = 1 / (1 + np.exp(scores[None, :] - scores[:, None]))
+    assert np.allclose(pairwise.bradley_terry(matrix), scores)
+    rewards = [np.log(matrix[i, j] / matrix[j, i]) for i, j in pairwise.ordered_pairs(4)]  # a judge with no bias
+    assert np.allclose(pairwise.preference_matrix(4, np.array(rewards)), matrix)

@@ -100,6 +100,11 @@ class ModelOutputs(BaseModel):
     def gated(self) -> bool:
         return self.objectives is not None and self.objectives.scalar == "gating"
 
+    @property
+    def pairwise(self) -> bool:
+        """A pairwise judge: each text it reads holds two responses, and it answers comparisons only."""
+        return self.verdict is not None and self.verdict.rule == "pairwise"
+
     def graph_outputs(self) -> list[str]:
         """The graph's outputs, in the order export writes them."""
         if self.steps is not None:

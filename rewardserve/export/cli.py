@@ -196,8 +196,8 @@ def _output_arguments(export: argparse.ArgumentParser) -> None:
         "--judge",
         metavar="PRESET_OR_FILE",
         help="serve a causal LM (*ForCausalLM) as a judge: its reward read from its verdict token's probability in "
-        "one pass; a preset (helpfulness: yes/no; rating-10, rating-5: expected score) or a judge file "
-        "(docs/your-model.md#judges)",
+        "one pass; a preset (helpfulness: yes/no; rating-10, rating-5: expected score; pairwise: A or B, on /compare) "
+        "or a judge file (docs/your-model.md#judges)",
     )
     outputs.add_argument(
         "--gating-pattern",

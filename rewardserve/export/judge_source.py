@@ -4,8 +4,9 @@ the LM head's rows for those tokens.
 
 A judge file (JSON; the presets are `judges/*.json` beside this module) holds:
 
-    rule                  "yes_no" (the positive verdict first) or "rating"
-    rubric                the judge's user turn, with {response} once and {prompt} at most once
+    rule                  "yes_no" (the positive verdict first), "rating" or "pairwise" (A's verdict first)
+    rubric                the judge's user turn, with {response} once (pairwise: {response_a} and
+                          {response_b} once each) and {prompt} at most once
     system                an optional system turn
     answer_prefix         the start of the answer after the generation prompt, e.g. "Rating: "
     chat_template_kwargs  what the chat template reads besides messages ({"enable_thinking": false})
@@ -25,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from rewardserve.bundle import InputFormat, SequenceEncoder
-from rewardserve.bundle.judge import JudgeTemplate, Verdict, judge_text
+from rewardserve.bundle.judge import JudgeTemplate, ResponsePair, Verdict, judge_text
 from rewardserve.bundle.judge.verdict import Rule
 from rewardserve.bundle.outputs import ModelOutputs
 from rewardserve.export.source import ExportSource, LastTokenReward, RewardGraph, derive_format
@@ -48,6 +49,14 @@ class JudgeFile(BaseModel):
     answer_prefix: str = ""
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     verdicts: dict[str, str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _reads_what_its_rule_reads(self) -> JudgeFile:
+        if (self.rule == "pairwise") != self.template().pairwise:
+            raise ValueError(
+                "rubric: a pairwise judge's rubric has {response_a} and {response_b}, any other judge's {response}"
+            )
+        return self
 
     def template(self) -> JudgeTemplate:
         return JudgeTemplate(
@@ -93,7 +102,9 @@ def verdict_tokens(judge: JudgeFile, encoder: SequenceEncoder) -> Verdict:
     as the bundle tokenizes it. ValueError naming the verdict that is not one token there."""
     fmt = encoder.format
     assert fmt.judge is not None
-    text = "".join(judge_text(fmt.judge, fmt.chat_template, fmt.template_variables, *SAMPLE))
+    prompt, response = SAMPLE
+    sample = ResponsePair(response, [{"role": "assistant", "content": "Five."}]) if fmt.judge.pairwise else response
+    text = "".join(judge_text(fmt.judge, fmt.chat_template, fmt.template_variables, prompt, sample))
     context = encoder.tokenizer.encode(text, add_special_tokens=False).ids
     ids = []
     for label, verdict in judge.verdicts.items():

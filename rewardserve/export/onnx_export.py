@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -41,6 +41,7 @@ import transformers
 from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_bundle
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.formatting import Text
+from rewardserve.bundle.judge import ResponsePair
 from rewardserve.bundle.manifest import Precision, PrefixGraph, Reference, Variant
 from rewardserve.bundle.outputs import ModelOutputs, join_steps
 from rewardserve.bundle.runtime import GraphRunner
@@ -107,6 +108,7 @@ def export_bundle(
     machine = machine or Machine.this()
     targets, not_gated = reduced.targets(precision, machine)
     source = _load(checkpoint, max_length, padding_side, output_options or OutputOptions())
+    calibration = _as_the_model_reads(source.outputs, [], calibration)[1]
     sizes = sizes.for_model(source.parameters)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
     data = _held_out(source, encoder, parity_pairs, heldout, sizes, bool(targets), precision)
@@ -189,13 +191,40 @@ def _held_out(
 
 def _as_the_model_reads(
     outputs: ModelOutputs, parity_pairs: Sequence[tuple[str, str]], heldout: Sequence[PreferenceExample]
-) -> tuple[Sequence[tuple[str, str]], Sequence[PreferenceExample]]:
-    """The texts as the model reads them: a process reward model's responses cut into steps."""
-    if (steps := outputs.steps) is None:
-        return parity_pairs, heldout
-    return [(p, stepped(r, steps.separator)) for p, r in parity_pairs], [
-        _stepped_example(e, steps.separator) for e in heldout
-    ]
+) -> tuple[Sequence[tuple[str, Any]], Sequence[PreferenceExample]]:
+    """The texts as the model reads them: a process reward model's responses cut into steps; a
+    pairwise judge's in pairs."""
+    if outputs.steps is not None:
+        separator = outputs.steps.separator
+        return [(p, stepped(r, separator)) for p, r in parity_pairs], [_stepped_example(e, separator) for e in heldout]
+    if outputs.verdict is not None and outputs.verdict.rule == "pairwise":
+        # Parity compares graphs on any texts: each response beside the next pair's.
+        partners = [r for _, r in parity_pairs[1:]] + [r for _, r in parity_pairs[:1]]
+        paired = [(p, ResponsePair(r, other)) for (p, r), other in zip(parity_pairs, partners, strict=True)]
+        return paired, [pair for e in heldout for pair in judged_pairs(e)]
+    return parity_pairs, heldout
+
+
+def judged_pairs(example: PreferenceExample) -> list[PreferenceExample]:
+    """`example` as a pairwise judge reads it: for each strictly ordered pair (better, worse), the
+    text with the better response first, ranked above the text with it second. The gap between
+    the two texts' rewards is positive exactly when the judge's swap-averaged preference agrees
+    (bundle/judge/pairwise.py), so the agreement gate and the reward statistics read it as they
+    read a classifier's pairs."""
+    messages = example.response_messages
+    pairs = []
+    for better, worse in example.ordered_pairs():
+        texts = ResponsePair(example.responses[better], example.responses[worse])
+        turns = messages and ResponsePair(messages[better], messages[worse])
+        pairs.append(
+            dataclasses.replace(
+                example,
+                responses=(texts, texts.swapped()),
+                ranks=(0, 1),
+                response_messages=turns and (turns, turns.swapped()),
+            )
+        )
+    return pairs
 
 
 def _parity_sequences(

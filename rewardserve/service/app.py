@@ -121,7 +121,7 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
         metrics=metrics,
         monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std, outputs=manifest.outputs),
         thread_initializer=lower,
-        warm_up=warm_up_inputs(manifest.outputs.steps and manifest.outputs.steps.separator),
+        warm_up=warm_up_inputs(manifest.outputs),
     )
 
 

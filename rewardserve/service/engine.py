@@ -20,7 +20,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rewardserve.bundle import EncodedSequence, GraphRunner
-from rewardserve.bundle.outputs import Scores, join_steps
+from rewardserve.bundle.judge import ResponsePair
+from rewardserve.bundle.judge.template import Response
+from rewardserve.bundle.outputs import ModelOutputs, Scores, join_steps
 from rewardserve.bundle.prefix import PrefixRunner, PromptStates, prompt_ids
 from rewardserve.service.errors import EngineError
 from rewardserve.service.metrics import Metrics
@@ -30,6 +32,16 @@ logger = logging.getLogger("rewardserve.engine")
 # Two lengths, so a probe exercises padding as real batches do.
 PROBE_PROMPTS = ["warm-up", "warm-up"]
 PROBE_RESPONSES = ["a short response", "a somewhat longer response " * 8]
+
+
+def probe_responses(outputs: ModelOutputs) -> list[Response]:
+    """The probe's responses as the model reads them: each ending its step for a process reward
+    model; each beside the other for a pairwise judge."""
+    if outputs.steps is not None:
+        return [join_steps([r], outputs.steps.separator) for r in PROBE_RESPONSES]
+    if outputs.pairwise:
+        return [ResponsePair(a, b) for a, b in zip(PROBE_RESPONSES, PROBE_RESPONSES[::-1], strict=True)]
+    return list(PROBE_RESPONSES)
 
 
 class Engine(Protocol):
@@ -66,14 +78,8 @@ class BundleEngine:
 
     def probe(self) -> None:
         """Score one known batch; raises when the session cannot."""
-        batch = self.runtime.encoder.pad(self.runtime.encoder.encode(PROBE_PROMPTS, self.probe_responses))
-        _check(self.runtime.score(batch), expected=len(PROBE_PROMPTS))
-
-    @property
-    def probe_responses(self) -> list[str]:
-        """The probe's responses, each ending its step when the model reads steps."""
-        steps = self.runtime.outputs.steps
-        return PROBE_RESPONSES if steps is None else [join_steps([r], steps.separator) for r in PROBE_RESPONSES]
+        sequences = self.runtime.encoder.encode(PROBE_PROMPTS, probe_responses(self.runtime.outputs))
+        _check(self.runtime.score(self.runtime.encoder.pad(sequences)), expected=len(PROBE_PROMPTS))
 
     def __call__(self, sequences: Sequence[EncodedSequence]) -> Scores:
         """Finite rewards (and the model's other outputs) of `sequences`, or EngineError."""

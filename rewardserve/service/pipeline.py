@@ -29,12 +29,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from rewardserve.bundle import EncodedSequence
-from rewardserve.bundle.outputs import Scores
+from rewardserve.bundle.outputs import ModelOutputs, Scores
 from rewardserve.service.admit import Admission
 from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.context import RequestContext, Timings
 from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES
+from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES, probe_responses
 from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
 from rewardserve.service.gathered import Scored
 from rewardserve.service.metrics import Metrics
@@ -42,16 +42,20 @@ from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.respond import Respond
 from rewardserve.service.retemplate import Retemplate
 from rewardserve.service.tokenize import Tokenize
-from rewardserve.service.validate import Inputs, Validate
+from rewardserve.service.validate import Input, Inputs, Validate
 
 T = TypeVar("T")
 B = TypeVar("B", bound=BaseModel)
 
 
-def warm_up_inputs(step_separator: str | None = None) -> Inputs:
-    """What warms the server up: the engine's probe texts, twice (each response one step for a
-    process reward model)."""
-    return Inputs.of_texts(PROBE_PROMPTS * 2, PROBE_RESPONSES * 2, step_separator)
+def warm_up_inputs(outputs: ModelOutputs | None = None) -> Inputs:
+    """What warms the server up: the engine's probe texts, twice, as the model reads them (each
+    response one step for a process reward model, two responses a text for a pairwise judge)."""
+    outputs = outputs or ModelOutputs()
+    if outputs.pairwise:
+        pairs = enumerate(zip(PROBE_PROMPTS * 2, probe_responses(outputs) * 2, strict=True))
+        return Inputs([Input(p, r, f"[{i}]") for i, (p, r) in pairs], items=2 * len(PROBE_PROMPTS))
+    return Inputs.of_texts(PROBE_PROMPTS * 2, PROBE_RESPONSES * 2, outputs.steps and outputs.steps.separator)
 
 
 class ScoringPipeline:

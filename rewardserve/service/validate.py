@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from rewardserve.bundle.chat import Conversation
+from rewardserve.bundle.judge.template import Response
 from rewardserve.bundle.outputs import ModelOutputs, join_steps, step_spans
 from rewardserve.service import schemas
 from rewardserve.service.errors import (
@@ -39,7 +40,7 @@ class Input:
     and the assistant turn(s) to score."""
 
     prompt: str | Conversation
-    response: str | Conversation
+    response: Response  # a pairwise judge reads two at once
     path: str  # the request field its errors name
     # When set, prompt + response is one text in this policy chat format ("auto": detected),
     # which retemplate.py parses into the conversation scored.

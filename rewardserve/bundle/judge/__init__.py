@@ -3,10 +3,10 @@ distribution of its verdict token at the answer position, in one forward pass.
 
 - `template.py`: the text a judge reads, the model's own chat template around a rubric;
 - `verdict.py`: the verdict tokens and the rule that makes a reward of their distribution,
-  one file per rule (`yes_no.py`, `rating.py`).
+  one file per rule (`yes_no.py`, `rating.py`, `pairwise.py`).
 """
 
-from rewardserve.bundle.judge.template import JudgeTemplate, TooLongToJudge, judge_messages, judge_text
+from rewardserve.bundle.judge.template import JudgeTemplate, ResponsePair, TooLongToJudge, judge_messages, judge_text
 from rewardserve.bundle.judge.verdict import Verdict
 
-__all__ = ["JudgeTemplate", "TooLongToJudge", "Verdict", "judge_messages", "judge_text"]
+__all__ = ["JudgeTemplate", "ResponsePair", "TooLongToJudge", "Verdict", "judge_messages", "judge_text"]

@@ -4,7 +4,7 @@ The graph answers the verdict tokens' logits at the answer position only: the LM
 for those tokens, never the whole vocabulary (export/decoder_writer.py). Every rule here reads
 the tokens' log-probabilities up to one constant per row, so the logits serve as they are: the
 softmax over the whole vocabulary that the model card computes shifts each row's logits by its
-log-partition, which each rule cancels (yes/no's difference) or renormalises away (rating).
+log-partition, which each rule cancels (yes/no's and pairwise's difference) or renormalises away (rating).
 Export checks the served reward against that full softmax (export/reference.py).
 """
 
@@ -16,17 +16,17 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from rewardserve.bundle.judge import rating, yes_no
+from rewardserve.bundle.judge import pairwise, rating, yes_no
 
-RULES: dict[str, ModuleType] = {rule.NAME: rule for rule in (yes_no, rating)}
-Rule = Literal["yes_no", "rating"]
+RULES: dict[str, ModuleType] = {rule.NAME: rule for rule in (yes_no, rating, pairwise)}
+Rule = Literal["yes_no", "rating", "pairwise"]
 
 
 class Verdict(BaseModel):
     """What the judge's answer is read as: stored in the bundle's outputs."""
 
     rule: Rule
-    labels: list[str] = Field(description="Each verdict's name, e.g. ['yes', 'no'] or ['1', ..., '10'].")
+    labels: list[str] = Field(description="Each verdict's name, e.g. ['yes', 'no'], ['1', ..., '10'] or ['A', 'B'].")
     tokens: list[str] = Field(description="Each verdict's text as it follows the answer prefix, e.g. ' Yes'.")
     token_ids: list[int] = Field(description="Each verdict's one token, as export found it in context.")
     values: list[float] | None = Field(None, description="The rating rule: each verdict's score.")

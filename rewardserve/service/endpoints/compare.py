@@ -5,6 +5,11 @@ Plackett-Luce and pairwise probabilities.
 Probabilities use the bundle's calibration temperature T (`bundle/choice.py`):
 p(a better than b) = sigmoid((r_a - r_b) / T), and for K responses the Plackett-Luce
 first-choice probabilities softmax(r / T). Answers read the scalar reward alone.
+
+A pairwise judge answers comparisons only, from its own verdicts (`bundle/judge/pairwise.py`):
+each pair is read in both orders, and p_a_better is the judge's swap-averaged p(A); K responses
+are read as every ordered pair, their rewards the Bradley-Terry scores of the judge's pairwise
+log-odds, p_better the judge's own matrix and p_best softmax(rewards).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, model_validator
 
 from rewardserve.bundle import choice
+from rewardserve.bundle.judge import ResponsePair, pairwise
 from rewardserve.service.endpoints.base import Endpoint
 from rewardserve.service.errors import TooManyItemsError
 from rewardserve.service.respond import Answer
@@ -67,7 +73,10 @@ class CompareRequest(Body):
 class CompareResult(BaseModel):
     reward_a: float
     reward_b: float
-    p_a_better: float = Field(description="Bradley-Terry probability sigmoid((reward_a - reward_b) / T).")
+    p_a_better: float = Field(
+        description="Bradley-Terry probability sigmoid((reward_a - reward_b) / T); a pairwise judge's own p(a "
+        "better), averaged over both orders (its rewards are then +-logit(p_a_better) / 2)."
+    )
 
 
 class CompareResponse(BaseModel):
@@ -96,9 +105,36 @@ class Compare(Endpoint[CompareRequest]):
     response = CompareResponse | RankingResponse
 
     def inputs(self, body: CompareRequest, check: Validate) -> Inputs:
+        if check.outputs.pairwise:
+            return self._judged(body, check)
         if body.items is None:
             return Inputs(self._ranked(body, check), 1, body.truncate)
         return Inputs(self._pairs(body.items, check), len(body.items), body.truncate)
+
+    @classmethod
+    def _judged(cls, body: CompareRequest, check: Validate) -> Inputs:
+        """A pairwise judge's texts: every item as (a, b), then every item as (b, a); K responses
+        as their ordered pairs (pairwise.ordered_pairs)."""
+        if body.items is not None:
+            n = len(body.items)
+            sides = cls._pairs(body.items, check)
+            pairs = [(a, b, f"items[{i}]") for i, (a, b) in enumerate(zip(sides[:n], sides[n:], strict=True))]
+            texts = [_read_together(a, b, path) for a, b, path in pairs] + [
+                _read_together(b, a, path) for a, b, path in pairs
+            ]
+            return Inputs(texts, n, body.truncate)
+        responses = cls._ranked(body, check)
+        k = len(responses)
+        if k * (k - 1) > check.max_items:
+            raise TooManyItemsError(
+                f"responses: a pairwise judge reads each ordered pair of the {k} responses, {k * (k - 1)} texts; at "
+                f"most {check.max_items} per request (max_items_per_request)"
+            )
+        texts = [
+            _read_together(responses[i], responses[j], f"responses[{i}] and responses[{j}]")
+            for i, j in pairwise.ordered_pairs(k)
+        ]
+        return Inputs(texts, 1, body.truncate)
 
     @staticmethod
     def _pairs(items: list[CompareItem], check: Validate) -> list[Input]:
@@ -132,6 +168,8 @@ class Compare(Endpoint[CompareRequest]):
         return [candidate(prompt, response, f"responses[{j}]") for j, response in enumerate(body.responses)]
 
     def respond(self, body: CompareRequest, answer: Answer) -> CompareResponse | RankingResponse:
+        if answer.model.outputs.pairwise:
+            return self._judgement(body, answer)
         rewards, t, name = answer.rewards, answer.model.temperature, answer.model.model_name
         if body.items is None:
             matrix = choice.p_better(rewards[:, None], rewards[None, :], t).tolist() if body.pairwise else None
@@ -150,3 +188,32 @@ class Compare(Endpoint[CompareRequest]):
             for a, b, p in zip(reward_a.tolist(), reward_b.tolist(), p_a.tolist(), strict=True)
         ]
         return CompareResponse(results=results, model=name)
+
+    @staticmethod
+    def _judgement(body: CompareRequest, answer: Answer) -> CompareResponse | RankingResponse:
+        """A pairwise judge's answer from the rewards of the texts `_judged` asked for."""
+        name = answer.model.model_name
+        if body.items is not None:
+            n = len(body.items)
+            p_a = pairwise.preference(answer.rewards[:n], answer.rewards[n:])
+            half = 0.5 * pairwise.log_odds(p_a)
+            results = [
+                CompareResult(reward_a=s, reward_b=-s, p_a_better=p)
+                for s, p in zip(half.tolist(), p_a.tolist(), strict=True)
+            ]
+            return CompareResponse(results=results, model=name)
+        assert body.responses is not None
+        matrix = pairwise.preference_matrix(len(body.responses), answer.rewards)
+        scores = pairwise.bradley_terry(matrix)
+        return RankingResponse(
+            rewards=scores.tolist(),
+            ranking=choice.ranking(scores).tolist(),
+            p_best=choice.p_first(scores, 1.0).tolist(),
+            p_better=matrix.tolist() if body.pairwise else None,
+            model=name,
+        )
+
+
+def _read_together(first: Input, second: Input, path: str) -> Input:
+    """Two candidates to one prompt as a pairwise judge reads them, `first` in its first slot."""
+    return Input(first.prompt, ResponsePair(first.response, second.response), path)
