@@ -12,6 +12,8 @@ configs, judge held-out HH conversations served over HTTP."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +54,8 @@ FAMILIES = ["qwen3", "llama3", "gemma2", "gemma3"]
 def judge_texts(chat_texts) -> list[str]:
     """The tiny tokenizers' training text: HH, and the judges' words, so verdicts are whole tokens."""
     rubrics = "\n".join(read_judge(preset).rubric for preset in ("helpfulness", "pairwise"))
-    return chat_texts + [f"Yes\nNo\nA\nB\n{rubrics}\nScore: 1 Score: 2 Score: 3 Score: 4 Score: 5"] * 100
+    steps = "Step 1: one. ки\nStep 2: two. ки +\n-\n"  # Math-Shepherd's tag and verdicts
+    return chat_texts + [f"Yes\nNo\nA\nB\n{rubrics}\n{steps}Score: 1 Score: 2 Score: 3 Score: 4 Score: 5"] * 100
 
 
 @pytest.fixture(scope="module")
@@ -298,6 +301,74 @@ def test_a_pairwise_group_after_its_prompt_run_once_equals_each_pair_run_whole(p
     reused = PrefixRunner(runtime).score_sequences(sequences).rewards
     assert np.abs(whole - reused).max() <= 1e-5
     assert len({tuple(s.ids[: s.response_start]) for s in sequences}) == 1
+
+
+# ---------------------------------------------------------------- token-probability process rewards
+
+STEP_TAG = " ки"  # Math-Shepherd's step tag, a word of the vocabulary (not a special token)
+
+
+@pytest.fixture(scope="module")
+def token_prm(judge_lm, tmp_path_factory, heldout_pairs) -> tuple[Path, Path]:
+    """(checkpoint, bundle): each family's LM with no chat template, as Math-Shepherd reads text
+    (`question + " " + output`), exported as a PRM by p(+) against p(-) at each step tag."""
+    family, lm = judge_lm
+    checkpoint = tmp_path_factory.mktemp(f"{family}-no-template")
+    shutil.copytree(lm, checkpoint, dirs_exist_ok=True)
+    (checkpoint / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((checkpoint / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (checkpoint / "tokenizer_config.json").write_text(json.dumps(config))
+    options = OutputOptions(step_separator=STEP_TAG, step_tokens=["+", "-"], step_scalar="min")
+    bundle = tmp_path_factory.mktemp("bundles") / f"{family}-token-prm"
+    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
+    export_bundle(checkpoint, bundle, parity, name=bundle.name, max_length=1024, output_options=options)
+    return checkpoint, bundle
+
+
+def math_shepherd_steps(checkpoint: Path, question: str, output: str) -> np.ndarray:
+    """Math-Shepherd's model card, on a causal LM: p(+) over {+, -} wherever the ids are the step tag."""
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    candidates = [tokenizer.encode(t, add_special_tokens=False)[0] for t in ("+", "-")]
+    (tag,) = tokenizer.encode(STEP_TAG, add_special_tokens=False)
+    ids = torch.tensor([tokenizer.encode(question + " " + output)])
+    with torch.inference_mode():
+        scores = model(ids).logits[:, :, candidates].softmax(dim=-1)[:, :, 0]
+    return scores[ids == tag].numpy()
+
+
+def test_a_causal_lms_step_token_probabilities_serve_as_math_shepherds_card_computes_them(token_prm, heldout_pairs):
+    checkpoint, bundle = token_prm
+    examples = [e for e in heldout_pairs if len(e.prompt) + len(e.responses[0]) < 1500][:8]
+    steps = [[s for s in re.split(r"(?<=[.!?])\s+", e.responses[0].strip()) if s][:6] for e in examples]
+    items = [{"prompt": e.prompt + " ", "steps": s} for e, s in zip(examples, steps, strict=True)]
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        answer = httpx.post(f"{server.url}/score", json={"items": items}, timeout=120).json()
+    every_step = []
+    for e, s, served in zip(examples, steps, answer["steps"], strict=True):
+        expected = math_shepherd_steps(checkpoint, e.prompt, "".join(step + STEP_TAG for step in s))
+        assert len(served) == len(s) == len(expected)
+        assert np.abs(np.array([step["reward"] for step in served]) - expected).max() <= TOLERANCE
+        every_step += list(expected)
+    assert len(every_step) > 2 * len(examples) and np.std(every_step) > 100 * TOLERANCE
+    rewards = np.array([float(np.min([step["reward"] for step in served])) for served in answer["steps"]])
+    assert np.abs(np.array(answer["rewards"]) - rewards).max() <= 1e-6  # the scalar: the steps' min
+    manifest = load_bundle(bundle)
+    assert manifest.outputs.steps.class_token_ids is not None and manifest.input_format.layout == "pair"
+    assert manifest.reference is not None and manifest.reference.by_output["step_rewards"] <= TOLERANCE
+
+
+def test_step_tokens_that_are_not_one_token_are_refused_naming_them(judge_lm, tmp_path, heldout_pairs):
+    _, checkpoint = judge_lm
+    options = OutputOptions(step_separator=STEP_TAG, step_tokens=["+", " Absolutely wrong"])
+    with pytest.raises(ValueError, match=r"--step-tokens ' Absolutely wrong' is \d+ tokens"):
+        export_judge_options(checkpoint, tmp_path / "bundle", heldout_pairs, options)
+
+
+def export_judge_options(checkpoint: Path, out: Path, heldout_pairs, options: OutputOptions) -> None:
+    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
+    export_bundle(checkpoint, out, parity, name=out.name, max_length=1024, output_options=options)
 
 
 # ---------------------------------------------------------------- export: what it refuses, what it records

@@ -9,8 +9,9 @@ Four kinds of reward model, told apart by the manifest's `outputs`:
   makes of them: a fixed weight vector, one named objective, or the model's own gating network
   (whose weights are the graph's `gating` output). The rule is applied inside the graph, at
   export, so every consumer of `reward` reads the same scalar;
-- process reward model (PRM): `step_rewards`, the step class's probability at every position;
-  the reward of step k is read at the k-th step token of the response (Qwen2.5-Math-PRM's
+- process reward model (PRM): `step_rewards`, the step class's probability at every position
+  (a token classifier's class, or a causal LM's good step token against its bad one); the
+  reward of step k is read at the k-th step token of the response (Qwen2.5-Math-PRM's
   `<extra_0>`, Math-Shepherd's `ки`), and the scalar is their min, mean, product or last;
 - judge: `verdict`, the logits of a causal LM's verdict tokens at the answer position, and the
   rule that makes the reward of them (bundle/judge/: yes/no, rating), applied here.
@@ -81,6 +82,21 @@ class Steps(BaseModel):
         "softmax", description="softmax over the classes (Qwen2.5-Math-PRM), or sigmoid of the label's logit."
     )
     scalar: StepScalar = Field("min", description="How the steps make the response's scalar reward.")
+    class_tokens: list[str] | None = Field(
+        None,
+        description="A causal LM read as a PRM (Math-Shepherd): the tokens whose logits are the classes, the good "
+        "one first (label 0), e.g. ['+', '-']; softmax over them.",
+    )
+    class_token_ids: list[int] | None = Field(None, description="Their token ids.")
+
+    def describe(self) -> str:
+        reward = f"step rewards at {self.separator!r}"
+        if self.class_tokens is not None:
+            tokens = ", ".join(
+                f"{t!r} (id {i})" for t, i in zip(self.class_tokens, self.class_token_ids or [], strict=True)
+            )
+            reward += f": p({self.class_tokens[0]!r}) over the LM's tokens {tokens}"
+        return f"{reward}; reward = their {self.scalar}"
 
 
 class ModelOutputs(BaseModel):
@@ -119,7 +135,7 @@ class ModelOutputs(BaseModel):
         if self.objectives is not None:
             return f"{len(self.objectives.names)} objectives; reward = {self.objectives.describe()}"
         if self.steps is not None:
-            return f"step rewards at {self.steps.separator!r}; reward = their {self.steps.scalar}"
+            return self.steps.describe()
         if self.verdict is not None:
             return self.verdict.describe()
         return "one scalar reward"

@@ -96,6 +96,7 @@ def _output_options(args: argparse.Namespace) -> OutputOptions:
         step_separator=args.step_separator,
         step_label=args.step_label,
         step_scalar=args.step_scalar,
+        step_tokens=args.step_tokens,
         trust_remote_code=args.trust_remote_code,
         gating_pattern=args.gating_pattern,
         judge=args.judge,
@@ -186,6 +187,13 @@ def _output_arguments(export: argparse.ArgumentParser) -> None:
         choices=["min", "mean", "product", "last"],
         default="min",
         help="how a response's step rewards make its scalar reward (default: min)",
+    )
+    outputs.add_argument(
+        "--step-tokens",
+        type=lambda text: text.split(","),  # as they are: a token's leading space is part of it
+        metavar="GOOD,BAD",
+        help="read a causal LM (*ForCausalLM) as a process reward model: a step's reward is p(GOOD) over GOOD and "
+        "BAD at its --step-separator (Math-Shepherd: +,-)",
     )
     outputs.add_argument(
         "--trust-remote-code",

@@ -371,9 +371,12 @@ class GraphWriter:
         return self.one("Mul", self.one("Tanh", self.one("Div", logits, cap)), cap)
 
     def _steps(self, final: str, shared: dict[str, list[TensorProto]]) -> dict[str, tuple[str, list]]:
-        """A token classifier's step class probability at every position."""
+        """A token classifier's step class probability at every position (a causal LM's step
+        tokens' logits capped as the model caps its logits)."""
         steps = self.outputs.steps
         logits = self._project(final, shared["score"])
+        if steps.class_token_ids is not None:
+            logits = self._soft_capped(logits)
         label = self.ints("step_label", [steps.label])
         if steps.activation == "softmax":
             probabilities = self.one("Gather", self.one("Softmax", logits, axis=-1), label, axis=2)

@@ -55,6 +55,7 @@ from rewardserve.export.judge_source import load_judge_source
 from rewardserve.export.parity import TorchRewards, export_runner, torch_reference
 from rewardserve.export.reference import ModelCardRewards, check_reference, model_card_rewards
 from rewardserve.export.source import ExportSource, OutputOptions, load_source
+from rewardserve.export.token_prm_source import load_token_prm_source
 from rewardserve.training.checkpoint import TOKENIZER_FILE
 
 MIN_PARITY_SEQUENCES = 64
@@ -146,12 +147,17 @@ def export_bundle(
 
 
 def _load(checkpoint: Path, max_length: int | None, padding_side: str | None, options: OutputOptions) -> ExportSource:
-    """A reward model's source, or a causal LM's as the judge `options.judge` reads it."""
-    if options.judge is None:
-        return load_source(checkpoint, max_length, padding_side, options)
+    """A reward model's source, or a causal LM's as the judge `options.judge` reads it, or as a
+    process reward model by its step tokens' probabilities."""
     told = [
         name for name, value in asdict(options).items() if value not in (None, False, OutputOptions().__dict__[name])
     ]
+    if options.step_tokens is not None:
+        if extra := [t for t in told if t not in ("step_tokens", "step_separator", "step_scalar")]:
+            raise ValueError(f"--step-tokens reads a causal LM's step tokens: {', '.join(extra)} do not apply")
+        return load_token_prm_source(checkpoint, options, max_length, padding_side)
+    if options.judge is None:
+        return load_source(checkpoint, max_length, padding_side, options)
     if told != ["judge"]:
         raise ValueError(f"--judge reads a causal LM: {', '.join(t for t in told if t != 'judge')} do not apply")
     return load_judge_source(checkpoint, options.judge, max_length, padding_side)

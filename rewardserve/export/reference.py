@@ -18,7 +18,8 @@ the reference way and compares both the ids and the rewards:
 A model with more outputs is compared on each (`USAGE_OF_OUTPUTS`): every label of an N-label
 head (`logits[0]`); ArmoRM's `output.score`, `output.rewards` and `output.gating_output`; a
 process reward model's step rewards as Qwen2.5-Math-PRM's model card reads them, the positive
-class's softmax probability wherever the input ids are the step token.
+class's softmax probability wherever the input ids are the step token (a causal LM's, as
+Math-Shepherd's card does: the whole model's logits for the good and bad tokens, softmaxed).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ USAGE_OF_OUTPUTS = {
     "objectives": "; objectives: its .logits[0], the reward by the declared rule",
     "gated": "; output.score, output.rewards (objectives) and output.gating_output of the model's own class",
     "steps": "; step rewards: softmax(logits[0])[input_ids[0] == step token][:, label] (sigmoid for one class)",
+    "step_tokens": "; step rewards: softmax(AutoModelForCausalLM(...).logits[0][:, [good, bad]])[input_ids[0] == step "
+    "token][:, 0]",
 }
 
 
@@ -90,10 +93,11 @@ def model_card_rewards(
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tokenizer.model_max_length = 1 << 30  # inputs over max_length are skipped here, not warned about
     kind = _kind(fmt)
-    # The chat layout is judged against the model's own class (its pooling included), a judge
-    # against its whole causal LM; the pair layout against the checkpoint's PyTorch reward, whose
-    # pooling is rewardserve's documented one.
-    model = {"chat": source.model, "judge": getattr(source.model, "causal_lm", None)}.get(kind, source.reward.model)
+    # A causal LM (a judge's, a token-probability PRM's) is judged as its whole self; the chat
+    # layout against the model's own class (its pooling included); the pair layout against the
+    # checkpoint's PyTorch reward, whose pooling is rewardserve's documented one.
+    causal_lm = getattr(source.model, "causal_lm", None)
+    model = causal_lm if causal_lm is not None else source.model if kind == "chat" else source.reward.model
     outputs = source.outputs
     checked, served, references = [], [], []
     with tqdm(total=wanted, desc="reference: transformers", unit="input", leave=False) as bar:
@@ -128,7 +132,7 @@ def _kind(fmt: InputFormat) -> str:
 
 def _usage_of_outputs(outputs: ModelOutputs) -> str:
     if outputs.steps is not None:
-        return USAGE_OF_OUTPUTS["steps"]
+        return USAGE_OF_OUTPUTS["steps" if outputs.steps.class_token_ids is None else "step_tokens"]
     if outputs.verdict is not None:
         return f" ({outputs.verdict.rule})"
     if outputs.objectives is not None:
@@ -144,6 +148,8 @@ def _reference_scores(answer, input_ids: np.ndarray, outputs: ModelOutputs) -> S
         return Scores(rewards, verdict=probabilities)
     if (steps := outputs.steps) is not None:
         logits = answer.logits[0].float()
+        if steps.class_token_ids is not None:  # Math-Shepherd's card: logits[:, :, candidate_tokens]
+            logits = logits[:, steps.class_token_ids]
         classes = torch.softmax(logits, -1) if steps.activation == "softmax" else torch.sigmoid(logits)
         rewards = classes[torch.from_numpy(input_ids == steps.token_id)][:, steps.label].cpu().numpy()
         return Scores(np.array([step_scalar(rewards, steps.scalar)], np.float32), steps=[rewards])

@@ -209,6 +209,9 @@ class OutputOptions:
     step_separator: str | None = None  # a PRM's step token
     step_label: int = 1
     step_scalar: StepScalar = "min"
+    step_tokens: list[str] | None = (
+        None  # a causal LM read as a PRM: its good and bad step tokens (token_prm_source.py)
+    )
     trust_remote_code: bool = False  # load the checkpoint's own modeling code (ArmoRM's gated head)
     gating_pattern: str | None = None  # where a gated head's gating network reads (default: its code's)
     judge: str | None = None  # a causal LM served as this judge: a preset or a judge file (judge_source.py)
