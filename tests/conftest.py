@@ -155,6 +155,17 @@ def chat_texts(train_pairs) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def judge_texts(chat_texts) -> list[str]:
+    """What the tiny judges' tokenizers are trained on: HH, and the judges' words, so verdicts
+    are whole tokens."""
+    from rewardserve.export.judge_source import read_judge
+
+    rubrics = "\n".join(read_judge(preset).rubric for preset in ("helpfulness", "pairwise"))
+    steps = "Step 1: one. ки\nStep 2: two. ки +\n-\n"  # Math-Shepherd's tag and verdicts
+    return chat_texts + [f"Yes\nNo\nA\nB\n{rubrics}\n{steps}Score: 1 Score: 2 Score: 3 Score: 4 Score: 5"] * 100
+
+
+@pytest.fixture(scope="session")
 def objective_rm(tmp_path_factory, chat_texts, heldout_pairs) -> tuple[Path, Path]:
     """(checkpoint, bundle): a Qwen3-style chat RM with a head of three named objectives, its
     reward their weighted sum."""

@@ -51,14 +51,6 @@ FAMILIES = ["qwen3", "llama3", "gemma2", "gemma3"]
 
 
 @pytest.fixture(scope="module")
-def judge_texts(chat_texts) -> list[str]:
-    """The tiny tokenizers' training text: HH, and the judges' words, so verdicts are whole tokens."""
-    rubrics = "\n".join(read_judge(preset).rubric for preset in ("helpfulness", "pairwise"))
-    steps = "Step 1: one. ки\nStep 2: two. ки +\n-\n"  # Math-Shepherd's tag and verdicts
-    return chat_texts + [f"Yes\nNo\nA\nB\n{rubrics}\n{steps}Score: 1 Score: 2 Score: 3 Score: 4 Score: 5"] * 100
-
-
-@pytest.fixture(scope="module")
 def rating_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("judge-file") / "rating.json"
     path.write_text(json.dumps(RATING))

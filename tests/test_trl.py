@@ -1,8 +1,10 @@
 """TRL: a real GRPOTrainer trains a tiny policy for a few steps on CPU, its rewards coming from a
-live rewardserve server through `RewardFunction`, with plain-text and conversational prompts."""
+live rewardserve server through `RewardFunction`, with plain-text and conversational prompts;
+and from a pairwise judge through `GroupComparisonReward`, each GRPO group compared at once."""
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -12,8 +14,11 @@ from live import free_port, running
 from trl import GRPOConfig, GRPOTrainer
 
 from rewardserve.client import RewardClient
-from rewardserve.client.trl import RewardFunction
+from rewardserve.client.trl import GroupComparisonReward, RewardFunction
+from rewardserve.export.onnx_export import export_bundle
+from rewardserve.export.source import OutputOptions
 from rewardserve.service import Settings
+from rewardserve.testing.chat_models import build_judge_lm
 
 QUESTIONS = ["What is the capital of France?", "How do I bake bread?", "Tell me a joke.", "Is the sea salty?"]
 # The tiny policy's chat template; the reward server renders with its own bundle's template.
@@ -40,6 +45,28 @@ class Recorded(RewardFunction):
         rewards = super().__call__(prompts, completions, **kwargs)
         self.calls.append((list(prompts), list(completions), rewards))
         return rewards
+
+
+class RecordedGroups(GroupComparisonReward):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.calls: list[tuple[list, list, list[float]]] = []
+
+    def __call__(self, prompts, completions, **kwargs):
+        rewards = super().__call__(prompts, completions, **kwargs)
+        self.calls.append((list(prompts), list(completions), rewards))
+        return rewards
+
+
+@pytest.fixture(scope="module")
+def pairwise_judge_server(tmp_path_factory, judge_texts, heldout_pairs):
+    """A tiny Qwen3-style LM exported as the pairwise judge preset, served."""
+    checkpoint = build_judge_lm("qwen3", tmp_path_factory.mktemp("pairwise-lm"), judge_texts)
+    bundle = tmp_path_factory.mktemp("bundles") / "pairwise"
+    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
+    export_bundle(checkpoint, bundle, parity, name="judge", output_options=OutputOptions(judge="pairwise"))
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
+        yield server
 
 
 def train(policy: Path, tmp_path: Path, reward: RewardFunction, prompts: list) -> GRPOTrainer:
@@ -110,3 +137,24 @@ def test_the_reward_function_pickles_without_its_connection(server):
     copy = pickle.loads(pickle.dumps(reward))
     assert copy.__name__ == "rm"
     assert copy(prompts, completions) == pytest.approx(first)
+
+
+def test_grpo_trains_on_a_pairwise_judges_comparison_of_each_group(pairwise_judge_server, tiny_policy, tmp_path):
+    server = pairwise_judge_server
+    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    reward = RecordedGroups(server.url)
+    trainer = train(tiny_policy, tmp_path, reward, prompts)
+    assert len(reward.calls) == 2  # one generation batch per step: 2 prompts x 2 completions
+    with RewardClient(server.url) as client:
+        for sent_prompts, completions, rewards in reward.calls:
+            for g in range(0, 4, 2):  # TRL sends each prompt's num_generations completions in a row
+                assert sent_prompts[g] == sent_prompts[g + 1]
+                texts = [c[-1]["content"] for c in completions[g : g + 2]]
+                ranked = client.rank(sent_prompts[g], texts)
+                assert rewards[g : g + 2] == pytest.approx(ranked.rewards, abs=1e-6)
+                # two completions: +-logit(p)/2 of the judge's own preference, read in both orders
+                p = ranked.p_better[0][1]
+                assert rewards[g] == pytest.approx(0.5 * math.log(p / (1 - p)), abs=1e-5)
+                assert rewards[g] + rewards[g + 1] == pytest.approx(0, abs=1e-6)
+    assert len(logged_reward_means(trainer)) == 2
+    assert server.metric("rewardserve_sequences_total", endpoint="/score", status="200") == 0
