@@ -53,13 +53,19 @@ SHAPES = {
 }  # fmt: skip
 
 
-def build(shape: str, out: Path) -> Path:
-    """The checkpoint directory of `shape`, built once."""
+def build(shape: str, out: Path, causal_lm: bool = False) -> Path:
+    """The checkpoint directory of `shape`, built once: a sequence classifier, or (`causal_lm`)
+    the causal LM a judge is exported from."""
     if (out / "config.json").is_file():
         return out
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     family, dimensions, specials, bos, eos, pad, template = SHAPES[shape]
     examples, _ = load_preferences(default_data_files(), split="train")
@@ -80,7 +86,7 @@ def build(shape: str, out: Path) -> Path:
     config = AutoConfig.for_model(family, **dimensions, **ids, num_labels=1, max_position_embeddings=4096)
     config.vocab_size = len(fast)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = (AutoModelForCausalLM if causal_lm else AutoModelForSequenceClassification).from_config(config)
     print(f"{shape}: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters", flush=True)
     model.save_pretrained(out)
     return out

@@ -272,11 +272,15 @@ def test_k_responses_to_a_pairwise_judge_are_ranked_by_bradley_terry_scores_of_i
 
 def test_a_pairwise_judge_refuses_one_response_naming_the_item_and_compare(pairwise_judge):
     _, bundle, _ = pairwise_judge
-    with running(Settings(bundle=bundle, port=free_port(), cache_size=0)) as server:
-        answer = httpx.post(f"{server.url}/score", json={"items": [{"prompt": "Hi", "response": "Hello."}]}, timeout=60)
-        ok = httpx.post(f"{server.url}/compare", json={"items": [{"prompt": "Hi", "a": "Hello.", "b": "Go."}]})
-    assert answer.status_code == 422 and "items[0]" in answer.json()["error"] and "/compare" in answer.json()["error"]
+    with running(Settings(bundle=bundle, port=free_port(), cache_size=0, max_items_per_request=5)) as server:
+        post = lambda path, body: httpx.post(f"{server.url}{path}", json=body, timeout=60)  # noqa: E731
+        one = post("/score", {"items": [{"prompt": "Hi", "response": "Hello."}]})
+        ok = post("/compare", {"items": [{"prompt": "Hi", "a": "Hello.", "b": "Go."}]})
+        # 3 responses are 6 ordered pairs to read, over the 5 items a request may hold
+        many = post("/compare", {"prompt": "Hi", "responses": ["Hello.", "Go.", "Hm."]})
+    assert one.status_code == 422 and "items[0]" in one.json()["error"] and "/compare" in one.json()["error"]
     assert ok.status_code == 200
+    assert many.status_code == 413 and "responses: a pairwise judge reads each ordered pair" in many.json()["error"]
 
 
 def test_a_pairwise_group_after_its_prompt_run_once_equals_each_pair_run_whole(pairwise_judge, judged_pairs):
