@@ -34,26 +34,16 @@ def server(tiny_bundle):
         yield server
 
 
-class Recorded(RewardFunction):
-    """Keeps what TRL passed and what the server answered, step by step."""
+class Recorded:
+    """A reward function that keeps what TRL passed and what the server answered, step by step."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, reward: RewardFunction | GroupComparisonReward) -> None:
+        self.reward = reward
+        self.__name__ = reward.__name__
         self.calls: list[tuple[list, list, list[float]]] = []
 
     def __call__(self, prompts, completions, **kwargs):
-        rewards = super().__call__(prompts, completions, **kwargs)
-        self.calls.append((list(prompts), list(completions), rewards))
-        return rewards
-
-
-class RecordedGroups(GroupComparisonReward):
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.calls: list[tuple[list, list, list[float]]] = []
-
-    def __call__(self, prompts, completions, **kwargs):
-        rewards = super().__call__(prompts, completions, **kwargs)
+        rewards = self.reward(prompts, completions, **kwargs)
         self.calls.append((list(prompts), list(completions), rewards))
         return rewards
 
@@ -69,7 +59,7 @@ def pairwise_judge_server(tmp_path_factory, judge_texts, heldout_pairs):
         yield server
 
 
-def train(policy: Path, tmp_path: Path, reward: RewardFunction, prompts: list) -> GRPOTrainer:
+def train(policy: Path, tmp_path: Path, reward, prompts: list) -> GRPOTrainer:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(policy, padding_side="left")
@@ -104,7 +94,7 @@ def logged_reward_means(trainer: GRPOTrainer) -> list[float]:
 def test_grpo_trains_on_plain_text_prompts_with_server_rewards(server, tiny_policy, tmp_path):
     prompts = [f"\n\nHuman: {q}\n\nAssistant:" for q in QUESTIONS]
     before = server.metric("rewardserve_sequences_total", endpoint="/score", status="200")
-    reward = Recorded(server.url)
+    reward = Recorded(RewardFunction(server.url))
     trainer = train(tiny_policy, tmp_path, reward, prompts)
     assert len(reward.calls) == 2  # one generation batch per step: 2 prompts x 2 completions
     assert server.metric("rewardserve_sequences_total", endpoint="/score", status="200") - before == 8
@@ -118,7 +108,7 @@ def test_grpo_trains_on_plain_text_prompts_with_server_rewards(server, tiny_poli
 
 def test_grpo_trains_on_conversational_prompts(server, tiny_policy, tmp_path):
     prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
-    reward = Recorded(server.url)
+    reward = Recorded(RewardFunction(server.url))
     trainer = train(tiny_policy, tmp_path, reward, prompts)
     assert len(reward.calls) == 2
     with RewardClient(server.url) as client:
@@ -142,7 +132,7 @@ def test_the_reward_function_pickles_without_its_connection(server):
 def test_grpo_trains_on_a_pairwise_judges_comparison_of_each_group(pairwise_judge_server, tiny_policy, tmp_path):
     server = pairwise_judge_server
     prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
-    reward = RecordedGroups(server.url)
+    reward = Recorded(GroupComparisonReward(server.url))
     trainer = train(tiny_policy, tmp_path, reward, prompts)
     assert len(reward.calls) == 2  # one generation batch per step: 2 prompts x 2 completions
     with RewardClient(server.url) as client:

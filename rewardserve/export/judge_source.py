@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, Field, ValidationError, model_validator
+from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from rewardserve.bundle import InputFormat, SequenceEncoder
@@ -164,11 +165,7 @@ def load_judge_source(
 ) -> ExportSource:
     """A causal LM `checkpoint` as the judge `judge` (a preset or a file) for export."""
     spec = read_judge(judge)
-    config = AutoConfig.from_pretrained(checkpoint)
-    architecture = (getattr(config, "architectures", None) or [""])[0]
-    if not architecture.endswith("ForCausalLM"):
-        raise ValueError(f"--judge reads a causal language model (*ForCausalLM); {checkpoint} is {architecture}")
-    causal_lm = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    causal_lm = load_causal_lm(checkpoint, "--judge")
     fmt, tokenizer = derive_format(checkpoint, causal_lm, max_length, padding_side)
     if fmt.layout != "chat":
         raise ValueError(f"{checkpoint}: a judge is asked through its chat template, and its tokenizer has none")
@@ -176,8 +173,33 @@ def load_judge_source(
     verdict = verdict_tokens(spec, SequenceEncoder(tokenizer, fmt))
     outputs = ModelOutputs(verdict=verdict)
     model = JudgeModel(causal_lm, verdict).eval()
+    reads = LastTokenReward(model, causal_lm.config.pad_token_id)
+    return causal_lm_source(causal_lm, model, reads, fmt, tokenizer, outputs, {"judge": spec.model_dump()})
+
+
+def load_causal_lm(checkpoint: Path, flag: str) -> torch.nn.Module:
+    """The causal LM at `checkpoint`; ValueError naming `flag` when it is another kind of model."""
+    config = AutoConfig.from_pretrained(checkpoint)
+    architecture = (getattr(config, "architectures", None) or [""])[0]
+    if not architecture.endswith("ForCausalLM"):
+        raise ValueError(f"{flag} reads a causal language model (*ForCausalLM); {checkpoint} is {architecture}")
+    return AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+
+
+def causal_lm_source(
+    causal_lm: torch.nn.Module,
+    model: torch.nn.Module,
+    reads: torch.nn.Module,
+    fmt: InputFormat,
+    tokenizer: Tokenizer,
+    outputs: ModelOutputs,
+    training: dict | None = None,
+) -> ExportSource:
+    """The ExportSource of a causal LM read through `model` (its backbone and a head of LM head
+    rows), whose outputs `reads` answers from the graph's inputs."""
+    config = causal_lm.config
     return ExportSource(
-        reward=RewardGraph(LastTokenReward(model, config.pad_token_id), fmt.input_names, outputs).eval(),
+        reward=RewardGraph(reads, fmt.input_names, outputs).eval(),
         model=model,
         input_format=fmt,
         tokenizer=tokenizer,
@@ -187,5 +209,5 @@ def load_judge_source(
         parameters=sum(p.numel() for p in causal_lm.parameters()),
         outputs=outputs,
         stats={},
-        training={"judge": spec.model_dump()},
+        training=training or {},
     )

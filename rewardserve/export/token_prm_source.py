@@ -17,12 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from rewardserve.bundle.outputs import ModelOutputs, Steps
-from rewardserve.export.judge_source import VerdictRows
-from rewardserve.export.source import ExportSource, OutputOptions, RewardGraph, derive_format
+from rewardserve.export.judge_source import VerdictRows, causal_lm_source, load_causal_lm
+from rewardserve.export.source import ExportSource, OutputOptions, derive_format
 
 
 class StepTokensModel(torch.nn.Module):
@@ -51,13 +50,9 @@ def load_token_prm_source(
 ) -> ExportSource:
     """A causal LM `checkpoint` read as a process reward model by the probability of
     `options.step_tokens[0]` against `[1]` at each `options.step_separator`."""
-    config = AutoConfig.from_pretrained(checkpoint)
-    architecture = (getattr(config, "architectures", None) or [""])[0]
-    if not architecture.endswith("ForCausalLM"):
-        raise ValueError(f"--step-tokens reads a causal language model (*ForCausalLM); {checkpoint} is {architecture}")
     if options.step_separator is None or options.step_tokens is None or len(options.step_tokens) != 2:
         raise ValueError("--step-tokens GOOD,BAD: two tokens, the good one first, read at each --step-separator")
-    causal_lm = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    causal_lm = load_causal_lm(checkpoint, "--step-tokens")
     fmt, tokenizer = derive_format(checkpoint, causal_lm, max_length, padding_side)
     ids = [_one_token(tokenizer, "--step-separator", options.step_separator)]
     ids += [_one_token(tokenizer, "--step-tokens", token) for token in options.step_tokens]
@@ -71,19 +66,8 @@ def load_token_prm_source(
         class_tokens=list(options.step_tokens),
         class_token_ids=ids[1:],
     )
-    outputs = ModelOutputs(steps=steps)
     model = StepTokensModel(causal_lm, ids[1:]).eval()
-    return ExportSource(
-        reward=RewardGraph(model, fmt.input_names, outputs).eval(),
-        model=model,
-        input_format=fmt,
-        tokenizer=tokenizer,
-        model_type=config.model_type,
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
-        parameters=sum(p.numel() for p in causal_lm.parameters()),
-        outputs=outputs,
-    )
+    return causal_lm_source(causal_lm, model, model, fmt, tokenizer, ModelOutputs(steps=steps))
 
 
 def _one_token(tokenizer, flag: str, text: str) -> int:
