@@ -112,6 +112,17 @@ def test_a_sequence_over_the_models_length_is_cut_by_its_policy_with_truncate_pr
     assert len(post(url, "/classify", body)["data"]) == 1
 
 
+@pytest.mark.parametrize("path", ["/classify", "/pooling", "/v1/embeddings"])
+def test_an_over_long_input_is_refused_naming_the_field_its_own_endpoint_cuts_with(url, path):
+    answer = httpx.post(
+        f"{url}{path}", json={"model": "m", "input": "\n\nHuman: " + "long " * 350 + "\n\nAssistant: x"}
+    )
+    assert answer.status_code == 413
+    assert '"truncate_prompt_tokens": -1' in answer.json()["error"] and '"truncate"' not in answer.json()["error"]
+    scored = httpx.post(f"{url}/score", json={"items": [{"prompt": "long " * 350, "response": "x"}], "truncate": False})
+    assert scored.status_code == 413 and 'send "truncate": true' in scored.json()["error"]
+
+
 def test_slime_gets_a_bare_number_for_policy_text_or_messages(url, rewards):
     # slime posts {prompt, response, label} per sample; the prompt in the policy's template
     prompt, response = TRANSCRIPTS[0].split(" Paris.")[0], " Paris."

@@ -74,6 +74,6 @@ class Tokenize:
             if sequence.prompt_cut or sequence.response_cut:
                 tokens = len(sequence) + sequence.prompt_cut + sequence.response_cut
                 raise SequenceTooLongError(
-                    f'{spelled.path}: {tokens} tokens, over the model\'s {limit}; send "truncate": true '
+                    f"{spelled.path}: {tokens} tokens, over the model's {limit}; send {inputs.truncated_by} "
                     "to cut the prompt (its earliest turns, then tokens from the left)"
                 )

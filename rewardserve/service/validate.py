@@ -57,6 +57,8 @@ class Inputs:
     items: int  # what the request counts as items (a /compare pair is one item, two sequences)
     truncate: bool = True
     objectives: list[str] | None = None  # the objectives to answer, when the request named them
+    # What the endpoint's body sends to have an over-long input cut, for its 413 to name.
+    truncated_by: str = '"truncate": true'
 
     def __len__(self) -> int:
         return len(self.sequences)

@@ -69,12 +69,18 @@ class PoolingRequest(BaseModel):
     def read(self, check: Validate) -> Inputs:
         """The sequences to score: each text of `input`, or the one conversation of `messages`."""
         truncate = self.truncate_prompt_tokens is not None
+        asked = TRUNCATE_PROMPT_TOKENS
         if self.messages is not None:
             conversation = check.messages("messages", self.messages)
-            return Inputs([Input(conversation[:-1], conversation[-1:], "messages")], 1, truncate)
+            return Inputs([Input(conversation[:-1], conversation[-1:], "messages")], 1, truncate, truncated_by=asked)
         texts = [self.input] if isinstance(self.input, str) else self.input
         assert texts is not None
-        return Inputs(check.policy_texts("input", texts), len(texts), truncate)  # type: ignore[arg-type]
+        sequences = check.policy_texts("input", texts)  # type: ignore[arg-type]
+        return Inputs(sequences, len(texts), truncate, truncated_by=asked)
+
+
+# How vLLM's pooling requests ask to be cut to the model's length, named in a refusal.
+TRUNCATE_PROMPT_TOKENS = '"truncate_prompt_tokens": -1'
 
 
 class Usage(BaseModel):
