@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import statistics
 import subprocess
 import sys
@@ -39,12 +40,12 @@ from real_size_export import build
 
 from rewardserve.bench.load import ScoreApi, run_load, run_requests
 from rewardserve.bench.process import free_port, rewardserve_process, server_process
-from rewardserve.bench.workload import hh_items
 from rewardserve.bundle import BundleRuntime
 from rewardserve.bundle.chat import as_turns
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.judge import judge_text
-from rewardserve.data.hh import prompt_turns
+from rewardserve.bundle.judge import TooLongToJudge, judge_text
+from rewardserve.data.hh import default_data_files, prompt_turns
+from rewardserve.data.preferences import load_preferences
 
 SHAPES = {"64 x 8": (64, 8), "128 x 1": (128, 1)}
 GRPO = (300, 8)
@@ -110,11 +111,22 @@ def vllm_process(python: str, checkpoint: Path) -> contextlib.AbstractContextMan
     )
 
 
-def conversation_items(runtime: BundleRuntime) -> list[dict]:
-    """Distinct HH items as conversations, as a trainer holds them, whose judge text fits 1024 tokens."""
-    items = [{"prompt": prompt_turns(i["prompt"]), "response": i["response"]} for i in hh_items(runtime.encoder, 1024)]
-    lengths = [len(s) for s in runtime.encoder.encode([i["prompt"] for i in items], [i["response"] for i in items])]
-    return [item for item, length in zip(items, lengths, strict=True) if length <= 1024]
+def conversation_items(runtime: BundleRuntime, count: int) -> list[dict]:
+    """`count` distinct HH items as conversations, as a trainer holds them, whose judge text fits
+    the model untruncated (a judge's text over it is refused, not cut)."""
+    examples, _ = load_preferences(default_data_files(), split="all")
+    pairs = sorted({(e.prompt, r) for e in examples for r in e.responses})
+    random.Random(0).shuffle(pairs)
+    items = []
+    for prompt, response in pairs:
+        item = {"prompt": prompt_turns(prompt), "response": response}
+        with contextlib.suppress(TooLongToJudge):
+            (sequence,) = runtime.encoder.encode([item["prompt"]], [response])
+            if not sequence.prompt_cut:
+                items.append(item)
+        if len(items) == count:
+            return items
+    raise SystemExit(f"only {len(items)} HH conversations fit, {count} needed")
 
 
 # rewardserve's request for the same items: the conversations to /score
@@ -141,11 +153,8 @@ def main() -> None:
     args = arguments()
     checkpoint, bundle = judge_bundle(args.work, args.precision)
     runtime = BundleRuntime(bundle, precision="fp32")
-    items = conversation_items(runtime)
-    needed = 8 + args.rounds * len(SHAPES) * args.sequences
-    if len(items) < needed:
-        raise SystemExit(f"only {len(items)} HH conversations fit, {needed} needed")
-    warm, measured = items[:8], items[8:needed]
+    items = conversation_items(runtime, 8 + args.rounds * len(SHAPES) * args.sequences)
+    warm, measured = items[:8], items[8:]
     texts = held_out_texts()
     groups = make_groups(runtime, *GRPO, args.groups, texts)
     print(f"{runtime.machine.describe()}, {available_cpus()} CPUs; {bundle} ({args.precision})")
