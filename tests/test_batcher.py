@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from rewardserve.bundle import EncodedSequence
-from rewardserve.service.batcher import MicroBatcher, length_window
-from rewardserve.service.cache import RewardCache
-from rewardserve.service.errors import ShuttingDownError
-from rewardserve.service.metrics import Metrics
+from rewardserve.scoring.batcher import MicroBatcher, length_window
+from rewardserve.scoring.cache import RewardCache
+from rewardserve.scoring.errors import ShuttingDownError
+from rewardserve.scoring.metrics import Metrics
 
 DIGEST = "ab" * 32
 

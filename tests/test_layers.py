@@ -8,8 +8,9 @@ page, docs/design.md, draws it):
     │           └── training     fine-tuning (evaluates while it trains)
     │               └── export   ONNX, parity, precision gates, the bundle
     │                   └── testing   tiny models from configs, for the tests and benchmarks
-    └── service                  the server: bundle only
-        └── bench                `rewardserve bench` (with data, and training's baseline loader)
+    └── scoring                  the scoring core: validate, admit, tokenize, batch, engine; no transport
+        └── service              the HTTP server: its edge and endpoints, on the core
+            └── bench            `rewardserve bench` (with data, and training's baseline loader)
 
 The server and the clients never load torch, transformers or training (the server image stays
 small), no module imports itself round a cycle, not even for type hints only, and no function
@@ -32,14 +33,19 @@ MAY_IMPORT = {
     "data": {"bundle", "data"},
     "eval": {"bundle", "data", "eval", "client"},
     "client": {"bundle", "data", "client"},
-    "service": {"bundle", "service"},
+    "scoring": {"bundle", "scoring"},
+    "service": {"bundle", "scoring", "service"},
     "training": {"bundle", "data", "eval", "training"},
     "export": {"bundle", "data", "eval", "training", "export"},
-    "bench": {"bundle", "data", "service", "training", "bench"},  # the naive baseline server uses training's loader
+    "bench": {"bundle", "data", "scoring", "service", "training", "bench"},  # the naive baseline server uses training's loader
     "testing": {"bundle", "data", "eval", "client", "training", "export", "testing"},
 }
-WITHOUT_TORCH = ("bundle", "data", "eval", "client", "service")
+WITHOUT_TORCH = ("bundle", "data", "eval", "client", "scoring", "service")
 HEAVY = ("torch", "transformers")
+# The HTTP edge is the service's (and the naive baseline server's that `bench` measures against):
+# the scoring core and everything else reach it through no web framework.
+WITH_A_WEB_FRAMEWORK = ("service", "bench")
+WEB = ("fastapi", "starlette", "uvicorn")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -69,6 +75,8 @@ def test_a_package_imports_only_the_layers_below_it(package):
                 assert parts[1] in MAY_IMPORT[package], f"{path.relative_to(PACKAGE)} imports {module}"
             if package in WITHOUT_TORCH:
                 assert parts[0] not in HEAVY, f"{path.relative_to(PACKAGE)} imports {module}"
+            if package not in WITH_A_WEB_FRAMEWORK:
+                assert parts[0] not in WEB, f"{path.relative_to(PACKAGE)} imports {module}"
 
 
 # verl loads its reward manager into verl's own process, which has torch: the one client module
@@ -79,7 +87,7 @@ TRAINER_PLUGINS = {"rewardserve.client.verl_manager"}
 def test_serving_and_the_clients_load_neither_torch_nor_training():
     modules = [
         f"rewardserve.{p.relative_to(PACKAGE).with_suffix('').as_posix().replace('/', '.')}"
-        for package in ("service", "client")
+        for package in ("scoring", "service", "client")
         for p in sorted((PACKAGE / package).rglob("*.py"))
     ]
     modules = [name for name in modules if name not in TRAINER_PLUGINS]

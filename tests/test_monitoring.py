@@ -12,8 +12,8 @@ from test_api import wait_ready
 
 from rewardserve.bundle import BundleRuntime
 from rewardserve.bundle.outputs import Scores
+from rewardserve.scoring.monitoring import BulkHistogram, RewardMonitor
 from rewardserve.service import Settings, create_app
-from rewardserve.service.monitoring import BulkHistogram, RewardMonitor
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:

@@ -12,18 +12,18 @@ from fastapi.testclient import TestClient
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from rewardserve.bundle import InputFormat, SequenceEncoder
+from rewardserve.scoring.admit import Admission
+from rewardserve.scoring.batcher import MicroBatcher
+from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.retemplate import Retemplate
+from rewardserve.scoring.tokenize import Tokenize
+from rewardserve.scoring.validate import Validate
 from rewardserve.service import Settings, create_app
-from rewardserve.service.admit import Admission
-from rewardserve.service.batcher import MicroBatcher
 from rewardserve.service.context import RequestContext
 from rewardserve.service.endpoints.compare import Compare, CompareRequest
 from rewardserve.service.endpoints.score import Score, ScoreRequest
-from rewardserve.service.metrics import Metrics
 from rewardserve.service.pipeline import ScoringPipeline
 from rewardserve.service.respond import Respond
-from rewardserve.service.retemplate import Retemplate
-from rewardserve.service.tokenize import Tokenize
-from rewardserve.service.validate import Validate
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}"
 STAGES = ["validate", "admit", "retemplate", "tokenize", "batch", "engine", "respond"]

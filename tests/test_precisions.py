@@ -118,7 +118,7 @@ def test_inspect_lists_each_variant_with_its_gate_figures(variants_bundle):
 
 @needs_bf16
 def test_a_reopened_bf16_session_scores_as_before(variants_bundle):
-    # What the engine does after a fault (service/engine.py): a fresh session on the same graph.
+    # What the engine does after a fault (scoring/engine.py): a fresh session on the same graph.
     runtime = BundleRuntime(variants_bundle, precision="bf16")
     batch = runtime.encoder.pad(runtime.encoder.encode([i["prompt"] for i in ITEMS], [i["response"] for i in ITEMS]))
     before = runtime.score(batch).rewards

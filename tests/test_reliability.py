@@ -15,11 +15,11 @@ import httpx
 import pytest
 from live import Gate, Server, free_port, hold_engine, post_in_background, serve, wait_for
 
+from rewardserve.scoring.errors import ShuttingDownError
+from rewardserve.scoring.validate import Inputs
 from rewardserve.service import Settings, bundle_pipeline
 from rewardserve.service.context import RequestContext
-from rewardserve.service.errors import ShuttingDownError
 from rewardserve.service.logs import JsonFormatter
-from rewardserve.service.validate import Inputs
 
 ITEM = {"prompt": "\n\nHuman: What is the capital of France?", "response": "Paris."}
 

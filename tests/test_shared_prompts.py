@@ -9,9 +9,9 @@ import numpy as np
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.outputs import Scores
 from rewardserve.bundle.prefix import PromptStates
-from rewardserve.service.batcher import MicroBatcher
-from rewardserve.service.metrics import Metrics
-from rewardserve.service.shared_prompts import SharedPrompts
+from rewardserve.scoring.batcher import MicroBatcher
+from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.shared_prompts import SharedPrompts
 
 BYTES_PER_TOKEN = 4  # the fake states: one float per prompt token
 

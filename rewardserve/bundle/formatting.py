@@ -285,7 +285,7 @@ class SequenceEncoder:
         """Pad sequences to the longest one, on the format's side, and build the model's inputs.
         With `multiple`, the padded length is rounded up to a multiple of it (at most max_length):
         a server that batches only sequences of the same multiple pads each one to a length of
-        its own, whoever its batch-mates are (service/batcher.py, LENGTH_BUCKET)."""
+        its own, whoever its batch-mates are (scoring/batcher.py, LENGTH_BUCKET)."""
         fmt = self.format
         width = max(len(sequence) for sequence in sequences)
         width = max(width, min(-(-width // multiple) * multiple, fmt.max_length))

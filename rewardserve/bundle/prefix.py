@@ -11,7 +11,7 @@ The split point is each sequence's own `response_start`, in the ids of the whole
 tokenized in one piece: a prompt's states are keyed by exactly those ids, so a response is
 never read after a prompt it did not have, whatever truncation or the template did. Which
 sequences split at all is decided here (`runs_whole`), for the server's batcher
-(service/shared_prompts.py) and for offline jobs (`shared_prompts`, offline.score_sequences).
+(scoring/shared_prompts.py) and for offline jobs (`shared_prompts`, offline.score_sequences).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rewardserve.scoring.metrics import Metrics
 from rewardserve.service.context import SCOPE_KEY, RequestContext, milliseconds
 from rewardserve.service.handlers import internal_error_response
-from rewardserve.service.metrics import Metrics
 
 access_log = logging.getLogger("rewardserve.access")
 logger = logging.getLogger("rewardserve")

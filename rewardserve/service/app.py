@@ -19,27 +19,27 @@ from fastapi import FastAPI
 
 from rewardserve import __version__
 from rewardserve.bundle import BundleRuntime, bundle_digest
+from rewardserve.scoring.admit import Admission
+from rewardserve.scoring.batcher import MicroBatcher
+from rewardserve.scoring.cache import RewardCache
+from rewardserve.scoring.engine import BundleEngine
+from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.monitoring import RewardMonitor
+from rewardserve.scoring.retemplate import Retemplate
+from rewardserve.scoring.shared_prompts import SharedPrompts
+from rewardserve.scoring.threads import in_lower_priority_thread, lower_this_thread
+from rewardserve.scoring.tokenize import Tokenize
+from rewardserve.scoring.validate import Validate
 from rewardserve.service import about
 from rewardserve.service.access_log import AccessLog
-from rewardserve.service.admit import Admission
 from rewardserve.service.auth import ApiKeys, RequireApiKey
-from rewardserve.service.batcher import MicroBatcher
-from rewardserve.service.cache import RewardCache
 from rewardserve.service.endpoints import SCORING_PATHS
-from rewardserve.service.engine import BundleEngine
 from rewardserve.service.handlers import install_error_handlers
 from rewardserve.service.limits import BodyLimit, RefuseEarly
-from rewardserve.service.metrics import Metrics
-from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.pipeline import ScoringPipeline, warm_up_inputs
 from rewardserve.service.respond import Respond
-from rewardserve.service.retemplate import Retemplate
 from rewardserve.service.routes import router
 from rewardserve.service.settings import Settings
-from rewardserve.service.shared_prompts import SharedPrompts
-from rewardserve.service.threads import in_lower_priority_thread, lower_this_thread
-from rewardserve.service.tokenize import Tokenize
-from rewardserve.service.validate import Validate
 
 logger = logging.getLogger("rewardserve")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rewardserve.service.errors import UnauthorizedError
+from rewardserve.scoring.errors import UnauthorizedError
 from rewardserve.service.handlers import error_response
 
 logger = logging.getLogger("rewardserve")

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from rewardserve.service.errors import (
+from rewardserve.scoring.errors import (
     ClientDisconnectedError,
     DeadlineExceededError,
     EngineError,

@@ -1,14 +1,14 @@
 """What is refused before a request's body is read: 503 and 429 (RefuseEarly, by Admission's
 decisions), then a body over its size limit (BodyLimit, 413). Items and characters are limited
-once the body is parsed (service/validate.py)."""
+once the body is parsed (scoring/validate.py)."""
 
 from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardserve.service.admit import Admission
-from rewardserve.service.errors import BodyTooLargeError, ServiceError
+from rewardserve.scoring.admit import Admission
+from rewardserve.scoring.errors import BodyTooLargeError, ServiceError
 from rewardserve.service.handlers import error_response
 
 

@@ -1,5 +1,5 @@
 """The request pipeline: one scoring request through every stage, each in its own file, in the
-order the data flows.
+order the data flows (the stages up to the engine are the scoring core's, `scoring/`).
 
     validate.py   body -> Inputs, read by its endpoint (`endpoints/`; field paths; item and text
                   limits: 413)
@@ -10,7 +10,7 @@ order the data flows.
                   bundle's template and truncated by its policy
     batcher.py    sequences from every request, re-batched by length (and cached)
     engine.py     a padded batch through ONNX Runtime
-    respond.py    rewards -> the endpoint's response body, written by the endpoint
+    respond.py    rewards -> the endpoint's response body, written by the endpoint (`service/`)
 
 The stages are built elsewhere and passed in (`app.py` builds them from a bundle; a test builds
 them around a fake engine), as text-embeddings-inference's `Infer::new` takes its parts.
@@ -30,19 +30,19 @@ from pydantic import BaseModel
 
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.outputs import ModelOutputs, Scores
-from rewardserve.service.admit import Admission
-from rewardserve.service.batcher import MicroBatcher
+from rewardserve.scoring.admit import Admission
+from rewardserve.scoring.batcher import MicroBatcher
+from rewardserve.scoring.engine import PROBE_PROMPTS, PROBE_RESPONSES, probe_responses
+from rewardserve.scoring.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
+from rewardserve.scoring.gathered import Scored
+from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.monitoring import RewardMonitor
+from rewardserve.scoring.retemplate import Retemplate
+from rewardserve.scoring.tokenize import Tokenize
+from rewardserve.scoring.validate import Input, Inputs, Validate
 from rewardserve.service.context import RequestContext, Timings
 from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.engine import PROBE_PROMPTS, PROBE_RESPONSES, probe_responses
-from rewardserve.service.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
-from rewardserve.service.gathered import Scored
-from rewardserve.service.metrics import Metrics
-from rewardserve.service.monitoring import RewardMonitor
 from rewardserve.service.respond import Respond
-from rewardserve.service.retemplate import Retemplate
-from rewardserve.service.tokenize import Tokenize
-from rewardserve.service.validate import Input, Inputs, Validate
 
 T = TypeVar("T")
 B = TypeVar("B", bound=BaseModel)

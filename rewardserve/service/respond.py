@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rewardserve.bundle.outputs import ModelOutputs, Scores
+from rewardserve.scoring.validate import Inputs
 from rewardserve.service.context import RequestContext
-from rewardserve.service.validate import Inputs
 
 B = TypeVar("B")
 

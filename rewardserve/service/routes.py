@@ -10,9 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rewardserve.scoring.errors import UnhealthyError
 from rewardserve.service.context import RequestContext, context_of
 from rewardserve.service.endpoints import ENDPOINTS, Endpoint
-from rewardserve.service.errors import UnhealthyError
 from rewardserve.service.pipeline import ScoringPipeline
 from rewardserve.service.schemas import ErrorResponse
 

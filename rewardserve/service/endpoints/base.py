@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from rewardserve.scoring.validate import Inputs, Validate
 from rewardserve.service.respond import Answer
-from rewardserve.service.validate import Inputs, Validate
 
 B = TypeVar("B", bound=BaseModel)
 

@@ -18,11 +18,11 @@ from pydantic import BaseModel, Field, model_validator
 
 from rewardserve.bundle import choice
 from rewardserve.bundle.judge import ResponsePair, pairwise
+from rewardserve.scoring.errors import TooManyItemsError
+from rewardserve.scoring.validate import Input, Inputs, Validate, candidate
 from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.errors import TooManyItemsError
 from rewardserve.service.respond import Answer
 from rewardserve.service.schemas import TRUNCATE, Body, Messages, Text, one_form
-from rewardserve.service.validate import Input, Inputs, Validate, candidate
 
 # The K x K matrix of a K-wise /compare is serialized on the event loop: 256 responses take
 # ~20 ms and 1.2 MiB of JSON, 1024 would take ~0.3 s (every other request waiting) and 19 MiB.

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rewardserve.scoring.validate import Inputs, Validate
 from rewardserve.service.endpoints.base import Endpoint
 from rewardserve.service.respond import Answer
 from rewardserve.service.schemas import PolicyFormat, Text
-from rewardserve.service.validate import Inputs, Validate
 
 
 class OpenRLHFRewardRequest(BaseModel):

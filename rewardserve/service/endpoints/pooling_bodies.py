@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rewardserve.scoring.validate import Input, Inputs, Validate
 from rewardserve.service.endpoints.base import Endpoint
 from rewardserve.service.respond import Answer
 from rewardserve.service.schemas import Messages, Text
-from rewardserve.service.validate import Input, Inputs, Validate
 
 
 class PoolingRequest(BaseModel):

@@ -19,14 +19,14 @@ from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.chat import ChatTemplateError
 from rewardserve.bundle.judge import TooLongToJudge
 from rewardserve.bundle.outputs import Steps, step_positions
-from rewardserve.service.errors import (
+from rewardserve.scoring.errors import (
     InvalidStepsError,
     SequenceTooLongError,
     TooManyStepsError,
     UnrenderableChatError,
 )
-from rewardserve.service.retemplate import Texts
-from rewardserve.service.validate import Inputs
+from rewardserve.scoring.retemplate import Texts
+from rewardserve.scoring.validate import Inputs
 
 
 class Tokenize:

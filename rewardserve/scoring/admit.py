@@ -17,8 +17,8 @@ import math
 import time
 from collections.abc import Callable, Iterator
 
-from rewardserve.service.errors import NotReadyError, QueueFullError, ShuttingDownError
-from rewardserve.service.metrics import Metrics
+from rewardserve.scoring.errors import NotReadyError, QueueFullError, ShuttingDownError
+from rewardserve.scoring.metrics import Metrics
 
 logger = logging.getLogger("rewardserve")
 

@@ -24,8 +24,8 @@ from rewardserve.bundle.judge import ResponsePair
 from rewardserve.bundle.judge.template import Response
 from rewardserve.bundle.outputs import ModelOutputs, Scores, join_steps
 from rewardserve.bundle.prefix import PrefixRunner, PromptStates, prompt_ids
-from rewardserve.service.errors import EngineError
-from rewardserve.service.metrics import Metrics
+from rewardserve.scoring.errors import EngineError
+from rewardserve.scoring.metrics import Metrics
 
 logger = logging.getLogger("rewardserve.engine")
 

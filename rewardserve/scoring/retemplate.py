@@ -16,8 +16,8 @@ from typing import Literal
 
 from rewardserve.bundle import policy_text
 from rewardserve.bundle.formatting import Text
-from rewardserve.service.errors import UnparseablePolicyTextError
-from rewardserve.service.validate import Input, Inputs
+from rewardserve.scoring.errors import UnparseablePolicyTextError
+from rewardserve.scoring.validate import Input, Inputs
 
 Unparsed = Literal["refuse", "raw"]
 Texts = tuple[list[Text], list[Text]]  # prompts, responses: text or chat messages

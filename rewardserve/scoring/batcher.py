@@ -38,12 +38,12 @@ import numpy as np
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.outputs import Extra, Scores
 from rewardserve.bundle.prefix import PromptStates
-from rewardserve.service.cache import RewardCache
-from rewardserve.service.engine import Engine, PrefixEngine
-from rewardserve.service.errors import ShuttingDownError
-from rewardserve.service.gathered import Gathered, Scored
-from rewardserve.service.metrics import Metrics
-from rewardserve.service.shared_prompts import SharedPrompts
+from rewardserve.scoring.cache import RewardCache
+from rewardserve.scoring.engine import Engine, PrefixEngine
+from rewardserve.scoring.errors import ShuttingDownError
+from rewardserve.scoring.gathered import Gathered, Scored
+from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.shared_prompts import SharedPrompts
 
 
 class _Entry:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.prefix import PromptStates, prompt_ids, runs_whole
-from rewardserve.service.metrics import Metrics
+from rewardserve.scoring.metrics import Metrics
 
 
 class SharedPrompts:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from rewardserve.bundle.chat import Conversation
 from rewardserve.bundle.judge.template import Response
 from rewardserve.bundle.outputs import ModelOutputs, join_steps, step_spans
-from rewardserve.service import schemas
-from rewardserve.service.errors import (
+from rewardserve.scoring.errors import (
     InvalidStepsError,
     TextTooLongError,
     TooManyItemsError,
@@ -32,6 +31,13 @@ from rewardserve.service.errors import (
 )
 
 B = TypeVar("B")
+
+
+class Turn(Protocol):
+    """A message as a request body spells it (the endpoints' schema): a role and its text."""
+
+    role: str
+    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +177,7 @@ class Validate:
         return [Input(prompt, text[len(prompt) :], f"{path}[{i}]", text_format) for i, (text, prompt) in pairs]
 
     def prompt(
-        self, path: str, prompt: str | None, messages: list[schemas.Message] | None, messages_path: str
+        self, path: str, prompt: str | None, messages: Sequence[Turn] | None, messages_path: str
     ) -> str | Conversation:
         """The text prompt, or the turns of its chat form."""
         if messages is None:
@@ -180,7 +186,7 @@ class Validate:
             return prompt
         return self.messages(messages_path, messages)
 
-    def messages(self, path: str, messages: Sequence[schemas.Message]) -> Conversation:
+    def messages(self, path: str, messages: Sequence[Turn]) -> Conversation:
         """The turns of `messages`, each within the limits."""
         self.count(path, len(messages))
         for j, message in enumerate(messages):
