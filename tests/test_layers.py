@@ -37,7 +37,8 @@ MAY_IMPORT = {
     "service": {"bundle", "scoring", "service"},
     "training": {"bundle", "data", "eval", "training"},
     "export": {"bundle", "data", "eval", "training", "export"},
-    "bench": {"bundle", "data", "scoring", "service", "training", "bench"},  # the naive baseline server uses training's loader
+    # the naive baseline server uses training's loader
+    "bench": {"bundle", "data", "scoring", "service", "training", "bench"},
     "testing": {"bundle", "data", "eval", "client", "training", "export", "testing"},
 }
 WITHOUT_TORCH = ("bundle", "data", "eval", "client", "scoring", "service")
