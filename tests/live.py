@@ -13,8 +13,8 @@ import httpx
 import uvicorn
 
 from rewardserve.bench.process import free_port
+from rewardserve.scoring.pipeline import ScoringPipeline
 from rewardserve.service import Settings, create_app
-from rewardserve.service.pipeline import ScoringPipeline
 
 __all__ = [
     "Gate",

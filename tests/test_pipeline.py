@@ -14,16 +14,17 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from rewardserve.bundle import InputFormat, SequenceEncoder
 from rewardserve.scoring.admit import Admission
 from rewardserve.scoring.batcher import MicroBatcher
+from rewardserve.scoring.context import RequestContext
 from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.model import ServedModel
+from rewardserve.scoring.pipeline import ScoringPipeline
 from rewardserve.scoring.retemplate import Retemplate
 from rewardserve.scoring.tokenize import Tokenize
 from rewardserve.scoring.validate import Validate
 from rewardserve.service import Settings, create_app
-from rewardserve.service.context import RequestContext
+from rewardserve.service.endpoints.base import answer
 from rewardserve.service.endpoints.compare import Compare, CompareRequest
 from rewardserve.service.endpoints.score import Score, ScoreRequest
-from rewardserve.service.pipeline import ScoringPipeline
-from rewardserve.service.respond import Respond
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}"
 STAGES = ["validate", "admit", "retemplate", "tokenize", "batch", "engine", "respond"]
@@ -72,26 +73,37 @@ def fake_pipeline(log: list[str] | None = None) -> ScoringPipeline:
     admission = Admission(64, metrics, lambda: batcher.throughput, lambda: True)
     admission.permit = recorded(log, "admit", admission.permit)
     batcher.score = recorded_async(log, "batch", batcher.score)
+    validate = Validate(max_items=16, max_chars=1000)
+    validate.complete = recorded(log, "validate", validate.complete)
     return ScoringPipeline(
-        validate=recorded(log, "validate", Validate(max_items=16, max_chars=1000)),
+        validate=validate,
         admission=admission,
         retemplate=recorded(log, "retemplate", Retemplate()),
         tokenize=recorded(log, "tokenize", Tokenize(encoder)),
         batcher=batcher,
-        respond=recorded(log, "respond", Respond("fake-model", temperature=1.0)),
+        model=ServedModel("fake-model", temperature=1.0),
         metrics=metrics,
     )
 
 
-def endpoint_of(body):
-    return Score() if isinstance(body, ScoreRequest) else Compare()
+def endpoint_of(body, log: list[str] | None = None):
+    """The body's endpoint, its answer written into `log`."""
+    endpoint = Score() if isinstance(body, ScoreRequest) else Compare()
+    endpoint.respond = recorded([] if log is None else log, "respond", endpoint.respond)
+    return endpoint
 
 
-def run(pipeline: ScoringPipeline, body):
+def run(pipeline: ScoringPipeline, body, context: RequestContext | None = None, log: list[str] | None = None):
+    """`body` answered through `pipeline` as the server answers it, the warm-up left out of `log`."""
+
     async def scored():
-        await pipeline.start()
+        await pipeline.start()  # the warm-up goes through the same stages
+        if log is not None:
+            log.clear()
         try:
-            return await pipeline(RequestContext("test", time.perf_counter()), endpoint_of(body), body)
+            return await answer(
+                pipeline, context or RequestContext("test", time.perf_counter()), endpoint_of(body, log), body
+            )
         finally:
             await pipeline.stop()
 
@@ -102,19 +114,10 @@ def test_a_request_passes_every_stage_once_in_the_order_the_data_flows():
     log: list[str] = []
     pipeline = fake_pipeline(log)
     body = ScoreRequest(items=[{"prompt": "hello there", "response": "hi"}, {"prompt": "how", "response": "fine"}])
-
-    async def scored():
-        await pipeline.start()  # the warm-up goes through the same stages
-        log.clear()
-        try:
-            return await pipeline(RequestContext("test", time.perf_counter()), endpoint_of(body), body)
-        finally:
-            await pipeline.stop()
-
-    answer = asyncio.run(scored())
+    answered = run(pipeline, body, log=log)
     assert log == STAGES
-    assert answer.rewards == [6.0, 5.0]  # [CLS] hello there [SEP] hi [SEP]; [CLS] how [SEP] fine [SEP]
-    assert answer.model == "fake-model"
+    assert answered.rewards == [6.0, 5.0]  # [CLS] hello there [SEP] hi [SEP]; [CLS] how [SEP] fine [SEP]
+    assert answered.model == "fake-model"
 
 
 def test_chat_items_are_rendered_with_the_template_before_tokenizing():
@@ -126,21 +129,12 @@ def test_chat_items_are_rendered_with_the_template_before_tokenizing():
 
 
 def test_the_context_records_counts_tokens_and_timings():
-    pipeline = fake_pipeline()
     context = RequestContext("test", time.perf_counter())
     body = CompareRequest(items=[{"prompt": "hello", "a": "hi", "b": "bye bye"}])
-
-    async def scored():
-        await pipeline.start()
-        try:
-            return await pipeline(context, Compare(), body)
-        finally:
-            await pipeline.stop()
-
-    answer = asyncio.run(scored())
+    answered = run(fake_pipeline(), body, context)
     assert (context.items, context.sequences, context.tokens) == (1, 2, 5 + 6)
     assert context.timings is not None and context.timings.inference > 0
-    assert answer.results[0].reward_a == 5.0 and answer.results[0].p_a_better < 0.5
+    assert answered.results[0].reward_a == 5.0 and answered.results[0].p_a_better < 0.5
 
 
 def test_the_app_factory_serves_the_pipeline_it_is_given():

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from live import Gate, Server, free_port, hold_engine, post_in_background, serve, wait_for
 
+from rewardserve.scoring.context import RequestContext
 from rewardserve.scoring.errors import ShuttingDownError
 from rewardserve.scoring.validate import Inputs
 from rewardserve.service import Settings, bundle_pipeline
-from rewardserve.service.context import RequestContext
 from rewardserve.service.logs import JsonFormatter
 
 ITEM = {"prompt": "\n\nHuman: What is the capital of France?", "response": "Paris."}

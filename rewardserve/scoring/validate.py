@@ -14,9 +14,9 @@ that tokenizing kept one step token per span.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from rewardserve.bundle.chat import Conversation
 from rewardserve.bundle.judge.template import Response
@@ -29,8 +29,6 @@ from rewardserve.scoring.errors import (
     TooManyStepsError,
     UnknownObjectiveError,
 )
-
-B = TypeVar("B")
 
 
 class Turn(Protocol):
@@ -109,10 +107,9 @@ class Validate:
     def step_separator(self) -> str | None:
         return None if self.outputs.steps is None else self.outputs.steps.separator
 
-    def __call__(self, read: Callable[[B, Validate], Inputs], body: B) -> Inputs:
-        """`body` read into Inputs by its endpoint's `read`; each response's steps found, for a
-        process reward model."""
-        inputs = read(body, self)
+    def complete(self, inputs: Inputs) -> Inputs:
+        """`inputs` as read with these checks, with each response's steps found, for a process
+        reward model."""
         if self.step_separator is not None:
             inputs = replace(inputs, sequences=[self._with_steps(spelled) for spelled in inputs.sequences])
         return inputs

@@ -1,5 +1,6 @@
-"""The scoring server: FastAPI routes -> the request pipeline (validate, admit, render, tokenize,
-batch, engine, respond) -> ONNX Runtime. Never imports torch or training."""
+"""The HTTP server: FastAPI routes -> each endpoint's body read into Inputs -> the scoring core
+(`rewardserve.scoring`: validate, admit, render, tokenize, batch, engine) -> the endpoint's
+answer. Never imports torch or training."""
 
 from rewardserve.service.app import bundle_pipeline, create_app
 from rewardserve.service.settings import Settings

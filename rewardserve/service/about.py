@@ -28,11 +28,11 @@ async def models(request: Request) -> dict[str, Any]:
     """The one model served, in OpenAI's list; any name is accepted in a request's `model`."""
     pipeline = _pipeline(request)
     model = {
-        "id": pipeline.respond.model_name,
+        "id": pipeline.model.model_name,
         "object": "model",
         "created": STARTED,
         "owned_by": "rewardserve",
-        "root": pipeline.respond.model_name,
+        "root": pipeline.model.model_name,
         "max_model_len": pipeline.tokenize.encoder.format.max_length,
     }
     return {"object": "list", "data": [model]}
@@ -48,11 +48,11 @@ async def load(request: Request) -> dict[str, int]:
 async def model_info(request: Request) -> dict[str, Any]:
     """The model, as SGLang describes one: a reward model, not a generator."""
     pipeline = _pipeline(request)
-    labels = pipeline.respond.labels
+    labels = pipeline.model.labels
     return {
-        "model_path": pipeline.respond.model_name,
-        "tokenizer_path": pipeline.respond.model_name,
-        "served_model_name": pipeline.respond.model_name,
+        "model_path": pipeline.model.model_name,
+        "tokenizer_path": pipeline.model.model_name,
+        "served_model_name": pipeline.model.model_name,
         "is_generation": False,
         "model_type": "reward",
         "max_context_length": pipeline.tokenize.encoder.format.max_length,
@@ -67,8 +67,8 @@ async def server_info(request: Request) -> dict[str, Any]:
     pipeline = _pipeline(request)
     return {
         "version": f"rewardserve {__version__}",
-        "model_path": pipeline.respond.model_name,
-        "served_model_name": pipeline.respond.model_name,
+        "model_path": pipeline.model.model_name,
+        "served_model_name": pipeline.model.model_name,
         "ready": pipeline.admission.ready,
         "load": pipeline.admission.in_flight_sequences,
         "max_queued_sequences": pipeline.admission.max_in_flight,

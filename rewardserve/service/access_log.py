@@ -13,8 +13,8 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rewardserve.scoring.context import RequestContext, milliseconds
 from rewardserve.scoring.metrics import Metrics
-from rewardserve.service.context import SCOPE_KEY, RequestContext, milliseconds
 from rewardserve.service.handlers import internal_error_response
 
 access_log = logging.getLogger("rewardserve.access")
@@ -26,6 +26,12 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # Nothing was sent: the client left before there was an answer (nginx's code for it).
 CLIENT_CLOSED = 499
+# Where a request's RequestContext travels in its ASGI scope (nothing goes through request.state).
+SCOPE_KEY = "rewardserve.context"
+
+
+def context_of(scope: Scope) -> RequestContext:
+    return scope[SCOPE_KEY]
 
 
 def new_id() -> str:
@@ -34,7 +40,7 @@ def new_id() -> str:
 
 class AccessLog:
     """Gives every request an id (`X-Request-ID` echoed, or a new one) and its RequestContext
-    (`context.py`), which the pipeline fills in; adds the context's timing headers and
+    (`scoring/context.py`), which the pipeline fills in; adds the context's timing headers and
     `X-Total-Time` (ms) to the answer; counts and times the request by endpoint and status, with
     its sequences; writes one JSON access line (id, status, items, sequences, tokens, latency;
     never the body or the key); and answers any fault nothing else handled with 500 and an

@@ -3,7 +3,8 @@ only when none are passed in (`bundle_pipeline`), and nothing at import time.
 
 A request passes, outermost first: AccessLog (id, context, metrics, access log, last-resort
 500), RequireApiKey (401 before the body is read), RefuseEarly (503 and 429 before the body is read),
-BodyLimit (413), then its route (`routes.py`), which hands it to the pipeline (`pipeline.py`).
+BodyLimit (413), then its route (`routes.py`), which answers it through the scoring core's
+pipeline (`scoring/pipeline.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from rewardserve.scoring.batcher import MicroBatcher
 from rewardserve.scoring.cache import RewardCache
 from rewardserve.scoring.engine import BundleEngine
 from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.model import ServedModel
 from rewardserve.scoring.monitoring import RewardMonitor
+from rewardserve.scoring.pipeline import ScoringPipeline, warm_up_inputs
 from rewardserve.scoring.retemplate import Retemplate
 from rewardserve.scoring.shared_prompts import SharedPrompts
 from rewardserve.scoring.threads import in_lower_priority_thread, lower_this_thread
@@ -36,8 +39,6 @@ from rewardserve.service.auth import ApiKeys, RequireApiKey
 from rewardserve.service.endpoints import SCORING_PATHS
 from rewardserve.service.handlers import install_error_handlers
 from rewardserve.service.limits import BodyLimit, RefuseEarly
-from rewardserve.service.pipeline import ScoringPipeline, warm_up_inputs
-from rewardserve.service.respond import Respond
 from rewardserve.service.routes import router
 from rewardserve.service.settings import Settings
 
@@ -115,7 +116,7 @@ def bundle_pipeline(settings: Settings, runtime: BundleRuntime | None = None) ->
         retemplate=Retemplate(settings.unparsed_policy_text),
         tokenize=Tokenize(runtime.encoder, manifest.outputs.steps),
         batcher=batcher,
-        respond=Respond(
+        model=ServedModel(
             settings.served_model_name or manifest.name, manifest.calibration_temperature, manifest.outputs
         ),
         metrics=metrics,

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from rewardserve.bundle import BundleRuntime
 from rewardserve.scoring.engine import BundleEngine
+from rewardserve.scoring.pipeline import ScoringPipeline
 from rewardserve.scoring.threads import in_lower_priority_thread
 from rewardserve.service.app import bundle_pipeline, bundle_runtime, create_app
 from rewardserve.service.logs import logging_config
-from rewardserve.service.pipeline import ScoringPipeline
 from rewardserve.service.settings import Settings
 
 logger = logging.getLogger("rewardserve")

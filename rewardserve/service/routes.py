@@ -1,6 +1,6 @@
-"""The HTTP routes: each scoring endpoint (`endpoints/`) mounted at its paths, handing its parsed
-body and the request's context to the pipeline (`pipeline.py`), which runs every stage and
-builds the endpoint's answer; and the probes and metrics."""
+"""The HTTP routes: each scoring endpoint (`endpoints/`) mounted at its paths, its parsed body
+and the request's context answered through the scoring core's pipeline (`endpoints/base.py`'s
+`answer`); and the probes and metrics."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rewardserve.scoring.context import RequestContext
 from rewardserve.scoring.errors import UnhealthyError
-from rewardserve.service.context import RequestContext, context_of
+from rewardserve.scoring.pipeline import ScoringPipeline
+from rewardserve.service.access_log import context_of
 from rewardserve.service.endpoints import ENDPOINTS, Endpoint
-from rewardserve.service.pipeline import ScoringPipeline
+from rewardserve.service.endpoints.base import answer
 from rewardserve.service.schemas import ErrorResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -65,7 +67,7 @@ def mount(router: APIRouter, endpoint: Endpoint) -> None:
 
     async def handler(body: Any, request: Request, x_request_timeout: float | None = None) -> Any:
         pipeline, context = scoring(request, x_request_timeout)
-        return await pipeline(context, endpoint, body)
+        return await answer(pipeline, context, endpoint, body)
 
     handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [

@@ -1,6 +1,6 @@
 """The scoring endpoints, one file each: a body schema, how it reads into the sequences to
 score, and how their scores become its answer (`base.Endpoint`). Every endpoint runs through
-the one pipeline (`pipeline.py`); `routes.py` mounts each at its paths.
+the one pipeline (`scoring/pipeline.py`); `routes.py` mounts each at its paths.
 
 To add an endpoint: write an Endpoint subclass in its own file and list it in ENDPOINTS.
 """

@@ -1,17 +1,38 @@
 """What an endpoint is: a body schema, how it reads into the sequences to score, and how their
-scores become its response. The pipeline does the rest, the same for every endpoint."""
+scores become its response; and `answer`, one request through them and the scoring core's
+pipeline, the same for every endpoint."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy as np
 from pydantic import BaseModel
 
+from rewardserve.bundle.outputs import Scores
+from rewardserve.scoring.context import RequestContext
+from rewardserve.scoring.model import ServedModel
+from rewardserve.scoring.pipeline import ScoringPipeline
 from rewardserve.scoring.validate import Inputs, Validate
-from rewardserve.service.respond import Answer
 
 B = TypeVar("B", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an endpoint answers from: the request's scores and inputs, its context, and what any
+    response may say of the model."""
+
+    scores: Scores
+    inputs: Inputs
+    context: RequestContext
+    model: ServedModel
+
+    @property
+    def rewards(self) -> np.ndarray:
+        return self.scores.rewards
 
 
 class Endpoint(ABC, Generic[B]):
@@ -30,3 +51,12 @@ class Endpoint(ABC, Generic[B]):
     @abstractmethod
     def respond(self, body: B, answer: Answer) -> Any:
         """The response body."""
+
+
+async def answer(pipeline: ScoringPipeline, context: RequestContext, endpoint: Endpoint[B], body: B) -> Any:
+    """`endpoint`'s response to one request: its body read into Inputs with the core's checks,
+    scored by the core, written from the scores; a ServiceError says why there is none."""
+    check = pipeline.validate
+    inputs = check.complete(endpoint.inputs(body, check))
+    scores = await pipeline.scores(context, inputs)
+    return endpoint.respond(body, Answer(scores, inputs, context, pipeline.model))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
+from rewardserve.service.endpoints.base import Answer
 from rewardserve.service.endpoints.pooling_bodies import Listed, PoolingRequest, ReadsPoolingBody, listed, outputs
-from rewardserve.service.respond import Answer
 
 
 class ClassifyRequest(PoolingRequest):

@@ -20,8 +20,7 @@ from rewardserve.bundle import choice
 from rewardserve.bundle.judge import ResponsePair, pairwise
 from rewardserve.scoring.errors import TooManyItemsError
 from rewardserve.scoring.validate import Input, Inputs, Validate, candidate
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.respond import Answer
+from rewardserve.service.endpoints.base import Answer, Endpoint
 from rewardserve.service.schemas import TRUNCATE, Body, Messages, Text, one_form
 
 # The K x K matrix of a K-wise /compare is serialized on the event loop: 256 responses take

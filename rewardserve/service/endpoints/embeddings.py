@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from rewardserve.service.endpoints.base import Answer
 from rewardserve.service.endpoints.pooling_bodies import PoolingRequest, ReadsPoolingBody, Usage, outputs, usage
-from rewardserve.service.respond import Answer
 
 
 class Embedding(BaseModel):

@@ -10,8 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rewardserve.scoring.validate import Inputs, Validate
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.respond import Answer
+from rewardserve.service.endpoints.base import Answer, Endpoint
 from rewardserve.service.schemas import PolicyFormat, Text
 
 

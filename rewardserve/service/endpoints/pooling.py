@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from rewardserve.service.endpoints.base import Answer
 from rewardserve.service.endpoints.pooling_bodies import Listed, PoolingRequest, ReadsPoolingBody, listed, outputs
-from rewardserve.service.respond import Answer
 
 
 class Pooled(BaseModel):

@@ -18,8 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rewardserve.scoring.validate import Input, Inputs, Validate
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.respond import Answer
+from rewardserve.service.endpoints.base import Answer, Endpoint
 from rewardserve.service.schemas import Messages, Text
 
 

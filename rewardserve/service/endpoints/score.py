@@ -8,8 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, model_validator
 
 from rewardserve.scoring.validate import Input, Inputs, Validate, candidate, text_format_of
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.respond import Answer
+from rewardserve.service.endpoints.base import Answer, Endpoint
 from rewardserve.service.schemas import TRUNCATE, Body, Messages, PolicyFormat, Text, one_form
 
 

@@ -16,8 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewardserve.scoring.validate import Input, Inputs, Validate, candidate, text_format_of
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.respond import Answer
+from rewardserve.service.endpoints.base import Answer, Endpoint
 from rewardserve.service.schemas import Messages, Text
 
 

@@ -1,19 +1,15 @@
 """One typed record per request, from its first byte to its access-log line.
 
-The outermost middleware (`access_log.AccessLog`) makes it; the route hands it to the pipeline,
-whose stages fill in what they learn (how many items and sequences, tokens, where the time
-went, cache hits, an engine error's id); the middleware then writes the timing headers, the
-metrics and the access line from it. Nothing travels through `request.state`.
+A transport makes it (the HTTP server's outermost middleware, `service/access_log.py`); the
+pipeline's stages fill in what they learn (how many items and sequences, tokens, where the time
+went, cache hits, an engine error's id); the transport then writes its timing headers, metrics
+and access line from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from starlette.types import Scope
-
-SCOPE_KEY = "rewardserve.context"
 
 
 def milliseconds(seconds: float) -> str:
@@ -51,7 +47,3 @@ class RequestContext:
     tokens: int | None = None  # after truncation
     timings: Timings | None = None  # set once its rewards are ready
     error_id: str | None = None  # an engine fault's, logged with its traceback
-
-
-def context_of(scope: Scope) -> RequestContext:
-    return scope[SCOPE_KEY]

@@ -1,5 +1,7 @@
-"""The request pipeline: one scoring request through every stage, each in its own file, in the
-order the data flows (the stages up to the engine are the scoring core's, `scoring/`).
+"""The scoring pipeline: the sequences of one request through every stage, each in its own file,
+in the order the data flows. A transport reads its request into Inputs (the HTTP server: each
+endpoint's `inputs`, `service/endpoints/`), has them scored here, and writes its answer from the
+scores and the served model (`model.py`).
 
     validate.py   body -> Inputs, read by its endpoint (`endpoints/`; field paths; item and text
                   limits: 413)
@@ -10,7 +12,6 @@ order the data flows (the stages up to the engine are the scoring core's, `scori
                   bundle's template and truncated by its policy
     batcher.py    sequences from every request, re-batched by length (and cached)
     engine.py     a padded batch through ONNX Runtime
-    respond.py    rewards -> the endpoint's response body, written by the endpoint (`service/`)
 
 The stages are built elsewhere and passed in (`app.py` builds them from a bundle; a test builds
 them around a fake engine), as text-embeddings-inference's `Infer::new` takes its parts.
@@ -23,29 +24,26 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from pydantic import BaseModel
 
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.outputs import ModelOutputs, Scores
 from rewardserve.scoring.admit import Admission
 from rewardserve.scoring.batcher import MicroBatcher
+from rewardserve.scoring.context import RequestContext, Timings
 from rewardserve.scoring.engine import PROBE_PROMPTS, PROBE_RESPONSES, probe_responses
 from rewardserve.scoring.errors import ClientDisconnectedError, DeadlineExceededError, EngineError
 from rewardserve.scoring.gathered import Scored
 from rewardserve.scoring.metrics import Metrics
+from rewardserve.scoring.model import ServedModel
 from rewardserve.scoring.monitoring import RewardMonitor
 from rewardserve.scoring.retemplate import Retemplate
 from rewardserve.scoring.tokenize import Tokenize
 from rewardserve.scoring.validate import Input, Inputs, Validate
-from rewardserve.service.context import RequestContext, Timings
-from rewardserve.service.endpoints.base import Endpoint
-from rewardserve.service.respond import Respond
 
 T = TypeVar("T")
-B = TypeVar("B", bound=BaseModel)
 
 
 def warm_up_inputs(outputs: ModelOutputs | None = None) -> Inputs:
@@ -67,7 +65,7 @@ class ScoringPipeline:
         retemplate: Retemplate,
         tokenize: Tokenize,
         batcher: MicroBatcher,
-        respond: Respond,
+        model: ServedModel,
         metrics: Metrics,
         monitor: RewardMonitor | None = None,
         thread_initializer: Callable[[], None] | None = None,
@@ -79,23 +77,18 @@ class ScoringPipeline:
         self.retemplate = retemplate
         self.tokenize = tokenize
         self.batcher = batcher
-        self.respond = respond
+        self.model = model  # what every answer may say of the model
         self.metrics = metrics
         self.monitor = monitor
         # One tokenizer thread: tokenizers already spreads a batch call over the cores, and more
         # threads would only contend for them and for the GIL.
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="tokenizer", initializer=thread_initializer)
 
-    async def __call__(self, context: RequestContext, endpoint: Endpoint[B], body: B) -> Any:
-        """`endpoint`'s response to one request; a ServiceError says why there is none."""
-        inputs = self.validate(endpoint.inputs, body)
-        context.items, context.sequences = inputs.items, len(inputs)
-        scores = await self.scores(context, inputs)
-        return self.respond(endpoint.respond, body, scores, inputs, context)
-
     async def scores(self, context: RequestContext, inputs: Inputs) -> Scores:
-        """Rewards (and the model's other outputs) of `inputs` in their order, within the
-        context's deadline and while its client waits."""
+        """Rewards (and the model's other outputs) of `inputs` (read with `self.validate`'s checks,
+        completed by its `complete`) in their order, within the context's deadline and while its
+        client waits; a ServiceError says why there are none."""
+        context.items, context.sequences = inputs.items, len(inputs)
         if not inputs.sequences:  # OpenRLHF sends empty shards to some of its reward URLs
             return Scores(np.empty(0, dtype=np.float32))
         with self.admission.permit(len(inputs)):

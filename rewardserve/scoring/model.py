@@ -1,50 +1,20 @@
-"""Stage 7, respond: scores in request order -> the endpoint's response body.
-
-Each endpoint writes its own body (`endpoints/`), from an Answer: the request's scores and
-inputs, its context, and what any response may say of the model (`Respond`: its name, its
-calibration temperature, its objectives and step rewards).
+"""What the served model can say of its scores, decided once when it loads: its name, its
+calibration temperature, and its outputs (objectives, step rewards, a judge's verdicts). Every
+answer reads it (`service/endpoints/`'s Answer), as does whatever else scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
-
 import numpy as np
 
 from rewardserve.bundle.outputs import ModelOutputs, Scores
-from rewardserve.scoring.validate import Inputs
-from rewardserve.service.context import RequestContext
-
-B = TypeVar("B")
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What an endpoint answers from."""
-
-    scores: Scores
-    inputs: Inputs
-    context: RequestContext
-    model: Respond
-
-    @property
-    def rewards(self) -> np.ndarray:
-        return self.scores.rewards
-
-
-class Respond:
+class ServedModel:
     def __init__(self, model_name: str, temperature: float, outputs: ModelOutputs | None = None) -> None:
         self.model_name = model_name
         self.temperature = temperature  # choice.py: p(a better than b) = sigmoid((r_a - r_b) / T)
         self.outputs = outputs or ModelOutputs()
-
-    def __call__(
-        self, write: Callable[[B, Answer], Any], body: B, scores: Scores, inputs: Inputs, context: RequestContext
-    ) -> Any:
-        """The body its endpoint's `write` makes of the scores."""
-        return write(body, Answer(scores, inputs, context, self))
 
     @property
     def labels(self) -> list[str]:
