@@ -272,22 +272,29 @@ def _label_names(config, count: int) -> list[str]:
     return names
 
 
+def one_token(tokenizer: Tokenizer, flag: str, text: str) -> int:
+    """The id of `text`, a step's token; ValueError naming `flag` when it is not one token."""
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    if len(ids) != 1:
+        pieces = [tokenizer.id_to_token(i) for i in ids]
+        raise ValueError(f"{flag} {text!r} is {len(ids)} tokens ({pieces}); a step reward is read at one token")
+    return ids[0]
+
+
 def _steps(model: torch.nn.Module, tokenizer: Tokenizer, options: OutputOptions) -> Steps:
     separator = options.step_separator
     if separator is None:
         raise ValueError(
             "a token-classification model is read as a process reward model: name its step token with --step-separator"
         )
-    ids = tokenizer.encode(separator, add_special_tokens=False).ids
-    if len(ids) != 1:
-        raise ValueError(f"--step-separator {separator!r} is {len(ids)} tokens; a step reward is read at one token")
+    token_id = one_token(tokenizer, "--step-separator", separator)
     labels = model.config.num_labels
     if not 0 <= options.step_label < labels:
         raise ValueError(f"--step-label {options.step_label}: the model has {labels} classes")
     activation = "softmax" if labels > 1 else "sigmoid"
     return Steps(
         separator=separator,
-        token_id=ids[0],
+        token_id=token_id,
         label=options.step_label,
         activation=activation,
         scalar=options.step_scalar,

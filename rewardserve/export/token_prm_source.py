@@ -21,7 +21,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 
 from rewardserve.bundle.outputs import ModelOutputs, Steps
 from rewardserve.export.judge_source import VerdictRows, causal_lm_source, load_causal_lm
-from rewardserve.export.source import ExportSource, OutputOptions, derive_format
+from rewardserve.export.source import ExportSource, OutputOptions, derive_format, one_token
 
 
 class StepTokensModel(torch.nn.Module):
@@ -54,8 +54,8 @@ def load_token_prm_source(
         raise ValueError("--step-tokens GOOD,BAD: two tokens, the good one first, read at each --step-separator")
     causal_lm = load_causal_lm(checkpoint, "--step-tokens")
     fmt, tokenizer = derive_format(checkpoint, causal_lm, max_length, padding_side)
-    ids = [_one_token(tokenizer, "--step-separator", options.step_separator)]
-    ids += [_one_token(tokenizer, "--step-tokens", token) for token in options.step_tokens]
+    ids = [one_token(tokenizer, "--step-separator", options.step_separator)]
+    ids += [one_token(tokenizer, "--step-tokens", token) for token in options.step_tokens]
     if len(set(ids)) != 3:
         raise ValueError(f"--step-separator and --step-tokens: three different tokens, not ids {ids}")
     steps = Steps(
@@ -68,11 +68,3 @@ def load_token_prm_source(
     )
     model = StepTokensModel(causal_lm, ids[1:]).eval()
     return causal_lm_source(causal_lm, model, model, fmt, tokenizer, ModelOutputs(steps=steps))
-
-
-def _one_token(tokenizer, flag: str, text: str) -> int:
-    ids = tokenizer.encode(text, add_special_tokens=False).ids
-    if len(ids) != 1:
-        pieces = [tokenizer.id_to_token(i) for i in ids]
-        raise ValueError(f"{flag} {text!r} is {len(ids)} tokens ({pieces}); a step is read at one token")
-    return ids[0]

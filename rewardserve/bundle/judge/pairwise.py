@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rewardserve.bundle import choice
+
 NAME = "pairwise"
 DESCRIPTION = "log p({0}) - log p({1}) of the first response being better; pairs read in both orders"
 
@@ -39,14 +41,11 @@ def reward(log_probs: np.ndarray, values: np.ndarray | None) -> np.ndarray:
     return log_probs[:, 0] - log_probs[:, 1]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
-
-
 def preference(forward: np.ndarray, swapped: np.ndarray) -> np.ndarray:
     """p(a better than b) of pairs read as (a, b) with rewards `forward` and as (b, a) with
     rewards `swapped`: the two orders' p(a better) averaged."""
-    return 0.5 * (_sigmoid(forward) + _sigmoid(-np.asarray(swapped, dtype=np.float64)))
+    # each order's p(a better) is the logistic of its log-odds: Bradley-Terry's against 0
+    return 0.5 * (choice.p_better(forward, 0.0) + choice.p_better(0.0, swapped))
 
 
 def ordered_pairs(k: int) -> list[tuple[int, int]]:
