@@ -24,9 +24,9 @@ from rewardserve.data.hh import default_data_files, prompt_turns
 from rewardserve.data.preferences import load_preferences
 from rewardserve.export.onnx_export import export_bundle, stepped
 from rewardserve.export.source import OutputOptions
+from rewardserve.scoring.build import bundle_pipeline
 from rewardserve.scoring.context import RequestContext
 from rewardserve.service import Settings
-from rewardserve.service.app import bundle_pipeline
 from rewardserve.service.endpoints.score import Score, ScoreRequest
 from rewardserve.testing.chat_models import STEP_SEPARATOR, build_chat_rm, build_prm
 

@@ -105,7 +105,7 @@ def serve(settings: Settings, headers: dict[str, str] | None = None) -> Iterator
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"
     # Warmed up before the first HTTP look, so that probes of the warm-up (503) count in no test's metrics.
-    wait_for(lambda: app.state.pipeline.admission.warmed_up, "the warm-up", timeout=30)
+    wait_for(lambda: all(p.admission.warmed_up for p in app.state.models), "the warm-up", timeout=30)
     wait_until_ready(url, timeout=30)
     yield Server(url, app, headers or {})
     server.should_exit = True

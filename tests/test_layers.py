@@ -3,14 +3,14 @@ page, docs/design.md, draws it):
 
     bundle                       the contract: manifest, formatting, sessions; imports no other
     ├── data                     preference data
-    │   └── client               HTTP clients and trainer adapters
-    │       └── eval             evaluation reports (scores through a client or a runtime)
-    │           └── training     fine-tuning (evaluates while it trains)
-    │               └── export   ONNX, parity, precision gates, the bundle
-    │                   └── testing   tiny models from configs, for the tests and benchmarks
     └── scoring                  the scoring core: validate, admit, tokenize, batch, engine; no transport
-        └── service              the HTTP server: its edge and endpoints, on the core
-            └── bench            `rewardserve bench` (with data, and training's baseline loader)
+        ├── service              the HTTP server: its edge and endpoints, on the core
+        │   └── bench            `rewardserve bench` (with data, and training's baseline loader)
+        └── client               HTTP clients, trainer adapters, the core in-process (with data)
+            └── eval             evaluation reports (scores through a client or a runtime)
+                └── training     fine-tuning (evaluates while it trains)
+                    └── export   ONNX, parity, precision gates, the bundle
+                        └── testing   tiny models from configs, for the tests and benchmarks
 
 The server and the clients never load torch, transformers or training (the server image stays
 small), no module imports itself round a cycle, not even for type hints only, and no function
@@ -31,15 +31,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rewardserve"
 MAY_IMPORT = {
     "bundle": {"bundle"},
     "data": {"bundle", "data"},
-    "eval": {"bundle", "data", "eval", "client"},
-    "client": {"bundle", "data", "client"},
+    "eval": {"bundle", "data", "scoring", "eval", "client"},
+    "client": {"bundle", "data", "scoring", "client"},
     "scoring": {"bundle", "scoring"},
     "service": {"bundle", "scoring", "service"},
-    "training": {"bundle", "data", "eval", "training"},
-    "export": {"bundle", "data", "eval", "training", "export"},
+    "training": {"bundle", "data", "scoring", "eval", "training"},
+    "export": {"bundle", "data", "scoring", "eval", "training", "export"},
     # the naive baseline server uses training's loader
     "bench": {"bundle", "data", "scoring", "service", "training", "bench"},
-    "testing": {"bundle", "data", "eval", "client", "training", "export", "testing"},
+    "testing": {"bundle", "data", "scoring", "eval", "client", "training", "export", "testing"},
 }
 WITHOUT_TORCH = ("bundle", "data", "eval", "client", "scoring", "service")
 HEAVY = ("torch", "transformers")

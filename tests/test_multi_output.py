@@ -397,3 +397,18 @@ def test_export_refuses_a_model_whose_outputs_it_cannot_name_or_combine(tmp_path
     with pytest.raises(ValueError, match="--step-separator is for token-classification models"):
         options = OutputOptions(step_separator=STEP_SEPARATOR, reward_objective="helpfulness")
         export_bundle(several, tmp_path / "b5", parity, max_length=1024, output_options=options)
+
+
+def test_in_process_scoring_reads_steps_items_as_the_server_does(prm, conversations):
+    """`score` and `eval` with --bundle go through the core's own reading of an item
+    (scoring/offline.py): a PRM's `steps` give the server's rewards, and what the server
+    refuses is refused, naming the item."""
+    from rewardserve.client.scorers import LocalScorer
+
+    items = [{"messages": prompt, "steps": steps_of(response)} for prompt, response in conversations[:6]]
+    with serve(prm[1]) as server:
+        served = post(server.url, "/score", {"items": items}).json()["rewards"]
+    local = LocalScorer(prm[1])
+    assert np.abs(np.array(local.score_items(items)) - served).max() <= 1e-5
+    with pytest.raises(ValueError, match=r"items\[1\].*response: not with steps"):
+        local.score_items([items[0], {**items[1], "response": "x"}])

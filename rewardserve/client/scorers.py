@@ -14,13 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from rewardserve.bundle import BundleRuntime, choice
-from rewardserve.bundle.chat import check_messages
 from rewardserve.bundle.formatting import Text
-from rewardserve.bundle.offline import score_sequences
 from rewardserve.client.http import Comparison, RewardClient
+from rewardserve.scoring.offline import OfflineScoring
 
 
 class Scorer(Protocol):
@@ -36,7 +33,8 @@ class Scorer(Protocol):
 
 
 class LocalScorer:
-    """A bundle's ONNX graph in this process: length-sorted batches on every CPU it may use. With
+    """A bundle in this process, through the scoring core's offline path (`scoring/offline.py`):
+    items read as the server reads them, length-sorted batches on every CPU it may use. With
     `prefix_reuse` (where the bundle can: a decoder's prefix graph at fp32 on the CPU, as the
     server decides), a prompt that several items share runs once, as the server's does: a
     /compare pair's two responses after one prompt."""
@@ -45,41 +43,27 @@ class LocalScorer:
         self, bundle: Path, *, threads: int | None = None, batch_size: int = 32, prefix_reuse: bool = True
     ) -> None:
         self.runtime = BundleRuntime(bundle, threads=threads, prefix_reuse=prefix_reuse)
+        self.scoring = OfflineScoring(self.runtime, batch_size=batch_size)
         self.name = self.runtime.manifest.name
-        self.batch_size = batch_size
-
-    def texts(self, item: Mapping[str, Any]) -> tuple[Text, Text]:
-        """(prompt, response) of a `/score` item, texts or messages; ValueError naming what is wrong."""
-        if "messages" in item:
-            messages = check_messages(item["messages"], "messages")
-            if messages[-1]["role"] != "assistant":  # as the server refuses it
-                raise ValueError("messages: the last message is the response: an assistant's")
-            return messages[:-1], messages[-1:]
-        prompt, response = item.get("prompt", ""), item.get("response")
-        if not isinstance(prompt, str) or not isinstance(response, str):
-            raise ValueError("expected string prompt and response, or messages")
-        return prompt, response
 
     def score_items(self, items: Sequence[Mapping[str, Any]]) -> list[float]:
-        pairs = [self.texts(item) for item in items]
-        prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
-        return self._rewards(prompts, responses).tolist()
+        """Rewards of `/score` items (`{"prompt", "response"}`, `{"messages"}`, or a process
+        reward model's `steps`); ValueError or a ServiceError naming the item that is refused."""
+        return self.scoring.scores(self.scoring.read_items(items)).rewards.tolist()
 
     def compare(
         self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]
     ) -> list[Comparison]:
         """As `/compare` answers: both rewards and p(a better than b) with the bundle's temperature;
         prompts and responses are text or, for chat-layout bundles, messages."""
+        if self.scoring.model.outputs.pairwise:
+            raise ValueError("a pairwise judge compares in a server's /compare, which reads each pair in both orders")
         n = len(prompts)
-        rewards = self._rewards([*prompts, *prompts], [*responses_a, *responses_b])
-        p_a = choice.p_better(rewards[:n], rewards[n:], self.runtime.manifest.calibration_temperature)
+        rewards = self.scoring.scores(self.scoring.pairs([*prompts, *prompts], [*responses_a, *responses_b])).rewards
+        p_a = choice.p_better(rewards[:n], rewards[n:], self.scoring.model.temperature)
         return [
             Comparison(*values) for values in zip(rewards[:n].tolist(), rewards[n:].tolist(), p_a.tolist(), strict=True)
         ]
-
-    def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> np.ndarray:
-        sequences = self.runtime.encoder.encode(prompts, responses)
-        return score_sequences(self.runtime, sequences, self.batch_size, prefix=self.runtime.prefix).rewards
 
     def close(self) -> None:
         pass

@@ -41,6 +41,7 @@ class RequestContext:
     deadline: float | None = None  # perf_counter time past which the request is answered 504
     # Completes when the client goes away (None: nobody to watch, e.g. the warm-up).
     disconnected: Callable[[], Awaitable[None]] | None = None
+    model: str | None = None  # the served model that scores it, once picked
     monitored: bool = True  # whether its rewards count in the reward monitor (not the warm-up's)
     items: int | None = None
     sequences: int | None = None

@@ -100,6 +100,12 @@ class UnknownObjectiveError(UnprocessableError):
     error_type = "unknown_objective"
 
 
+class UnknownModelError(ServiceError):
+    """A `model` that this server does not serve, when it serves several (404, as vLLM answers)."""
+
+    error_type = "model_not_found"
+
+
 class UnrenderableChatError(ServiceError):
     """Chat messages that the bundle's chat template refuses or cannot split into prompt and response."""
 

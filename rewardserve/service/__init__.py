@@ -2,7 +2,8 @@
 (`rewardserve.scoring`: validate, admit, render, tokenize, batch, engine) -> the endpoint's
 answer. Never imports torch or training."""
 
-from rewardserve.service.app import bundle_pipeline, create_app
+from rewardserve.scoring.build import bundle_pipeline
+from rewardserve.service.app import create_app
 from rewardserve.service.settings import Settings
 
 __all__ = ["Settings", "bundle_pipeline", "create_app"]

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from rewardserve import __version__
+from rewardserve.scoring.models import ServedModels
+from rewardserve.scoring.pipeline import ScoringPipeline
 
 router = APIRouter()
 
@@ -19,15 +21,19 @@ router = APIRouter()
 STARTED = int(time.time())
 
 
-def _pipeline(request: Request) -> Any:
-    return request.app.state.pipeline
+def _models(request: Request) -> ServedModels:
+    return request.app.state.models
 
 
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
-    """The one model served, in OpenAI's list; any name is accepted in a request's `model`."""
-    pipeline = _pipeline(request)
-    model = {
+    """The models served, in OpenAI's list, the default first (with one, any name is accepted
+    in a request's `model`)."""
+    return {"object": "list", "data": [_listed(pipeline) for pipeline in _models(request)]}
+
+
+def _listed(pipeline: ScoringPipeline) -> dict[str, Any]:
+    return {
         "id": pipeline.model.model_name,
         "object": "model",
         "created": STARTED,
@@ -35,19 +41,19 @@ async def models(request: Request) -> dict[str, Any]:
         "root": pipeline.model.model_name,
         "max_model_len": pipeline.tokenize.encoder.format.max_length,
     }
-    return {"object": "list", "data": [model]}
 
 
 @router.get("/get_load")
 async def load(request: Request) -> dict[str, int]:
-    """Sequences admitted and not yet answered (the vLLM Router's power-of-two policy compares them)."""
-    return {"load": _pipeline(request).admission.in_flight_sequences}
+    """Sequences admitted and not yet answered, over every model (the vLLM Router's power-of-two
+    policy compares them)."""
+    return {"load": _models(request).in_flight_sequences}
 
 
 @router.get("/model_info")
-async def model_info(request: Request) -> dict[str, Any]:
-    """The model, as SGLang describes one: a reward model, not a generator."""
-    pipeline = _pipeline(request)
+async def model_info(request: Request, model: str | None = None) -> dict[str, Any]:
+    """The model (`?model=`; default: the first), as SGLang describes one: a reward model, not a generator."""
+    pipeline = _models(request).pick(model)
     labels = pipeline.model.labels
     return {
         "model_path": pipeline.model.model_name,
@@ -63,13 +69,22 @@ async def model_info(request: Request) -> dict[str, Any]:
 
 @router.get("/server_info")
 async def server_info(request: Request) -> dict[str, Any]:
-    """How this replica runs: its version, its load and whether it is ready."""
-    pipeline = _pipeline(request)
+    """How this replica runs: its version, its load and whether it is ready, in all and per model."""
+    models = _models(request)
+    default = models.default.model.model_name
     return {
         "version": f"rewardserve {__version__}",
-        "model_path": pipeline.model.model_name,
-        "served_model_name": pipeline.model.model_name,
-        "ready": pipeline.admission.ready,
-        "load": pipeline.admission.in_flight_sequences,
-        "max_queued_sequences": pipeline.admission.max_in_flight,
+        "model_path": default,
+        "served_model_name": default,
+        "ready": models.ready,
+        "load": models.in_flight_sequences,
+        "max_queued_sequences": models.max_in_flight,
+        "models": {
+            pipeline.model.model_name: {
+                "ready": pipeline.admission.ready,
+                "load": pipeline.admission.in_flight_sequences,
+                "max_queued_sequences": pipeline.admission.max_in_flight,
+            }
+            for pipeline in models
+        },
     }

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,9 +47,9 @@ class AccessLog:
     never the body or the key); and answers any fault nothing else handled with 500 and an
     error id, under which the traceback is logged."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics_of: Callable[[str | None], Metrics], known_paths: frozenset[str]) -> None:
         self.app = app
-        self.metrics = metrics
+        self.metrics_of = metrics_of  # where a request for a model (None: unnamed) is counted
         self.known_paths = known_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,10 +89,11 @@ class AccessLog:
         route = scope.get("route")
         path = scope["path"]
         endpoint = route.path if route is not None else path if path in self.known_paths else "unmatched"
-        self.metrics.requests.labels(endpoint, str(status)).inc()
-        self.metrics.request_seconds.labels(endpoint).observe(seconds)
+        metrics = self.metrics_of(context.model)
+        metrics.requests.labels(endpoint, str(status)).inc()
+        metrics.request_seconds.labels(endpoint).observe(seconds)
         if context.sequences:
-            self.metrics.request_sequences.labels(endpoint, str(status)).inc(context.sequences)
+            metrics.request_sequences.labels(endpoint, str(status)).inc(context.sequences)
         client = scope.get("client")
         fields = {
             "request_id": context.request_id,

@@ -28,6 +28,7 @@ from rewardserve.scoring.errors import (
     UnauthorizedError,
     UnavailableError,
     UnhealthyError,
+    UnknownModelError,
     UnprocessableError,
     UnrenderableChatError,
 )
@@ -44,6 +45,7 @@ HTTP_STATUS: dict[type[ServiceError], tuple[int, dict[str, str]]] = {
     UnhealthyError: (503, {}),  # a probe's answer, not a client's: no reconnect needed
     ShuttingDownError: (503, _GO_ELSEWHERE),
     TooLargeError: (413, {}),
+    UnknownModelError: (404, {}),
     UnrenderableChatError: (422, {}),
     UnprocessableError: (422, {}),
     QueueFullError: (429, {}),

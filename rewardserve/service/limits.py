@@ -7,8 +7,8 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardserve.scoring.admit import Admission
 from rewardserve.scoring.errors import BodyTooLargeError, ServiceError
+from rewardserve.scoring.models import ServedModels
 from rewardserve.service.handlers import error_response
 
 
@@ -16,10 +16,11 @@ class RefuseEarly:
     """503 (warming up, broken, draining) and 429 (no room for even one more sequence) for
     scoring requests, before their body is read: under overload most of the excess is refused
     for the price of its headers, so the event loop stays free for the work it accepted. The
-    decisions are Admission's (admit.py); a request that needs more room than is left is refused
-    after parsing, when its size is known."""
+    decisions are Admission's (admit.py), over every served model (the request's is not known
+    yet); a request that needs more room than its model has left is refused after parsing, when
+    its size and model are known."""
 
-    def __init__(self, app: ASGIApp, paths: frozenset[str], admission: Admission) -> None:
+    def __init__(self, app: ASGIApp, paths: frozenset[str], admission: ServedModels) -> None:
         self.app = app
         self.paths = paths
         self.admission = admission

@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from rewardserve.bundle import BundleRuntime
+from rewardserve.scoring.build import bundle_models, bundle_runtime
 from rewardserve.scoring.engine import BundleEngine
-from rewardserve.scoring.pipeline import ScoringPipeline
+from rewardserve.scoring.models import ServedModels
 from rewardserve.scoring.threads import in_lower_priority_thread
-from rewardserve.service.app import bundle_pipeline, bundle_runtime, create_app
+from rewardserve.service.app import create_app
 from rewardserve.service.logs import logging_config
 from rewardserve.service.settings import Settings
 
@@ -36,20 +37,22 @@ def serve(**overrides: Any) -> int:
         # Before binding the port, so a bad bundle is a one-line reason and not a crash loop
         # of half-started servers: checksums, the session, and one probe batch through it. On a
         # low-priority thread, so the thread pools it starts are low-priority (threads.py).
-        runtime = in_lower_priority_thread(settings.worker_nice, lambda: _checked_runtime(settings))
-        app = create_app(settings, bundle_pipeline(settings, runtime))
+        runtimes = in_lower_priority_thread(settings.worker_nice, lambda: _checked_runtimes(settings))
+        app = create_app(settings, bundle_models(settings, runtimes))
     except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _cannot_serve(reason)
 
     logging.config.dictConfig(logging_config())
-    logger.info(
-        "serving %r from %s on http://%s:%d", runtime.manifest.name, settings.bundle, settings.host, settings.port
-    )
-    choice = runtime.choice
-    logger.info(
-        "engine: %s on %s (%s; %s)", choice.precision, runtime.device, choice.reason, runtime.machine.describe()
-    )
+    bundles = {"": settings.bundle, **settings.models}
+    for (name, runtime), pipeline in zip(runtimes.items(), app.state.models, strict=True):
+        choice = runtime.choice
+        logger.info(
+            "serving %r from %s on http://%s:%d", pipeline.model.model_name, bundles[name], settings.host, settings.port
+        )
+        logger.info(
+            "engine: %s on %s (%s; %s)", choice.precision, runtime.device, choice.reason, runtime.machine.describe()
+        )
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
     )
@@ -57,10 +60,14 @@ def serve(**overrides: Any) -> int:
     return 0
 
 
-def _checked_runtime(settings: Settings) -> BundleRuntime:
-    runtime = bundle_runtime(settings)
-    BundleEngine(runtime).probe()
-    return runtime
+def _checked_runtimes(settings: Settings) -> dict[str, BundleRuntime]:
+    """Each model's runtime by name ("": the default model's), probed."""
+    runtimes = {
+        name: bundle_runtime(settings, bundle) for name, bundle in {"": settings.bundle, **settings.models}.items()
+    }
+    for runtime in runtimes.values():
+        BundleEngine(runtime).probe()
+    return runtimes
 
 
 def _cannot_serve(reason: str) -> int:
@@ -90,27 +97,45 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        pipeline = self.app.state.pipeline
+        models = self.app.state.models
         if self._draining or self._loop is None:
             self.should_exit = True
             self.force_exit = self._draining
             return
         self._draining = True
         logger.info("signal %d: draining before shutdown", sig)
-        self._loop.call_soon_threadsafe(self._start_drain, pipeline)
+        self._loop.call_soon_threadsafe(self._start_drain, models)
 
-    def _start_drain(self, pipeline: ScoringPipeline) -> None:
-        self._drain = asyncio.ensure_future(self._drain_then_exit(pipeline))
+    def _start_drain(self, models: ServedModels) -> None:
+        self._drain = asyncio.ensure_future(self._drain_then_exit(models))
 
-    async def _drain_then_exit(self, pipeline: ScoringPipeline) -> None:
+    async def _drain_then_exit(self, models: ServedModels) -> None:
         try:
-            await pipeline.drain(self.drain_timeout)
+            await models.drain(self.drain_timeout)
         finally:
             self.should_exit = True
 
 
 def arguments(parser: argparse.ArgumentParser, name: str = "serve") -> None:
-    parser.add_argument("--bundle", help="bundle directory (or REWARDSERVE_BUNDLE)")
+    parser.add_argument(
+        "--bundle",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="bundle directory (or REWARDSERVE_BUNDLE); repeat as NAME=PATH to serve several models, the first "
+        "the default, each chosen by a request's `model`",
+    )
     parser.add_argument("--host", help="interface to bind (default: 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, help="default: 8000")
-    parser.set_defaults(func=lambda args: serve(bundle=args.bundle, host=args.host, port=args.port))
+    parser.set_defaults(func=lambda args: serve(**bundle_settings(args.bundle), host=args.host, port=args.port))
+
+
+def bundle_settings(bundles: list[str] | None) -> dict[str, Any]:
+    """Settings for `--bundle [NAME=]PATH ...`: the first the default model (named NAME where
+    given), the rest by their names. None: the environment's (REWARDSERVE_BUNDLE, _MODELS)."""
+    if not bundles:
+        return {}
+    named = [bundle.split("=", 1) if "=" in bundle else [None, bundle] for bundle in bundles]
+    if len(named) > 1 and any(name is None for name, _ in named):
+        raise SystemExit("rewardserve: cannot serve: several bundles: name each, --bundle NAME=PATH")
+    (first_name, first), *rest = named
+    return {"bundle": first, "served_model_name": first_name, "models": dict(rest) or None}

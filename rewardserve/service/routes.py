@@ -22,6 +22,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         401: "Missing or unknown API key (when keys are set).",
+        404: "A `model` this server does not serve, when it serves several; the error lists the served ones.",
         413: "Body, item count, a text or (with truncate=false) a sequence over its limit.",
         429: "The queue is full; retry after `Retry-After` seconds.",
         500: "The engine failed on this request's batch; `error_id` is logged with the traceback.",
@@ -42,8 +43,9 @@ RequestTimeout = Annotated[
 ]
 
 
-def scoring(request: Request, timeout: float | None) -> tuple[ScoringPipeline, RequestContext]:
-    """The pipeline, and the request's context with its deadline and a way to see its client go.
+def scoring(request: Request, body: Any, timeout: float | None) -> tuple[ScoringPipeline, RequestContext]:
+    """The pipeline of the model `body` names (`models.py`), and the request's context with its
+    deadline and a way to see its client go.
     (Plain calls, not FastAPI dependencies: each dependency costs every request ~40 us of
     FastAPI's bookkeeping. Readiness and room were checked before the body was read:
     limits.RefuseEarly.)"""
@@ -51,7 +53,9 @@ def scoring(request: Request, timeout: float | None) -> tuple[ScoringPipeline, R
     timeout = timeout or request.app.state.settings.request_timeout
     context.deadline = None if timeout is None else context.arrived + timeout
     context.disconnected = lambda: _client_gone(request)
-    return request.app.state.pipeline, context
+    pipeline = request.app.state.models.pick(getattr(body, "model", None))  # every body may name one
+    context.model = pipeline.model.model_name
+    return pipeline, context
 
 
 async def _client_gone(request: Request) -> None:
@@ -66,7 +70,7 @@ def mount(router: APIRouter, endpoint: Endpoint) -> None:
     endpoint's own, so FastAPI parses and validates its body and documents it."""
 
     async def handler(body: Any, request: Request, x_request_timeout: float | None = None) -> Any:
-        pipeline, context = scoring(request, x_request_timeout)
+        pipeline, context = scoring(request, body, x_request_timeout)
         return await answer(pipeline, context, endpoint, body)
 
     handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -99,20 +103,20 @@ for _endpoint in ENDPOINTS:
 @router.get("/health", responses={503: {"model": ErrorResponse}})
 async def health(request: Request) -> dict[str, str]:
     """200 while the process can serve (liveness); 503 once the engine is broken beyond repair."""
-    if not request.app.state.pipeline.admission.healthy():
+    if not request.app.state.models.healthy():
         raise UnhealthyError("the engine is broken: its reopened session fails too; restart the process")
     return {"status": "ok"}
 
 
 @router.get("/ready", responses={503: {"model": ErrorResponse}})
 async def ready(request: Request) -> dict[str, str]:
-    """200 once the bundle is loaded and warmed up; 503 before, and at once on SIGTERM."""
-    request.app.state.pipeline.admission.check_ready()
+    """200 once every model is loaded and warmed up; 503 before, and at once on SIGTERM."""
+    request.app.state.models.check_ready()
     return {"status": "ready"}
 
 
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus metrics (needs a key when `protect_metrics` is set)."""
-    registry = request.app.state.pipeline.metrics.registry
+    registry = request.app.state.models.registry  # with several models, each sample labelled model_name
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -20,7 +20,14 @@ from rewardserve.bundle.prefix import MIN_PROMPT_TOKENS
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REWARDSERVE_")
 
-    bundle: Path = Field(description="Bundle directory written by `rewardserve export`.")
+    bundle: Path = Field(
+        description="Bundle directory written by `rewardserve export`: the default model, for requests that name none."
+    )
+    models: dict[str, Path] = Field(
+        {},
+        description='More models to serve beside `bundle`\'s, by name (as JSON: {"safety": "/bundles/safety"}), '
+        "each with its own engine, batcher and queue; a request picks one by its `model` field.",
+    )
     host: str = Field("127.0.0.1", description="Interface to bind; loopback unless asked otherwise.")
     port: int = Field(8000, ge=0, le=65535)
     served_model_name: str | None = Field(

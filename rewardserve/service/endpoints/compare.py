@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field, model_validator
 from rewardserve.bundle import choice
 from rewardserve.bundle.judge import ResponsePair, pairwise
 from rewardserve.scoring.errors import TooManyItemsError
+from rewardserve.scoring.schemas import TRUNCATE, Body, Messages, ModelName, Text, one_form
 from rewardserve.scoring.validate import Input, Inputs, Validate, candidate
 from rewardserve.service.endpoints.base import Answer, Endpoint
-from rewardserve.service.schemas import TRUNCATE, Body, Messages, Text, one_form
 
 # The K x K matrix of a K-wise /compare is serialized on the event loop: 256 responses take
 # ~20 ms and 1.2 MiB of JSON, 1024 would take ~0.3 s (every other request waiting) and 19 MiB.
@@ -45,6 +45,7 @@ class CompareItem(Body):
 class CompareRequest(Body):
     """Pairs as `items`, or K responses to one prompt (`prompt` or `messages`, and `responses`)."""
 
+    model: ModelName = None
     items: list[CompareItem] | None = Field(None, min_length=1, description="Pairs: (prompt, a, b) each.")
     prompt: Text | None = Field(None, description="K-wise: the prompt every response answers.")
     messages: Messages | None = Field(None, description="K-wise, chat form of the prompt.")

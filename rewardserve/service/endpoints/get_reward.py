@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rewardserve.scoring.schemas import ModelName, PolicyFormat, Text
 from rewardserve.scoring.validate import Inputs, Validate
 from rewardserve.service.endpoints.base import Answer, Endpoint
-from rewardserve.service.schemas import PolicyFormat, Text
 
 
 class OpenRLHFRewardRequest(BaseModel):
@@ -27,6 +27,7 @@ class OpenRLHFRewardRequest(BaseModel):
         None, description="The prompt each query starts with; without it, a whole query is scored as the response."
     )
     labels: list[Any] | None = Field(None, description="Accepted and unused: a reward model needs no labels.")
+    model: ModelName = None
     policy_format: PolicyFormat = Field(
         None,
         description="The queries' chat format ('auto': detected; 'raw': scored as they are, split after "

@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rewardserve.scoring.schemas import Messages, ModelName, Text
 from rewardserve.scoring.validate import Input, Inputs, Validate
 from rewardserve.service.endpoints.base import Answer, Endpoint
-from rewardserve.service.schemas import Messages, Text
 
 
 class PoolingRequest(BaseModel):
     # vLLM accepts fields it does not use (priority, user, ...), and so do we; the ones that
     # would change what is scored are refused below.
     model_config = ConfigDict(extra="allow")
-    model: str | None = Field(None, description="Any name: one server serves one model.")
+    model: ModelName = None
     input: Text | list[Text] | list[int] | list[list[int]] | None = Field(
         None,
         description="Conversations as a chat template wrote them (a leading BOS may be left out): parsed back to "

@@ -3,45 +3,16 @@ order; and the model's objectives or step rewards, when it has them."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel, Field, model_validator
-
-from rewardserve.scoring.validate import Input, Inputs, Validate, candidate, text_format_of
+from rewardserve.scoring.items import ScoreItem, score_input
+from rewardserve.scoring.schemas import TRUNCATE, Body, ModelName, PolicyFormat
+from rewardserve.scoring.validate import Inputs, Validate
 from rewardserve.service.endpoints.base import Answer, Endpoint
-from rewardserve.service.schemas import TRUNCATE, Body, Messages, PolicyFormat, Text, one_form
-
-
-class ScoreItem(Body):
-    """Either `prompt` and `response`, or `messages`: a conversation whose last (assistant)
-    message is the response, rendered with the bundle's chat template. For a process reward
-    model, the response may come as `steps` instead, beside `prompt` or `messages` (then the
-    conversation so far): the server writes each step followed by the model's step separator."""
-
-    prompt: Text | None = Field(None, description="The conversation so far, e.g. '\\n\\nHuman: How do I ...?'")
-    response: Text | None = Field(None, description="The response to score.")
-    messages: Messages | None = Field(None, description="Chat form: the last message is the assistant's response.")
-    steps: Annotated[list[Text], Field(min_length=1)] | None = Field(
-        None,
-        description="Process reward models: the response's reasoning steps, without separators; the response "
-        "scored is separator.join(steps) + separator.",
-    )
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ScoreItem:
-        if self.steps is not None:
-            if self.response is not None:
-                raise ValueError("response: not with steps (send the response as text or as steps)")
-            one_form(self, texts=("prompt",))
-            return self
-        one_form(self, texts=("prompt", "response"))
-        if self.messages is not None and self.messages[-1].role != "assistant":
-            role = self.messages[-1].role
-            raise ValueError(f"messages: the last message is the response: an assistant's, not a {role}'s")
-        return self
 
 
 class ScoreRequest(Body):
+    model: ModelName = None
     items: list[ScoreItem] = Field(min_length=1)
     objectives: list[str] | None = Field(
         None,
@@ -90,22 +61,8 @@ class Score(Endpoint[ScoreRequest]):
 
     def inputs(self, body: ScoreRequest, check: Validate) -> Inputs:
         check.count("items", len(body.items))
-        sequences = [self._item(f"items[{i}]", item, body.policy_format, check) for i, item in enumerate(body.items)]
+        sequences = [score_input(f"items[{i}]", item, body.policy_format, check) for i, item in enumerate(body.items)]
         return Inputs(sequences, len(body.items), body.truncate, check.objectives(body.objectives))
-
-    @staticmethod
-    def _item(path: str, item: ScoreItem, policy_format: str | None, check: Validate) -> Input:
-        if item.steps is not None:  # counted with every other response's steps (Validate)
-            response = check.steps_response(f"{path}.steps", item.steps)
-            prompt = check.prompt(f"{path}.prompt", item.prompt, item.messages, f"{path}.messages")
-            return candidate(prompt, response, f"{path}.steps")
-        if item.messages is None:
-            assert item.prompt is not None and item.response is not None
-            check.text(f"{path}.prompt", item.prompt)
-            check.text(f"{path}.response", item.response)
-            return Input(item.prompt, item.response, path, text_format_of(policy_format))
-        conversation = check.messages(f"{path}.messages", item.messages)
-        return Input(conversation[:-1], conversation[-1:], f"{path}.messages")
 
     def respond(self, body: ScoreRequest, answer: Answer) -> ScoreResponse:
         model, scores = answer.model, answer.scores

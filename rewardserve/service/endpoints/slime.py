@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rewardserve.scoring.schemas import Messages, ModelName, Text
 from rewardserve.scoring.validate import Input, Inputs, Validate, candidate, text_format_of
 from rewardserve.service.endpoints.base import Answer, Endpoint
-from rewardserve.service.schemas import Messages, Text
 
 
 class SlimeRequest(BaseModel):
@@ -27,6 +27,7 @@ class SlimeRequest(BaseModel):
     )
     response: Text = Field(description="The policy's response.")
     label: Any = Field(None, description="Accepted and unused.")
+    model: ModelName = None
 
 
 class Slime(Endpoint[SlimeRequest]):
