@@ -12,7 +12,9 @@ from rewardserve.data.hh import prompt_turns
 from rewardserve.service import Settings
 from rewardserve.service.main import bundle_settings
 
-ITEMS = [{"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "response": f" answer{' very' * i} {i}"} for i in range(6)]
+ITEMS = [
+    {"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "response": f" answer{' very' * i} {i}"} for i in range(6)
+]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,11 @@ def test_one_model_served_accepts_any_name(tiny_bundle):
 
 
 def test_the_command_line_names_each_bundle():
-    assert bundle_settings(["a=/b/1", "b=/b/2"]) == {"bundle": "/b/1", "served_model_name": "a", "models": {"b": "/b/2"}}
+    assert bundle_settings(["a=/b/1", "b=/b/2"]) == {
+        "bundle": "/b/1",
+        "served_model_name": "a",
+        "models": {"b": "/b/2"},
+    }
     assert bundle_settings(["/b/1"]) == {"bundle": "/b/1", "served_model_name": None, "models": None}
     with pytest.raises(SystemExit, match="name each"):
         bundle_settings(["/b/1", "b=/b/2"])
