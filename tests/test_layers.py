@@ -4,8 +4,9 @@ page, docs/design.md, draws it):
     bundle                       the contract: manifest, formatting, sessions; imports no other
     ├── data                     preference data
     └── scoring                  the scoring core: validate, admit, tokenize, batch, engine; no transport
-        ├── service              the HTTP server: its edge and endpoints, on the core
-        │   └── bench            `rewardserve bench` (with data, and training's baseline loader)
+        ├── compose              composed rewards: models, rules, remote servers, judges, served as one
+        │   └── service          the HTTP server: its edge and endpoints, on the core
+        │       └── bench        `rewardserve bench` (with data, and training's baseline loader)
         └── client               HTTP clients, trainer adapters, the core in-process (with data)
             └── eval             evaluation reports (scores through a client or a runtime)
                 └── training     fine-tuning (evaluates while it trains)
@@ -34,14 +35,15 @@ MAY_IMPORT = {
     "eval": {"bundle", "data", "scoring", "eval", "client"},
     "client": {"bundle", "data", "scoring", "client"},
     "scoring": {"bundle", "scoring"},
-    "service": {"bundle", "scoring", "service"},
+    "compose": {"bundle", "scoring", "compose"},
+    "service": {"bundle", "scoring", "compose", "service"},
     "training": {"bundle", "data", "scoring", "eval", "training"},
     "export": {"bundle", "data", "scoring", "eval", "training", "export"},
     # the naive baseline server uses training's loader
-    "bench": {"bundle", "data", "scoring", "service", "training", "bench"},
+    "bench": {"bundle", "data", "scoring", "compose", "service", "training", "bench"},
     "testing": {"bundle", "data", "scoring", "eval", "client", "training", "export", "testing"},
 }
-WITHOUT_TORCH = ("bundle", "data", "eval", "client", "scoring", "service")
+WITHOUT_TORCH = ("bundle", "data", "eval", "client", "scoring", "compose", "service")
 HEAVY = ("torch", "transformers")
 # The HTTP edge is the service's (and the naive baseline server's that `bench` measures against):
 # the scoring core and everything else reach it through no web framework.

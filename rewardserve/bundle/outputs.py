@@ -160,6 +160,8 @@ class Scores:
     weights: np.ndarray | None = None  # (n, N): the gating network's, when it has one
     steps: list[np.ndarray] | None = None  # per row, its step rewards in order
     verdict: np.ndarray | None = None  # (n, K): a judge's verdict probabilities, renormalised over them
+    # A composed reward's value of each component per row (rewardserve/compose/), never batched.
+    components: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rewards)

@@ -86,12 +86,14 @@ class Step:
 @dataclass(frozen=True)
 class DetailedScores:
     """`/score` with everything the model answers: multi-objective models' objectives (and a
-    gated model's weights), process reward models' steps; None where the model has none."""
+    gated model's weights), process reward models' steps, a composed reward's components; None
+    where the model has none."""
 
     rewards: list[float]
     objectives: dict[str, list[float]] | None = None
     objective_weights: dict[str, list[float]] | None = None
     steps: list[list[Step]] | None = None
+    components: dict[str, list[float]] | None = None  # a composed reward's, raw, with NAME_fallback flags
 
 
 def _detailed(answers: Sequence[dict[str, Any]]) -> DetailedScores:
@@ -106,7 +108,7 @@ def _detailed(answers: Sequence[dict[str, Any]]) -> DetailedScores:
     if answers[0].get("steps") is not None:
         steps = [[Step(s["reward"], tuple(s["span"])) for s in item] for a in answers for item in a["steps"]]
     rewards = [r for answer in answers for r in answer["rewards"]]
-    return DetailedScores(rewards, joined("objectives"), joined("objective_weights"), steps)
+    return DetailedScores(rewards, joined("objectives"), joined("objective_weights"), steps, joined("components"))
 
 
 def _score_body(items: Sequence[dict[str, Any]], truncate: bool, objectives: Sequence[str] | None) -> dict[str, Any]:
@@ -179,11 +181,14 @@ class _Base:
         chunk_size: int = 256,
         retry: Retry | None = None,
         request_timeout: float | None = None,
+        model: str | None = None,
     ) -> None:
+        """`model`: the served model every request names, on a server of several (default: its first)."""
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.url = url.rstrip("/")
-        self.model: str | None = None  # the server's model name, once it has answered
+        self._named = {"model": model} if model else {}
+        self.model: str | None = model  # the server's model name, once it has answered
         self.chunk_size = chunk_size
         self.retry = retry or Retry()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -255,7 +260,7 @@ class RewardClient(_Base):
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in itertools.count():
             try:
-                response = self._http.post(path, json=body)
+                response = self._http.post(path, json={**body, **self._named})
             except httpx.TransportError as error:
                 time.sleep(self._wait_before_retry(attempt, error))
                 continue
@@ -326,7 +331,7 @@ class AsyncRewardClient(_Base):
         async with self._slots:
             for attempt in itertools.count():
                 try:
-                    response = await self._http.post(path, json=body)
+                    response = await self._http.post(path, json={**body, **self._named})
                 except httpx.TransportError as error:
                     await asyncio.sleep(self._wait_before_retry(attempt, error))
                     continue

@@ -66,17 +66,24 @@ def connect_async(url: str | None, api_key: str | None) -> AsyncRewardClient:
     return clients[server]
 
 
-def score_item(solution_str: str, extra_info: Mapping[str, Any] | None) -> dict[str, Any]:
+def score_item(solution_str: str, extra_info: Mapping[str, Any] | None, ground_truth: Any = None) -> dict[str, Any]:
+    """The `/score` item of a sample, its ground truth as the label (a composed reward's rules
+    read it; a reward model ignores it)."""
     prompt = (extra_info or {}).get("prompt", "")
     if isinstance(prompt, str):
-        return {"prompt": prompt, "response": solution_str}
-    return chat_item([*prompt, {"role": "assistant", "content": solution_str}])
+        item = {"prompt": prompt, "response": solution_str}
+    else:
+        item = chat_item([*prompt, {"role": "assistant", "content": solution_str}])
+    if ground_truth is not None:
+        item["label"] = ground_truth.tolist() if hasattr(ground_truth, "tolist") else ground_truth
+    return item
 
 
 def scored_results(scored: DetailedScores) -> list[dict[str, float]]:
-    """Each sample's reward as verl's "score", beside the model's objectives and step statistics."""
+    """Each sample's reward as verl's "score", beside the model's objectives and step statistics,
+    or a composed reward's components."""
     results = [{"score": reward} for reward in scored.rewards]
-    for name, values in (scored.objectives or {}).items():
+    for name, values in {**(scored.objectives or {}), **(scored.components or {})}.items():
         for result, value in zip(results, values, strict=True):
             result[name] = value
     for result, steps in zip(results, scored.steps or (), strict=False):
@@ -97,7 +104,7 @@ def compute_score(
     **_: Any,
 ) -> float | dict[str, float]:
     """The reward of one response (verl's naive reward manager calls this per sample)."""
-    items = [score_item(solution_str, extra_info)]
+    items = [score_item(solution_str, extra_info, ground_truth)]
     if details:
         return scored_results(_connect(url, api_key).score_detailed(items))[0]
     (reward,) = _connect(url, api_key).score_items(items)
@@ -118,7 +125,7 @@ async def compute_score_async(
     """The reward of one response, awaited: verl's reward loop (>= 0.7) awaits a coroutine
     function instead of running it on a thread, so many samples are in flight at once, one
     request each, and the server batches them."""
-    items = [score_item(solution_str, extra_info)]
+    items = [score_item(solution_str, extra_info, ground_truth)]
     if details:
         return scored_results(await connect_async(url, api_key).score_detailed(items))[0]
     (reward,) = await connect_async(url, api_key).score_items(items)
@@ -138,7 +145,8 @@ def compute_score_batch(
 ) -> list[float] | list[dict[str, float]]:
     """Rewards of a batch of responses, in one chunked call (verl's batch reward manager)."""
     infos = extra_infos if extra_infos is not None else [None] * len(solution_strs)
-    items = [score_item(s, info) for s, info in zip(solution_strs, infos, strict=True)]
+    pairs = zip(solution_strs, infos, ground_truths, strict=True)
+    items = [score_item(s, info, truth) for s, info, truth in pairs]
     if details:
         return scored_results(_connect(url, api_key).score_detailed(items))
     return _connect(url, api_key).score_items(items)

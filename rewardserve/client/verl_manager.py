@@ -27,8 +27,8 @@ from typing import Any
 
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from rewardserve.client.http import AsyncRewardClient, chat_item
-from rewardserve.client.verl import connect_async, scored_results
+from rewardserve.client.http import AsyncRewardClient
+from rewardserve.client.verl import connect_async, score_item, scored_results
 
 
 class RewardServeManager(RewardManagerBase):
@@ -54,8 +54,10 @@ class RewardServeManager(RewardManagerBase):
 
     async def run_single(self, data: Any) -> dict[str, Any]:
         item = data[-1]  # a multi-turn sample is scored on its last sequence, as verl's managers do
-        conversation = [*self._prompt(item), {"role": "assistant", "content": await self._response(item)}]
-        (result,) = scored_results(await self.client.score_detailed([chat_item(conversation)]))
+        # The sample's ground truth goes as the label, for a composed reward's rules.
+        truth = (item.non_tensor_batch.get("reward_model") or {}).get("ground_truth")
+        scored = score_item(await self._response(item), {"prompt": self._prompt(item)}, truth)
+        (result,) = scored_results(await self.client.score_detailed([scored]))
         return {"reward_score": result["score"], "reward_extra_info": result}
 
     @staticmethod

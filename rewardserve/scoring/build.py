@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from rewardserve.bundle import BundleRuntime, bundle_digest
+from rewardserve.bundle import BundleRuntime, Manifest, bundle_digest
 from rewardserve.bundle.engine_choice import RequestedPrecision
 from rewardserve.scoring.admit import Admission
 from rewardserve.scoring.batcher import MicroBatcher
@@ -158,13 +158,23 @@ def bundle_pipeline(
         tokenize=Tokenize(runtime.encoder, manifest.outputs.steps),
         batcher=batcher,
         model=ServedModel(
-            name or settings.served_model_name or manifest.name, manifest.calibration_temperature, manifest.outputs
+            name or settings.served_model_name or manifest.name,
+            manifest.calibration_temperature,
+            manifest.outputs,
+            reward_stats(manifest),
         ),
         metrics=metrics,
         monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std, outputs=manifest.outputs),
         thread_initializer=lower,
         warm_up=warm_up_inputs(manifest.outputs),
     )
+
+
+def reward_stats(manifest: Manifest) -> tuple[float, float] | None:
+    """(mean, std) of the bundle's rewards on its reference set, where export measured them."""
+    if manifest.reward_mean is None or not manifest.reward_std:
+        return None
+    return manifest.reward_mean, manifest.reward_std
 
 
 def shared_prompts(settings: PipelineSettings, runtime: BundleRuntime, metrics: Metrics) -> SharedPrompts | None:

@@ -106,6 +106,25 @@ class UnknownModelError(ServiceError):
     error_type = "model_not_found"
 
 
+class ComponentError(ServiceError):
+    """A composed reward's component (a remote server, a generation engine) failed, and the spec
+    gives it no fallback (502)."""
+
+    error_type = "component_failed"
+
+
+class ComponentTimeoutError(ComponentError):
+    """A composed reward's component took longer than its timeout, and has no fallback (504)."""
+
+    error_type = "component_timeout"
+
+
+class InvalidLabelError(UnprocessableError):
+    """An item's label that a composed reward's rule needs and cannot read (missing, unparseable)."""
+
+    error_type = "invalid_label"
+
+
 class UnrenderableChatError(ServiceError):
     """Chat messages that the bundle's chat template refuses or cannot split into prompt and response."""
 

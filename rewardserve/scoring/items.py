@@ -4,7 +4,8 @@ into an Input by the same function, so an item gets the same reward whichever wa
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import replace
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -27,6 +28,12 @@ class ScoreItem(Body):
         "scored is separator.join(steps) + separator.",
     )
 
+    label: Any = Field(
+        None,
+        description="What a composed reward's rules read beside the text: the reference answer (a math rule's), "
+        'or {"answer": ..., "unsafe": true} (Llama 2\'s safety gate). A reward model alone ignores it.',
+    )
+
     @model_validator(mode="after")
     def _one_form(self) -> ScoreItem:
         if self.steps is not None:
@@ -42,8 +49,12 @@ class ScoreItem(Body):
 
 
 def score_input(path: str, item: ScoreItem, policy_format: str | None, check: Validate) -> Input:
-    """The sequence `item` (at `path`) asks to score, within `check`'s limits; its text in
-    `policy_format` when set (retemplate.py parses it)."""
+    """The sequence `item` (at `path`) asks to score, within `check`'s limits, with its label;
+    its text in `policy_format` when set (retemplate.py parses it)."""
+    return replace(_spelled(path, item, policy_format, check), label=item.label)
+
+
+def _spelled(path: str, item: ScoreItem, policy_format: str | None, check: Validate) -> Input:
     if item.steps is not None:  # counted with every other response's steps (Validate)
         response = check.steps_response(f"{path}.steps", item.steps)
         prompt = check.prompt(f"{path}.prompt", item.prompt, item.messages, f"{path}.messages")

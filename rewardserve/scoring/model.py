@@ -11,10 +11,18 @@ from rewardserve.bundle.outputs import ModelOutputs, Scores
 
 
 class ServedModel:
-    def __init__(self, model_name: str, temperature: float, outputs: ModelOutputs | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        temperature: float,
+        outputs: ModelOutputs | None = None,
+        reward_stats: tuple[float, float] | None = None,
+    ) -> None:
         self.model_name = model_name
         self.temperature = temperature  # choice.py: p(a better than b) = sigmoid((r_a - r_b) / T)
         self.outputs = outputs or ModelOutputs()
+        # (mean, std) of its rewards on the bundle's reference set, where export measured them
+        self.reward_stats = reward_stats
 
     @property
     def labels(self) -> list[str]:
@@ -39,8 +47,11 @@ class ServedModel:
         """One value per item under each name, beside the reward, for trainers that log them
         (OpenRLHF's extra_logs, verl's reward_extra_info, slime's reward dict): each objective,
         the mean and min step reward and the number of steps, and a judge's probability of each
-        verdict (`p_yes`, `p_no`; `p_1`..`p_10`), renormalised over its verdicts."""
+        verdict (`p_yes`, `p_no`; `p_1`..`p_10`), renormalised over its verdicts; a composed
+        reward's value of each component (and `NAME_fallback`, 1 where a component's fallback
+        stood in for it)."""
         details = self.objectives(scores.objectives) or {}
+        details |= {name: values.tolist() for name, values in (scores.components or {}).items()}
         details |= {f"p_{label}": values for label, values in (self.verdicts(scores) or {}).items()}
         if scores.steps is not None:
             details["step_reward_mean"] = [float(s.mean()) for s in scores.steps]

@@ -9,18 +9,45 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from rewardserve.bundle.outputs import Scores
+from rewardserve.scoring.admit import Admission
+from rewardserve.scoring.context import RequestContext
 from rewardserve.scoring.errors import QueueFullError, UnknownModelError
 from rewardserve.scoring.metrics import Metrics
-from rewardserve.scoring.pipeline import ScoringPipeline
+from rewardserve.scoring.model import ServedModel
+from rewardserve.scoring.validate import Inputs, Validate
+
+
+class Served(Protocol):
+    """What a server serves under a name: a model's ScoringPipeline, or a composed reward
+    (`rewardserve/compose/`). Every transport reads an endpoint's body with `validate`'s checks
+    and answers from `scores` and `model`."""
+
+    model: ServedModel
+    validate: Validate
+    admission: Admission
+    metrics: Metrics
+
+    @property
+    def max_length(self) -> int: ...
+
+    async def scores(self, context: RequestContext, inputs: Inputs) -> Scores: ...
+
+    async def start(self) -> None: ...
+
+    async def drain(self, timeout: float) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ServedModels:
-    def __init__(self, pipelines: Sequence[ScoringPipeline]) -> None:
+    def __init__(self, pipelines: Sequence[Served]) -> None:
         if not pipelines:
             raise ValueError("no model to serve")
         self.by_name = {pipeline.model.model_name: pipeline for pipeline in pipelines}
@@ -31,13 +58,13 @@ class ServedModels:
         self.default = pipelines[0]
         self.registry = self.default.metrics.registry if len(pipelines) == 1 else _labelled_registry(self.by_name)
 
-    def __iter__(self) -> Iterator[ScoringPipeline]:
+    def __iter__(self) -> Iterator[Served]:
         return iter(self.by_name.values())
 
     def __len__(self) -> int:
         return len(self.by_name)
 
-    def pick(self, name: str | None) -> ScoringPipeline:
+    def pick(self, name: str | None) -> Served:
         """The pipeline of the model `name`: the default when none is named or one is served."""
         if name is None or len(self.by_name) == 1:
             return self.default
@@ -101,7 +128,7 @@ class _ModelLabelled(Collector):
     """Every model's metrics, each sample with a `model_name` label (vLLM's label): one family
     per metric name, as Prometheus' text format allows one HELP and TYPE per name."""
 
-    def __init__(self, by_name: dict[str, ScoringPipeline]) -> None:
+    def __init__(self, by_name: dict[str, Served]) -> None:
         self.by_name = by_name
 
     def collect(self) -> Iterator[Metric]:
@@ -117,7 +144,7 @@ class _ModelLabelled(Collector):
         yield from families.values()
 
 
-def _labelled_registry(by_name: dict[str, ScoringPipeline]) -> CollectorRegistry:
+def _labelled_registry(by_name: dict[str, Served]) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(_ModelLabelled(by_name))
     return registry

@@ -84,6 +84,11 @@ class ScoringPipeline:
         # threads would only contend for them and for the GIL.
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="tokenizer", initializer=thread_initializer)
 
+    @property
+    def max_length(self) -> int:
+        """The most tokens the model reads in one sequence."""
+        return self.tokenize.encoder.format.max_length
+
     async def scores(self, context: RequestContext, inputs: Inputs) -> Scores:
         """Rewards (and the model's other outputs) of `inputs` (read with `self.validate`'s checks,
         completed by its `complete`) in their order, within the context's deadline and while its
@@ -92,7 +97,7 @@ class ScoringPipeline:
         if not inputs.sequences:  # OpenRLHF sends empty shards to some of its reward URLs
             return Scores(np.empty(0, dtype=np.float32))
         with self.admission.permit(len(inputs)):
-            return await _watched(context, self._scored(context, inputs))
+            return await watched(context, self._scored(context, inputs))
 
     async def _scored(self, context: RequestContext, inputs: Inputs) -> Scores:
         # Retemplate and tokenize in one hop to the tokenizer thread, before queueing: the engine
@@ -135,7 +140,7 @@ class ScoringPipeline:
         self._tokenizer.shutdown(wait=False, cancel_futures=True)
 
 
-async def _watched(context: RequestContext, work: Awaitable[T]) -> T:
+async def watched(context: RequestContext, work: Awaitable[T]) -> T:
     """`work`'s result; or ClientDisconnectedError as soon as the client goes away, or
     DeadlineExceededError at the context's deadline. Either way the work is cancelled, and so
     is its batcher request, whose queued sequences are then dropped unscored."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from rewardserve.bundle.chat import Conversation
 from rewardserve.bundle.judge.template import Response
@@ -51,6 +51,9 @@ class Input:
     policy_format: str | None = None
     # Process reward models: [start, end) of each step in the response's text.
     steps: list[tuple[int, int]] | None = None
+    # What the request says of the item beside its text, for composed rewards' rules: the
+    # reference answer (a math rule's), or {"answer": ..., "unsafe": true} (Llama 2's gate).
+    label: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,7 @@ class Validate:
             raise TooManyStepsError(
                 f"{spelled.path}: {len(spans)} steps, at most {self.max_steps} per response (max_steps_per_item)"
             )
-        return Input(spelled.prompt, spelled.response, spelled.path, spelled.policy_format, spans)
+        return replace(spelled, steps=spans)
 
     def steps_response(self, path: str, steps: Sequence[str]) -> str:
         """The response text of `steps`: each followed by the model's separator."""
@@ -210,3 +213,10 @@ def candidate(prompt: str | Conversation, response: str, path: str) -> Input:
     """A candidate response to `prompt`: text after a text prompt, an assistant turn after a conversation."""
     reply: Conversation = [{"role": "assistant", "content": response}]
     return Input(prompt, response if isinstance(prompt, str) else reply, path)
+
+
+def labelled(sequences: list[Input], labels: Sequence[Any] | None) -> list[Input]:
+    """`sequences`, each with its label (when the request sent labels)."""
+    if labels is None:
+        return sequences
+    return [replace(spelled, label=label) for spelled, label in zip(sequences, labels, strict=True)]

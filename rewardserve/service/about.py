@@ -12,8 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from rewardserve import __version__
-from rewardserve.scoring.models import ServedModels
-from rewardserve.scoring.pipeline import ScoringPipeline
+from rewardserve.scoring.models import Served, ServedModels
 
 router = APIRouter()
 
@@ -32,14 +31,14 @@ async def models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [_listed(pipeline) for pipeline in _models(request)]}
 
 
-def _listed(pipeline: ScoringPipeline) -> dict[str, Any]:
+def _listed(pipeline: Served) -> dict[str, Any]:
     return {
         "id": pipeline.model.model_name,
         "object": "model",
         "created": STARTED,
         "owned_by": "rewardserve",
         "root": pipeline.model.model_name,
-        "max_model_len": pipeline.tokenize.encoder.format.max_length,
+        "max_model_len": pipeline.max_length,
     }
 
 
@@ -61,7 +60,7 @@ async def model_info(request: Request, model: str | None = None) -> dict[str, An
         "served_model_name": pipeline.model.model_name,
         "is_generation": False,
         "model_type": "reward",
-        "max_context_length": pipeline.tokenize.encoder.format.max_length,
+        "max_context_length": pipeline.max_length,
         "id2label": dict(enumerate(labels)),
         "num_labels": len(labels),
     }

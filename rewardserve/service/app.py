@@ -18,6 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from rewardserve import __version__
+from rewardserve.bundle import BundleRuntime
+from rewardserve.compose.reward import composed_models
 from rewardserve.scoring.build import bundle_models
 from rewardserve.scoring.models import ServedModels
 from rewardserve.scoring.pipeline import ScoringPipeline
@@ -38,11 +40,18 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "
 ROUTER_PATHS = frozenset({"/get_load", "/server_info", "/model_info", "/v1/models"})
 
 
+def served_models(settings: Settings, runtimes: dict[str, BundleRuntime] | None = None) -> ServedModels:
+    """The bundles' models (`runtimes` where they were opened and checked already), and first
+    the reward composed of them, when `settings` name a spec."""
+    models = bundle_models(settings, runtimes)
+    return composed_models(settings.reward_spec, models, settings) if settings.reward_spec else models
+
+
 def create_app(settings: Settings, models: ServedModels | ScoringPipeline | None = None) -> FastAPI:
     """The app serving `models` (or one pipeline), or the models of `settings`' bundles."""
     if isinstance(models, ScoringPipeline):
         models = ServedModels([models])
-    models = models or bundle_models(settings)
+    models = models or served_models(settings)
     keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else None, settings.api_keys_file)
 
     @contextlib.asynccontextmanager

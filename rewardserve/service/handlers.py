@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException
 
 from rewardserve.scoring.errors import (
     ClientDisconnectedError,
+    ComponentError,
+    ComponentTimeoutError,
     DeadlineExceededError,
     EngineError,
     QueueFullError,
@@ -46,6 +48,8 @@ HTTP_STATUS: dict[type[ServiceError], tuple[int, dict[str, str]]] = {
     ShuttingDownError: (503, _GO_ELSEWHERE),
     TooLargeError: (413, {}),
     UnknownModelError: (404, {}),
+    ComponentError: (502, {}),
+    ComponentTimeoutError: (504, {}),
     UnrenderableChatError: (422, {}),
     UnprocessableError: (422, {}),
     QueueFullError: (429, {}),

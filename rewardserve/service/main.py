@@ -15,11 +15,11 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from rewardserve.bundle import BundleRuntime
-from rewardserve.scoring.build import bundle_models, bundle_runtime
+from rewardserve.scoring.build import bundle_runtime
 from rewardserve.scoring.engine import BundleEngine
 from rewardserve.scoring.models import ServedModels
 from rewardserve.scoring.threads import in_lower_priority_thread
-from rewardserve.service.app import create_app
+from rewardserve.service.app import create_app, served_models
 from rewardserve.service.logs import logging_config
 from rewardserve.service.settings import Settings
 
@@ -38,14 +38,15 @@ def serve(**overrides: Any) -> int:
         # of half-started servers: checksums, the session, and one probe batch through it. On a
         # low-priority thread, so the thread pools it starts are low-priority (threads.py).
         runtimes = in_lower_priority_thread(settings.worker_nice, lambda: _checked_runtimes(settings))
-        app = create_app(settings, bundle_models(settings, runtimes))
+        app = create_app(settings, served_models(settings, runtimes))
     except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _cannot_serve(reason)
 
     logging.config.dictConfig(logging_config())
     bundles = {"": settings.bundle, **settings.models}
-    for (name, runtime), pipeline in zip(runtimes.items(), app.state.models, strict=True):
+    pipelines = list(app.state.models)[1 if settings.reward_spec else 0 :]
+    for (name, runtime), pipeline in zip(runtimes.items(), pipelines, strict=True):
         choice = runtime.choice
         logger.info(
             "serving %r from %s on http://%s:%d", pipeline.model.model_name, bundles[name], settings.host, settings.port
@@ -124,9 +125,16 @@ def arguments(parser: argparse.ArgumentParser, name: str = "serve") -> None:
         help="bundle directory (or REWARDSERVE_BUNDLE); repeat as NAME=PATH to serve several models, the first "
         "the default, each chosen by a request's `model`",
     )
+    parser.add_argument(
+        "--reward",
+        metavar="SPEC",
+        help="a composed reward's spec (TOML; or REWARDSERVE_REWARD_SPEC), served as the default model",
+    )
     parser.add_argument("--host", help="interface to bind (default: 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, help="default: 8000")
-    parser.set_defaults(func=lambda args: serve(**bundle_settings(args.bundle), host=args.host, port=args.port))
+    parser.set_defaults(
+        func=lambda args: serve(**bundle_settings(args.bundle), reward_spec=args.reward, host=args.host, port=args.port)
+    )
 
 
 def bundle_settings(bundles: list[str] | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rewardserve.scoring.context import RequestContext
 from rewardserve.scoring.errors import UnhealthyError
-from rewardserve.scoring.pipeline import ScoringPipeline
+from rewardserve.scoring.models import Served
 from rewardserve.service.access_log import context_of
 from rewardserve.service.endpoints import ENDPOINTS, Endpoint
 from rewardserve.service.endpoints.base import answer
@@ -43,7 +43,7 @@ RequestTimeout = Annotated[
 ]
 
 
-def scoring(request: Request, body: Any, timeout: float | None) -> tuple[ScoringPipeline, RequestContext]:
+def scoring(request: Request, body: Any, timeout: float | None) -> tuple[Served, RequestContext]:
     """The pipeline of the model `body` names (`models.py`), and the request's context with its
     deadline and a way to see its client go.
     (Plain calls, not FastAPI dependencies: each dependency costs every request ~40 us of

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Interface to bind; loopback unless asked otherwise.")
     port: int = Field(8000, ge=0, le=65535)
+    reward_spec: Path | None = Field(
+        None,
+        description="A composed reward's spec (TOML, docs/compose.md): served first, as the default model, "
+        "combining the served models, rules, remote servers and judges it names.",
+    )
     served_model_name: str | None = Field(
         None,
         description="The model's name in answers and /v1/models (default: the bundle's). SGLang's gateway sends "

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from rewardserve.bundle.outputs import Scores
 from rewardserve.scoring.context import RequestContext
 from rewardserve.scoring.model import ServedModel
-from rewardserve.scoring.pipeline import ScoringPipeline
+from rewardserve.scoring.models import Served
 from rewardserve.scoring.validate import Inputs, Validate
 
 B = TypeVar("B", bound=BaseModel)
@@ -53,7 +53,7 @@ class Endpoint(ABC, Generic[B]):
         """The response body."""
 
 
-async def answer(pipeline: ScoringPipeline, context: RequestContext, endpoint: Endpoint[B], body: B) -> Any:
+async def answer(pipeline: Served, context: RequestContext, endpoint: Endpoint[B], body: B) -> Any:
     """`endpoint`'s response to one request: its body read into Inputs with the core's checks,
     scored by the core, written from the scores; a ServiceError says why there is none."""
     check = pipeline.validate

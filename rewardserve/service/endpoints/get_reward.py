@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rewardserve.scoring.schemas import ModelName, PolicyFormat, Text
-from rewardserve.scoring.validate import Inputs, Validate
+from rewardserve.scoring.validate import Inputs, Validate, labelled
 from rewardserve.service.endpoints.base import Answer, Endpoint
 
 
@@ -26,7 +26,11 @@ class OpenRLHFRewardRequest(BaseModel):
     prompts: list[Text] | None = Field(
         None, description="The prompt each query starts with; without it, a whole query is scored as the response."
     )
-    labels: list[Any] | None = Field(None, description="Accepted and unused: a reward model needs no labels.")
+    labels: list[Any] | None = Field(
+        None,
+        description="Each query's label (OpenRLHF's `--label_key`): a composed reward's rules read it (the "
+        "reference answer); a reward model alone needs none.",
+    )
     model: ModelName = None
     policy_format: PolicyFormat = Field(
         None,
@@ -36,6 +40,8 @@ class OpenRLHFRewardRequest(BaseModel):
 
     @model_validator(mode="after")
     def _queries_start_with_their_prompts(self) -> OpenRLHFRewardRequest:
+        if self.labels is not None and len(self.labels) != len(self.query):
+            raise ValueError(f"labels: {len(self.labels)} labels for {len(self.query)} queries")
         if self.prompts is None:
             return self
         if len(self.prompts) != len(self.query):
@@ -60,7 +66,8 @@ class GetReward(Endpoint[OpenRLHFRewardRequest]):
     response = OpenRLHFRewardResponse
 
     def inputs(self, body: OpenRLHFRewardRequest, check: Validate) -> Inputs:
-        return Inputs(check.policy_texts("query", body.query, body.prompts, body.policy_format), len(body.query))
+        sequences = check.policy_texts("query", body.query, body.prompts, body.policy_format)
+        return Inputs(labelled(sequences, body.labels), len(body.query))
 
     def respond(self, body: OpenRLHFRewardRequest, answer: Answer) -> OpenRLHFRewardResponse:
         rewards = answer.rewards.tolist()

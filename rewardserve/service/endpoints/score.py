@@ -47,6 +47,11 @@ class ScoreResponse(BaseModel):
     steps: list[list[StepReward]] | None = Field(
         None, description="Process reward models: per item, each step's reward and character span in the response."
     )
+    components: dict[str, list[float]] | None = Field(
+        None,
+        description="Composed rewards: each component's value per item, raw (before normalisation and weights), "
+        "and NAME_fallback (1 where a failed component's fallback stood in).",
+    )
     model: str
 
 
@@ -72,6 +77,7 @@ class Score(Endpoint[ScoreRequest]):
             objective_weights=model.objectives(scores.weights, answer.inputs.objectives),
             steps=_steps(answer),
             verdicts=model.verdicts(scores),
+            components=None if scores.components is None else {k: v.tolist() for k, v in scores.components.items()},
             model=model.model_name,
         )
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewardserve.scoring.schemas import Messages, ModelName, Text
-from rewardserve.scoring.validate import Input, Inputs, Validate, candidate, text_format_of
+from rewardserve.scoring.validate import Input, Inputs, Validate, candidate, labelled, text_format_of
 from rewardserve.service.endpoints.base import Answer, Endpoint
 
 
@@ -26,7 +26,9 @@ class SlimeRequest(BaseModel):
         description="The prompt as the policy saw it: text in its chat template, or chat messages."
     )
     response: Text = Field(description="The policy's response.")
-    label: Any = Field(None, description="Accepted and unused.")
+    label: Any = Field(
+        None, description="The sample's label: a composed reward's rules read it (the reference answer)."
+    )
     model: ModelName = None
 
 
@@ -41,8 +43,10 @@ class Slime(Endpoint[SlimeRequest]):
         check.text("response", body.response)
         if isinstance(body.prompt, str):
             check.text("prompt", body.prompt)
-            return Inputs([Input(body.prompt, body.response, "prompt", text_format_of(check.policy_format))], 1)
-        return Inputs([candidate(check.messages("prompt", body.prompt), body.response, "response")], 1)
+            spelled = Input(body.prompt, body.response, "prompt", text_format_of(check.policy_format))
+        else:
+            spelled = candidate(check.messages("prompt", body.prompt), body.response, "response")
+        return Inputs(labelled([spelled], [body.label]), 1)
 
     def respond(self, body: SlimeRequest, answer: Answer) -> float:
         return float(answer.rewards[0])
