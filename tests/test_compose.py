@@ -22,7 +22,7 @@ from math_verify import parse, verify
 from rewardserve.client.http import RewardClient
 from rewardserve.client.verl import compute_score_batch
 from rewardserve.compose.spec import load_spec
-from rewardserve.service import Settings
+from rewardserve.service import Settings, create_app
 
 PROMPT = "\n\nHuman: What is {q}? Give the answer in a box.\n\nAssistant:"
 # (question, response, reference answer, whether the prompt is tagged unsafe)
@@ -284,5 +284,4 @@ def test_a_spec_that_cannot_be_served_is_refused_naming_the_key(bundles, tmp_pat
     with pytest.raises(
         ValueError, match=r"components\.x\.model: 'nope' is not served here \(served: helpful, safety\)"
     ):
-        with running(settings(bundles, spec)):
-            pass
+        create_app(settings(bundles, spec))
