@@ -6,6 +6,7 @@ page, docs/design.md, draws it):
     └── scoring                  the scoring core: validate, admit, tokenize, batch, engine; no transport
         ├── compose              composed rewards: models, rules, remote servers, judges, served as one
         │   └── service          the HTTP server: its edge and endpoints, on the core
+        │       ├── ray_serve    the same core and HTTP API in Ray Serve replicas, and a handle
         │       └── bench        `rewardserve bench` (with data, and training's baseline loader)
         └── client               HTTP clients, trainer adapters, the core in-process (with data)
             └── eval             evaluation reports (scores through a client or a runtime)
@@ -37,13 +38,14 @@ MAY_IMPORT = {
     "scoring": {"bundle", "scoring"},
     "compose": {"bundle", "scoring", "compose"},
     "service": {"bundle", "scoring", "compose", "service"},
+    "ray_serve": {"bundle", "scoring", "compose", "service", "ray_serve"},
     "training": {"bundle", "data", "scoring", "eval", "training"},
     "export": {"bundle", "data", "scoring", "eval", "training", "export"},
     # the naive baseline server uses training's loader
     "bench": {"bundle", "data", "scoring", "compose", "service", "training", "bench"},
     "testing": {"bundle", "data", "scoring", "eval", "client", "training", "export", "testing"},
 }
-WITHOUT_TORCH = ("bundle", "data", "eval", "client", "scoring", "compose", "service")
+WITHOUT_TORCH = ("bundle", "data", "eval", "client", "scoring", "compose", "service", "ray_serve")
 HEAVY = ("torch", "transformers")
 # The HTTP edge is the service's (and the naive baseline server's that `bench` measures against):
 # the scoring core and everything else reach it through no web framework.

@@ -108,6 +108,16 @@ def run_requests(
     return asyncio.run(_run(url, requests, concurrency, label, api))
 
 
+def run_together(loads: list[tuple[str, list[list], int, str, ScoreApi]]) -> list[LoadResult]:
+    """Several loads at once, each (url, requests, concurrency, label, api) as `run_requests`
+    takes them: what each served while the others ran."""
+
+    async def together() -> list[LoadResult]:
+        return list(await asyncio.gather(*(_run(*load) for load in loads)))
+
+    return asyncio.run(together())
+
+
 def one_at_a_time(url: str, items: list[Item], label: str) -> LoadResult:
     """1-item requests, one after another, on an otherwise idle server."""
     return asyncio.run(_run(url, [[item] for item in items], 1, label))

@@ -35,6 +35,19 @@ if TYPE_CHECKING:  # the types only: a client loads neither jinja2 nor tokenizer
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
+def _worth_retrying(response: httpx.Response) -> bool:
+    """A status in RETRY_STATUSES, or a 500 that is not rewardserve's own (whose body names its
+    `error_type`): a proxy's, as Ray Serve answers when the replica holding the request died."""
+    if response.status_code in RETRY_STATUSES:
+        return True
+    if response.status_code != 500:
+        return False
+    try:
+        return "error_type" not in response.json()
+    except ValueError:
+        return True
+
+
 class RewardServerError(Exception):
     """The server refused a request (or kept refusing it through every retry)."""
 
@@ -203,8 +216,8 @@ class _Base:
 
     def _wait_before_retry(self, attempt: int, failure: httpx.Response | httpx.TransportError) -> float:
         """Seconds to wait before attempt `attempt + 1`; raises what failed when it is not worth
-        retrying (any status but RETRY_STATUSES) or the attempts are spent."""
-        if isinstance(failure, httpx.Response) and failure.status_code not in RETRY_STATUSES:
+        retrying (`_worth_retrying`) or the attempts are spent."""
+        if isinstance(failure, httpx.Response) and not _worth_retrying(failure):
             raise _error(failure)
         if attempt + 1 >= self.retry.attempts:
             raise _error(failure) if isinstance(failure, httpx.Response) else failure
