@@ -1,6 +1,6 @@
 """What composing costs, and what serving two models from one process costs.
 
-    python benchmarks/composed_cost.py --bundle models/default/bundle        # ~10 min on 2 cores
+    python benchmarks/composed_cost.py --bundle models/bench-minilm/bundle   # ~2 min on 2 cores
 
 1. A composed reward on GRPO groups: one `/get_reward` call per group (a prompt and G responses,
    each with a reference answer as its label), one call at a time, against what each component

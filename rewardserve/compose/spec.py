@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -76,6 +76,11 @@ class JudgeComponent(Common):
     verdict: str = Field(description="A regular expression whose first group is the verdict's number.")
     scale: tuple[float, float] | None = Field(None, description="[low, high]: the verdict mapped to [0, 1].")
     max_tokens: int = Field(1024, ge=1)
+    request_fields: dict[str, Any] = Field(
+        {},
+        description="More fields for each request, as the engine names them (vLLM: chat_template_kwargs, "
+        "structured_outputs, ...).",
+    )
     api_key_env: str | None = None
     timeout: float | None = Field(120.0, gt=0)
 

@@ -142,12 +142,20 @@ def bundle_pipeline(
     lower = functools.partial(lower_this_thread, nice)
     prompts = shared_prompts(settings, runtime, metrics)
     batcher = MicroBatcher(engine, settings.max_batch_size, batch_tokens, metrics, cache, lower, prompts, length_bucket)
+    # What the model can say of its scores, decided here once; every stage reads its outputs.
+    model = ServedModel(
+        name or settings.served_model_name or manifest.name,
+        manifest.calibration_temperature,
+        manifest.outputs,
+        reward_stats(manifest),
+    )
+    outputs = model.outputs
     return ScoringPipeline(
         validate=Validate(
             settings.max_items_per_request,
             settings.max_text_chars,
             settings.policy_format,
-            outputs=manifest.outputs,
+            outputs=outputs,
             max_steps=settings.max_steps_per_item,
             max_objectives=settings.max_objectives_per_request,
         ),
@@ -155,18 +163,13 @@ def bundle_pipeline(
             settings.max_queued_sequences, metrics, lambda: batcher.throughput, lambda: not engine.broken
         ),
         retemplate=Retemplate(settings.unparsed_policy_text),
-        tokenize=Tokenize(runtime.encoder, manifest.outputs.steps),
+        tokenize=Tokenize(runtime.encoder, outputs.steps),
         batcher=batcher,
-        model=ServedModel(
-            name or settings.served_model_name or manifest.name,
-            manifest.calibration_temperature,
-            manifest.outputs,
-            reward_stats(manifest),
-        ),
+        model=model,
         metrics=metrics,
-        monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std, outputs=manifest.outputs),
+        monitor=RewardMonitor(metrics.registry, manifest.reward_mean, manifest.reward_std, outputs=outputs),
         thread_initializer=lower,
-        warm_up=warm_up_inputs(manifest.outputs),
+        warm_up=warm_up_inputs(outputs),
     )
 
 

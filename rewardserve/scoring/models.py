@@ -8,6 +8,7 @@ before; with several, an unknown name is refused with the served names (404, as 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -118,7 +119,12 @@ class ServedModels:
             await pipeline.start()
 
     async def drain(self, timeout: float) -> None:
-        await asyncio.gather(*(pipeline.drain(timeout) for pipeline in self))
+        """Drain each in turn, within `timeout` in all: a composed reward, served first, still
+        needs its models while its own requests finish. New requests are refused from the
+        first drain on (`check_ready` asks every model)."""
+        deadline = time.monotonic() + timeout
+        for pipeline in self:
+            await pipeline.drain(max(deadline - time.monotonic(), 0.0))
 
     async def stop(self) -> None:
         await asyncio.gather(*(pipeline.stop() for pipeline in self))

@@ -53,6 +53,7 @@ class GenerationJudge(Component):
 
     async def _verdict(self, item: Item) -> float:
         body = {
+            **self.spec.request_fields,
             "model": self.spec.model,
             "messages": [{"role": "user", "content": self.rubric(item)}],
             "max_tokens": self.spec.max_tokens,
