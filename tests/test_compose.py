@@ -22,6 +22,7 @@ import pytest
 from live import free_port, running
 from math_verify import parse, verify
 
+from rewardserve.bundle import policy_text
 from rewardserve.client.http import RewardClient
 from rewardserve.client.verl import compute_score_batch
 from rewardserve.compose.spec import load_spec
@@ -342,3 +343,39 @@ def test_a_chain_of_thought_judge_runs_on_a_real_generation_engine(generation_en
                 assert answer.status_code == 502 and "component judge" in answer.json()["error"]
                 assert "no verdict" in answer.json()["error"]
     assert verdicts  # the tiny model's completions hold a number on some of them (fixed weights, temperature 0)
+
+
+def test_a_reward_without_labelled_rules_is_served_on_the_label_free_protocols(tiny_bundle, tmp_path):
+    """vLLM's /classify and /pooling and SGLang's /v1/embeddings carry no labels: a composed
+    reward of models and label-free rules answers there, each protocol's reward equal to the
+    same sum computed from what each model answers on that protocol."""
+    spec = tmp_path / "reward.toml"
+    spec.write_text(
+        'name = "composed"\n[components.helpful]\ntype = "model"\nmodel = "helpful"\n'
+        '[components.safety]\ntype = "model"\nmodel = "safety"\nweight = 0.5\n'
+        f"[components.format]\ntype = \"format\"\npattern = '{FORMAT}'\n"
+        '[components.long]\ntype = "length"\nlimit = 40\nbuffer = 20\nweight = 0.25\n'
+    )
+    texts = [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    # The rules read the response of each text as the models do: HH text parsed into its turns.
+    responses = [policy_text.parse(text, "auto")[-1]["content"] for text in texts]
+    formatted = np.array([re.search(FORMAT, r, re.DOTALL) is not None for r in responses], dtype=float)
+    long = np.array([min(max((40 - 20 - len(r)) / 20, -1.0), 0.0) for r in responses])  # DAPO's, by hand
+    assert long.min() < 0 < formatted.sum()
+    protocols = {
+        "/classify": (lambda body: {**body, "use_activation": False}, lambda a: [d["probs"][-1] for d in a["data"]]),
+        "/pooling": (lambda body: body, lambda a: [d["data"][-1] for d in a["data"]]),
+        "/v1/embeddings": (lambda body: body, lambda a: [d["embedding"][-1] for d in a["data"]]),
+    }
+    # two scalar models (the same bundle twice, two engines): what each protocol answers is its reward
+    with running(settings({"helpful": tiny_bundle, "safety": tiny_bundle}, spec)) as server:
+        for path, (request, read) in protocols.items():
+            own = {
+                name: np.array(
+                    read(httpx.post(f"{server.url}{path}", json=request({"input": texts, "model": name})).json())
+                )
+                for name in ("helpful", "safety")
+            }
+            expected = own["helpful"] + 0.5 * own["safety"] + formatted + 0.25 * long
+            served = read(httpx.post(f"{server.url}{path}", json=request({"input": texts})).json())
+            assert close(served, expected), path
