@@ -24,6 +24,7 @@ from math_verify import parse, verify
 
 from rewardserve.bundle import policy_text
 from rewardserve.client.http import RewardClient
+from rewardserve.client.trl import RewardFunction
 from rewardserve.client.verl import compute_score_batch
 from rewardserve.compose.spec import load_spec
 from rewardserve.service import Settings, create_app
@@ -193,6 +194,16 @@ def test_slime_and_verl_get_the_reward_and_its_components(composed, by_hand, thr
     results = compute_score_batch(["math"] * len(CASES), RESPONSES, LABELS, infos, url=composed.url, details=True)
     assert close([r["score"] for r in results], reward)
     assert close([r["format"] for r in results], components["format"])
+
+
+def test_trls_reward_function_sends_a_dataset_column_as_the_labels(composed, by_hand):
+    reward, _ = by_hand
+    function = RewardFunction(composed.url, label_column="solution")
+    # TRL calls a reward function with the batch's prompts, completions and every dataset column
+    rewards = function(PROMPTS, RESPONSES, solution=LABELS, trainer_state=None)
+    assert close(rewards, reward)
+    with pytest.raises(ValueError, match="no column 'answer'"):
+        RewardFunction(composed.url, label_column="answer")(PROMPTS, RESPONSES, solution=LABELS)
 
 
 def test_a_rule_without_its_label_is_422_naming_the_item(composed):

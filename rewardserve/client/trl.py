@@ -46,7 +46,8 @@ def score_item(prompt: str | Conversation, completion: str | Conversation) -> di
 class _ServerReward:
     """A TRL reward function backed by a rewardserve server. Picklable (the HTTP client is made
     on first use in each process), so it survives accelerate's and torchrun's worker processes.
-    Extra keyword arguments (dataset columns, `trainer_state`, ...) are accepted and ignored.
+    Extra keyword arguments (dataset columns, `trainer_state`, ...) are accepted, and ignored
+    unless one is named as the labels' column.
     Rewards are logged under `name`."""
 
     def __init__(
@@ -58,10 +59,11 @@ class _ServerReward:
         chunk_size: int,
         retry: Retry | None,
         request_timeout: float | None,
+        model: str | None = None,
     ) -> None:
         self.__name__ = name  # TRL logs rewards/<__name__>/mean
         self._options: dict[str, Any] = dict(
-            url=url, api_key=api_key, chunk_size=chunk_size, retry=retry, request_timeout=request_timeout
+            url=url, api_key=api_key, chunk_size=chunk_size, retry=retry, request_timeout=request_timeout, model=model
         )
         self._client: RewardClient | None = None
 
@@ -85,6 +87,9 @@ class RewardFunction(_ServerReward):
 
     `objective` or `objectives` (a weight per name) pick the reward among a multi-objective
     model's objectives; a name the model does not have fails the first call with ValueError.
+    `label_column`: a dataset column (TRL passes each to reward functions by name) sent as each
+    item's label, for a composed reward's rules (math-verify's reference answer: "solution").
+    `model`: the served model to score with, on a server of several.
     """
 
     def __init__(
@@ -98,18 +103,32 @@ class RewardFunction(_ServerReward):
         request_timeout: float | None = None,
         objective: str | None = None,
         objectives: dict[str, float] | None = None,
+        label_column: str | None = None,
+        model: str | None = None,
     ) -> None:
         if objective is not None and objectives is not None:
             raise ValueError("objective or objectives, not both")
         super().__init__(
-            url, api_key=api_key, name=name, chunk_size=chunk_size, retry=retry, request_timeout=request_timeout
+            url,
+            api_key=api_key,
+            name=name,
+            chunk_size=chunk_size,
+            retry=retry,
+            request_timeout=request_timeout,
+            model=model,
         )
         self.weights = {objective: 1.0} if objective is not None else objectives
+        self.label_column = label_column
 
     def __call__(
-        self, prompts: Sequence[str | Conversation], completions: Sequence[str | Conversation], **_: Any
+        self, prompts: Sequence[str | Conversation], completions: Sequence[str | Conversation], **columns: Any
     ) -> list[float]:
         items = [score_item(p, c) for p, c in zip(prompts, completions, strict=True)]
+        if self.label_column is not None:
+            if self.label_column not in columns:
+                raise ValueError(f"label_column: the dataset has no column {self.label_column!r}")
+            for item, label in zip(items, columns[self.label_column], strict=True):
+                item["label"] = label
         if self.weights is None:
             return self.client.score_items(items)
         try:
