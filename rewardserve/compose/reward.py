@@ -100,7 +100,13 @@ class ComposedReward:
 
     async def _scored(self, context: RequestContext, inputs: Inputs) -> Scores:
         items = items_of(inputs)
-        results = await asyncio.gather(*(self._value(c, context, inputs, items) for c in self.components))
+        tasks = [asyncio.ensure_future(self._value(c, context, inputs, items)) for c in self.components]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed (or the request went away): the others' work is dropped
+                task.cancel()
+            raise
         raw = {c.name: values for c, (values, _) in zip(self.components, results, strict=True)}
         normalised = {name: self.normalizers[name](v) if name in self.normalizers else v for name, v in raw.items()}
         specs = {c.name: c.spec for c in self.components}
