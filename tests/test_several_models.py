@@ -58,6 +58,9 @@ def test_every_model_is_listed_the_default_first(server):
     info = httpx.get(f"{server.url}/server_info").json()
     assert info["ready"] and set(info["models"]) == {"helpful", "objectives"}
     assert info["max_queued_sequences"] == sum(m["max_queued_sequences"] for m in info["models"].values())
+    # memory: what loading each model added (the tiny models here: a few MiB at most), and the process in all
+    added = [m["resident_mib"] for m in info["models"].values()]
+    assert all(isinstance(mib, int) and mib >= 0 for mib in added) and info["resident_mib"] > sum(added)
     assert httpx.get(f"{server.url}/model_info", params={"model": "objectives"}).json()["num_labels"] == 3
 
 

@@ -224,5 +224,4 @@ def composed_models(spec_path: Path, models: ServedModels, limits: Limits) -> Se
     spec = load_spec(spec_path)
     pipelines = {name: pipeline for name, pipeline in models.by_name.items() if isinstance(pipeline, ScoringPipeline)}
     reward: Served = ComposedReward(spec, pipelines, limits)
-    logger.info("composed reward %r: %s", spec.name, ", ".join(f"{n} ({c.type})" for n, c in spec.components.items()))
     return ServedModels([reward, *models])

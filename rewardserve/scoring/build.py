@@ -93,31 +93,17 @@ def bundle_runtime(settings: PipelineSettings, bundle: Path | None = None) -> Bu
     )
 
 
-def bundle_models(settings: PipelineSettings, runtimes: dict[str, BundleRuntime] | None = None) -> ServedModels:
+def bundle_models(settings: PipelineSettings) -> ServedModels:
     """A pipeline for `settings.bundle` (the default model) and one for each of `settings.models`,
-    from `runtimes` where they were opened and checked already. The start log says what each
-    model adds to the process's resident memory, and the total."""
-    runtimes = runtimes or {}
-    before = resident_mib()
-    pipelines = [bundle_pipeline(settings, runtimes.get(""))]
-    logger.info("model %r: %d MiB resident", pipelines[0].model.model_name, resident_mib() - before)
-    for name, bundle in settings.models.items():
-        loaded = resident_mib()
-        runtime = runtimes.get(name) or in_lower_priority_thread(
-            settings.worker_nice, lambda bundle=bundle: bundle_runtime(settings, bundle)
-        )
+    each model's `resident_mib` what loading it added to the process's resident memory."""
+    bundles = {None: settings.bundle, **settings.models}
+    pipelines = []
+    for name, bundle in bundles.items():
+        before = resident_mib()
+        runtime = in_lower_priority_thread(settings.worker_nice, lambda bundle=bundle: bundle_runtime(settings, bundle))
         pipelines.append(bundle_pipeline(settings, runtime, name))
-        logger.info("model %r: %d MiB resident", name, resident_mib() - loaded)
-    models = ServedModels(pipelines)
-    if len(models) > 1:
-        logger.info(
-            "%d models: %d MiB resident in all; at most %d sequences queued in all (%d each)",
-            len(models),
-            resident_mib(),
-            models.max_in_flight,
-            settings.max_queued_sequences,
-        )
-    return models
+        pipelines[-1].model.resident_mib = max(resident_mib() - before, 0)  # freed pages can be reused
+    return ServedModels(pipelines)
 
 
 def bundle_pipeline(

@@ -23,6 +23,7 @@ class ServedModel:
         self.outputs = outputs or ModelOutputs()
         # (mean, std) of its rewards on the bundle's reference set, where export measured them
         self.reward_stats = reward_stats
+        self.resident_mib: int | None = None  # what loading it added to the process's memory
 
     @property
     def labels(self) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from rewardserve import __version__
+from rewardserve.scoring.build import resident_mib
 from rewardserve.scoring.models import Served, ServedModels
 
 router = APIRouter()
@@ -68,7 +69,8 @@ async def model_info(request: Request, model: str | None = None) -> dict[str, An
 
 @router.get("/server_info")
 async def server_info(request: Request) -> dict[str, Any]:
-    """How this replica runs: its version, its load and whether it is ready, in all and per model."""
+    """How this replica runs: its version, its load, whether it is ready and its resident memory,
+    in all and per model (what loading each model added)."""
     models = _models(request)
     default = models.default.model.model_name
     return {
@@ -78,11 +80,13 @@ async def server_info(request: Request) -> dict[str, Any]:
         "ready": models.ready,
         "load": models.in_flight_sequences,
         "max_queued_sequences": models.max_in_flight,
+        "resident_mib": resident_mib(),
         "models": {
             pipeline.model.model_name: {
                 "ready": pipeline.admission.ready,
                 "load": pipeline.admission.in_flight_sequences,
                 "max_queued_sequences": pipeline.admission.max_in_flight,
+                "resident_mib": pipeline.model.resident_mib,
             }
             for pipeline in models
         },

@@ -18,7 +18,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from rewardserve import __version__
-from rewardserve.bundle import BundleRuntime
 from rewardserve.compose.reward import composed_models
 from rewardserve.scoring.build import bundle_models
 from rewardserve.scoring.models import ServedModels
@@ -40,10 +39,9 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "
 ROUTER_PATHS = frozenset({"/get_load", "/server_info", "/model_info", "/v1/models"})
 
 
-def served_models(settings: Settings, runtimes: dict[str, BundleRuntime] | None = None) -> ServedModels:
-    """The bundles' models (`runtimes` where they were opened and checked already), and first
-    the reward composed of them, when `settings` name a spec."""
-    models = bundle_models(settings, runtimes)
+def served_models(settings: Settings) -> ServedModels:
+    """The bundles' models, and first the reward composed of them, when `settings` name a spec."""
+    models = bundle_models(settings)
     return composed_models(settings.reward_spec, models, settings) if settings.reward_spec else models
 
 

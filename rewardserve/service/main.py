@@ -14,10 +14,10 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from rewardserve.bundle import BundleRuntime
-from rewardserve.scoring.build import bundle_runtime
+from rewardserve.scoring.build import resident_mib
 from rewardserve.scoring.engine import BundleEngine
 from rewardserve.scoring.models import ServedModels
+from rewardserve.scoring.pipeline import ScoringPipeline
 from rewardserve.scoring.threads import in_lower_priority_thread
 from rewardserve.service.app import create_app, served_models
 from rewardserve.service.logs import logging_config
@@ -37,23 +37,14 @@ def serve(**overrides: Any) -> int:
         # Before binding the port, so a bad bundle is a one-line reason and not a crash loop
         # of half-started servers: checksums, the session, and one probe batch through it. On a
         # low-priority thread, so the thread pools it starts are low-priority (threads.py).
-        runtimes = in_lower_priority_thread(settings.worker_nice, lambda: _checked_runtimes(settings))
-        app = create_app(settings, served_models(settings, runtimes))
+        models = in_lower_priority_thread(settings.worker_nice, lambda: _checked_models(settings))
+        app = create_app(settings, models)
     except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _cannot_serve(reason)
 
     logging.config.dictConfig(logging_config())
-    bundles = {"": settings.bundle, **settings.models}
-    pipelines = list(app.state.models)[1 if settings.reward_spec else 0 :]
-    for (name, runtime), pipeline in zip(runtimes.items(), pipelines, strict=True):
-        choice = runtime.choice
-        logger.info(
-            "serving %r from %s on http://%s:%d", pipeline.model.model_name, bundles[name], settings.host, settings.port
-        )
-        logger.info(
-            "engine: %s on %s (%s; %s)", choice.precision, runtime.device, choice.reason, runtime.machine.describe()
-        )
+    _log_start(settings, models)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
     )
@@ -61,14 +52,38 @@ def serve(**overrides: Any) -> int:
     return 0
 
 
-def _checked_runtimes(settings: Settings) -> dict[str, BundleRuntime]:
-    """Each model's runtime by name ("": the default model's), probed."""
-    runtimes = {
-        name: bundle_runtime(settings, bundle) for name, bundle in {"": settings.bundle, **settings.models}.items()
-    }
-    for runtime in runtimes.values():
-        BundleEngine(runtime).probe()
-    return runtimes
+def _checked_models(settings: Settings) -> ServedModels:
+    """Every model (and composed reward) `settings` name, each model's engine probed."""
+    models = served_models(settings)
+    for served in models:
+        if isinstance(served, ScoringPipeline):
+            BundleEngine(served.batcher.engine.runtime).probe()
+    return models
+
+
+def _log_start(settings: Settings, models: ServedModels) -> None:
+    """What is served where, on which engine, and the memory each model took."""
+    where = f"http://{settings.host}:{settings.port}"
+    for served in models:
+        name = served.model.model_name
+        if not isinstance(served, ScoringPipeline):
+            components = ", ".join(f"{c.name} ({c.spec.type})" for c in getattr(served, "components", ()))
+            logger.info("serving the composed reward %r on %s: %s", name, where, components)
+            continue
+        runtime = served.batcher.engine.runtime
+        choice = runtime.choice
+        logger.info("serving %r from %s on %s", name, runtime.directory, where)
+        logger.info(
+            "engine: %s on %s (%s; %s)", choice.precision, runtime.device, choice.reason, runtime.machine.describe()
+        )
+        logger.info("model %r: %d MiB resident", name, served.model.resident_mib or 0)
+    if len(models) > 1:
+        logger.info(
+            "%d served: %d MiB resident in all; at most %d sequences queued in all",
+            len(models),
+            resident_mib(),
+            models.max_in_flight,
+        )
 
 
 def _cannot_serve(reason: str) -> int:
