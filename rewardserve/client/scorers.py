@@ -18,6 +18,7 @@ from rewardserve.bundle import BundleRuntime, choice
 from rewardserve.bundle.formatting import Text
 from rewardserve.client.http import Comparison, RewardClient
 from rewardserve.scoring.offline import OfflineScoring
+from rewardserve.scoring.validate import Inputs
 
 
 class Scorer(Protocol):
@@ -59,7 +60,7 @@ class LocalScorer:
         if self.scoring.model.outputs.pairwise:
             raise ValueError("a pairwise judge compares in a server's /compare, which reads each pair in both orders")
         n = len(prompts)
-        rewards = self.scoring.scores(self.scoring.pairs([*prompts, *prompts], [*responses_a, *responses_b])).rewards
+        rewards = self.scoring.scores(Inputs.of_texts([*prompts, *prompts], [*responses_a, *responses_b])).rewards
         p_a = choice.p_better(rewards[:n], rewards[n:], self.scoring.model.temperature)
         return [
             Comparison(*values) for values in zip(rewards[:n].tolist(), rewards[n:].tolist(), p_a.tolist(), strict=True)

@@ -99,7 +99,9 @@ class ComposedReward:
             return await watched(context, self._scored(context, inputs))
 
     async def _scored(self, context: RequestContext, inputs: Inputs) -> Scores:
-        items = items_of(inputs)
+        # Policy text parsed for the rules and remote components: off the event loop, as the
+        # models' own pipelines parse it on their tokenizer thread.
+        items = await asyncio.to_thread(items_of, inputs)
         tasks = [asyncio.ensure_future(self._value(c, context, inputs, items)) for c in self.components]
         try:
             results = await asyncio.gather(*tasks)

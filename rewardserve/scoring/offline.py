@@ -20,7 +20,7 @@ from rewardserve.scoring.items import ScoreItem, score_input
 from rewardserve.scoring.model import ServedModel
 from rewardserve.scoring.retemplate import Retemplate, Unparsed
 from rewardserve.scoring.tokenize import Tokenize
-from rewardserve.scoring.validate import Input, Inputs, Validate
+from rewardserve.scoring.validate import Inputs, Validate
 
 
 class OfflineScoring:
@@ -57,11 +57,6 @@ class OfflineScoring:
                 raise ValueError(f"items[{i}]{'.' + where if where else ''}: {first['msg']}") from None
             sequences.append(score_input(f"items[{i}]", parsed, policy_format, self.validate))
         return Inputs(sequences, len(items))
-
-    def pairs(self, prompts: Sequence[Any], responses: Sequence[Any]) -> Inputs:
-        """(prompt, response) sequences, each text or, for chat-layout bundles, messages."""
-        sequences = [Input(p, r, f"[{i}]") for i, (p, r) in enumerate(zip(prompts, responses, strict=True))]
-        return Inputs(sequences, len(sequences))
 
     def scores(self, inputs: Inputs) -> Scores:
         """Every output of `inputs`, in their order; a ServiceError (its message naming the item)

@@ -71,8 +71,14 @@ class Inputs:
         return len(self.sequences)
 
     @classmethod
-    def of_texts(cls, prompts: Sequence[str], responses: Sequence[str], step_separator: str | None = None) -> Inputs:
-        """Text sequences, named by position (`[i]`); each response one step when the model reads steps."""
+    def of_texts(
+        cls,
+        prompts: Sequence[str | Conversation],
+        responses: Sequence[Response],
+        step_separator: str | None = None,
+    ) -> Inputs:
+        """Sequences named by position (`[i]`): texts or, for chat-layout bundles, conversations;
+        each (text) response one step when the model reads steps."""
         if step_separator is not None:
             responses = [join_steps([r], step_separator) for r in responses]
         pairs = zip(prompts, responses, strict=True)

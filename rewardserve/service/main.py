@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from rewardserve.compose.reward import ComposedReward
 from rewardserve.scoring.build import resident_mib
 from rewardserve.scoring.engine import BundleEngine
 from rewardserve.scoring.models import ServedModels
@@ -67,7 +68,8 @@ def _log_start(settings: Settings, models: ServedModels) -> None:
     for served in models:
         name = served.model.model_name
         if not isinstance(served, ScoringPipeline):
-            components = ", ".join(f"{c.name} ({c.spec.type})" for c in getattr(served, "components", ()))
+            assert isinstance(served, ComposedReward)
+            components = ", ".join(f"{c.name} ({c.spec.type})" for c in served.components)
             logger.info("serving the composed reward %r on %s: %s", name, where, components)
             continue
         runtime = served.batcher.engine.runtime
