@@ -190,6 +190,9 @@ THIS_MACHINE = Machine.this()
 needs_bf16 = pytest.mark.skipif(
     THIS_MACHINE.cannot_run("bf16") is not None, reason=f"bf16 cannot run here: {THIS_MACHINE.cannot_run('bf16')}"
 )
+needs_int8 = pytest.mark.skipif(
+    THIS_MACHINE.cannot_run("w8a8") is not None, reason=f"w8a8 cannot run here: {THIS_MACHINE.cannot_run('w8a8')}"
+)
 
 
 @pytest.fixture(scope="session")

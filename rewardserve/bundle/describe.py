@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardserve.bundle.formatting import InputFormat
-from rewardserve.bundle.manifest import Manifest, Variant
+from rewardserve.bundle.manifest import OPENVINO_PRECISIONS, Manifest, Variant
 
 
 def _by_output(diffs: dict[str, float]) -> str:
@@ -92,15 +92,17 @@ def _checks(manifest: Manifest) -> list[tuple[str, str]]:
                 ),
             )
         )
-        if (bf16 := prefix.bf16) is not None:
-            gate = bf16.agreement
-            verdict = "passed" if bf16.passed else f"refused ({bf16.refused})"
+        for precision in OPENVINO_PRECISIONS:
+            if (judged := prefix.at(precision)) is None:
+                continue
+            gate = judged.agreement
+            verdict = "passed" if judged.passed else f"refused ({judged.refused})"
             out.append(
                 (
-                    "prefix graph bf16",
+                    f"prefix graph {precision}",
                     f"{verdict}: {gate.pairs} held-out pairs, each prompt once: {gate.decisions_matching:.2%} ordered "
                     f"as fp32 does, accuracy {gate.accuracy:.4f} (fp32 {gate.accuracy_fp32:.4f}); rewards within "
-                    f"{bf16.max_abs_diff_whole:.2g} of bf16 run whole",
+                    f"{judged.max_abs_diff_whole:.2g} of {precision} run whole",
                 )
             )
     return out
@@ -117,7 +119,11 @@ def _variant(variant: Variant) -> str:
             f"; max |reward - PyTorch fp32| {variant.parity.max_abs_diff:.2g}, "
             f"alone vs batched {variant.parity.max_abs_diff_alone_vs_batched:.2g}"
         )
+    if variant.seq_per_s is not None:
+        figures += f"; {variant.seq_per_s:.1f} seq/s"
     verdict = f"passed, {variant.file or 'runs the fp32 graph'}" if variant.passed else "refused"
+    if variant.passed and variant.auto_passes_over:
+        verdict += f" (auto passes over it: {variant.auto_passes_over})"
     return f"{verdict}: {figures} (on {variant.measured_on})"
 
 

@@ -6,6 +6,10 @@ at export (`Manifest.variants`). This module weighs them against what the machin
 - fp16 needs CUDA (onnxruntime-gpu);
 - bf16 runs the fp32 graph through OpenVINO with bf16 inference precision, and needs a CPU with
   bf16 instructions (`amx_bf16` or `avx512_bf16`): elsewhere it would be emulated, and slow;
+- w8a8 (int8 weights and int8 activations calibrated at export, NNCF's static quantization, run
+  by OpenVINO: its other nodes at bf16 where the CPU has it) needs int8 dot-product instructions
+  (VNNI or AMX int8) and OpenVINO. Export ships it to `auto` only where it passed the agreement
+  gate and ran faster than the other variants there (export/precision.py);
 - int8 (dynamic quantisation, onnxruntime's CPU provider) needs int8 dot-product instructions
   (VNNI or AMX int8);
 - int4 (4-bit weights in blocks, MatMulNBits, fp32 activations) runs on any CPU, in a quarter
@@ -18,7 +22,8 @@ AMX, the default model scores held-out HH pairs at 60 seq/s in fp32 (onnxruntime
 dynamic int8 and 250 in bf16 (OpenVINO); static QDQ int8 ran at 71 (onnxruntime) and 137
 (OpenVINO) and kept only 88% of fp32's decisions. A Qwen3-0.6B-shaped decoder
 (`benchmarks/decoder_engines.py`): 258 tokens/s in fp32, 744 in dynamic int8, 992 in bf16, 245
-with int4 weights.
+with int4 weights. With calibrated int8 activations (w8a8), the 0.6B decoder's graph ran 1.41x its
+bf16 graph (benchmarks/int8_static.py).
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ import onnxruntime as ort
 from rewardserve.bundle.cpus import cpu_description
 from rewardserve.bundle.manifest import Precision
 
-RequestedPrecision = Literal["auto", "fp32", "fp16", "bf16", "int8", "int4"]
+RequestedPrecision = Literal["auto", "fp32", "fp16", "bf16", "w8a8", "int8", "int4"]
 
 AUTO_ORDER_GPU: tuple[Precision, ...] = ("fp16", "fp32")
-AUTO_ORDER_CPU: tuple[Precision, ...] = ("bf16", "int8", "fp32")
+AUTO_ORDER_CPU: tuple[Precision, ...] = ("w8a8", "bf16", "int8", "fp32")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
@@ -73,10 +78,18 @@ class Machine:
                 return f"this CPU has no bf16 instructions ({' or '.join(BF16_FLAGS)}): bf16 would be emulated"
             if not self.openvino:
                 return "bf16 runs on OpenVINO, which is not installed (pip install openvino)"
-        if precision == "int8" and not any(flag in self.cpu_flags for flag in INT8_FLAGS):
-            # Without them onnxruntime takes a u8s8 AVX2 path that can saturate: not what the gate measured.
+        if precision in ("int8", "w8a8") and not any(flag in self.cpu_flags for flag in INT8_FLAGS):
+            # Without them onnxruntime takes a u8s8 AVX2 path that can saturate: not what the gate measured;
+            # OpenVINO would emulate the int8 products.
             return f"this CPU has no int8 dot-product instructions ({', '.join(INT8_FLAGS)})"
+        if precision == "w8a8" and not self.openvino:
+            return "w8a8 runs on OpenVINO, which is not installed (pip install openvino)"
         return None
+
+    @property
+    def openvino_precision(self) -> str:
+        """What OpenVINO computes a w8a8 graph's unquantized nodes in: bf16 where the CPU has it."""
+        return "bf16" if self.native_bf16 else "f32"
 
     def describe(self) -> str:
         """The CPU model and the flags that matter here, for logs and benchmark figures."""

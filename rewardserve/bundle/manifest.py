@@ -24,7 +24,11 @@ class BundleError(Exception):
     """A bundle that cannot be trusted: missing, incomplete, corrupted or of another schema."""
 
 
-Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
+# w8a8: int8 weights and activations, calibrated at export (NNCF), run by OpenVINO; int8: dynamic, by onnxruntime.
+Precision = Literal["fp32", "fp16", "bf16", "w8a8", "int8", "int4"]
+# The precisions OpenVINO runs (bundle/sessions.py), from graphs in its own format: a decoder's are
+# prefix graphs themselves, each with its own judgement after prompts (PrefixGraph.at).
+OPENVINO_PRECISIONS: tuple[Precision, ...] = ("bf16", "w8a8")
 
 
 class Parity(BaseModel):
@@ -71,14 +75,21 @@ class Variant(BaseModel):
     passed: bool = Field(description="Whether it passed the gate: only variants that did are served.")
     file: str | None = Field(
         None,
-        description="Its own graph (int8, int4, fp16); for bf16 OpenVINO's format with fp16 weights (a decoder's "
-        "written from its portable prefix graph), or none in bundles before it (the fp32 graph in OpenVINO).",
+        description="Its own graph (int8, int4, fp16); for bf16 OpenVINO's format with fp16 weights, for w8a8 with "
+        "int8 weights and calibrated int8 activations (a decoder's written from its portable prefix graph), or none in "
+        "bundles before it (the fp32 graph in OpenVINO).",
     )
     agreement: Agreement
     parity: Parity | None = Field(
         None, description="Against PyTorch fp32, batched and alone: how far a reward moves, and with its batch-mates."
     )
     refused: str | None = Field(None, description="Why the gate refused it.")
+    auto_passes_over: str | None = Field(
+        None, description="Why `auto` does not serve it though it passed (slower at export): it is served by name."
+    )
+    seq_per_s: float | None = Field(
+        None, description="Held-out sequences a second in the gate's pass, on `measured_on`: what `auto` compares."
+    )
     measured_on: str = Field(description="The machine the gate ran on: CPU model and flags, or the GPU.")
 
 
@@ -131,6 +142,11 @@ class PrefixGraph(BaseModel):
         description="The bf16 variant's graph (written from the portable prefix graph) scoring responses after their "
         "prompts, as its gate judged it.",
     )
+    w8a8: PrefixVariant | None = Field(None, description="The same for the w8a8 variant's graph.")
+
+    def at(self, precision: Precision) -> PrefixVariant | None:
+        """The judgement of `precision`'s own prefix graph (an OpenVINO variant's), if it has one."""
+        return getattr(self, precision) if precision in OPENVINO_PRECISIONS else None
 
 
 class Manifest(BaseModel):
@@ -168,11 +184,14 @@ class Manifest(BaseModel):
     )
     files: dict[str, str] = Field(default_factory=dict, description="sha256 of every bundle file.")
 
-    def offered(self) -> dict[Precision, str | None]:
-        """Every precision this bundle has a record of -> None where it may be served, else why not."""
+    def offered(self, auto: bool = False) -> dict[Precision, str | None]:
+        """Every precision this bundle has a record of -> None where it may be served (by `auto`
+        when `auto`), else why not."""
         offered: dict[Precision, str | None] = {self.precision: None}
         for precision, variant in self.variants.items():
             offered[precision] = None if variant.passed else f"refused at export: {variant.refused}"
+            if variant.passed and auto and variant.auto_passes_over:
+                offered[precision] = variant.auto_passes_over
         return offered
 
     def graph_file(self, precision: Precision) -> str:

@@ -1,4 +1,4 @@
-"""Run a reward graph, with ONNX Runtime or (bf16 on CPU) OpenVINO (openvino_session.py): the
+"""Run a reward graph, with ONNX Runtime or (bf16 and w8a8 on CPU) OpenVINO (openvino_session.py): the
 scoring code shared by the server, export and eval."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from rewardserve.bundle.engine_choice import EngineChoice, Machine, RequestedPrecision, choose
 from rewardserve.bundle.formatting import EncodedBatch, SequenceEncoder
-from rewardserve.bundle.manifest import Manifest, Precision, load_bundle
+from rewardserve.bundle.manifest import OPENVINO_PRECISIONS, Manifest, Precision, load_bundle
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
 from rewardserve.bundle.past import empty_past
@@ -104,7 +104,7 @@ class BundleRuntime(GraphRunner):
         self.directory = directory
         self.manifest = manifest or load_bundle(directory)
         self.machine = machine or Machine.this()
-        self.choice: EngineChoice = choose(precision, self.manifest.offered(), self.machine)
+        self.choice: EngineChoice = choose(precision, self.manifest.offered(auto=precision == "auto"), self.machine)
         encoder = SequenceEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
         self.prefix_refused = self._why_no_prefix() if prefix_reuse else "switched off (PREFIX_REUSE=0)"
         if self.prefix_refused is None:
@@ -123,23 +123,23 @@ class BundleRuntime(GraphRunner):
         self.prefix: PrefixRunner | None = PrefixRunner(self) if self.prefix_refused is None else None
 
     def _prefix_file(self) -> str:
-        """The prefix graph at the chosen precision: onnxruntime's fused one at fp32; at bf16 the
-        bf16 variant's own graph, a prefix graph in OpenVINO's format."""
-        prefix = self.manifest.prefix
-        return self.manifest.graph_file("bf16") if self.choice.precision == "bf16" else prefix.file
+        """The prefix graph at the chosen precision: onnxruntime's fused one at fp32; at bf16 or
+        w8a8 the variant's own graph, a prefix graph in OpenVINO's format."""
+        precision = self.choice.precision
+        return self.manifest.graph_file(precision) if precision in OPENVINO_PRECISIONS else self.manifest.prefix.file
 
     def _why_no_prefix(self) -> str | None:
-        prefix = self.manifest.prefix
+        prefix, precision = self.manifest.prefix, self.choice.precision
         if prefix is None:
             return "the bundle has no prefix graph (written for decoders built from their weights, at export)"
-        if self.choice.precision == "bf16":
-            if prefix.bf16 is None:
-                return "the bundle has no prefix graph gated at bf16 (export it again on a CPU with bf16)"
-            if not prefix.bf16.passed:
-                return f"its bf16 prefix path was refused at export: {prefix.bf16.refused}"
+        if precision in OPENVINO_PRECISIONS:
+            if (judged := prefix.at(precision)) is None:
+                return f"the bundle has no prefix graph gated at {precision} (export it again on a CPU that runs it)"
+            if not judged.passed:
+                return f"its {precision} prefix path was refused at export: {judged.refused}"
             return None
-        if self.choice.precision != "fp32":
-            return f"the engine runs at {self.choice.precision}; the prefix graph is the fp32 model's or bf16's"
+        if precision != "fp32":
+            return f"the engine runs at {precision}; the prefix graph is the fp32 model's, bf16's or w8a8's"
         if providers_for("fp32")[0] == CUDA:
             return "the prefix graph runs on the CPU (fp32 GroupQueryAttention with a past)"
         return None

@@ -1,6 +1,6 @@
 """Session backends: a graph opened for its precision, in ONNX Runtime (fp32, int8, int4, fp16;
-on CUDA where this onnxruntime has it and the precision has kernels there) or in OpenVINO (bf16,
-openvino_session.py). Which precision a machine serves is engine_choice.py's decision."""
+on CUDA where this onnxruntime has it and the precision has kernels there) or in OpenVINO (bf16
+and w8a8, openvino_session.py). Which precision a machine serves is engine_choice.py's decision."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import onnxruntime as ort
 
 from rewardserve.bundle.cpus import available_cpus
-from rewardserve.bundle.manifest import Precision
+from rewardserve.bundle.engine_choice import Machine
+from rewardserve.bundle.manifest import OPENVINO_PRECISIONS, Precision
 from rewardserve.bundle.openvino_session import OpenVinoSession
 
 CUDA = "CUDAExecutionProvider"
@@ -41,9 +42,11 @@ def session_options(threads: int | None = None, arena: bool = True) -> ort.Sessi
 def open_session(
     graph: Path, precision: Precision, threads: int | None = None, arena: bool = True
 ) -> ort.InferenceSession | OpenVinoSession:
-    """The session for `graph` at `precision`: bf16 in OpenVINO (the graph itself is fp32), the
-    others in ONNX Runtime on the providers that have kernels for them."""
-    if precision == "bf16":
-        return OpenVinoSession(graph, threads or available_cpus())
+    """The session for `graph` at `precision`: bf16 and w8a8 in OpenVINO (a w8a8 graph's int8
+    products in int8, its other nodes at bf16 where the CPU has it), the others in ONNX Runtime on
+    the providers that have kernels for them."""
+    if precision in OPENVINO_PRECISIONS:
+        computes = "bf16" if precision == "bf16" else Machine.this().openvino_precision
+        return OpenVinoSession(graph, threads or available_cpus(), computes)
     options = session_options(threads, arena)
     return ort.InferenceSession(str(graph), options, providers=providers_for(precision))

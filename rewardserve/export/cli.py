@@ -111,10 +111,11 @@ def arguments(export: argparse.ArgumentParser, name: str = "export") -> None:
     export.add_argument("--name", help="model name reported by the API (default: checkpoint folder name)")
     export.add_argument(
         "--precision",
-        choices=["fp32", "int8", "int4", "bf16", "fp16", "auto"],
+        choices=["fp32", "int8", "int4", "bf16", "w8a8", "fp16", "auto"],
         default="fp32",
         help="reduced-precision variants to ship beside the fp32 graph: int8 or int4 (CPU), bf16 (OpenVINO, on a "
-        "CPU with bf16 instructions) or fp16 (CUDA), each only if it passes the agreement gate, else export fails; "
+        "CPU with bf16 instructions), w8a8 (int8 weights and calibrated int8 activations, OpenVINO, on a CPU with int8 "
+        "dot products) or fp16 (CUDA), each only if it passes the agreement gate, else export fails; "
         "auto: every one this machine can gate, shipping those that pass (default: fp32 only)",
     )
     export.add_argument(

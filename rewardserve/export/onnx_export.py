@@ -10,9 +10,10 @@ next builds on it, and each step's work is in its own module:
    prefix graph where it has one that keeps parity too (`fp32_graph.py`);
 3. check it against the model's reference usage, the ids and rewards its own transformers code
    gives;
-4. put each reduced precision asked for (int8, int4, bf16, fp16) through the agreement gate
+4. put each reduced precision asked for (int8, int4, bf16, w8a8, fp16) through the agreement gate
    against the fp32 graph, and measure its parity against PyTorch (`precision.py`); those that
-   pass ship beside the fp32 graph as variants, and the server picks one per machine;
+   pass ship beside the fp32 graph as variants, and the server picks one per machine (w8a8's
+   activations are calibrated on held-out conversations that its gate does not read);
 5. fit what calibration asks for, and write the bundle, moved into place only once complete.
 
 A model with more than one output (objectives, step rewards: bundle/outputs.py) is checked on
@@ -42,7 +43,7 @@ from rewardserve.bundle import EncodedSequence, Manifest, SequenceEncoder, save_
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.judge import ResponsePair
-from rewardserve.bundle.manifest import Precision, PrefixGraph, Reference, Variant
+from rewardserve.bundle.manifest import OPENVINO_PRECISIONS, Precision, PrefixGraph, Reference, Variant
 from rewardserve.bundle.outputs import ModelOutputs, join_steps
 from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.preferences import PreferenceExample
@@ -79,6 +80,10 @@ class PassSizes:
         return PassSizes(**{f.name: getattr(self, f.name) or getattr(default, f.name) for f in fields(self)})
 
 
+# w8a8's activation ranges are calibrated on these many held-out examples (their responses in
+# the model's own format), kept out of the gate: a gate on its own calibration data would flatter it.
+W8A8_CALIBRATION_EXAMPLES = 32
+
 LARGE_MODEL_PASSES = PassSizes(
     parity_sequences=64, reference_conversations=64, gate_examples=256, statistics_examples=128
 )
@@ -108,11 +113,16 @@ def export_bundle(
     checkpoint, out = Path(checkpoint), Path(out)
     machine = machine or Machine.this()
     targets, not_gated = reduced.targets(precision, machine)
+    if "w8a8" in targets and len(heldout) < 2 * W8A8_CALIBRATION_EXAMPLES:
+        why = f"w8a8 needs {2 * W8A8_CALIBRATION_EXAMPLES} held-out examples (half to calibrate on), got {len(heldout)}"
+        if precision != "auto":
+            raise ValueError(why)
+        targets, not_gated = [t for t in targets if t != "w8a8"], not_gated | {"w8a8": why}
     source = _load(checkpoint, max_length, padding_side, output_options or OutputOptions())
     calibration = _as_the_model_reads(source.outputs, [], calibration)[1]
     sizes = sizes.for_model(source.parameters)
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
-    data = _held_out(source, encoder, parity_pairs, heldout, sizes, bool(targets), precision)
+    data = _held_out(source, encoder, parity_pairs, heldout, sizes, targets, precision)
     export = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
     record = {**source.training, **(provenance or {}), "export": export}
     with _staged(out) as staging:
@@ -125,11 +135,14 @@ def export_bundle(
             reference, fp32_gaps, statistics = _fp32_passes(fp32, encoder, source, card, data, calibration)
             bf16_from = _bf16_graph(fp32, prefix)
             auto = precision == "auto"
+            samples = [encoder.pad([sequence]).arrays for sequence in data.quantized_on]
             variants = reduced.judged_variants(
-                fp32.path, bf16_from, encoder, targets, auto, data.gated, fp32_gaps, expected, staging, machine
+                fp32.path, bf16_from, encoder, targets, auto, data.gated, fp32_gaps, expected, staging, machine, samples
             )
             external = _move_fp32_graphs(fp32, prefix, staging)
-            prefix = _bf16_prefix(prefix, variants, staging / bf16_from.name, encoder, data, fp32_gaps, source.outputs)
+            prefix = _openvino_prefixes(
+                prefix, variants, staging / bf16_from.name, encoder, data, fp32_gaps, source.outputs
+            )
         source.tokenizer.save(str(staging / TOKENIZER_FILE))
         manifest = Manifest(
             name=name or checkpoint.name,
@@ -171,6 +184,7 @@ class HeldOut:
     model_inputs: list[tuple[Text, Text]]  # the reference check: parity's inputs and the held-out pairs'
     gated: Sequence[PreferenceExample]  # the agreement gate of reduced precisions
     measured: Sequence[PreferenceExample]  # reward statistics, where training left none
+    quantized_on: list[EncodedSequence]  # w8a8's calibration: held-out examples after the gated ones
 
 
 def _held_out(
@@ -179,19 +193,31 @@ def _held_out(
     parity_pairs: Sequence[tuple[str, str]],
     heldout: Sequence[PreferenceExample],
     sizes: PassSizes,
-    gating: bool,
+    targets: Sequence[Precision],
     precision: str,
 ) -> HeldOut:
     parity_pairs, heldout = _as_the_model_reads(source.outputs, parity_pairs, heldout)
     inputs = [(model_prompt(source.input_format, p), r) for p, r in parity_pairs]
     sequences = _parity_sequences(source.outputs, encoder, inputs[: sizes.parity_sequences])
-    if gating and not heldout:
+    if targets and not heldout:
         raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
+    gated = heldout[: sizes.gate_examples] if targets else []
+    quantized_on: Sequence[PreferenceExample] = []
+    if "w8a8" in targets:
+        # After the gated examples; where the gate would read them all, its last ones calibrate instead.
+        gate_end = min(len(gated), len(heldout) - W8A8_CALIBRATION_EXAMPLES)
+        if gate_end < W8A8_CALIBRATION_EXAMPLES:
+            raise ValueError(
+                f"w8a8 needs at least {2 * W8A8_CALIBRATION_EXAMPLES} held-out examples, got {len(heldout)}"
+            )
+        gated, quantized_on = heldout[:gate_end], heldout[gate_end : gate_end + W8A8_CALIBRATION_EXAMPLES]
+    calibration_inputs = example_inputs(source.input_format, quantized_on)
     return HeldOut(
         sequences=sequences,
         model_inputs=[*inputs, *example_inputs(source.input_format, heldout)],
-        gated=heldout[: sizes.gate_examples] if gating else [],
+        gated=gated,
         measured=heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else [],
+        quantized_on=encoder.encode([p for p, _ in calibration_inputs], [r for _, r in calibration_inputs]),
     )
 
 
@@ -291,7 +317,7 @@ def _bf16_graph(fp32: FP32Graph, prefix: PrefixGraph | None) -> Path:
     return fp32.portable
 
 
-def _bf16_prefix(
+def _openvino_prefixes(
     prefix: PrefixGraph | None,
     variants: dict[Precision, Variant],
     bf16_from: Path,
@@ -300,13 +326,16 @@ def _bf16_prefix(
     fp32_gaps: np.ndarray,
     outputs: ModelOutputs,
 ) -> PrefixGraph | None:
-    """`prefix`, with the bf16 variant's judgement after prompts where it ships a portable prefix
-    graph (`bf16_from`, moved into the bundle unless bf16 has a graph of its own)."""
-    bf16 = variants.get("bf16")
-    if prefix is None or prefix.portable_file is None or bf16 is None or not bf16.passed:
+    """`prefix`, with each OpenVINO variant's judgement after prompts where it ships a portable
+    prefix graph (`bf16_from`, moved into the bundle; bf16 runs it where it has no graph of its own)."""
+    if prefix is None or prefix.portable_file is None:
         return prefix
-    graph = bf16_from.with_name(bf16.file) if bf16.file else bf16_from
-    return reduced.judged_prefix(prefix, graph, encoder, data.gated, fp32_gaps, outputs)
+    for precision in OPENVINO_PRECISIONS:
+        variant = variants.get(precision)
+        if variant is not None and variant.passed:
+            graph = bf16_from.with_name(variant.file) if variant.file else bf16_from
+            prefix = reduced.judged_prefix(prefix, precision, graph, encoder, data.gated, fp32_gaps, outputs)
+    return prefix
 
 
 def _move_fp32_graphs(fp32: FP32Graph, prefix: PrefixGraph | None, staging: Path) -> bool:

@@ -1,17 +1,21 @@
-"""Reduced precisions (int8, int4 and bf16 for CPU, fp16 for GPU), the gate they must pass, and
-each variant's judgement at export (`judged_variants`, `judged_prefix`).
+"""Reduced precisions (int8, int4, bf16 and w8a8 for CPU, fp16 for GPU), the gate they must pass,
+and each variant's judgement at export (`judged_variants`, `judged_prefix`).
 
 A reward model is used to rank, so the gate asks what a user would: on held-out human
 preference pairs, does the reduced precision still order the two responses as the fp32 graph
 does, and does it still agree with the humans as often?
 
 The gate is measured on the machine that exports, with the engine that serves each precision
-(engine_choice.py): bf16 can only be judged on a CPU with bf16 instructions, fp16 on CUDA.
+(engine_choice.py): bf16 can only be judged on a CPU with bf16 instructions, w8a8 on one with
+int8 dot products, fp16 on CUDA. The gate's pass is timed too: `auto` ships w8a8 only where it
+scored the held-out pairs faster than every other variant that passed (on a small model the
+quantization steps around its products can cost more than int8 saves).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,20 +30,21 @@ from rewardserve.bundle.outputs import ModelOutputs
 from rewardserve.bundle.prefix import PrefixRunner
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import ranking_accuracy
-from rewardserve.export.gaps import example_rewards, gaps_of, reward_gaps
+from rewardserve.export.gaps import example_rewards, gaps_of, response_count, reward_gaps
 from rewardserve.export.graph import data_file, move, save
-from rewardserve.export.openvino_ir import NotCompressible, write_bf16_graph
+from rewardserve.export.openvino_ir import NotCompressible, write_bf16_graph, write_w8a8_graph
 from rewardserve.export.parity import TorchRewards, export_runner, measure_parity
 
 logger = logging.getLogger(__name__)
 BF16_GRAPH = "model.bf16.xml"
+W8A8_GRAPH = "model.w8a8.xml"
 
 MIN_DECISIONS_MATCHING = 0.99
 MAX_ACCURACY_DROP = 0.005
 FP16_TOLERANCE = 1e-2  # relative to the largest |reward|: fp16 graph vs PyTorch fp32
 # int4 saves memory, not time, for a reward model's long prefills (docs/train-export.md): it is gated
-# only when asked for by name.
-AUTO_TARGETS: tuple[Precision, ...] = ("int8", "bf16", "fp16")
+# only when asked for by name. w8a8 comes after the variants its speed is compared with.
+AUTO_TARGETS: tuple[Precision, ...] = ("int8", "bf16", "w8a8", "fp16")
 
 
 class PrecisionRefused(RuntimeError):
@@ -70,15 +75,21 @@ def targets(requested: RequestedPrecision, machine: Machine) -> tuple[list[Preci
 
 
 def _cannot_gate(precision: Precision, machine: Machine) -> str | None:
-    # int8 and int4 run on any CPU; the server decides where they are worth serving.
+    # int8 and int4 run on any CPU; the server decides where they are worth serving. w8a8's gate
+    # and speed are measured in the int8 kernels that serve it.
     return None if precision in ("int8", "int4") else machine.cannot_run(precision)
 
 
-def derive(fp32: Path, portable: Path, precision: Precision) -> Path:
+def derive(fp32: Path, portable: Path, precision: Precision, calibration: Sequence[dict[str, np.ndarray]] = ()) -> Path:
     """The graph that runs at `precision`, written beside `fp32`. For bf16, `portable` (the graph
     OpenVINO reads; a decoder's prefix graph where it has one, which scores whole sequences too)
     in OpenVINO's format with fp16 weights, half the memory (openvino_ir.py); `portable` itself
-    where a weight is beyond fp16's range."""
+    where a weight is beyond fp16's range. For w8a8, `portable` quantized with its activations'
+    ranges calibrated on `calibration` (padded arrays of one sequence each)."""
+    if precision == "w8a8":
+        if not calibration:
+            raise ValueError("w8a8 needs held-out conversations to calibrate its activations' ranges on")
+        return write_w8a8_graph(portable, fp32.with_name(W8A8_GRAPH), calibration)
     if precision == "bf16":
         try:
             return write_bf16_graph(portable, fp32.with_name(BF16_GRAPH))
@@ -217,20 +228,38 @@ def judged_variants(
     expected: TorchRewards,
     staging: Path,
     machine: Machine,
+    calibration: Sequence[dict[str, np.ndarray]] = (),
 ) -> dict[Precision, Variant]:
     """Each target precision judged against the fp32 graph `fp32`: on held-out pairs (the
     agreement gate) and against PyTorch (parity). Passed variants' graphs are moved into
-    `staging`. A refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto).
-    `portable` is the graph OpenVINO runs at bf16."""
+    `staging`. A refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto,
+    which also passes over a w8a8 variant slower than one that passed before it). `portable` is the
+    graph OpenVINO reads; w8a8 calibrates on `calibration` (derive)."""
     variants: dict[Precision, Variant] = {}
     for precision in targets:
-        variant = _judged(precision, fp32, portable, encoder, heldout, fp32_gaps, expected, machine)
+        variant = _judged(precision, fp32, portable, encoder, heldout, fp32_gaps, expected, machine, calibration)
         if variant.refused and not keep_refused:
             raise PrecisionRefused(precision, variant.agreement, variant.refused)
+        if keep_refused and precision == "w8a8":
+            variant = variant.model_copy(update={"auto_passes_over": _slower(variant, variants)})
         if variant.file:
             move(fp32.with_name(variant.file), staging)
         variants[precision] = variant
     return variants
+
+
+def _slower(variant: Variant, before: dict[Precision, Variant]) -> str | None:
+    """Why `auto` should not ship `variant`: a variant that passed ran the gate's pass faster."""
+    faster = {
+        p: v.seq_per_s for p, v in before.items() if v.passed and v.seq_per_s and v.seq_per_s >= variant.seq_per_s
+    }
+    if not variant.passed or not faster:
+        return None
+    others = ", ".join(f"{p} {rate:.1f}" for p, rate in faster.items())
+    return (
+        f"passed its gate at export but scored the held-out pairs at {variant.seq_per_s:.1f} seq/s there, "
+        f"no faster than {others} seq/s (served when asked for by name)"
+    )
 
 
 def _judged(
@@ -242,11 +271,14 @@ def _judged(
     fp32_gaps: np.ndarray,
     expected: TorchRewards,
     machine: Machine,
+    calibration: Sequence[dict[str, np.ndarray]],
 ) -> Variant:
     """One precision's variant, judged in a session that closes when this returns (so that no
     two variants' sessions are in memory at once)."""
-    runner = export_runner(derive(fp32, portable, precision), encoder, expected.outputs, precision)
+    runner = export_runner(derive(fp32, portable, precision, calibration), encoder, expected.outputs, precision)
+    started = time.perf_counter()
     gate = agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
+    seq_per_s = response_count(heldout) / (time.perf_counter() - started)
     refused = None if passes(gate) else str(PrecisionRefused(precision, gate))
     parity = None if refused else measure_parity(runner, expected)
     if parity and precision == "fp16" and parity.max_rel_diff > FP16_TOLERANCE:
@@ -258,30 +290,32 @@ def _judged(
         agreement=gate,
         parity=parity,
         refused=refused,
+        seq_per_s=seq_per_s,
         measured_on=machine.describe(),
     )
 
 
 def judged_prefix(
     prefix: PrefixGraph,
+    precision: Precision,
     graph: Path,
     encoder: SequenceEncoder,
     gated: Sequence[PreferenceExample],
     fp32_gaps: np.ndarray,
     outputs: ModelOutputs,
 ) -> PrefixGraph:
-    """The bf16 variant's `graph` (a prefix graph) scoring responses after their prompts' keys and
-    values, judged as bf16 itself was (the agreement gate against fp32 on held-out pairs, each
-    pair's prompt run once), and against the same graph run whole."""
-    runner = export_runner(graph, encoder, outputs, "bf16")
-    whole = example_rewards(runner, gated, "agreement gate: bf16, whole sequences")
-    after = example_rewards(runner, gated, "agreement gate: bf16, each prompt once", PrefixRunner(runner))
+    """An OpenVINO variant's `graph` (a prefix graph) scoring responses after their prompts' keys
+    and values, judged as the variant itself was (the agreement gate against fp32 on held-out
+    pairs, each pair's prompt run once), and against the same graph run whole."""
+    runner = export_runner(graph, encoder, outputs, precision)
+    whole = example_rewards(runner, gated, f"agreement gate: {precision}, whole sequences")
+    after = example_rewards(runner, gated, f"agreement gate: {precision}, each prompt once", PrefixRunner(runner))
     gate = agreement(fp32_gaps, gaps_of(gated, after))
-    refused = None if passes(gate) else str(PrecisionRefused("bf16 after a prompt", gate))
+    refused = None if passes(gate) else str(PrecisionRefused(f"{precision} after a prompt", gate))
     variant = PrefixVariant(
         passed=refused is None,
         agreement=gate,
         max_abs_diff_whole=float(np.abs(after - whole).max(initial=0.0)),
         refused=refused,
     )
-    return prefix.model_copy(update={"bf16": variant})
+    return prefix.model_copy(update={precision: variant})

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from rewardserve.bundle import BundleRuntime, Manifest, bundle_digest
 from rewardserve.bundle.engine_choice import RequestedPrecision
+from rewardserve.bundle.manifest import OPENVINO_PRECISIONS
 from rewardserve.scoring.admit import Admission
 from rewardserve.scoring.batcher import MicroBatcher
 from rewardserve.scoring.cache import RewardCache
@@ -73,13 +74,14 @@ BF16_LENGTH_BUCKET = 16
 
 
 def default_length_bucket(runtime: BundleRuntime) -> int:
-    return BF16_LENGTH_BUCKET if runtime.precision == "bf16" else 1
+    # w8a8 graphs run their other nodes at bf16, in the same OpenVINO kernels.
+    return BF16_LENGTH_BUCKET if runtime.precision in OPENVINO_PRECISIONS else 1
 
 
 def default_batch_tokens(runtime: BundleRuntime) -> int:
     if runtime.device == "cuda":
         return DEFAULT_BATCH_TOKENS["cuda"]
-    return DEFAULT_BATCH_TOKENS["cpu bf16" if runtime.precision == "bf16" else "cpu"]
+    return DEFAULT_BATCH_TOKENS["cpu bf16" if runtime.precision in OPENVINO_PRECISIONS else "cpu"]
 
 
 def bundle_runtime(settings: PipelineSettings, bundle: Path | None = None) -> BundleRuntime:

@@ -1,12 +1,16 @@
-"""bf16 on CPUs with matrix engines: the reward stays an fp32 number that does not depend on its
-batch-mates, and prompt reuse runs at bf16 too.
+"""bf16 and w8a8 on CPUs with matrix engines (OpenVINO): the reward stays an fp32 number that does
+not depend on its batch-mates, and prompt reuse runs at both too.
 
 - OpenVINO runs the backbone at bf16 and the reward head at fp32 (bundle/openvino_session.py):
   rewards are continuous numbers, not bf16 ones, and a reward moves with its batch-mates by at
   most 1e-3, served with `make serve`'s defaults and the duplicate cache off;
 - a decoder's portable prefix graph (standard-operator attention over past keys and values) is
   checked against PyTorch at export and gated at bf16; `auto` then serves bf16 with prompt reuse,
-  and a response read after its prompt's keys and values gets the reward bf16 gives it whole.
+  and a response read after its prompt's keys and values gets the reward bf16 gives it whole;
+- w8a8 (int8 weights and calibrated int8 activations, from the same portable graph) passes the real
+  gate on the trained decoder, calibrated on held-out examples its gate does not read, and is
+  served by name with the same guarantees (`auto` passes over it there: on a model this small it
+  is slower than bf16, which export measured and the start log says).
 
 On the tiny BERT (every gate passed by fiat: its near-tied rewards cannot be judged) and on a
 small Qwen3-shaped chat RM trained here on HH, through the real gates."""
@@ -20,9 +24,10 @@ import random
 import httpx
 import numpy as np
 import pytest
-from conftest import needs_bf16
+from conftest import needs_bf16, needs_int8
 from live import free_port, running
 
+from rewardserve.bench.process import rewardserve_process
 from rewardserve.bundle import BundleRuntime, load_bundle
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.prefix import runs_whole
@@ -45,6 +50,9 @@ MAX_BATCH_EFFECT = 1e-3
 def bf16_share(rewards) -> float:
     """The share of rewards that are exactly bf16 numbers (float32 bits ending in 16 zeros)."""
     return float(np.mean(np.asarray(rewards, np.float32).view(np.uint32) & 0xFFFF == 0))
+
+
+OPENVINO = ["bf16", pytest.param("w8a8", marks=needs_int8)]
 
 
 def serve(bundle, **settings):
@@ -83,14 +91,21 @@ def test_rewards_are_continuous_numbers_in_every_precision_the_bundle_serves(bun
             assert len(set(rewards.tolist())) == len(items), precision
 
 
-@pytest.mark.parametrize("bundle", ["variants_bundle", "trained_decoder_bundle"])
-def test_a_served_reward_moves_with_its_batch_mates_by_at_most_1e_3(bundle, heldout_pairs, request):
+@pytest.mark.parametrize(
+    ("bundle", "precision"),
+    [
+        ("variants_bundle", "bf16"),
+        ("trained_decoder_bundle", "bf16"),
+        pytest.param("trained_decoder_bundle", "w8a8", marks=needs_int8),
+    ],
+)
+def test_a_served_reward_moves_with_its_batch_mates_by_at_most_1e_3(bundle, precision, heldout_pairs, request):
     """Each item alone, then all 40 in one request: the batcher runs them in length-grouped
     batches of mixed lengths, padded, beside other sequences."""
     bundle = request.getfixturevalue(bundle)
     items = mixed_items(heldout_pairs)
-    with serve(bundle) as server:
-        assert server.metric("rewardserve_engine_precision", device="cpu", precision="bf16") == 1
+    with serve(bundle, precision=precision) as server:
+        assert server.metric("rewardserve_engine_precision", device="cpu", precision=precision) == 1
         with httpx.Client(base_url=server.url, timeout=120) as client:
             alone = [client.post("/score", json={"items": [item]}).json()["rewards"][0] for item in items]
             together = client.post("/score", json={"items": items}).json()["rewards"]
@@ -127,31 +142,42 @@ def test_at_bf16_a_prompts_keys_and_values_are_kept_in_bf16_at_half_the_bytes(tr
         assert np.abs(widened - values).max() <= 0.05 * np.abs(values).max()
 
 
-def bf16_whole(bundle, conversations: list[tuple[list[dict], str]]) -> np.ndarray:
-    """The bf16 engine's rewards of whole sequences, no prompt reused."""
-    runtime = BundleRuntime(bundle, prefix_reuse=False)
-    assert runtime.choice.precision == "bf16"
+@pytest.fixture(scope="module")
+def export_noise(trained_decoder_bundle):
+    """How far a reward after its prompt moved from the same sequence's whole at each precision,
+    measured by export's prefix gate on the held-out sequences."""
+    prefix = load_bundle(trained_decoder_bundle).prefix
+    return lambda precision: prefix.at(precision).max_abs_diff_whole
+
+
+def whole_rewards(bundle, conversations: list[tuple[list[dict], str]], precision: str = "bf16") -> np.ndarray:
+    """The engine's rewards of whole sequences at `precision`, no prompt reused."""
+    runtime = BundleRuntime(bundle, precision=precision, prefix_reuse=False)
     return rewards_of(runtime, [p for p, _ in conversations], [r for _, r in conversations])
 
 
-def within_the_gate(served, whole) -> None:
-    """A response after its prompt's keys and values at bf16 gets the reward bf16 gives it whole,
-    within bf16's own noise (a prompt's keys and values rounded apart from its responses), and so
-    orders each pair of a group as whole sequences do wherever they are apart by more than that."""
+def within_the_gate(served, whole, measured_at_export: float = 0.0) -> None:
+    """A response after its prompt's keys and values gets the reward its precision gives it whole,
+    within that precision's own noise (a prompt's keys and values rounded apart from its
+    responses; at w8a8 also quantized at other shapes, as far as export measured on held-out
+    sequences: `measured_at_export`), and so orders each pair of a group as whole sequences do
+    wherever they are apart by more than that."""
     served, whole = np.asarray(served), np.asarray(whole)
-    noise = 0.02 * np.abs(whole).max()
+    noise = max(0.02 * np.abs(whole).max(), measured_at_export)
     assert np.abs(served - whole).max() <= noise
     gaps, gaps_whole = served[:, None] - served[None, :], whole[:, None] - whole[None, :]
     apart = np.abs(gaps_whole) > 2 * noise
     assert np.array_equal(np.sign(gaps[apart]), np.sign(gaps_whole[apart]))
 
 
-def test_grouped_responses_after_their_prompt_at_bf16_get_the_whole_sequences_rewards(
-    trained_decoder_bundle, groups, caplog
+@pytest.mark.parametrize("precision", OPENVINO)
+def test_grouped_responses_after_their_prompt_get_the_whole_sequences_rewards(
+    trained_decoder_bundle, precision, groups, export_noise, caplog
 ):
     conversations = [(prompt, r) for prompt, responses in groups for r in responses]
-    with caplog.at_level(logging.INFO, logger="rewardserve"), serve(trained_decoder_bundle) as server:
-        assert "prefix reuse: on, at bf16" in caplog.text
+    settings = {"precision": precision}
+    with caplog.at_level(logging.INFO, logger="rewardserve"), serve(trained_decoder_bundle, **settings) as server:
+        assert f"prefix reuse: on, at {precision}" in caplog.text
         assert server.metric("rewardserve_prefix_reuse") == 1
         served = []
         for prompt, responses in groups:
@@ -159,7 +185,7 @@ def test_grouped_responses_after_their_prompt_at_bf16_get_the_whole_sequences_re
             served += httpx.post(f"{server.url}/compare", json=body, timeout=120).json()["rewards"]
         prompts = server.metric("rewardserve_prefix_prompts_total")
         hits = server.metric("rewardserve_prefix_hits_total")
-    within_the_gate(served, bf16_whole(trained_decoder_bundle, conversations))
+    within_the_gate(served, whole_rewards(trained_decoder_bundle, conversations, precision), export_noise(precision))
     # Each kept prompt ran once, and every other response after it read it.
     split, distinct = kept_prompts(trained_decoder_bundle, conversations)
     assert prompts == distinct < split
@@ -175,7 +201,8 @@ def kept_prompts(bundle, conversations: list[tuple[list[dict], str]]) -> tuple[i
     return len(split), len({s.ids[: s.response_start].tobytes() for s in split})
 
 
-def test_interleaved_one_sample_requests_share_their_prompts_at_bf16(trained_decoder_bundle, groups):
+@pytest.mark.parametrize("precision", OPENVINO)
+def test_interleaved_one_sample_requests_share_their_prompts(trained_decoder_bundle, precision, groups, export_noise):
     """OpenRLHF and verl send each sample alone, as policy text, every group at once."""
     samples = [(prompt, r) for prompt, responses in groups for r in responses]
     order = list(range(len(samples)))
@@ -190,25 +217,30 @@ def test_interleaved_one_sample_requests_share_their_prompts_at_bf16(trained_dec
 
             return dict(zip(order, await asyncio.gather(*(one(i) for i in order)), strict=True))
 
-    with serve(trained_decoder_bundle) as server:
+    with serve(trained_decoder_bundle, precision=precision) as server:
         served = asyncio.run(send_all(server.url))
         hits = server.metric("rewardserve_prefix_hits_total")
-    within_the_gate([served[i] for i in range(len(samples))], bf16_whole(trained_decoder_bundle, samples))
+    whole = whole_rewards(trained_decoder_bundle, samples, precision)
+    within_the_gate([served[i] for i in range(len(samples))], whole, export_noise(precision))
     split, distinct = kept_prompts(trained_decoder_bundle, samples)
     assert hits >= split - 2 * distinct  # at most two of a prompt's responses ran before it was kept
 
 
-def test_truncated_prompts_at_bf16_share_only_where_their_kept_tokens_are_equal(trained_decoder_bundle, groups):
+@pytest.mark.parametrize("precision", OPENVINO)
+def test_truncated_prompts_share_only_where_their_kept_tokens_are_equal(
+    trained_decoder_bundle, precision, groups, export_noise
+):
     long_prompt = [turn for prompt, _ in groups for turn in prompt] * 3  # over max_length: its start is cut
     responses = [r for _, rs in groups for r in rs][:6]
     runtime = BundleRuntime(trained_decoder_bundle, prefix_reuse=False)
     sequences = runtime.encoder.encode([long_prompt] * len(responses), responses)
     assert all(s.prompt_cut > 0 for s in sequences)
     items = [{"messages": [*long_prompt, {"role": "assistant", "content": r}]} for r in responses]
-    with serve(trained_decoder_bundle) as server:
+    with serve(trained_decoder_bundle, precision=precision) as server:
         served = httpx.post(f"{server.url}/score", json={"items": items}, timeout=120).json()["rewards"]
         prompts = server.metric("rewardserve_prefix_prompts_total")
-    within_the_gate(served, bf16_whole(trained_decoder_bundle, [(long_prompt, r) for r in responses]))
+    whole = whole_rewards(trained_decoder_bundle, [(long_prompt, r) for r in responses], precision)
+    within_the_gate(served, whole, export_noise(precision))
     assert prompts == len({s.ids[: s.response_start].tobytes() for s in sequences})
 
 
@@ -245,5 +277,70 @@ def test_a_token_merged_across_the_join_at_bf16_runs_whole_and_its_siblings_shar
         served = httpx.post(f"{server.url}/compare", json=body, timeout=120).json()["rewards"]
         whole = server.metric("rewardserve_prefix_whole_sequences_total", reason="merged_at_join")
         hits = server.metric("rewardserve_prefix_hits_total")
-    within_the_gate(served, bf16_whole(text_rm_bf16, [(prompt, r) for r in responses]))
+    within_the_gate(served, whole_rewards(text_rm_bf16, [(prompt, r) for r in responses]))
     assert whole == 1 and hits == 1
+
+
+# ---------------------------------------------------------------- w8a8: int8 weights and activations
+
+
+@needs_int8
+def test_on_a_trained_decoder_w8a8_passes_the_real_gate_on_pairs_it_was_not_calibrated_on(
+    trained_decoder_bundle, heldout_pairs
+):
+    import openvino as ov
+
+    from rewardserve.bundle.openvino_session import find_head
+    from rewardserve.export.onnx_export import W8A8_CALIBRATION_EXAMPLES
+
+    manifest = load_bundle(trained_decoder_bundle)
+    w8a8, bf16 = manifest.variants["w8a8"], manifest.variants["bf16"]
+    assert w8a8.passed and w8a8.file == "model.w8a8.xml" and w8a8.file in manifest.files
+    assert w8a8.agreement.decisions_matching >= 0.99
+    # Its last examples calibrated w8a8's activations; no variant's gate read them.
+    gated = heldout_pairs[:-W8A8_CALIBRATION_EXAMPLES]
+    assert w8a8.agreement.pairs == bf16.agreement.pairs == sum(len(e.ordered_pairs()) for e in gated)
+    assert manifest.prefix.w8a8 is not None and manifest.prefix.w8a8.passed
+    assert all(v.seq_per_s > 0 for v in manifest.variants.values())
+    model = ov.Core().read_model(str(trained_decoder_bundle / w8a8.file))
+    int8_weights = [
+        op for op in model.get_ordered_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+    ]
+    assert len(int8_weights) >= 2 * 7  # every projection of both layers
+    head, _ = find_head([r for r in model.get_results() if "reward" in r.input_value(0).get_names()])
+    quantized = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
+    assert quantized and not head & quantized  # the reward is read from a head left unquantized
+
+
+@needs_int8
+def test_auto_serves_w8a8_only_where_export_measured_it_faster_and_says_why_not(trained_decoder_bundle):
+    variants = load_bundle(trained_decoder_bundle).variants
+    faster = variants["w8a8"].seq_per_s > variants["bf16"].seq_per_s
+    assert (variants["w8a8"].auto_passes_over is None) == faster
+    choice = BundleRuntime(trained_decoder_bundle).choice
+    if faster:
+        assert choice.precision == "w8a8"
+    else:  # the tiny model: the quantization steps cost more than its int8 products save
+        assert choice.precision == "bf16"
+        assert f"not w8a8: {variants['w8a8'].auto_passes_over}" in choice.reason
+
+
+@needs_int8
+def test_a_decoder_its_gate_refuses_at_w8a8_is_served_at_the_next_precision_with_the_reason_logged(
+    trained_decoder, trained_decoder_bundle, heldout_pairs, tmp_path
+):
+    """The same decoder, exported with a stricter bar than w8a8 meets (bf16 keeps every decision)."""
+    from rewardserve.export import precision
+    from rewardserve.export.onnx_export import export_bundle
+
+    kept = load_bundle(trained_decoder_bundle).variants["w8a8"].agreement.decisions_matching
+    assert kept < 1.0
+    parity = [(p.prompt, r) for p in heldout_pairs[:64] for r in p.responses]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "MIN_DECISIONS_MATCHING", (kept + 1.0) / 2)
+        manifest = export_bundle(trained_decoder, tmp_path / "strict", parity, heldout_pairs, precision="auto")
+    assert not manifest.variants["w8a8"].passed and "w8a8.xml" not in " ".join(manifest.files)
+    with rewardserve_process(tmp_path / "strict") as server:
+        log = server.log_text()
+    assert "engine: bf16 on cpu (auto, fastest first: w8a8, bf16, int8, fp32; not w8a8: refused at export: " in log
+    assert f"orders {manifest.variants['w8a8'].agreement.decisions_matching:.2%} the way fp32 does" in log
