@@ -1,17 +1,17 @@
-"""Static int8 (W8A8, NNCF post-training quantization with SmoothQuant) against bf16, on a decoder
-bundle's OpenVINO graph: what AMX int8 gains on this machine before it is built into export.
+"""w8a8 (int8 weights and calibrated int8 activations, as export writes it) against bf16, on a
+decoder bundle's portable graph: what AMX int8 gains on this machine at real size.
 
-    pip install nncf      # not a dependency yet: export will need it once it writes int8 W8A8
     python benchmarks/int8_static.py --bundle models/real-size/qwen3-0.6b/judge-bf16     # ~10 min on 2 cores
 
-Reads the bundle's bf16 IR (fp16 weights), calibrates NNCF's `quantize` (model type
-TRANSFORMER: SmoothQuant on the matrix products) on `--calibration` HH conversations encoded as
-the bundle encodes them, then runs the same `--sequences` other conversations, length-sorted in
-batches of `--batch`, through both compiled models (inference precision bf16: the int8 graph's
-quantized products run in int8, the rest in bf16), the two taking turns for `--rounds`. Prints
-seq/s, their ratio, the largest reward difference from the bf16 graph's, and a large matrix
-product's rate at int8 and at bf16 beside them (what this machine's AMX units give at best).
-Random weights are fine for speed; the agreement gate on a trained decoder decides shipping.
+Writes the bundle's portable graph as export writes each variant (export/openvino_ir.py): bf16
+(fp16 weights) and w8a8 (NNCF calibrated on `--calibration` HH conversations encoded as the
+bundle encodes them, SmoothQuant first, the reward head left out), then runs the same
+`--sequences` other conversations, length-sorted in batches of `--batch`, through both in the
+serving engine (bundle/openvino_session.py: the w8a8 graph's quantized products in int8, the
+rest at bf16), the two taking turns for `--rounds`. Prints seq/s, their ratio, the largest
+reward difference from the bf16 graph's, and a large matrix product's rate at int8 and at bf16
+beside them (what this machine's AMX units give at best). Random weights are fine for speed; the
+agreement gate on a trained decoder decides shipping.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from tqdm import tqdm
 
 from rewardserve.bundle import SequenceEncoder, load_bundle
 from rewardserve.bundle.judge import TooLongToJudge
+from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import default_data_files, prompt_turns
 from rewardserve.data.preferences import load_preferences
+from rewardserve.export.openvino_ir import write_bf16_graph, write_w8a8_graph
 
 BF16 = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
 
@@ -62,40 +65,11 @@ def conversations(encoder: SequenceEncoder, count: int, max_tokens: int) -> list
     raise SystemExit(f"only {len(chosen)} conversations fit")
 
 
-def batches(encoder: SequenceEncoder, sequences: list, size: int, model) -> list[dict[str, np.ndarray]]:
-    """Length-sorted padded batches, as the graph reads whole sequences: a prefix graph (the
-    bundle's bf16 IR is one) with an empty past of each layer and no prompt before them."""
-    ordered = sorted(sequences, key=len)
-    padded = [encoder.pad(ordered[i : i + size]).arrays for i in range(0, len(ordered), size)]
-    inputs = {name: port for port in model.inputs for name in port.get_names()}
-    work = []
-    for arrays in padded:
-        rows = len(arrays["input_ids"])
-        batch = {name: array for name, array in arrays.items() if name in inputs}
-        for name, port in inputs.items():
-            if name.startswith("past."):
-                shape = port.get_partial_shape()
-                batch[name] = np.zeros((rows, shape[1].get_length(), 0, shape[3].get_length()), np.float32)
-            elif name == "prefix_lengths":
-                batch[name] = np.zeros(rows, np.int64)
-        work.append(batch)
-    return work
-
-
-def quantized(model, encoder: SequenceEncoder, calibration: list):
-    import nncf
-
-    samples = batches(encoder, calibration, 1, model)
-    return nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples))
-
-
-def rate(compiled, work: list[dict[str, np.ndarray]], output: str) -> tuple[float, np.ndarray]:
-    """Sequences per second over `work`, and the rewards."""
+def rate(runner: GraphRunner, work: list, encoder: SequenceEncoder) -> tuple[float, np.ndarray]:
+    """Sequences per second over `work` (batches of encoded sequences), and the rewards."""
     started = time.perf_counter()
-    rewards = [compiled(batch)[output] for batch in work]
-    seconds = time.perf_counter() - started
-    rows = np.concatenate([np.asarray(r).reshape(len(r), -1) for r in rewards])
-    return len(rows) / seconds, rows
+    rewards = [runner.score(encoder.pad(batch)).rewards for batch in work]
+    return sum(map(len, work)) / (time.perf_counter() - started), np.concatenate(rewards)
 
 
 def matmul_rates(core) -> dict[str, float]:
@@ -129,35 +103,35 @@ def main() -> None:
 
     args = arguments()
     manifest = load_bundle(args.bundle)
+    if manifest.prefix is None or manifest.prefix.portable_file is None:
+        raise SystemExit(f"{args.bundle} has no portable prefix graph: export a decoder built from its weights")
     encoder = SequenceEncoder.from_file(args.bundle / manifest.tokenizer_file, manifest.input_format)
     sequences = conversations(encoder, args.calibration + args.sequences, args.max_tokens)
     calibration, measured = sequences[: args.calibration], sequences[args.calibration :]
-    core = ov.Core()
-    model = core.read_model(str(args.bundle / manifest.graph_file("bf16")))
-    started = time.perf_counter()
-    int8_model = quantized(model, encoder, calibration)
-    print(f"NNCF quantize on {args.calibration} conversations: {time.perf_counter() - started:.0f} s")
-    compiled = {
-        "bf16": core.compile_model(model, "CPU", BF16),
-        "int8 (W8A8)": core.compile_model(int8_model, "CPU", BF16),
-    }
-    work = batches(encoder, measured, args.batch, model)
-    output = model.outputs[0].get_any_name()  # the reward, or a judge's verdict logits
-    rates: dict[str, list[float]] = {name: [] for name in compiled}
+    portable = args.bundle / manifest.prefix.portable_file
+    with tempfile.TemporaryDirectory() as work_dir:
+        graphs = {"bf16": write_bf16_graph(portable, Path(work_dir) / "model.bf16.xml")}
+        started = time.perf_counter()
+        samples = [encoder.pad([s]).arrays for s in calibration]
+        graphs["w8a8"] = write_w8a8_graph(portable, Path(work_dir) / "model.w8a8.xml", samples)
+        print(f"w8a8 written, calibrated on {args.calibration} conversations: {time.perf_counter() - started:.0f} s")
+        runners = {p: GraphRunner(g, encoder, outputs=manifest.outputs, precision=p) for p, g in graphs.items()}
+    work = [sorted(measured, key=len)[i : i + args.batch] for i in range(0, len(measured), args.batch)]
+    rates: dict[str, list[float]] = {name: [] for name in runners}
     rewards: dict[str, np.ndarray] = {}
-    for graph in compiled.values():  # warm-up
-        rate(graph, work[:2], output)
+    for runner in runners.values():  # warm-up
+        rate(runner, work[:2], encoder)
     for _ in tqdm(range(args.rounds), desc="rounds"):
-        for name, graph in compiled.items():
-            seq_s, rewards[name] = rate(graph, work, output)
+        for name, runner in runners.items():
+            seq_s, rewards[name] = rate(runner, work, encoder)
             rates[name].append(seq_s)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(f"\n{len(measured)} conversations, batches of {args.batch}, medians of {args.rounds} rounds")
-    print(f"| graph | seq/s | vs bf16 | max abs {output} diff from bf16 |\n| --- | --- | --- | --- |")
+    print("| graph | seq/s | vs bf16 | max abs reward diff from bf16 |\n| --- | --- | --- | --- |")
     for name, value in medians.items():
         diff = float(np.abs(rewards[name] - rewards["bf16"]).max())
         print(f"| {name} | {value:.2f} | {value / medians['bf16']:.2f}x | {diff:.4f} |")
-    products = matmul_rates(core)
+    products = matmul_rates(ov.Core())
     print(
         f"\nA 2048^3 matrix product: bf16 {products['bf16']:.2f} TOPS, int8 {products['int8']:.2f} TOPS "
         f"({products['int8'] / products['bf16']:.2f}x)"

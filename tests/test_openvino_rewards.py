@@ -291,7 +291,7 @@ def test_on_a_trained_decoder_w8a8_passes_the_real_gate_on_pairs_it_was_not_cali
     import openvino as ov
 
     from rewardserve.bundle.openvino_session import find_head
-    from rewardserve.export.onnx_export import W8A8_CALIBRATION_EXAMPLES
+    from rewardserve.export.precision import W8A8_CALIBRATION_EXAMPLES
 
     manifest = load_bundle(trained_decoder_bundle)
     w8a8, bf16 = manifest.variants["w8a8"], manifest.variants["bf16"]

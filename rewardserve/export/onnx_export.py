@@ -80,10 +80,6 @@ class PassSizes:
         return PassSizes(**{f.name: getattr(self, f.name) or getattr(default, f.name) for f in fields(self)})
 
 
-# w8a8's activation ranges are calibrated on these many held-out examples (their responses in
-# the model's own format), kept out of the gate: a gate on its own calibration data would flatter it.
-W8A8_CALIBRATION_EXAMPLES = 32
-
 LARGE_MODEL_PASSES = PassSizes(
     parity_sequences=64, reference_conversations=64, gate_examples=256, statistics_examples=128
 )
@@ -112,12 +108,7 @@ def export_bundle(
     LARGE_MODEL_PARAMETERS); `output_options` say what cannot be read off a multi-output model."""
     checkpoint, out = Path(checkpoint), Path(out)
     machine = machine or Machine.this()
-    targets, not_gated = reduced.targets(precision, machine)
-    if "w8a8" in targets and len(heldout) < 2 * W8A8_CALIBRATION_EXAMPLES:
-        why = f"w8a8 needs {2 * W8A8_CALIBRATION_EXAMPLES} held-out examples (half to calibrate on), got {len(heldout)}"
-        if precision != "auto":
-            raise ValueError(why)
-        targets, not_gated = [t for t in targets if t != "w8a8"], not_gated | {"w8a8": why}
+    targets, not_gated = reduced.targets(precision, machine, len(heldout))
     source = _load(checkpoint, max_length, padding_side, output_options or OutputOptions())
     calibration = _as_the_model_reads(source.outputs, [], calibration)[1]
     sizes = sizes.for_model(source.parameters)
@@ -134,11 +125,8 @@ def export_bundle(
             prefix, prefix_left_out = checked_prefix(fp32, encoder, expected)
             reference, fp32_gaps, statistics = _fp32_passes(fp32, encoder, source, card, data, calibration)
             bf16_from = _bf16_graph(fp32, prefix)
-            auto = precision == "auto"
-            samples = [encoder.pad([sequence]).arrays for sequence in data.quantized_on]
-            variants = reduced.judged_variants(
-                fp32.path, bf16_from, encoder, targets, auto, data.gated, fp32_gaps, expected, staging, machine, samples
-            )
+            gate = (data.gated, fp32_gaps, expected, staging, machine, data.quantized_on)
+            variants = reduced.judged_variants(fp32.path, bf16_from, encoder, targets, precision == "auto", *gate)
             external = _move_fp32_graphs(fp32, prefix, staging)
             prefix = _openvino_prefixes(
                 prefix, variants, staging / bf16_from.name, encoder, data, fp32_gaps, source.outputs
@@ -201,16 +189,10 @@ def _held_out(
     sequences = _parity_sequences(source.outputs, encoder, inputs[: sizes.parity_sequences])
     if targets and not heldout:
         raise ValueError(f"--precision {precision} needs held-out preference pairs for its agreement gate")
-    gated = heldout[: sizes.gate_examples] if targets else []
-    quantized_on: Sequence[PreferenceExample] = []
-    if "w8a8" in targets:
-        # After the gated examples; where the gate would read them all, its last ones calibrate instead.
-        gate_end = min(len(gated), len(heldout) - W8A8_CALIBRATION_EXAMPLES)
-        if gate_end < W8A8_CALIBRATION_EXAMPLES:
-            raise ValueError(
-                f"w8a8 needs at least {2 * W8A8_CALIBRATION_EXAMPLES} held-out examples, got {len(heldout)}"
-            )
-        gated, quantized_on = heldout[:gate_end], heldout[gate_end : gate_end + W8A8_CALIBRATION_EXAMPLES]
+    gated, quantized_on = (heldout[: sizes.gate_examples] if targets else []), heldout[:0]
+    if "w8a8" in targets:  # calibrated after the gated examples; where the gate reads them all, on its last ones
+        gate_end = min(len(gated), len(heldout) - reduced.W8A8_CALIBRATION_EXAMPLES)
+        gated, quantized_on = heldout[:gate_end], heldout[gate_end:][: reduced.W8A8_CALIBRATION_EXAMPLES]
     calibration_inputs = example_inputs(source.input_format, quantized_on)
     return HeldOut(
         sequences=sequences,

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from rewardserve.bundle import SequenceEncoder
+from rewardserve.bundle import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.manifest import Agreement, Precision, PrefixGraph, PrefixVariant, Variant
 from rewardserve.bundle.outputs import ModelOutputs
@@ -45,6 +45,9 @@ FP16_TOLERANCE = 1e-2  # relative to the largest |reward|: fp16 graph vs PyTorch
 # int4 saves memory, not time, for a reward model's long prefills (docs/train-export.md): it is gated
 # only when asked for by name. w8a8 comes after the variants its speed is compared with.
 AUTO_TARGETS: tuple[Precision, ...] = ("int8", "bf16", "w8a8", "fp16")
+# w8a8's activation ranges are calibrated on these many held-out examples (their responses in
+# the model's own format), kept out of the gate: a gate on its own calibration data would flatter it.
+W8A8_CALIBRATION_EXAMPLES = 32
 
 
 class PrecisionRefused(RuntimeError):
@@ -61,22 +64,28 @@ class PrecisionRefused(RuntimeError):
         )
 
 
-def targets(requested: RequestedPrecision, machine: Machine) -> tuple[list[Precision], dict[str, str]]:
+def targets(
+    requested: RequestedPrecision, machine: Machine, heldout_examples: int
+) -> tuple[list[Precision], dict[str, str]]:
     """The reduced precisions to gate, and those `auto` leaves out with why. A precision named
-    that this machine cannot measure is a ValueError: its gate figures would not be its own."""
+    that this machine cannot measure (or `heldout_examples` cannot calibrate) is a ValueError:
+    its gate figures would not be its own."""
     if requested == "fp32":
         return [], {}
     if requested != "auto":
-        if why_not := _cannot_gate(requested, machine):
+        if why_not := _cannot_gate(requested, machine, heldout_examples):
             raise ValueError(f"--precision {requested} cannot be gated here: {why_not}")
         return [requested], {}
-    gated = [p for p in AUTO_TARGETS if _cannot_gate(p, machine) is None]
-    return gated, {p: why for p in AUTO_TARGETS if (why := _cannot_gate(p, machine))}
+    why_not = {p: why for p in AUTO_TARGETS if (why := _cannot_gate(p, machine, heldout_examples))}
+    return [p for p in AUTO_TARGETS if p not in why_not], why_not
 
 
-def _cannot_gate(precision: Precision, machine: Machine) -> str | None:
+def _cannot_gate(precision: Precision, machine: Machine, heldout_examples: int) -> str | None:
     # int8 and int4 run on any CPU; the server decides where they are worth serving. w8a8's gate
     # and speed are measured in the int8 kernels that serve it.
+    if precision == "w8a8" and heldout_examples < 2 * W8A8_CALIBRATION_EXAMPLES:
+        needed = 2 * W8A8_CALIBRATION_EXAMPLES
+        return f"w8a8 needs {needed} held-out examples (half to calibrate on), got {heldout_examples}"
     return None if precision in ("int8", "int4") else machine.cannot_run(precision)
 
 
@@ -228,7 +237,7 @@ def judged_variants(
     expected: TorchRewards,
     staging: Path,
     machine: Machine,
-    calibration: Sequence[dict[str, np.ndarray]] = (),
+    calibration: Sequence[EncodedSequence] = (),
 ) -> dict[Precision, Variant]:
     """Each target precision judged against the fp32 graph `fp32`: on held-out pairs (the
     agreement gate) and against PyTorch (parity). Passed variants' graphs are moved into
@@ -236,8 +245,9 @@ def judged_variants(
     which also passes over a w8a8 variant slower than one that passed before it). `portable` is the
     graph OpenVINO reads; w8a8 calibrates on `calibration` (derive)."""
     variants: dict[Precision, Variant] = {}
+    samples = [encoder.pad([sequence]).arrays for sequence in calibration]
     for precision in targets:
-        variant = _judged(precision, fp32, portable, encoder, heldout, fp32_gaps, expected, machine, calibration)
+        variant = _judged(precision, fp32, portable, encoder, heldout, fp32_gaps, expected, machine, samples)
         if variant.refused and not keep_refused:
             raise PrecisionRefused(precision, variant.agreement, variant.refused)
         if keep_refused and precision == "w8a8":
