@@ -111,7 +111,7 @@ def export_bundle(
     targets, not_gated = reduced.targets(precision, machine, len(heldout))
     source = _load(checkpoint, max_length, padding_side, output_options or OutputOptions())
     calibration = _as_the_model_reads(source.outputs, [], calibration)[1]
-    sizes = sizes.for_model(source.parameters)
+    sizes, auto = sizes.for_model(source.parameters), precision == "auto"
     encoder = SequenceEncoder(source.tokenizer, source.input_format)
     data = _held_out(source, encoder, parity_pairs, heldout, sizes, targets, precision)
     export = _export_record(checkpoint, precision, not_gated) | {"pass_sizes": asdict(sizes)}
@@ -125,8 +125,8 @@ def export_bundle(
             prefix, prefix_left_out = checked_prefix(fp32, encoder, expected)
             reference, fp32_gaps, statistics = _fp32_passes(fp32, encoder, source, card, data, calibration)
             bf16_from = _bf16_graph(fp32, prefix)
-            gate = (data.gated, fp32_gaps, expected, staging, machine, data.quantized_on)
-            variants = reduced.judged_variants(fp32.path, bf16_from, encoder, targets, precision == "auto", *gate)
+            gate = reduced.GateData(data.gated, fp32_gaps, expected, machine, data.quantized_on)
+            variants = reduced.judged_variants(fp32.path, bf16_from, encoder, targets, auto, gate, staging)
             external = _move_fp32_graphs(fp32, prefix, staging)
             prefix = _openvino_prefixes(
                 prefix, variants, staging / bf16_from.name, encoder, data, fp32_gaps, source.outputs

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -226,28 +227,37 @@ def passes(result: Agreement) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class GateData:
+    """What every variant is judged on: held-out examples, the fp32 graph's reward gaps on them,
+    PyTorch's outputs for parity, the machine they are measured on, and the held-out
+    conversations w8a8 calibrates its activations on (none of them gated)."""
+
+    heldout: Sequence[PreferenceExample]
+    fp32_gaps: np.ndarray
+    expected: TorchRewards
+    machine: Machine
+    calibration: Sequence[EncodedSequence] = ()
+
+
 def judged_variants(
     fp32: Path,
     portable: Path,
     encoder: SequenceEncoder,
     targets: Sequence[Precision],
     keep_refused: bool,
-    heldout: Sequence[PreferenceExample],
-    fp32_gaps: np.ndarray,
-    expected: TorchRewards,
+    data: GateData,
     staging: Path,
-    machine: Machine,
-    calibration: Sequence[EncodedSequence] = (),
 ) -> dict[Precision, Variant]:
     """Each target precision judged against the fp32 graph `fp32`: on held-out pairs (the
     agreement gate) and against PyTorch (parity). Passed variants' graphs are moved into
     `staging`. A refusal raises PrecisionRefused, or is recorded when `keep_refused` (auto,
-    which also passes over a w8a8 variant slower than one that passed before it). `portable` is the
-    graph OpenVINO reads; w8a8 calibrates on `calibration` (derive)."""
+    which also passes over a w8a8 variant slower than one that passed before it). `portable` is
+    the graph OpenVINO reads; w8a8 calibrates on `data.calibration` (derive)."""
     variants: dict[Precision, Variant] = {}
-    samples = [encoder.pad([sequence]).arrays for sequence in calibration]
+    samples = [encoder.pad([sequence]).arrays for sequence in data.calibration]
     for precision in targets:
-        variant = _judged(precision, fp32, portable, encoder, heldout, fp32_gaps, expected, machine, samples)
+        variant = _judged(precision, fp32, portable, encoder, data, samples)
         if variant.refused and not keep_refused:
             raise PrecisionRefused(precision, variant.agreement, variant.refused)
         if keep_refused and precision == "w8a8":
@@ -277,20 +287,18 @@ def _judged(
     fp32: Path,
     portable: Path,
     encoder: SequenceEncoder,
-    heldout: Sequence[PreferenceExample],
-    fp32_gaps: np.ndarray,
-    expected: TorchRewards,
-    machine: Machine,
-    calibration: Sequence[dict[str, np.ndarray]],
+    data: GateData,
+    samples: Sequence[dict[str, np.ndarray]],
 ) -> Variant:
     """One precision's variant, judged in a session that closes when this returns (so that no
     two variants' sessions are in memory at once)."""
-    runner = export_runner(derive(fp32, portable, precision, calibration), encoder, expected.outputs, precision)
+    graph = derive(fp32, portable, precision, samples)
+    runner = export_runner(graph, encoder, data.expected.outputs, precision)
     started = time.perf_counter()
-    gate = agreement(fp32_gaps, reward_gaps(runner, heldout, f"agreement gate: {precision}"))
-    seq_per_s = response_count(heldout) / (time.perf_counter() - started)
+    gate = agreement(data.fp32_gaps, reward_gaps(runner, data.heldout, f"agreement gate: {precision}"))
+    seq_per_s = response_count(data.heldout) / (time.perf_counter() - started)
     refused = None if passes(gate) else str(PrecisionRefused(precision, gate))
-    parity = None if refused else measure_parity(runner, expected)
+    parity = None if refused else measure_parity(runner, data.expected)
     if parity and precision == "fp16" and parity.max_rel_diff > FP16_TOLERANCE:
         refused = f"fp16 refused: it differs from PyTorch fp32 beyond {FP16_TOLERANCE} (relative): {parity}"
     own_graph = not refused and runner.graph != fp32  # bf16 may run the fp32 graph itself
@@ -301,7 +309,7 @@ def _judged(
         parity=parity,
         refused=refused,
         seq_per_s=seq_per_s,
-        measured_on=machine.describe(),
+        measured_on=data.machine.describe(),
     )
 
 
