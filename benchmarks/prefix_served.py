@@ -147,10 +147,7 @@ def vllm_process(python: str, checkpoint: Path, max_length: int) -> contextlib.A
     port = free_port()
     command = [python, "-m", "vllm.entrypoints.launchers.api_server.entry", "--runner", "pooling"]
     command += ["--model", str(checkpoint), "--served-model-name", VLLM_MODEL, "--dtype", "bfloat16"]
-    # A few tokens of headroom: vLLM tokenizes each rendered conversation whole, and a sequence the
-    # bundle counts at max_length can come out a token longer there (a merge across the turn's
-    # join), which vLLM refuses rather than truncates.
-    command += ["--port", str(port), "--max-model-len", str(max_length + 16), "--enable-prefix-caching"]
+    command += ["--port", str(port), "--max-model-len", str(max_length), "--enable-prefix-caching"]
     return server_process(
         command, port, "vLLM (bf16, prefix caching)", {"VLLM_CPU_KVCACHE_SPACE": "4"}, None, "/health"
     )
