@@ -22,8 +22,8 @@ AMX, the default model scores held-out HH pairs at 60 seq/s in fp32 (onnxruntime
 dynamic int8 and 250 in bf16 (OpenVINO); static QDQ int8 ran at 71 (onnxruntime) and 137
 (OpenVINO) and kept only 88% of fp32's decisions. A Qwen3-0.6B-shaped decoder
 (`benchmarks/decoder_engines.py`): 258 tokens/s in fp32, 744 in dynamic int8, 992 in bf16, 245
-with int4 weights. With calibrated int8 activations (w8a8), the 0.6B decoder's graph ran 1.41x its
-bf16 graph (benchmarks/int8_static.py).
+with int4 weights. With calibrated int8 activations (w8a8), the 0.6B decoder's graph ran 1.31x its
+bf16 graph through the serving engine (benchmarks/int8_static.py).
 """
 
 from __future__ import annotations
