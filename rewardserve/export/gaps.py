@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rewardserve.bundle import InputFormat
+from rewardserve.bundle import EncodedSequence, InputFormat, SequenceEncoder
 from rewardserve.bundle.formatting import Text
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.prefix import PrefixRunner
@@ -27,6 +27,12 @@ def example_inputs(fmt: InputFormat, examples: Sequence[PreferenceExample]) -> l
     return [pair for e in examples for pair in e.model_inputs(fmt.layout)]
 
 
+def example_sequences(encoder: SequenceEncoder, examples: Sequence[PreferenceExample]) -> list[EncodedSequence]:
+    """Every response of `examples`, in example_inputs' order, encoded as the model reads it."""
+    inputs = example_inputs(encoder.format, examples)
+    return encoder.encode([p for p, _ in inputs], [r for _, r in inputs])
+
+
 def example_rewards(
     runner: GraphRunner,
     examples: Sequence[PreferenceExample],
@@ -35,9 +41,9 @@ def example_rewards(
 ) -> np.ndarray:
     """The reward of every response of `examples`, in example_inputs' order (with `prefix`, each
     prompt its responses share run once: offline.score_sequences)."""
-    inputs = example_inputs(runner.encoder.format, examples)
-    sequences = runner.encoder.encode([p for p, _ in inputs], [r for _, r in inputs])
-    return score_sequences(runner, sequences, progress=progress, prefix=prefix).rewards
+    return score_sequences(
+        runner, example_sequences(runner.encoder, examples), progress=progress, prefix=prefix
+    ).rewards
 
 
 def response_count(examples: Sequence[PreferenceExample]) -> int:

@@ -51,7 +51,15 @@ from rewardserve.eval.metrics import fit_temperature
 from rewardserve.export import graph as graphs
 from rewardserve.export import precision as reduced
 from rewardserve.export.fp32_graph import Candidate, FP32Graph, candidates, checked_prefix, first_within_parity
-from rewardserve.export.gaps import example_inputs, example_rewards, gaps_of, model_prompt, response_count, reward_gaps
+from rewardserve.export.gaps import (
+    example_inputs,
+    example_rewards,
+    example_sequences,
+    gaps_of,
+    model_prompt,
+    response_count,
+    reward_gaps,
+)
 from rewardserve.export.judge_source import load_judge_source
 from rewardserve.export.parity import TorchRewards, export_runner, torch_reference
 from rewardserve.export.reference import ModelCardRewards, check_reference, model_card_rewards
@@ -193,13 +201,12 @@ def _held_out(
     if "w8a8" in targets:  # calibrated after the gated examples; where the gate reads them all, on its last ones
         gate_end = min(len(gated), len(heldout) - reduced.W8A8_CALIBRATION_EXAMPLES)
         gated, quantized_on = heldout[:gate_end], heldout[gate_end:][: reduced.W8A8_CALIBRATION_EXAMPLES]
-    calibration_inputs = example_inputs(source.input_format, quantized_on)
     return HeldOut(
         sequences=sequences,
         model_inputs=[*inputs, *example_inputs(source.input_format, heldout)],
         gated=gated,
         measured=heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else [],
-        quantized_on=encoder.encode([p for p, _ in calibration_inputs], [r for _, r in calibration_inputs]),
+        quantized_on=example_sequences(encoder, quantized_on),
     )
 
 
