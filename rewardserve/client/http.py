@@ -270,6 +270,13 @@ class RewardClient(_Base):
             results += _comparisons(self._post("/compare", body))
         return results
 
+    def server_info(self) -> dict[str, Any]:
+        """How the server runs (`/server_info`): its models, each with its precision and judge rule."""
+        response = self._http.get("/server_info")
+        if response.status_code != 200:
+            raise _error(response)
+        return response.json()
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in itertools.count():
             try:

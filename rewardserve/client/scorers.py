@@ -8,17 +8,39 @@ template) exactly as the server does.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from rewardserve.bundle import BundleRuntime, choice
+from rewardserve.bundle.chat import Conversation
 from rewardserve.bundle.formatting import Text
-from rewardserve.client.http import Comparison, RewardClient
+from rewardserve.bundle.judge import pairwise
+from rewardserve.client.http import Comparison, Ranking, RewardClient
+from rewardserve.scoring.judged_pairs import every_ordered_pair
 from rewardserve.scoring.offline import OfflineScoring
-from rewardserve.scoring.validate import Inputs
+from rewardserve.scoring.validate import Inputs, candidate
+
+
+@dataclass(frozen=True)
+class ScorerFacts:
+    """What a report says of the model that gave its rewards."""
+
+    model: str
+    precision: str | None  # the engine's; None where a server does not say (a composed reward)
+    judge: str | None  # a judge's rule (yes_no, rating, pairwise); None for a classifier's head
+    template: str  # how conversations became the model's text
+
+    @property
+    def pairwise(self) -> bool:
+        """A pairwise judge gives no reward per response: it ranks responses through comparisons."""
+        return self.judge == "pairwise"
 
 
 class Scorer(Protocol):
@@ -29,6 +51,10 @@ class Scorer(Protocol):
     def compare(
         self, prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str]
     ) -> list[Comparison]: ...
+
+    def rank(self, prompt: str | Conversation, responses: Sequence[str]) -> Ranking: ...
+
+    def describe(self) -> ScorerFacts: ...
 
     def close(self) -> None: ...
 
@@ -66,6 +92,38 @@ class LocalScorer:
             Comparison(*values) for values in zip(rewards[:n].tolist(), rewards[n:].tolist(), p_a.tolist(), strict=True)
         ]
 
+    def rank(self, prompt: str | Conversation, responses: Sequence[str]) -> Ranking:
+        """As a K-wise `/compare` answers; a pairwise judge's rewards are the Bradley-Terry scores
+        of its verdicts on every ordered pair (`bundle/judge/pairwise.py`)."""
+        check = self.scoring.validate
+        if isinstance(prompt, str):
+            check.text("prompt", prompt)
+        else:
+            prompt = check.messages("messages", prompt)
+        candidates = [candidate(prompt, response, f"responses[{j}]") for j, response in enumerate(responses)]
+        if not self.scoring.model.outputs.pairwise:
+            rewards = self.scoring.scores(Inputs(candidates, 1)).rewards.astype(np.float64)
+            t = self.scoring.model.temperature
+            return Ranking(rewards.tolist(), choice.ranking(rewards).tolist(), choice.p_first(rewards, t).tolist(),
+                           choice.p_better(rewards[:, None], rewards[None, :], t).tolist())  # fmt: skip
+        verdicts = self.scoring.scores(Inputs(every_ordered_pair(candidates), 1)).rewards
+        matrix = pairwise.preference_matrix(len(candidates), verdicts)
+        rewards = pairwise.bradley_terry(matrix)
+        return Ranking(
+            rewards.tolist(), choice.ranking(rewards).tolist(), choice.p_first(rewards).tolist(), matrix.tolist()
+        )
+
+    def describe(self) -> ScorerFacts:
+        manifest = self.runtime.manifest
+        verdict = manifest.outputs.verdict
+        template = hashlib.sha256(manifest.input_format.chat_template.encode()).hexdigest()[:12]
+        return ScorerFacts(
+            model=self.name,
+            precision=self.runtime.choice.precision,
+            judge=verdict.rule if verdict is not None else None,
+            template=f"the bundle's own: {manifest.input_format.layout} layout, chat template sha256 {template}",
+        )
+
     def close(self) -> None:
         pass
 
@@ -76,6 +134,12 @@ class RemoteScorer(RewardClient):
     @property
     def name(self) -> str:
         return self.model or self.url
+
+    def describe(self) -> ScorerFacts:
+        info = self.server_info()
+        model = self.model or info["served_model_name"]
+        facts = info.get("models", {}).get(model, {})
+        return ScorerFacts(model, facts.get("precision"), facts.get("judge"), "the server's (messages sent as turns)")
 
 
 def open_scorer(args: argparse.Namespace) -> Scorer:

@@ -13,6 +13,8 @@ from rewardserve.data.hh import default_data_files
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark:
+        return run_benchmark(args)
     from rewardserve.bundle.chat import PAIR_LAYOUT_TEMPLATE
     from rewardserve.client import RewardServerError
     from rewardserve.client.scorers import LocalScorer, open_scorer
@@ -53,6 +55,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_benchmark(args: argparse.Namespace) -> int:
+    """`--benchmark`: RewardBench's or RewardBench 2's figures on the file the user downloaded."""
+    from rewardserve.client import RewardServerError
+    from rewardserve.client.scorers import open_scorer
+    from rewardserve.data.rewardbench import BenchmarkError
+    from rewardserve.eval.benchmark import evaluate_benchmark, table
+    from rewardserve.eval.benchmark_report import render_benchmark_html
+
+    try:
+        if args.data == default_data_files() or len(args.data) != 1:
+            raise ValueError(f"--benchmark {args.benchmark}: give the benchmark's one file (.parquet or .jsonl)")
+        with contextlib.closing(open_scorer(args)) as scorer:
+            report = evaluate_benchmark(scorer, args.data[0], args.benchmark, where=args.url or args.bundle)
+    except (BenchmarkError, RewardServerError, OSError, ValueError) as exc:
+        print(f"rewardserve: cannot evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(table(report))
+    if args.report:
+        page = Path(args.report)
+        page.write_text(render_benchmark_html(report), encoding="utf-8")
+        page.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {page} and {page.with_suffix('.json')}")
+    return 0
+
+
 def arguments(evaluate: argparse.ArgumentParser, name: str = "eval") -> None:
     evaluate.add_argument(
         "data",
@@ -66,6 +93,11 @@ def arguments(evaluate: argparse.ArgumentParser, name: str = "eval") -> None:
         evaluate,
         url="evaluate the model this rewardserve server serves (through /compare)",
         bundle="evaluate this bundle in-process",
+    )
+    evaluate.add_argument(
+        "--benchmark",
+        choices=["rewardbench", "rewardbench2"],
+        help="score DATA (the benchmark's file, downloaded) by the benchmark's own rules, on raw rewards",
     )
     evaluate.add_argument("--split", choices=["heldout", "validation", "train", "all"], default="heldout")
     evaluate.add_argument("--report", help="write this HTML page, and the figures as JSON beside it (.json)")

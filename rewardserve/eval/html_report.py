@@ -30,7 +30,7 @@ th:first-child, td:first-child { text-align: left; } tr.all td { font-weight: 60
 """
 
 
-def _svg(figure: plt.Figure) -> str:
+def svg(figure: plt.Figure) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(figure)
@@ -38,7 +38,7 @@ def _svg(figure: plt.Figure) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG needs neither
 
 
-def _figure(width: float = 5.2, height: float = 3.6) -> tuple[plt.Figure, Any]:
+def new_figure(width: float = 5.2, height: float = 3.6) -> tuple[plt.Figure, Any]:
     plt.rcParams.update({"svg.fonttype": "path", "font.size": 9})
     figure, axes = plt.subplots(figsize=(width, height))
     axes.spines[["top", "right"]].set_visible(False)
@@ -48,7 +48,7 @@ def _figure(width: float = 5.2, height: float = 3.6) -> tuple[plt.Figure, Any]:
 def margin_plot(report: dict) -> str:
     histogram = report["margin_histogram"]
     edges, counts = histogram["edges"], histogram["counts"]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     widths = [b - a for a, b in zip(edges, edges[1:], strict=False)]
     colours = [BLUE if (a + b) / 2 > 0 else ORANGE for a, b in zip(edges, edges[1:], strict=False)]
     axes.bar(edges[:-1], counts, width=widths, align="edge", color=colours, edgecolor="white", linewidth=0.4)
@@ -56,12 +56,12 @@ def margin_plot(report: dict) -> str:
     axes.set_xlabel("reward margin  r(preferred) - r(rejected)")
     axes.set_ylabel("pairs")
     axes.set_title("Margin distribution (orange: ranked wrong)")
-    return _svg(figure)
+    return svg(figure)
 
 
 def calibration_plot(report: dict) -> str:
     bins = report["calibration"]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     axes.plot([0.5, 1], [0.5, 1], color=GREY, linestyle="--", linewidth=1, label="perfectly calibrated")
     confidence = [b["confidence"] for b in bins]
     accuracy = [b["accuracy"] for b in bins]
@@ -74,12 +74,12 @@ def calibration_plot(report: dict) -> str:
     axes.set_ylabel("share the humans preferred")
     axes.set_title(f"Calibration of /compare probabilities (ECE {_overall(report)['ece']:.3f})")
     axes.legend(loc="upper left", frameon=False)
-    return _svg(figure)
+    return svg(figure)
 
 
 def length_plot(report: dict) -> str:
     bias = report["length"]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     lengths = [max(length, 1) for length, _ in bias["sample"]]
     axes.scatter(lengths, [r for _, r in bias["sample"]], s=4, alpha=0.25, color=BLUE, linewidths=0)
     binned = bias["binned"]
@@ -96,12 +96,12 @@ def length_plot(report: dict) -> str:
     axes.set_ylabel("reward")
     axes.set_title(f"Reward vs length (Spearman {bias['spearman']:+.2f}, Pearson {bias['pearson']:+.2f})")
     axes.legend(loc="lower right", frameon=False)
-    return _svg(figure)
+    return svg(figure)
 
 
 def length_accuracy_plot(report: dict) -> str:
     bias, overall = report["length"], _overall(report)
-    figure, axes = _figure(4.2, 3.6)
+    figure, axes = new_figure(4.2, 3.6)
     labels = ["preferred\nis longer", "preferred\nis shorter", "all\npairs"]
     values = [bias["chosen_longer_accuracy"], bias["chosen_shorter_accuracy"], overall["accuracy"]]
     counts = [bias["chosen_longer_pairs"], bias["chosen_shorter_pairs"], overall["pairs"]]
@@ -113,7 +113,7 @@ def length_accuracy_plot(report: dict) -> str:
     axes.set_ylim(0, 1.15)
     axes.set_ylabel("pairwise accuracy")
     axes.set_title("Accuracy by which response is longer")
-    return _svg(figure)
+    return svg(figure)
 
 
 def _overall(report: dict) -> dict:

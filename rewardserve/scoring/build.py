@@ -136,6 +136,7 @@ def bundle_pipeline(
         manifest.calibration_temperature,
         manifest.outputs,
         reward_stats(manifest),
+        runtime.choice.precision,
     )
     outputs = model.outputs
     return ScoringPipeline(

@@ -17,8 +17,10 @@ class ServedModel:
         temperature: float,
         outputs: ModelOutputs | None = None,
         reward_stats: tuple[float, float] | None = None,
+        precision: str | None = None,
     ) -> None:
         self.model_name = model_name
+        self.precision = precision  # the engine's (a composed reward has none of its own)
         self.temperature = temperature  # choice.py: p(a better than b) = sigmoid((r_a - r_b) / T)
         self.outputs = outputs or ModelOutputs()
         # (mean, std) of its rewards on the bundle's reference set, where export measured them

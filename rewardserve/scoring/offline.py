@@ -37,7 +37,9 @@ class OfflineScoring:
         "auto"); `progress`: the label of a progress bar (rate and ETA) on stderr."""
         manifest = runtime.manifest
         self.runtime = runtime
-        self.model = ServedModel(manifest.name, manifest.calibration_temperature, manifest.outputs)
+        self.model = ServedModel(
+            manifest.name, manifest.calibration_temperature, manifest.outputs, precision=runtime.choice.precision
+        )
         # An offline job's size is its own: no item or text limits, the model's length still applies.
         self.validate = Validate(sys.maxsize, sys.maxsize, policy_format, outputs=manifest.outputs)
         self.retemplate = Retemplate(unparsed)

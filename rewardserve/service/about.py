@@ -87,6 +87,9 @@ async def server_info(request: Request) -> dict[str, Any]:
                 "load": pipeline.admission.in_flight_sequences,
                 "max_queued_sequences": pipeline.admission.max_in_flight,
                 "resident_mib": pipeline.model.resident_mib,
+                # what an evaluator's report names: the engine's precision, and a judge's rule
+                "precision": pipeline.model.precision,
+                "judge": verdict.rule if (verdict := pipeline.model.outputs.verdict) is not None else None,
             }
             for pipeline in models
         },

@@ -17,8 +17,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, model_validator
 
 from rewardserve.bundle import choice
-from rewardserve.bundle.judge import ResponsePair, pairwise
+from rewardserve.bundle.judge import pairwise
 from rewardserve.scoring.errors import TooManyItemsError
+from rewardserve.scoring.judged_pairs import every_ordered_pair, read_together
 from rewardserve.scoring.schemas import TRUNCATE, Body, Messages, ModelName, Text, one_form
 from rewardserve.scoring.validate import Input, Inputs, Validate, candidate
 from rewardserve.service.endpoints.base import Answer, Endpoint
@@ -119,8 +120,8 @@ class Compare(Endpoint[CompareRequest]):
             n = len(body.items)
             sides = cls._pairs(body.items, check)
             pairs = [(a, b, f"items[{i}]") for i, (a, b) in enumerate(zip(sides[:n], sides[n:], strict=True))]
-            texts = [_read_together(a, b, path) for a, b, path in pairs] + [
-                _read_together(b, a, path) for a, b, path in pairs
+            texts = [read_together(a, b, path) for a, b, path in pairs] + [
+                read_together(b, a, path) for a, b, path in pairs
             ]
             return Inputs(texts, n, body.truncate)
         responses = cls._ranked(body, check)
@@ -130,11 +131,7 @@ class Compare(Endpoint[CompareRequest]):
                 f"responses: a pairwise judge reads each ordered pair of the {k} responses, {k * (k - 1)} texts; at "
                 f"most {check.max_items} per request (max_items_per_request)"
             )
-        texts = [
-            _read_together(responses[i], responses[j], f"responses[{i}] and responses[{j}]")
-            for i, j in pairwise.ordered_pairs(k)
-        ]
-        return Inputs(texts, 1, body.truncate)
+        return Inputs(every_ordered_pair(responses), 1, body.truncate)
 
     @staticmethod
     def _pairs(items: list[CompareItem], check: Validate) -> list[Input]:
@@ -212,8 +209,3 @@ class Compare(Endpoint[CompareRequest]):
             p_better=matrix.tolist() if body.pairwise else None,
             model=name,
         )
-
-
-def _read_together(first: Input, second: Input, path: str) -> Input:
-    """Two candidates to one prompt as a pairwise judge reads them, `first` in its first slot."""
-    return Input(first.prompt, ResponsePair(first.response, second.response), path)
