@@ -10,10 +10,11 @@ CHECKPOINT := $(MODEL_DIR)/checkpoint
 BUNDLE := $(MODEL_DIR)/bundle
 
 CHECKOV := .venv-checkov/.installed
+REWARDBENCH := .venv-rewardbench/.installed
 
 .PHONY: install bundle serve test lint eval clean-model
 
-install: $(INSTALLED) $(TEST_TOOLS) $(CHECKOV)
+install: $(INSTALLED) $(TEST_TOOLS) $(CHECKOV) $(REWARDBENCH)
 
 # Everything (serving, training/export, tests) in one venv; torch is pinned in pyproject.toml
 # so pip takes the CPU build instead of GBs of CUDA wheels.
@@ -42,6 +43,14 @@ $(CHECKOV):
 	.venv-checkov/bin/pip install 'checkov>=3.2,<4'
 	touch $@
 
+# RewardBench's own scoring code (the `rewardbench` package), which the tests hold `eval
+# --benchmark` to, in its own environment: it pins transformers 4.51. torch pinned as ours, so
+# pip takes the CPU build.
+$(REWARDBENCH):
+	test -x .venv-rewardbench/bin/python || $(PYTHON) -m venv .venv-rewardbench
+	.venv-rewardbench/bin/pip install 'rewardbench==0.1.4' 'torch==2.13.0'
+	touch $@
+
 # The checkpoint's input-format file is written last by `rewardserve train`: its presence
 # means a finished run. Both steps show progress bars.
 $(CHECKPOINT)/rewardserve_input_format.json: | $(INSTALLED)
@@ -60,7 +69,7 @@ serve: $(INSTALLED) $(BUNDLE)/manifest.json
 eval: $(BUNDLE)/manifest.json
 	$(BIN)/rewardserve eval --bundle $(BUNDLE) --report $(MODEL_DIR)/eval.html
 
-test: $(INSTALLED) $(TEST_TOOLS) $(CHECKOV)
+test: $(INSTALLED) $(TEST_TOOLS) $(CHECKOV) $(REWARDBENCH)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -25,6 +25,7 @@ from rewardserve.bundle.judge import pairwise
 from rewardserve.client.http import Comparison, Ranking, RewardClient
 from rewardserve.scoring.judged_pairs import every_ordered_pair
 from rewardserve.scoring.offline import OfflineScoring
+from rewardserve.scoring.schemas import Message
 from rewardserve.scoring.validate import Inputs, candidate
 
 
@@ -99,7 +100,7 @@ class LocalScorer:
         if isinstance(prompt, str):
             check.text("prompt", prompt)
         else:
-            prompt = check.messages("messages", prompt)
+            prompt = check.messages("messages", [Message.model_validate(turn) for turn in prompt])
         candidates = [candidate(prompt, response, f"responses[{j}]") for j, response in enumerate(responses)]
         if not self.scoring.model.outputs.pairwise:
             rewards = self.scoring.scores(Inputs(candidates, 1)).rewards.astype(np.float64)

@@ -56,7 +56,7 @@ def ordered_pairs(k: int) -> list[tuple[int, int]]:
 def preference_matrix(k: int, rewards: np.ndarray) -> np.ndarray:
     """(K, K) p(i better than j) from the rewards of `ordered_pairs(k)`, in that order; 0.5 on
     the diagonal."""
-    forward = np.full((k, k), np.nan)
+    forward = np.zeros((k, k))  # every off-diagonal entry is read; the diagonal is set to 0.5
     for (i, j), r in zip(ordered_pairs(k), np.asarray(rewards, dtype=np.float64), strict=True):
         forward[i, j] = r
     matrix = preference(forward, forward.T)
