@@ -64,6 +64,7 @@ def test_every_marked_example_is_run_here():
         "readme-slime",
         "score",
         "eval",
+        "rewardbench2",
     }
     assert set(EXAMPLES) == tested
 
@@ -118,6 +119,13 @@ def test_evaluation(server, tmp_path):
     figures = json.loads((tmp_path / "report.json").read_text())
     assert figures["subsets"][-1]["name"] == "all" and figures["subsets"][-1]["pairs"] > 1000
     assert (tmp_path / "report.html").read_text().count("<svg") == 4
+
+
+def test_rewardbench2_on_the_hh_arrangement(server, tmp_path):
+    table = run_example("rewardbench2", server, tmp_path)
+    report = json.loads((tmp_path / "rb2.json").read_text())
+    assert [s["name"] for s in report["subsets"]][-1] == "Ties" and report["reward"] == "raw"
+    assert f"{100 * report['overall']:.1f}" in table.splitlines()[-2]
 
 
 def test_slime(server, tmp_path):
