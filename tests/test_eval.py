@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import screenshot
 from live import free_port, running
-from PIL import Image
 
 from rewardserve.client import RewardClient
 from rewardserve.data.preferences import PreferenceExample
@@ -135,18 +134,7 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
     text = page.read_text()
     assert "<script" not in text and "<link" not in text and " src=" not in text  # self-contained
     assert text.count("<svg") == 4
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed (make install puts it there)"
-    screenshot = tmp_path / "report.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--hide-scrollbars"]
-    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    subprocess.run(
-        [chromium, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1800",
-         f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True, timeout=120, check=True,
-    )  # fmt: skip
-    pixels = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
-    assert pixels.shape[:2] == (1800, 1200)
+    pixels = screenshot(page, tmp_path, 1200, 1800)
     ink = (pixels < 200).any(axis=2).mean()
     blue = ((pixels[..., 2] > 150) & (pixels[..., 0] < 90)).mean()  # the plots' bars and points
     orange = ((pixels[..., 0] > 200) & (pixels[..., 1] > 90) & (pixels[..., 1] < 150) & (pixels[..., 2] < 80)).mean()

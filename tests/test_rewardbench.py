@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from browser import screenshot
 from live import free_port, running
-from PIL import Image
 
 from rewardserve.client.scorers import LocalScorer, RemoteScorer
 from rewardserve.data.rewardbench import BenchmarkError, load_benchmark
@@ -175,16 +174,7 @@ def test_the_cli_reads_the_parquet_and_its_report_opens_in_headless_chromium(fil
     )
     text = page.read_text()
     assert text.count('<section class="subset">') == 6 and "<script" not in text
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed (make install puts it there)"
-    screenshot = tmp_path / "report.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
-    subprocess.run(
-        [chromium, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600",
-         f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True, timeout=120, check=True,
-    )  # fmt: skip
-    pixels = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
+    pixels = screenshot(page, tmp_path, 1200, 1600)
     assert (pixels < 200).any(axis=2).mean() > 0.03  # not blank
     assert ((pixels[..., 2] > 150) & (pixels[..., 0] < 90)).mean() > 0.002  # the subsets' bars
 
