@@ -38,9 +38,9 @@ from decoder_engines import gemm_peak, heldout_sequences, sequence_flops
 from real_size_export import SHAPES, build
 
 from rewardserve.bundle import SequenceEncoder
+from rewardserve.bundle.batches import token_batches
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import Machine
-from rewardserve.bundle.offline import token_batches
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.export import decoder_graph

@@ -34,9 +34,9 @@ from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
+from rewardserve.bundle.batches import token_batches
 from rewardserve.bundle.cpus import available_cpus
 from rewardserve.bundle.engine_choice import Machine
-from rewardserve.bundle.offline import token_batches
 from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import load_preferences

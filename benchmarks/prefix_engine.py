@@ -26,7 +26,7 @@ from real_size_export import SHAPES
 from transformers import AutoModelForSequenceClassification, Qwen3Config
 
 from rewardserve.bundle import InputFormat
-from rewardserve.bundle.offline import OFFLINE_BATCH_TOKENS
+from rewardserve.bundle.batches import OFFLINE_BATCH_TOKENS
 from rewardserve.bundle.sessions import session_options
 from rewardserve.export import decoder_graph
 

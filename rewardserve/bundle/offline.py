@@ -3,20 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from rewardserve.bundle.batches import token_batches
 from rewardserve.bundle.formatting import EncodedSequence
 from rewardserve.bundle.outputs import Scores
 from rewardserve.bundle.prefix import PrefixRunner, shared_prompts
 from rewardserve.bundle.runtime import GraphRunner
-
-# Padded tokens per offline batch. A 0.6B decoder's fused graph holds about 0.55 MB a token while
-# it runs (1.2 GB at 2048 tokens, beside 1.9 GB of weights; 32 x 1024 tokens grew it by 8 GB), and
-# runs no faster in larger batches: 278 tokens/s at 1024 tokens, 251 at 4096.
-OFFLINE_BATCH_TOKENS = 2048
 
 
 def score_sequences(
@@ -37,27 +33,13 @@ def score_sequences(
     split = np.array(shared_prompts(sequences) if prefix is not None else [], dtype=np.int64)
     whole = np.setdiff1d(np.arange(len(sequences)), split)
     order = whole[np.argsort([len(sequences[i]) for i in whole], kind="stable")]
+    multiple = runner.length_bucket  # as the server pads: a reward does not depend on its batch-mates
     parts = []
     with tqdm(total=len(sequences), desc=progress, unit="seq", disable=progress is None, leave=False) as bar:
         if len(split):
             parts.append(prefix.score_sequences([sequences[i] for i in split], batch_size, bar))
-        for rows in token_batches([len(sequences[i]) for i in order], batch_size):
+        for rows in token_batches([len(sequences[i]) for i in order], batch_size, multiple=multiple):
             chunk = order[rows]
-            parts.append(runner.score(runner.encoder.pad([sequences[i] for i in chunk])))
+            parts.append(runner.score(runner.encoder.pad([sequences[i] for i in chunk], multiple)))
             bar.update(len(chunk))
     return Scores.concatenate(parts).take(np.argsort(np.concatenate([split, order]), kind="stable"))
-
-
-def token_batches(lengths: Sequence[int], max_rows: int, max_tokens: int = OFFLINE_BATCH_TOKENS) -> Iterator[slice]:
-    """Consecutive runs of `lengths`, each at most `max_rows` rows and `max_tokens` once padded to
-    its longest (a sequence longer than that goes alone)."""
-    start = 0
-    while start < len(lengths):
-        end, width = start + 1, lengths[start]
-        while end < len(lengths) and end - start < max_rows:
-            width = max(width, lengths[end])
-            if width * (end - start + 1) > max_tokens:
-                break
-            end += 1
-        yield slice(start, end)
-        start = end

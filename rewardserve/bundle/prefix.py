@@ -16,6 +16,7 @@ sequences split at all is decided here (`runs_whole`), for the server's batcher
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from rewardserve.bundle.batches import token_batches
 from rewardserve.bundle.formatting import EncodedSequence, SequenceEncoder
 from rewardserve.bundle.outputs import ModelOutputs, Scores, read_outputs
 from rewardserve.bundle.past import PAST, PREFIX_LENGTHS, PRESENT, EmptyPast
@@ -38,6 +40,7 @@ class PrefixGraphSession(Protocol):
     outputs: ModelOutputs
     session: Any  # onnxruntime.InferenceSession or OpenVinoSession
     empty_past: EmptyPast | None  # what the graph reads beside a batch scored whole
+    length_bucket: int  # the padding rule (SequenceEncoder.pad's multiple)
 
 
 # Prompts shorter than this run whole with their responses: split, a pair of responses after a
@@ -177,15 +180,18 @@ class PrefixRunner:
         for index, sequence in enumerate(sequences):
             if not splittable(sequence):
                 raise ValueError(f"sequence {index} has no prompt or no response to score apart")
+        multiple = self.runner.length_bucket  # as the server pads responses (SequenceEncoder.pad)
         parts, order = [], []
         for indices in by_prompt(sequences, range(len(sequences))):
             states = self.prompt_states(prompt_ids(sequences[indices[0]]))
             indices = sorted(indices, key=lambda i: len(sequences[i]))
             per_call = max(1, min(batch_size, OFFLINE_COPY_BYTES // states.nbytes))
-            for start in range(0, len(indices), per_call):
-                rows = indices[start : start + per_call]
-                parts.append(self.score_responses(states, [sequences[i].ids[states.length :] for i in rows]))
-                order += rows
+            lengths = [len(sequences[i]) - states.length for i in indices]
+            for rows in token_batches(lengths, per_call, max_tokens=sys.maxsize, multiple=multiple):
+                chosen = indices[rows]
+                responses = [sequences[i].ids[states.length :] for i in chosen]
+                parts.append(self.score_responses(states, responses, multiple))
+                order += chosen
                 if bar is not None:
-                    bar.update(len(rows))
+                    bar.update(len(chosen))
         return Scores.concatenate(parts).take(np.argsort(order, kind="stable"))

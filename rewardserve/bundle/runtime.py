@@ -17,6 +17,11 @@ from rewardserve.bundle.past import empty_past
 from rewardserve.bundle.prefix import PrefixRunner
 from rewardserve.bundle.sessions import CUDA, open_session, providers_for
 
+# bf16 kernels round differently at different padded lengths (a reward of the default bundle
+# moved by up to 1.6e-3 between alone and in a batch of 40); padded to a multiple of 16 within its
+# own bucket, it moves by 0 (benchmarks/batch_invariance.py). fp32 moves by ~1e-7 without it.
+OPENVINO_LENGTH_BUCKET = 16
+
 
 class GraphRunner:
     """A session on a reward graph (ONNX Runtime; OpenVINO for bf16), with the encoder that
@@ -55,6 +60,13 @@ class GraphRunner:
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding
         # What the graph reads beside a batch: a prefix graph scores whole sequences after an empty past.
         self.empty_past = empty_past(self.session)
+
+    @property
+    def length_bucket(self) -> int:
+        """Pad each sequence to a multiple of this, batched only with sequences of the same
+        multiple (the server's batcher and offline jobs alike): OpenVINO's bf16 kernels, which
+        also run w8a8 graphs' other nodes, round differently at different padded lengths."""
+        return OPENVINO_LENGTH_BUCKET if self.precision in OPENVINO_PRECISIONS else 1
 
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
         return open_session(self.graph, self.precision, self.threads, self.arena)

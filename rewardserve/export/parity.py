@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from rewardserve.bundle import EncodedSequence, SequenceEncoder
+from rewardserve.bundle.batches import token_batches
 from rewardserve.bundle.manifest import Parity, Precision
-from rewardserve.bundle.offline import token_batches
 from rewardserve.bundle.outputs import REWARD, ModelOutputs, Scores, read_outputs
 from rewardserve.bundle.runtime import GraphRunner
 from rewardserve.export.source import ExportSource

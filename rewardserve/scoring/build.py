@@ -67,17 +67,6 @@ class PipelineSettings(Protocol):
 DEFAULT_BATCH_TOKENS = {"cpu": 512, "cpu bf16": 4096, "cuda": 32768}
 
 
-# bf16 kernels round differently at different padded lengths (a reward of the default bundle
-# moved by up to 1.6e-3 between alone and in a batch of 40); padded to a multiple of 16 within its
-# own bucket, it moves by 0 (benchmarks/batch_invariance.py). fp32 moves by ~1e-7 without it.
-BF16_LENGTH_BUCKET = 16
-
-
-def default_length_bucket(runtime: BundleRuntime) -> int:
-    # w8a8 graphs run their other nodes at bf16, in the same OpenVINO kernels.
-    return BF16_LENGTH_BUCKET if runtime.precision in OPENVINO_PRECISIONS else 1
-
-
 def default_batch_tokens(runtime: BundleRuntime) -> int:
     if runtime.device == "cuda":
         return DEFAULT_BATCH_TOKENS["cuda"]
@@ -120,7 +109,7 @@ def bundle_pipeline(
     manifest = runtime.manifest
     metrics = Metrics()
     metrics.engine_precision.labels(runtime.choice.precision, runtime.device).set(1)
-    length_bucket = settings.length_bucket or default_length_bucket(runtime)
+    length_bucket = settings.length_bucket or runtime.length_bucket
     if length_bucket > 1:
         logger.info("length buckets of %d tokens: a reward does not depend on its batch-mates", length_bucket)
     engine = BundleEngine(runtime, metrics, length_bucket)
