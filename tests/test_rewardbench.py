@@ -28,7 +28,7 @@ from rewardserve.eval.benchmark import evaluate_benchmark
 from rewardserve.export.onnx_export import export_bundle
 from rewardserve.export.source import OutputOptions
 from rewardserve.service import Settings
-from rewardserve.testing.chat_models import build_chat_rm, build_judge_lm
+from rewardserve.testing.chat_models import build_judge_lm
 from rewardserve.testing.rewardbench_files import rewardbench2_rows, write_files, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,21 +112,11 @@ def judges(tmp_path_factory, judge_texts, heldout_pairs) -> dict[str, Path]:
     return bundles
 
 
-@pytest.fixture(scope="module")
-def chat_rm(tmp_path_factory, chat_texts, heldout_pairs) -> Path:
-    """A Qwen3-shaped chat RM (random weights) exported at --precision auto: bf16 where this CPU runs it."""
-    checkpoint = build_chat_rm("qwen3", tmp_path_factory.mktemp("chat-rm"), chat_texts, 64)
-    out = tmp_path_factory.mktemp("bundles") / "chat-rm"
-    parity = [(e.prompt, r) for e in heldout_pairs[:64] for r in e.responses]
-    export_bundle(checkpoint, out, parity, heldout_pairs, precision="auto", max_length=1024)
-    return out
-
-
 @pytest.mark.parametrize("kind", ["default", "chat-rm", "yes-no-judge", "pairwise-judge"])
 def test_a_model_scores_the_same_in_process_and_through_its_server(kind, request, files):
     bundle = {
         "default": lambda: request.getfixturevalue("tiny_bundle"),
-        "chat-rm": lambda: request.getfixturevalue("chat_rm"),
+        "chat-rm": lambda: request.getfixturevalue("trained_decoder_bundle"),  # Qwen3-shaped, --precision auto
         "yes-no-judge": lambda: request.getfixturevalue("judges")["helpfulness"],
         "pairwise-judge": lambda: request.getfixturevalue("judges")["pairwise"],
     }[kind]()
