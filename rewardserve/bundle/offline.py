@@ -30,7 +30,8 @@ def score_sequences(
     (rate and ETA) on stderr. With `prefix` (the runner's prompt and response calls, as
     BundleRuntime's `prefix`), each prompt that several sequences share runs once, and their
     responses after it (bundle/prefix.py); the rest run whole."""
-    split = np.array(shared_prompts(sequences) if prefix is not None else [], dtype=np.int64)
+    lone = runner.splits_every_prompt  # as the server's engine scores a lone prompt's sequence
+    split = np.array(shared_prompts(sequences, lone=lone) if prefix is not None else [], dtype=np.int64)
     whole = np.setdiff1d(np.arange(len(sequences)), split)
     order = whole[np.argsort([len(sequences[i]) for i in whole], kind="stable")]
     multiple = runner.length_bucket  # as the server pads: a reward does not depend on its batch-mates

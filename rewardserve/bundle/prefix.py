@@ -41,6 +41,7 @@ class PrefixGraphSession(Protocol):
     session: Any  # onnxruntime.InferenceSession or OpenVinoSession
     empty_past: EmptyPast | None  # what the graph reads beside a batch scored whole
     length_bucket: int  # the padding rule (SequenceEncoder.pad's multiple)
+    splits_every_prompt: bool  # whether a lone prompt's sequence is split too (see score_whole)
 
 
 # Prompts shorter than this run whole with their responses: split, a pair of responses after a
@@ -98,11 +99,14 @@ def by_prompt(sequences: Sequence[EncodedSequence], indices: Iterable[int]) -> l
     return list(groups.values())
 
 
-def shared_prompts(sequences: Sequence[EncodedSequence], min_prompt_tokens: int = MIN_PROMPT_TOKENS) -> list[int]:
+def shared_prompts(
+    sequences: Sequence[EncodedSequence], min_prompt_tokens: int = MIN_PROMPT_TOKENS, lone: bool = False
+) -> list[int]:
     """Indices of the sequences that may run after a prompt another of them shares (`runs_whole`
-    says the rest run whole): offline jobs, with every sequence known, split only those."""
+    says the rest run whole): offline jobs, with every sequence known, split only those; with
+    `lone`, those of a prompt no other sequence has too (as `score_whole` splits kept rows)."""
     splits = (i for i, sequence in enumerate(sequences) if runs_whole(sequence, min_prompt_tokens) is None)
-    return sorted(i for group in by_prompt(sequences, splits) if len(group) > 1 for i in group)
+    return sorted(i for group in by_prompt(sequences, splits) if lone or len(group) > 1 for i in group)
 
 
 class PrefixRunner:
@@ -122,9 +126,13 @@ class PrefixRunner:
         self.bytes_per_token = self.whole.dtype.itemsize * kv_heads * head_dim * len(self.past_names)
 
     def prompt_states(self, ids: np.ndarray) -> PromptStates:
-        """Every layer's keys and values of one prompt's token ids: it runs as a whole sequence."""
-        feeds = self.whole(self.runner.encoder.pad([EncodedSequence(ids, 0)]).arrays)
-        return PromptStates(len(ids), tuple(self.runner.session.run(self.present_names, feeds)))
+        """Every layer's keys and values of one prompt's token ids: it runs as a whole sequence,
+        padded as the runner pads every call (length_bucket), so that they are the same numbers
+        whichever caller asks."""
+        n = len(ids)
+        feeds = self.whole(self.runner.encoder.pad([EncodedSequence(ids, 0)], self.runner.length_bucket).arrays)
+        arrays = self.runner.session.run(self.present_names, feeds)
+        return PromptStates(n, tuple(a if a.shape[2] == n else np.ascontiguousarray(a[:, :, :n]) for a in arrays))
 
     def score_whole(
         self, sequences: Sequence[EncodedSequence], keep: Sequence[bool], multiple: int = 1
@@ -133,7 +141,14 @@ class PrefixRunner:
         `keep` is set, its prompt's keys and values read off the same call: in a causal decoder
         a sequence's first `response_start` keys and values are its prompt's. A prompt nobody
         else has yet runs once this way, not as a call of its own, and is kept for a sibling.
-        `multiple`: the padding rule (SequenceEncoder.pad)."""
+        `multiple`: the padding rule (SequenceEncoder.pad).
+
+        Where the engine's kernels round a sequence run whole differently from the same sequence
+        run after its prompt (`splits_every_prompt`: OpenVINO's bf16 and w8a8), a kept row is
+        scored after its prompt instead, so that its reward is the one its siblings' path gives:
+        the first sample of a GRPO group sent one a request, and the rest, read alike."""
+        if self.runner.splits_every_prompt and any(keep):
+            return self._split_kept(sequences, keep, multiple)
         batch = self.runner.encoder.pad(sequences, multiple)
         feeds = self.whole(batch.arrays)
         names = self.runner.outputs.graph_outputs()
@@ -150,6 +165,19 @@ class PrefixRunner:
             arrays = tuple(np.ascontiguousarray(answers[name][row : row + 1, :, :end]) for name in self.present_names)
             kept.append(PromptStates(end, arrays))
         return scores, kept
+
+    def _split_kept(
+        self, sequences: Sequence[EncodedSequence], keep: Sequence[bool], multiple: int
+    ) -> tuple[Scores, list[PromptStates | None]]:
+        """score_whole's answer with every kept row run as its prompt, then its response after it."""
+        whole = [i for i, wanted in enumerate(keep) if not wanted]
+        parts = [self.score_whole([sequences[i] for i in whole], [False] * len(whole), multiple)[0]] if whole else []
+        kept: list[PromptStates | None] = [None] * len(sequences)
+        split = [i for i, wanted in enumerate(keep) if wanted]
+        for i in split:
+            kept[i] = states = self.prompt_states(prompt_ids(sequences[i]))
+            parts.append(self.score_responses(states, [sequences[i].ids[states.length :]], multiple))
+        return Scores.concatenate(parts).take(np.argsort(whole + split, kind="stable")), kept
 
     def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray], multiple: int = 1) -> Scores:
         """Every output of `responses` (the token ids after one prompt), each read after `states`:

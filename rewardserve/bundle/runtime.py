@@ -68,6 +68,16 @@ class GraphRunner:
         also run w8a8 graphs' other nodes, round differently at different padded lengths."""
         return OPENVINO_LENGTH_BUCKET if self.precision in OPENVINO_PRECISIONS else 1
 
+    @property
+    def splits_every_prompt(self) -> bool:
+        """Whether a decoder's sequence is always scored after its prompt's keys and values, even
+        where no other sequence shares the prompt. OpenVINO's kernels round a sequence run whole
+        differently from the same sequence run after its prompt (on the Qwen3-0.6B shape, the
+        first sample of a GRPO group sent one a request moved by up to 6.0e-3 at w8a8, 2.0e-3 at
+        bf16), so there one path serves every sequence; at fp32 the two agree to ~1e-7 and a lone
+        prompt runs whole, in one batched call."""
+        return self.precision in OPENVINO_PRECISIONS
+
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
         return open_session(self.graph, self.precision, self.threads, self.arena)
 

@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     prefix_reuse: bool = Field(
         True,
         description="Score responses that share a prompt after its keys and values, the prompt run once (decoder "
-        "bundles with a prefix graph, served at fp32 on the CPU); 0 runs every sequence whole.",
+        "bundles with a prefix graph; at bf16 and w8a8 every sequence with a long enough prompt, shared or not, so "
+        "that a reward never depends on its path); 0 runs every sequence whole.",
     )
     prefix_min_tokens: int = Field(
         MIN_PROMPT_TOKENS,
