@@ -78,8 +78,8 @@ def exact_ties(rows: list[dict], seed: int, benchmark: str) -> list[list[float]]
 def test_the_figures_equal_the_benchmark_own_code_on_a_model_and_on_exact_ties(benchmark, files, tiny_bundle):
     rows = rows_of(files[benchmark])
     scorer = LocalScorer(tiny_bundle)
-    served = [p["rewards"] for p in evaluate_benchmark(scorer, files[benchmark], benchmark, where="")["prompts"]]
-    rewards = [served] + [exact_ties(rows, seed, benchmark) for seed in range(6)]
+    models = [p["rewards"] for p in evaluate_benchmark(scorer, files[benchmark], benchmark, where="")["prompts"]]
+    rewards = [models] + [exact_ties(rows, seed, benchmark) for seed in range(6)]
     theirs = reference_figures([{"benchmark": benchmark, "rows": rows, "rewards": r} for r in rewards])
     prompts = load_benchmark(files[benchmark], benchmark)
     for each, reference in zip(rewards, theirs, strict=True):
