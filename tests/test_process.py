@@ -81,7 +81,7 @@ def test_at_four_times_its_capacity_the_server_answers_the_excess_429_at_once_an
     gc.disable()
     try:
         with rewardserve_process(tiny_bundle) as server:
-            report = overload(server, hh, factor=4, seconds=30, per_request=64, capacity_seconds=5)
+            report = overload(server, hh, factor=4, seconds=15, per_request=64, capacity_seconds=5)
     finally:
         gc.enable()
     print(report.render())  # the figures; `pytest -s` shows them

@@ -26,6 +26,7 @@ from rewardserve.client.http import chat_item
 from rewardserve.client.scorers import Scorer, ScorerFacts
 from rewardserve.data.rewardbench import TIES, Benchmark, BenchmarkPrompt, load_benchmark
 from rewardserve.eval import rewardbench, rewardbench2
+from rewardserve.eval.rewardbench2 import TiesRow
 
 CHUNK = 256  # completions per scorer call: a server's request, or an in-process batch job
 
@@ -55,10 +56,12 @@ def completion_rewards(
 
 def margin(prompt: BenchmarkPrompt, rewards: Sequence[float]) -> float:
     """How far the right answer stands above the best wrong one: the first correct completion's
-    reward less the best incorrect one's (Ties: the worst correct one's, as its rule reads it)."""
-    correct, incorrect = rewards[: prompt.num_correct], rewards[prompt.num_correct :]
-    first = min(correct) if prompt.subset == TIES else correct[0]
-    return first - max(incorrect) if incorrect else float("nan")
+    reward less the best incorrect one's (Ties: its rule's margin, the worst correct one's)."""
+    if len(rewards) == prompt.num_correct:
+        return float("nan")
+    if prompt.subset == TIES:
+        return TiesRow.of(rewards, prompt.num_correct).margin
+    return rewards[0] - max(rewards[prompt.num_correct :])
 
 
 def evaluate_benchmark(scorer: Scorer, path: Path, benchmark: Benchmark, *, where: str, progress: bool = True) -> dict:
