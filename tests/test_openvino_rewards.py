@@ -32,6 +32,7 @@ from rewardserve.bundle import BundleRuntime, load_bundle
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.prefix import runs_whole
 from rewardserve.data.hh import prompt_turns
+from rewardserve.scoring.shared_prompts import KEPT_SEQUENCES
 from rewardserve.service import Settings
 from rewardserve.testing.chat_models import policy_text
 
@@ -178,6 +179,7 @@ def test_grouped_responses_after_their_prompt_get_the_whole_sequences_rewards(
     settings = {"precision": precision}
     with caplog.at_level(logging.INFO, logger="rewardserve"), serve(trained_decoder_bundle, **settings) as server:
         assert f"prefix reuse: on, at {precision}" in caplog.text
+        assert f"MiB kept, sized for {KEPT_SEQUENCES} sequences of " in caplog.text
         assert server.metric("rewardserve_prefix_reuse") == 1
         served = []
         for prompt, responses in groups:

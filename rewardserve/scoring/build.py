@@ -13,6 +13,7 @@ from typing import Protocol
 from rewardserve.bundle import BundleRuntime, Manifest, bundle_digest
 from rewardserve.bundle.engine_choice import RequestedPrecision
 from rewardserve.bundle.manifest import OPENVINO_PRECISIONS
+from rewardserve.bundle.memory import available_memory
 from rewardserve.scoring.admit import Admission
 from rewardserve.scoring.batcher import MicroBatcher
 from rewardserve.scoring.cache import RewardCache
@@ -23,7 +24,7 @@ from rewardserve.scoring.models import ServedModels
 from rewardserve.scoring.monitoring import RewardMonitor
 from rewardserve.scoring.pipeline import ScoringPipeline, warm_up_inputs
 from rewardserve.scoring.retemplate import Retemplate, Unparsed
-from rewardserve.scoring.shared_prompts import SharedPrompts
+from rewardserve.scoring.shared_prompts import KEPT_SEQUENCES, SharedPrompts, kept_prompts_budget
 from rewardserve.scoring.threads import in_lower_priority_thread, lower_this_thread
 from rewardserve.scoring.tokenize import Tokenize
 from rewardserve.scoring.validate import Validate
@@ -46,7 +47,7 @@ class PipelineSettings(Protocol):
     max_batch_size: int
     max_batch_tokens: int | None
     prefix_min_tokens: int
-    prefix_cache_mb: int
+    prefix_cache_mb: int | None  # None: kept_prompts_budget
     prefix_cache_seconds: float
     max_items_per_request: int
     max_text_chars: int
@@ -164,19 +165,21 @@ def shared_prompts(settings: PipelineSettings, runtime: BundleRuntime, metrics: 
     if runtime.prefix is None:
         logger.info("prefix reuse: off: %s", runtime.prefix_refused)
         return None
+    per_token, max_length = runtime.prefix.bytes_per_token, runtime.manifest.input_format.max_length
+    if settings.prefix_cache_mb is None:
+        budget = kept_prompts_budget(per_token, max_length, available_memory())
+        sized = f"sized for {KEPT_SEQUENCES} sequences of {max_length} tokens at {per_token // 1024} KiB a token"
+    else:
+        budget, sized = settings.prefix_cache_mb * 2**20, "PREFIX_CACHE_MB"
     logger.info(
-        "prefix reuse: on, at %s with %s (prompts of %d tokens or more)",
+        "prefix reuse: on, at %s with %s (prompts of %d tokens or more; up to %d MiB kept, %s)",
         runtime.choice.precision,
         runtime.graph.name,
         settings.prefix_min_tokens,
+        budget // 2**20,
+        sized,
     )
-    return SharedPrompts(
-        settings.prefix_min_tokens,
-        settings.prefix_cache_mb * 2**20,
-        settings.prefix_cache_seconds,
-        runtime.prefix.bytes_per_token,
-        metrics,
-    )
+    return SharedPrompts(settings.prefix_min_tokens, budget, settings.prefix_cache_seconds, per_token, metrics)
 
 
 def resident_mib() -> int:

@@ -15,7 +15,8 @@ to split).
 
 Memory: one prompt token's keys and values are `bytes_per_token` (a 0.6B Qwen3 in fp32: 224 KiB,
 so 1,000 prompt tokens hold 224 MiB; at bf16 under OpenVINO half that). Prompts are kept up to
-`max_bytes`, least recently used first out, and dropped after `ttl_seconds` unused.
+`max_bytes`, least recently used first out, and dropped after `ttl_seconds` unused. Unless the
+operator sets it, `max_bytes` is sized from the model and the machine (`kept_prompts_budget`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,22 @@ from collections.abc import Callable
 from rewardserve.bundle import EncodedSequence
 from rewardserve.bundle.prefix import PromptStates, prompt_ids, runs_whole
 from rewardserve.scoring.metrics import Metrics
+
+# The kept prompts' default budget: room for this many whole sequences of the bundle's longest.
+# A group's prompt need only stay until its later samples arrive; the batcher already runs the
+# siblings queued together after one prompt call. 4 on the 0.6B shape (bf16 keys and values,
+# 1,024 tokens) is 448 MiB: the server held 1.25x its fp32 weights after 128 distinct pairs with
+# 256 MiB, and 1.62x with 1 GiB (the fixed default before), which kept 9 such prompts.
+KEPT_SEQUENCES = 4
+# ...and at most this share of the memory the process may use (a container's limit).
+KEPT_SHARE_OF_MEMORY = 1 / 8
+
+
+def kept_prompts_budget(bytes_per_token: int, max_length: int, memory: int | None) -> int:
+    """Bytes of prompts' keys and values to keep: KEPT_SEQUENCES sequences of `max_length` tokens,
+    at most KEPT_SHARE_OF_MEMORY of `memory` (None: unknown, no cap)."""
+    budget = KEPT_SEQUENCES * max_length * bytes_per_token
+    return budget if memory is None else min(budget, int(memory * KEPT_SHARE_OF_MEMORY))
 
 
 class SharedPrompts:

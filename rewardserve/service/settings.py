@@ -78,11 +78,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Prompts shorter than this many tokens run whole with their responses (not worth it).",
     )
-    prefix_cache_mb: int = Field(
-        1024,
+    prefix_cache_mb: int | None = Field(
+        None,
         ge=1,
         description="Memory for prompts' keys and values kept for their later responses, in MiB (least recently "
-        "used first out); also bounds the copies one engine call makes of them.",
+        "used first out); also bounds the copies one engine call makes of them. Default: room for 4 sequences of "
+        "the bundle's max length, at most an eighth of the memory the process may use (the start log says).",
     )
     prefix_cache_seconds: float = Field(30.0, gt=0, description="Kept prompts unused this long are dropped.")
     threads: int | None = Field(
