@@ -77,7 +77,8 @@ def test_without_bf16_instructions_auto_serves_int8_and_says_why_not_bf16(varian
 
 
 def test_the_server_says_at_start_which_precision_it_serves_and_why(variants_bundle):
-    expected = BundleRuntime(variants_bundle).choice
+    runtime = BundleRuntime(variants_bundle)
+    expected = runtime.choice
     with rewardserve_process(variants_bundle) as server:
         scored = httpx.post(f"{server.url}/score", json={"items": ITEMS}, timeout=30)
         metrics = httpx.get(f"{server.url}/metrics").text
@@ -85,6 +86,8 @@ def test_the_server_says_at_start_which_precision_it_serves_and_why(variants_bun
     assert scored.status_code == 200 and len(scored.json()["rewards"]) == 2
     assert f"engine: {expected.precision} on cpu ({expected.reason}; {THIS_MACHINE.describe()})" in log
     assert f'rewardserve_engine_precision{{device="cpu",precision="{expected.precision}"}} 1.0' in metrics
+    # What loading said is in the start log too, held until the log was set up (bf16: its buckets).
+    assert (f"length buckets of {runtime.length_bucket} tokens" in log) == (runtime.length_bucket > 1)
 
 
 def test_precision_forces_a_variant_for_benchmarks(variants_bundle):

@@ -6,8 +6,10 @@ Fields passed as `extra={"fields": {...}}` become top-level keys; a traceback be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,3 +41,34 @@ def logging_config(level: str = "info") -> dict[str, Any]:
             for name in ("rewardserve", "uvicorn", "uvicorn.error")
         },
     }
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def held_while_loading() -> Iterator[list[logging.LogRecord]]:
+    """The server's records while it loads (its engine, length buckets, prefix reuse), held back:
+    the log is set up only once loading succeeded, so that a server that cannot start says why in
+    one line. The caller replays them then (`replay`); before, they fell below the default level."""
+    logger, held = logging.getLogger("rewardserve"), _Held()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(held)
+    try:
+        yield held.records
+    finally:
+        logger.removeHandler(held)
+        logger.setLevel(level)
+
+
+def replay(records: list[logging.LogRecord]) -> None:
+    """Records held while loading, through the handlers now set up."""
+    for record in records:
+        logging.getLogger(record.name).handle(record)

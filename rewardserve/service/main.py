@@ -21,7 +21,7 @@ from rewardserve.scoring.models import ServedModels
 from rewardserve.scoring.pipeline import ScoringPipeline
 from rewardserve.scoring.threads import in_lower_priority_thread
 from rewardserve.service.app import create_app, served_models
-from rewardserve.service.logs import logging_config
+from rewardserve.service.logs import held_while_loading, logging_config, replay
 from rewardserve.service.settings import Settings
 
 logger = logging.getLogger("rewardserve")
@@ -38,13 +38,15 @@ def serve(**overrides: Any) -> int:
         # Before binding the port, so a bad bundle is a one-line reason and not a crash loop
         # of half-started servers: checksums, the session, and one probe batch through it. On a
         # low-priority thread, so the thread pools it starts are low-priority (threads.py).
-        models = in_lower_priority_thread(settings.worker_nice, lambda: _checked_models(settings))
-        app = create_app(settings, models)
+        with held_while_loading() as loading_log:
+            models = in_lower_priority_thread(settings.worker_nice, lambda: _checked_models(settings))
+            app = create_app(settings, models)
     except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _cannot_serve(reason)
 
     logging.config.dictConfig(logging_config())
+    replay(loading_log)
     _log_start(settings, models)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
