@@ -33,7 +33,7 @@ from rewardserve.scoring.metrics import Metrics
 # A group's prompt need only stay until its later samples arrive; the batcher already runs the
 # siblings queued together after one prompt call. 4 on the 0.6B shape (bf16 keys and values,
 # 1,024 tokens) is 448 MiB: the server held 1.25x its fp32 weights after 128 distinct pairs with
-# 256 MiB, and 1.62x with 1 GiB (the fixed default before), which kept 9 such prompts.
+# 256 MiB, and 1.63x with 1 GiB (the fixed default before), which kept 9 such prompts.
 KEPT_SEQUENCES = 4
 # ...and at most this share of the memory the process may use (a container's limit).
 KEPT_SHARE_OF_MEMORY = 1 / 8

@@ -54,7 +54,7 @@ class _Held(logging.Handler):
 
 @contextlib.contextmanager
 def held_while_loading() -> Iterator[list[logging.LogRecord]]:
-    """The server's records while it loads (its engine, length buckets, prefix reuse), held back:
+    """The server's records while it loads (length buckets, prefix reuse and its budget), held back:
     the log is set up only once loading succeeded, so that a server that cannot start says why in
     one line. The caller replays them then (`replay`); before, they fell below the default level."""
     logger, held = logging.getLogger("rewardserve"), _Held()
