@@ -1,5 +1,11 @@
 """Memory for what the server keeps: the memory this process may use (a container's limit, else
-the machine's), and the kept prompts' default budget sized from the model and that memory."""
+the machine's), the kept prompts' default budget sized from the model and that memory, and large
+blocks given back to the system once freed."""
+
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -43,3 +49,16 @@ def test_the_kept_prompts_hold_a_few_whole_sequences_of_the_model_at_most_an_eig
     assert kept_prompts_budget(2 * per_token, 1024, 24 * GIB) == 2 * sized  # fp32 keys and values
     assert kept_prompts_budget(per_token, 1024, memory=2 * GIB) == GIB // 4  # a small pod
     assert kept_prompts_budget(per_token, 1024, memory=None) == sized
+
+
+def returns_large_blocks(env: dict[str, str]) -> str:
+    """What return_large_blocks says in a fresh interpreter (mallopt changes the whole process)."""
+    code = "from rewardserve.bundle.memory import return_large_blocks; print(return_large_blocks())"
+    done = subprocess.run([sys.executable, "-c", code], env=os.environ | env, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+def test_a_server_gives_large_blocks_back_unless_the_operator_set_glibcs_threshold():
+    assert returns_large_blocks({}) == "True"
+    assert returns_large_blocks({"MALLOC_MMAP_THRESHOLD_": "4194304"}) == "False"

@@ -4,6 +4,7 @@ instructions (OpenVINO), and is skipped with the reason where it does not."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -88,6 +89,8 @@ def test_the_server_says_at_start_which_precision_it_serves_and_why(variants_bun
     assert f'rewardserve_engine_precision{{device="cpu",precision="{expected.precision}"}} 1.0' in metrics
     # What loading said is in the start log too, held until the log was set up (bf16: its buckets).
     assert (f"length buckets of {runtime.length_bucket} tokens" in log) == (runtime.length_bucket > 1)
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert ("allocator: blocks of 128 KiB or more are returned when freed" in log) == glibc
 
 
 def test_precision_forces_a_variant_for_benchmarks(variants_bundle):

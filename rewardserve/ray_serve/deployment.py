@@ -24,6 +24,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from rewardserve.bundle.memory import return_large_blocks
 from rewardserve.scoring.context import RequestContext
 from rewardserve.scoring.errors import ServiceError
 from rewardserve.service.app import create_app, served_models
@@ -53,6 +54,7 @@ class RewardServer:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = Settings(**settings)
+        return_large_blocks()  # a replica is a server process of its own (bundle/memory.py says why)
         self.models = served_models(self.settings)
         self.http = create_app(self.settings, self.models)
 

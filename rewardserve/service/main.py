@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from rewardserve.bundle.memory import MMAP_THRESHOLD, return_large_blocks
 from rewardserve.compose.reward import ComposedReward
 from rewardserve.scoring.build import resident_mib
 from rewardserve.scoring.engine import BundleEngine
@@ -39,6 +40,8 @@ def serve(**overrides: Any) -> int:
         # of half-started servers: checksums, the session, and one probe batch through it. On a
         # low-priority thread, so the thread pools it starts are low-priority (threads.py).
         with held_while_loading() as loading_log:
+            if return_large_blocks():
+                logger.info("allocator: blocks of %d KiB or more are returned when freed", MMAP_THRESHOLD // 1024)
             models = in_lower_priority_thread(settings.worker_nice, lambda: _checked_models(settings))
             app = create_app(settings, models)
     except Exception as exc:  # the start-up boundary: whatever it is, say it in one line
