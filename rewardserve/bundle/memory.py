@@ -6,7 +6,6 @@ system once freed (`return_large_blocks`)."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def return_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
     if OPERATOR_SETTING in os.environ:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):  # no C library by that name, or no mallopt (musl, macOS)
+        # The C library this process already runs (find_library would start ldconfig to look).
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # no mallopt there (macOS); musl's answers 0: False too
         return False
