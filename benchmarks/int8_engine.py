@@ -28,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from bf16_engine import profile
 from decoder_engines import heldout_sequences, linear_flops_per_token
 from transformers import AutoConfig
 
@@ -90,9 +91,8 @@ def profiled_pass(session: OpenVinoSession, feeds: list[dict[str, np.ndarray]]) 
     by_kernel: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
     for feed in feeds:
-        session._backbone.infer(feed)
-        for info in session._backbone.profiling_info:
-            by_kernel[f"{info.node_type} ({info.exec_type})"] += info.real_time.total_seconds() * 1e6
+        for kernel, micros in profile(session, feed).items():
+            by_kernel[kernel] += micros
     return time.perf_counter() - started, by_kernel
 
 
@@ -103,7 +103,7 @@ def engine_figures(graph: Path, encoder, sequences, config, peak: MatMulPeak, re
     lengths = [len(s) for s in sequences]
     batches = [sequences[r] for r in token_batches(lengths, 32, BATCH_TOKENS, OPENVINO_LENGTH_BUCKET)]
     padded = [encoder.pad(batch, OPENVINO_LENGTH_BUCKET).arrays for batch in batches]
-    feeds = [{k: v for k, v in (past(p) if past else p).items() if k in session._backbone_inputs} for p in padded]
+    feeds = [past(p) if past else p for p in padded]
     padded_tokens = sum(p["input_ids"].size for p in padded)
     profiled_pass(session, feeds)  # warm-up: OpenVINO compiles each shape once
     passes = []

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rewardserve.bundle.engine_choice import RequestedPrecision
 from rewardserve.bundle.policy_text import POLICY_FORMATS
 from rewardserve.bundle.prefix import MIN_PROMPT_TOKENS
+from rewardserve.scoring.shared_prompts import KEPT_SEQUENCES, KEPT_SHARE_OF_MEMORY
 
 
 class Settings(BaseSettings):
@@ -82,8 +83,9 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="Memory for prompts' keys and values kept for their later responses, in MiB (least recently "
-        "used first out); also bounds the copies one engine call makes of them. Default: room for 4 sequences of "
-        "the bundle's max length, at most an eighth of the memory the process may use (the start log says).",
+        "used first out); also bounds the copies one engine call makes of them. Default: room for "
+        f"{KEPT_SEQUENCES} sequences of the bundle's max length, at most 1/{round(1 / KEPT_SHARE_OF_MEMORY)} of the "
+        "memory the process may use (the start log says).",
     )
     prefix_cache_seconds: float = Field(30.0, gt=0, description="Kept prompts unused this long are dropped.")
     threads: int | None = Field(
