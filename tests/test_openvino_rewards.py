@@ -30,7 +30,8 @@ from live import free_port, running
 from rewardserve.bench.process import rewardserve_process
 from rewardserve.bundle import BundleRuntime, load_bundle
 from rewardserve.bundle.offline import score_sequences
-from rewardserve.bundle.prefix import runs_whole
+from rewardserve.bundle.openvino_session import OpenVinoSession
+from rewardserve.bundle.prefix import prompt_ids, runs_whole
 from rewardserve.data.hh import prompt_turns
 from rewardserve.scoring.shared_prompts import KEPT_SEQUENCES
 from rewardserve.service import Settings
@@ -141,6 +142,30 @@ def test_at_bf16_a_prompts_keys_and_values_are_kept_in_bf16_at_half_the_bytes(tr
     for bits, values in zip(kept.arrays, exact.arrays, strict=True):  # the same keys and values, at bf16
         widened = (bits.astype(np.uint32) << 16).view(np.float32)
         assert np.abs(widened - values).max() <= 0.05 * np.abs(values).max()
+
+
+@pytest.mark.parametrize("precision", OPENVINO)
+def test_a_groups_responses_read_one_copy_of_their_prompts_keys_and_values_with_the_same_rewards(
+    trained_decoder_bundle, precision, groups, monkeypatch
+):
+    """OpenVINO broadcasts a prompt's keys and values to a call's rows inside the graph, layer by
+    layer, instead of taking a copy a row: the rewards are those of the copies, bit for bit."""
+    one_copy = BundleRuntime(trained_decoder_bundle, precision=precision, prefix_reuse=True).prefix
+    monkeypatch.setattr(OpenVinoSession, "BROADCAST_PAST", False)
+    copies = BundleRuntime(trained_decoder_bundle, precision=precision, prefix_reuse=True).prefix
+    assert one_copy.broadcasts and not copies.broadcasts
+    layers = len(one_copy.past_names) // 2
+    assert one_copy.row_bytes_per_token * layers == copies.row_bytes_per_token == one_copy.bytes_per_token
+    prompt, responses = groups[0]
+    sequences = one_copy.runner.encoder.encode([prompt] * len(responses), responses)
+    ids = prompt_ids(sequences[0])
+    states = one_copy.prompt_states(ids)  # a prompt's own keys and values are those of before
+    assert all(np.array_equal(a, b) for a, b in zip(states.arrays, copies.prompt_states(ids).arrays, strict=True))
+    tails = [sequence.ids[states.length :] for sequence in sequences]
+    assert len(tails) > 1
+    np.testing.assert_array_equal(
+        one_copy.score_responses(states, tails).rewards, copies.score_responses(states, tails).rewards
+    )
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,9 @@ class OpenVinoSession:
     # A prefix graph's keys and values in and out as bf16 (BF16_BITS) when the backbone runs at
     # bf16; benchmarks/bf16_keys_values.py turns it off to compare with fp32 ones.
     BF16_KEYS_AND_VALUES = True
+    # A group's responses read one copy of their prompt's keys and values, broadcast to their rows
+    # inside the graph (`_past_broadcast`); benchmarks/group_past.py turns it off to compare.
+    BROADCAST_PAST = True
 
     def __init__(self, graph: Path, threads: int, inference_precision: str = "bf16", perf_count: bool = False) -> None:
         import openvino as ov
@@ -123,6 +126,8 @@ class OpenVinoSession:
             for p in model.inputs
         ]
         past = any(p.get_friendly_name().startswith(PAST) for p in model.get_parameters())
+        # Whether `run` takes one row of past keys and values for every row of a call (a batch of 1)
+        self.broadcasts_past = past and self.BROADCAST_PAST and _past_broadcast(ov, model)
         bf16 = past and inference_precision == "bf16" and self.BF16_KEYS_AND_VALUES
         self.past_dtype = BF16_BITS if bf16 else np.dtype(np.float32)
         if self.past_dtype == BF16_BITS:
@@ -176,6 +181,46 @@ class OpenVinoSession:
 
 def _by_name(results) -> dict[str, np.ndarray]:
     return {name: value for port, value in results.items() for name in port.get_names()}
+
+
+def _past_broadcast(ov, model) -> bool:
+    """Rewrite `model` (a portable prefix graph: each layer's `past` concatenated before its
+    chunk's keys or values, the concatenation answered as `present`) so that a past of one row
+    serves every row of a call, and `present` is the chunk's own keys and values. True where every
+    past input has that pattern; otherwise False and `model` is left as it was.
+
+    Responses to one prompt then cross into the engine with one copy of its keys and values, not
+    one per row (a 1,000-token prompt of the 0.6B Qwen3 at bf16: 112 MiB a row), and the
+    engine's per-layer concatenation is the only copy, freed layer by layer, where every row's
+    `present` used to hold the prompt's keys and values of all layers at once. The numbers are
+    the same: each row's keys are the same values, concatenated as before. A call with an empty
+    past (a whole sequence, a prompt) answers the same `present` as before: its chunk is all of it."""
+    rewrites = []
+    for parameter in model.get_parameters():
+        if not parameter.get_friendly_name().startswith(PAST):
+            continue
+        concats = [t for t in parameter.output(0).get_target_inputs() if t.get_node().get_type_name() == "Concat"]
+        if len(concats) != 1 or concats[0].get_index() != 0 or concats[0].get_node().get_attributes()["axis"] != 2:
+            return False
+        concat = concats[0].get_node()
+        presents = [
+            t
+            for t in concat.output(0).get_target_inputs()
+            if any(name.startswith(PRESENT) for name in t.get_node().output(0).get_names())
+        ]
+        if len(presents) != 1:
+            return False
+        rewrites.append((parameter, concat, presents[0]))
+    ids = next(p for p in model.get_parameters() if p.get_friendly_name() == "input_ids")
+    rows = ov.opset13.gather(ov.opset13.shape_of(ids), np.array([0]), np.array(0))
+    # (rows, 1, 1, 1): "bidirectional" keeps a past that already has a row per row as it is
+    target = ov.opset13.concat([rows, ov.opset13.constant(np.ones(3, np.int64))], 0)
+    for parameter, concat, present in rewrites:
+        every_row = ov.opset13.broadcast(parameter, target, broadcast_spec="BIDIRECTIONAL")
+        concat.input(0).replace_source_output(every_row.output(0))
+        present.replace_source_output(concat.input_value(1))
+    model.validate_nodes_and_infer_types()
+    return True
 
 
 def _keys_and_values_at_bf16(ov, model):

@@ -48,7 +48,8 @@ class PrefixGraphSession(Protocol):
 # 64-token prompt ran 1.12x faster than whole, after a 32-token one 0.92x (benchmarks/prefix_engine.py).
 MIN_PROMPT_TOKENS = 64
 # Most bytes of a prompt's keys and values one offline call copies into its rows (the server's
-# bound is PREFIX_CACHE_MB): a 0.6B Qwen3's 1,000-token prompt holds 224 MiB, so 4 rows a call.
+# bound is PREFIX_CACHE_MB): a 0.6B Qwen3's 1,000-token prompt holds 224 MiB, so 4 rows a call
+# where every row holds a copy (onnxruntime), 128 where each holds one layer's (OpenVINO).
 OFFLINE_COPY_BYTES = 2**30
 
 
@@ -124,6 +125,14 @@ class PrefixRunner:
         _, kv_heads, _, head_dim = self.whole.shapes[self.past_names[0]]
         # What one prompt token's keys and values hold, over every layer (fp32, or bf16 under OpenVINO).
         self.bytes_per_token = self.whole.dtype.itemsize * kv_heads * head_dim * len(self.past_names)
+        # Whether one copy of a prompt's keys and values serves every row of a response call
+        # (OpenVINO broadcasts it inside the graph, layer by layer: openvino_session._past_broadcast),
+        # or each row needs its own (onnxruntime's GroupQueryAttention reads the past row by row).
+        self.broadcasts = bool(getattr(runner.session, "broadcasts_past", False))
+        layers = len(self.past_names) // 2
+        # What each response row holds of a prompt token's keys and values while its call runs:
+        # every layer's where rows are copies, one layer's where the engine broadcasts them.
+        self.row_bytes_per_token = self.bytes_per_token // layers if self.broadcasts else self.bytes_per_token
 
     def prompt_states(self, ids: np.ndarray) -> PromptStates:
         """Every layer's keys and values of one prompt's token ids: it runs as a whole sequence,
@@ -181,11 +190,12 @@ class PrefixRunner:
 
     def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray], multiple: int = 1) -> Scores:
         """Every output of `responses` (the token ids after one prompt), each read after `states`:
-        in one call, right-padded, each row with its own copy of the prompt's keys and values
-        (GroupQueryAttention reads past row by row)."""
+        in one call, right-padded, the prompt's keys and values fed once where the engine
+        broadcasts them to the rows, else one copy a row."""
         rows = len(responses)
+        copies = 1 if self.broadcasts else rows
         feeds = {
-            name: array if rows == 1 else np.repeat(array, rows, axis=0)
+            name: array if copies == 1 else np.repeat(array, copies, axis=0)
             for name, array in zip(self.past_names, states.arrays, strict=True)
         }
         # Padded as any batch of this bundle is (on the right: decoders written from weights pad so).
@@ -213,7 +223,7 @@ class PrefixRunner:
         for indices in by_prompt(sequences, range(len(sequences))):
             states = self.prompt_states(prompt_ids(sequences[indices[0]]))
             indices = sorted(indices, key=lambda i: len(sequences[i]))
-            per_call = max(1, min(batch_size, OFFLINE_COPY_BYTES // states.nbytes))
+            per_call = max(1, min(batch_size, OFFLINE_COPY_BYTES // (states.length * self.row_bytes_per_token)))
             lengths = [len(sequences[i]) - states.length for i in indices]
             for rows in token_batches(lengths, per_call, max_tokens=sys.maxsize, multiple=multiple):
                 chosen = indices[rows]

@@ -179,7 +179,8 @@ def shared_prompts(settings: PipelineSettings, runtime: BundleRuntime, metrics: 
         budget // 2**20,
         sized,
     )
-    return SharedPrompts(settings.prefix_min_tokens, budget, settings.prefix_cache_seconds, per_token, metrics)
+    row_bytes = runtime.prefix.row_bytes_per_token
+    return SharedPrompts(settings.prefix_min_tokens, budget, settings.prefix_cache_seconds, row_bytes, metrics)
 
 
 def resident_mib() -> int:

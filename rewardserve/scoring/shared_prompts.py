@@ -52,14 +52,14 @@ class SharedPrompts:
         min_prompt_tokens: int,
         max_bytes: int,
         ttl_seconds: float,
-        bytes_per_token: int,
+        row_bytes_per_token: int,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.min_prompt_tokens = min_prompt_tokens
         self.max_bytes = max_bytes
         self.ttl_seconds = ttl_seconds
-        self.bytes_per_token = bytes_per_token
+        self.row_bytes_per_token = row_bytes_per_token
         self._metrics = metrics
         self._clock = clock
         self._states: OrderedDict[bytes, tuple[PromptStates, float]] = OrderedDict()  # least recently used first
@@ -76,8 +76,9 @@ class SharedPrompts:
 
     def max_rows(self, prompt_length: int) -> int:
         """Most responses one engine call takes after a prompt: each row holds a copy of its keys
-        and values while it runs, bounded by the same memory as the kept prompts."""
-        return max(1, self.max_bytes // max(1, prompt_length * self.bytes_per_token))
+        and values while it runs (`row_bytes_per_token`: PrefixRunner's), bounded by the same
+        memory as the kept prompts."""
+        return max(1, self.max_bytes // max(1, prompt_length * self.row_bytes_per_token))
 
     def get(self, key: bytes) -> PromptStates | None:
         kept = self._states.get(key)
