@@ -238,6 +238,8 @@ def measure(
                         after.get(key, 0) - before.get(key, 0)
                         for key in ("rewardserve_prefix_hits_total", "rewardserve_prefix_tokens_saved_total")
                     ]
+                    # resident and peak since start, after this setting's groups
+                    rates[("memory", p, g, mode)] = list(started_servers[name].memory())
                 print(f"{name} P={p} G={g} {mode}: {rates[(name, p, g, mode)]} seq/s "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
 
@@ -284,7 +286,9 @@ def report(
         if "vLLM" in names:
             row += f"{median(('reuse on', p, g, mode)) / median(('vLLM', p, g, mode)):>9.2f}x"
         hits, saved = rates[("hits", p, g, mode)]
-        print(f"{f'P={p} G={g} {mode}':<28}{row}   ({hits:.0f} prefix hits, {saved:.0f} prompt tokens saved)")
+        rss, peak = (n / 2**20 for n in rates[("memory", p, g, mode)])
+        print(f"{f'P={p} G={g} {mode}':<28}{row}   ({hits:.0f} prefix hits, {saved:.0f} prompt tokens saved; "
+              f"reuse on held {rss:.0f} MiB after, peak {peak:.0f})")  # fmt: skip
     print(f"\nno prompt shared: {len(distinct)} distinct HH pairs, 8 clients x 4 items, {args.rounds} rounds")
     for name in order:
         print(f"  {name:<10} {median((name, 'distinct')):.3f} seq/s (rounds: "
@@ -298,7 +302,8 @@ def report(
     if args.json:
         medians = {f"P={p} G={g} {mode}": {n: median((n, p, g, mode)) for n in names} for p, g, mode in workloads}
         flat = {" ".join(map(str, key)): values for key, values in rates.items()}
-        args.json.write_text(json.dumps({"medians": medians, "rates": flat}, indent=1))
+        memory = {f"P={p} G={g} {mode}": rates[("memory", p, g, mode)] for p, g, mode in workloads}
+        args.json.write_text(json.dumps({"medians": medians, "rates": flat, "memory": memory}, indent=1))
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def report(
         lengths = [len(sequence) for sequence in encoded]
         tokens = {s: lengths[n * args.sequences : (n + 1) * args.sequences] for n, s in enumerate(SHAPES)}
         rates_by_name = {f"{n} {s}": r for (n, s), r in rates.items()}
-        figures = {"server": names[0], "rates": rates_by_name, "ratios": ratios, "tokens": tokens}
+        figures = {"server": names[0], "rates": rates_by_name, "ratios": ratios, "tokens": tokens, "memory": memory}
         args.json.write_text(json.dumps(figures, indent=1))
 
 

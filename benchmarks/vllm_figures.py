@@ -143,14 +143,22 @@ def optimum_figures(figures: dict | None) -> list[Figure]:
     ]
 
 
-def memory_figures(figures: dict | None, weights: int) -> list[Figure]:
+def memory_figures(figures: dict | None, pairs: dict | None, grpo: dict | None, weights: int) -> list[Figure]:
+    """The decoder server's resident memory against its fp32 weights: when ready and after a first
+    /score (bundle_start.py), after the distinct pairs (served_vs_vllm.py) and after each GRPO
+    setting's groups, both ways of sending them (prefix_served.py, the reuse-on server)."""
     if figures is None:
         return [Figure("decoder server memory when ready / fp32 weights", None, TARGET_MEMORY, at_most=True)]
     auto = figures["auto"]
-    return [
+    found = [
         Figure("decoder server memory when ready / fp32 weights", auto["rss_ready"] / weights, TARGET_MEMORY, True),
         Figure("  after a first /score of 16 pairs (reported)", auto["rss_after_score"] / weights, TARGET_MEMORY, True),
     ]
+    for name, (rss, _) in ((pairs or {}).get("memory") or {}).items():
+        found.append(Figure(f"  after the distinct pairs ({name})", rss / weights, TARGET_MEMORY, True))
+    for row, (rss, peak) in ((grpo or {}).get("memory") or {}).items():
+        found.append(Figure(f"  after GRPO {row} (peak {peak / weights:.2f}x)", rss / weights, TARGET_MEMORY, True))
+    return found
 
 
 def main() -> None:
@@ -234,7 +242,7 @@ def print_summary(args: argparse.Namespace, steps: dict[str, dict | None]) -> No
         print(figure.row())
     for figure in engine_figures(steps["engine"]):
         print(figure.row("%"))
-    for figure in memory_figures(steps["memory"], weights):
+    for figure in memory_figures(steps["memory"], steps["decoder-pairs"], steps["grpo"], weights):
         print(figure.row())
     if "optimum" in steps:
         for figure in optimum_figures(steps["optimum"]):
