@@ -76,6 +76,9 @@ def main() -> None:
             f"does, accuracy {gate.accuracy:.4f} against fp32's {gate.accuracy_fp32:.4f}"
             + (f"; {manifest.variants[precision].seq_per_s:.0f} seq/s in the gate's pass" if verdict == "ships" else "")
         )
+        if verdict == "ships" and manifest.variants[precision].kept_at_bf16 is not None:  # w8a8's mixed precision
+            at_bf16 = manifest.variants[precision].kept_at_bf16
+            lines.append(f"{precision}: {len(at_bf16)} products at bf16, the head's included: {at_bf16}")
         after = manifest.prefix.at(precision) if verdict == "ships" and manifest.prefix is not None else None
         if after is not None:  # the variant's own prefix graph, each pair's prompt run once
             lines.append(

@@ -318,6 +318,7 @@ def test_on_a_trained_decoder_w8a8_passes_the_real_gate_on_pairs_it_was_not_cali
     import openvino as ov
 
     from rewardserve.bundle.openvino_session import find_head
+    from rewardserve.export.openvino_ir import MOST_STEPS_TO_BF16, products
     from rewardserve.export.precision import W8A8_CALIBRATION_EXAMPLES
 
     manifest = load_bundle(trained_decoder_bundle)
@@ -330,10 +331,11 @@ def test_on_a_trained_decoder_w8a8_passes_the_real_gate_on_pairs_it_was_not_cali
     assert manifest.prefix.w8a8 is not None and manifest.prefix.w8a8.passed
     assert all(v.seq_per_s > 0 for v in manifest.variants.values())
     model = ov.Core().read_model(str(trained_decoder_bundle / w8a8.file))
-    int8_weights = [
-        op for op in model.get_ordered_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
-    ]
-    assert len(int8_weights) >= 2 * 7  # every projection of both layers
+    found = products(model)  # every product by a weight: both layers' 7 projections, and the head's
+    assert len(found) == 2 * 7 + 1
+    # The head's is never quantized; mixed precision puts back those that changed a calibration decision.
+    assert [name for name, int8 in found.items() if not int8] == w8a8.kept_at_bf16
+    assert sum(found.values()) >= 2 * 7 - 3 * int(2 * 7 * MOST_STEPS_TO_BF16)
     head, _ = find_head([r for r in model.get_results() if "reward" in r.input_value(0).get_names()])
     quantized = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
     assert quantized and not head & quantized  # the reward is read from a head left unquantized
@@ -350,6 +352,38 @@ def test_auto_serves_w8a8_only_where_export_measured_it_faster_and_says_why_not(
     else:  # the tiny model: the quantization steps cost more than its int8 products save
         assert choice.precision == "bf16"
         assert f"not w8a8: {variants['w8a8'].auto_passes_over}" in choice.reason
+
+
+@needs_int8
+def test_mixed_precision_puts_back_at_bf16_the_products_that_move_rewards_most_in_bounded_steps(
+    trained_decoder_bundle, heldout_pairs, tmp_path
+):
+    """Accuracy control with a metric every quantized graph loses on (how close its rewards stay to
+    fp32's, which int8 always moves): NNCF puts products back at bf16, those that move the
+    rewards most first, and stops after MOST_STEPS_TO_BF16 of the products' count of steps."""
+    import openvino as ov
+
+    from rewardserve.export.gaps import example_sequences
+    from rewardserve.export.openvino_ir import MOST_STEPS_TO_BF16, KeptDecisions, products, write_w8a8_graph
+
+    fp32 = BundleRuntime(trained_decoder_bundle, precision="fp32")
+    sequences = example_sequences(fp32.encoder, heldout_pairs[-8:])
+    arrays = [fp32.encoder.pad([s]).arrays for s in sequences]
+    exact = score_sequences(fp32, sequences).rewards
+
+    class CloseToFp32(KeptDecisions):
+        def __call__(self, compiled, items):  # NNCF asks for subsets of the items too
+            _, answered = super().__call__(compiled, items)
+            apart = [abs(float(r[0]) - exact[index]) for (r,), (index, _) in zip(answered, items, strict=True)]
+            return -max(apart), answered
+
+    graph = trained_decoder_bundle / load_bundle(trained_decoder_bundle).prefix.portable_file
+    out = write_w8a8_graph(graph, tmp_path / "mixed.xml", arrays, CloseToFp32(arrays, [], "reward", 0.0))
+    found = products(ov.Core().read_model(str(out)))
+    at_bf16 = [name for name, int8 in found.items() if not int8]
+    quantizable = len(found) - 1  # the reward head's product is never quantized
+    steps = int(quantizable * MOST_STEPS_TO_BF16)
+    assert 1 < len(at_bf16) <= 1 + 3 * steps  # a step puts back one product, or the 3 that read one input
 
 
 @needs_int8

@@ -90,6 +90,11 @@ class Variant(BaseModel):
     seq_per_s: float | None = Field(
         None, description="Held-out sequences a second in the gate's pass, on `measured_on`: what `auto` compares."
     )
+    kept_at_bf16: list[str] | None = Field(
+        None,
+        description="w8a8: its products by a weight left at bf16 (the reward head's, and those mixed precision put "
+        "back because their int8 changed fp32's decisions on the calibration examples).",
+    )
     measured_on: str = Field(description="The machine the gate ran on: CPU model and flags, or the GPU.")
 
 

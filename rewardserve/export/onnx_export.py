@@ -54,7 +54,6 @@ from rewardserve.export.fp32_graph import Candidate, FP32Graph, candidates, chec
 from rewardserve.export.gaps import (
     example_inputs,
     example_rewards,
-    example_sequences,
     gaps_of,
     model_prompt,
     response_count,
@@ -180,7 +179,7 @@ class HeldOut:
     model_inputs: list[tuple[Text, Text]]  # the reference check: parity's inputs and the held-out pairs'
     gated: Sequence[PreferenceExample]  # the agreement gate of reduced precisions
     measured: Sequence[PreferenceExample]  # reward statistics, where training left none
-    quantized_on: list[EncodedSequence]  # w8a8's calibration: held-out examples after the gated ones
+    quantized_on: Sequence[PreferenceExample]  # w8a8's calibration: held-out examples after the gated ones
 
 
 def _held_out(
@@ -206,7 +205,7 @@ def _held_out(
         model_inputs=[*inputs, *example_inputs(source.input_format, heldout)],
         gated=gated,
         measured=heldout[: sizes.statistics_examples] if "reward_mean" not in source.stats else [],
-        quantized_on=example_sequences(encoder, quantized_on),
+        quantized_on=quantized_on,
     )
 
 

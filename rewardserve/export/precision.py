@@ -24,16 +24,22 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from rewardserve.bundle import EncodedSequence, SequenceEncoder
+from rewardserve.bundle import SequenceEncoder
 from rewardserve.bundle.engine_choice import Machine, RequestedPrecision
 from rewardserve.bundle.manifest import Agreement, Precision, PrefixGraph, PrefixVariant, Variant
-from rewardserve.bundle.outputs import ModelOutputs
+from rewardserve.bundle.outputs import REWARD, ModelOutputs
 from rewardserve.bundle.prefix import PrefixRunner
 from rewardserve.data.preferences import PreferenceExample
 from rewardserve.eval.metrics import ranking_accuracy
-from rewardserve.export.gaps import example_rewards, gaps_of, response_count, reward_gaps
+from rewardserve.export.gaps import example_rewards, example_sequences, gaps_of, response_count, reward_gaps
 from rewardserve.export.graph import data_file, move, save
-from rewardserve.export.openvino_ir import NotCompressible, write_bf16_graph, write_w8a8_graph
+from rewardserve.export.openvino_ir import (
+    KeptDecisions,
+    NotCompressible,
+    products_at_bf16,
+    write_bf16_graph,
+    write_w8a8_graph,
+)
 from rewardserve.export.parity import TorchRewards, export_runner, measure_parity
 
 logger = logging.getLogger(__name__)
@@ -90,16 +96,23 @@ def _cannot_gate(precision: Precision, machine: Machine, heldout_examples: int) 
     return None if precision in ("int8", "int4") else machine.cannot_run(precision)
 
 
-def derive(fp32: Path, portable: Path, precision: Precision, calibration: Sequence[dict[str, np.ndarray]] = ()) -> Path:
+def derive(
+    fp32: Path,
+    portable: Path,
+    precision: Precision,
+    calibration: Sequence[dict[str, np.ndarray]] = (),
+    keep: KeptDecisions | None = None,
+) -> Path:
     """The graph that runs at `precision`, written beside `fp32`. For bf16, `portable` (the graph
     OpenVINO reads; a decoder's prefix graph where it has one, which scores whole sequences too)
     in OpenVINO's format with fp16 weights, half the memory (openvino_ir.py); `portable` itself
     where a weight is beyond fp16's range. For w8a8, `portable` quantized with its activations'
-    ranges calibrated on `calibration` (padded arrays of one sequence each)."""
+    ranges calibrated on `calibration` (padded arrays of one sequence each); with `keep`, the
+    products that move its decisions most left at bf16 (write_w8a8_graph)."""
     if precision == "w8a8":
         if not calibration:
             raise ValueError("w8a8 needs held-out conversations to calibrate its activations' ranges on")
-        return write_w8a8_graph(portable, fp32.with_name(W8A8_GRAPH), calibration)
+        return write_w8a8_graph(portable, fp32.with_name(W8A8_GRAPH), calibration, keep)
     if precision == "bf16":
         try:
             return write_bf16_graph(portable, fp32.with_name(BF16_GRAPH))
@@ -230,14 +243,15 @@ def passes(result: Agreement) -> bool:
 @dataclass(frozen=True)
 class GateData:
     """What every variant is judged on: held-out examples, the fp32 graph's reward gaps on them,
-    PyTorch's outputs for parity, the machine they are measured on, and the held-out
-    conversations w8a8 calibrates its activations on (none of them gated)."""
+    PyTorch's outputs for parity, the machine they are measured on, and the held-out examples
+    w8a8 calibrates its activations on and, where the gate refuses it whole, chooses the
+    products it leaves at bf16 on (none of them gated)."""
 
     heldout: Sequence[PreferenceExample]
     fp32_gaps: np.ndarray
     expected: TorchRewards
     machine: Machine
-    calibration: Sequence[EncodedSequence] = ()
+    calibration: Sequence[PreferenceExample] = ()
 
 
 def judged_variants(
@@ -255,9 +269,10 @@ def judged_variants(
     which also passes over a w8a8 variant slower than one that passed before it). `portable` is
     the graph OpenVINO reads; w8a8 calibrates on `data.calibration` (derive)."""
     variants: dict[Precision, Variant] = {}
-    samples = [encoder.pad([sequence]).arrays for sequence in data.calibration]
+    samples = [encoder.pad([sequence]).arrays for sequence in example_sequences(encoder, data.calibration)]
     for precision in targets:
-        variant = _judged(precision, fp32, portable, encoder, data, samples)
+        keep = _calibration_decisions(fp32, encoder, data, samples) if precision == "w8a8" else None
+        variant = _judged(precision, fp32, portable, encoder, data, samples, keep)
         if variant.refused and not keep_refused:
             raise PrecisionRefused(precision, variant.agreement, variant.refused)
         if keep_refused and precision == "w8a8":
@@ -289,10 +304,11 @@ def _judged(
     encoder: SequenceEncoder,
     data: GateData,
     samples: Sequence[dict[str, np.ndarray]],
+    keep: KeptDecisions | None = None,
 ) -> Variant:
     """One precision's variant, judged in a session that closes when this returns (so that no
     two variants' sessions are in memory at once)."""
-    graph = derive(fp32, portable, precision, samples)
+    graph = derive(fp32, portable, precision, samples, keep)
     runner = export_runner(graph, encoder, data.expected.outputs, precision)
     started = time.perf_counter()
     gate = agreement(data.fp32_gaps, reward_gaps(runner, data.heldout, f"agreement gate: {precision}"))
@@ -310,7 +326,29 @@ def _judged(
         refused=refused,
         seq_per_s=seq_per_s,
         measured_on=data.machine.describe(),
+        kept_at_bf16=products_at_bf16(graph) if keep else None,
     )
+
+
+def _calibration_decisions(
+    fp32: Path, encoder: SequenceEncoder, data: GateData, samples: Sequence[dict[str, np.ndarray]]
+) -> KeptDecisions | None:
+    """What w8a8's mixed precision holds the quantized graph to: the decisions of fp32 on the
+    examples it calibrates on (`samples` are their sequences), each product that changes one put
+    back at bf16 (write_w8a8_graph). The gated pairs choose nothing: they judge the result. None
+    where the graph does not answer the reward itself (a judge's verdict, a PRM's steps)."""
+    if REWARD not in data.expected.outputs.graph_outputs():
+        return None
+    runner = export_runner(fp32, encoder, data.expected.outputs)
+    rewards = iter(example_rewards(runner, data.calibration, "w8a8: fp32's decisions on its calibration examples"))
+    examples, first = [], 0
+    for example in data.calibration:
+        scores = [next(rewards) for _ in example.responses]
+        pairs = example.ordered_pairs()
+        indices = list(range(first, first + len(scores)))
+        examples.append((indices, pairs, np.sign([scores[i] - scores[j] for i, j in pairs])))
+        first += len(scores)
+    return KeptDecisions(samples, examples, REWARD, 1.0 - MIN_DECISIONS_MATCHING)
 
 
 def judged_prefix(
