@@ -107,8 +107,8 @@ def derive(
     OpenVINO reads; a decoder's prefix graph where it has one, which scores whole sequences too)
     in OpenVINO's format with fp16 weights, half the memory (openvino_ir.py); `portable` itself
     where a weight is beyond fp16's range. For w8a8, `portable` quantized with its activations'
-    ranges calibrated on `calibration` (padded arrays of one sequence each); with `keep`, the
-    products that move its decisions most left at bf16 (write_w8a8_graph)."""
+    ranges calibrated on `calibration` (padded arrays of one sequence each); with `keep`, in
+    mixed precision (write_w8a8_graph)."""
     if precision == "w8a8":
         if not calibration:
             raise ValueError("w8a8 needs held-out conversations to calibrate its activations' ranges on")
@@ -244,8 +244,7 @@ def passes(result: Agreement) -> bool:
 class GateData:
     """What every variant is judged on: held-out examples, the fp32 graph's reward gaps on them,
     PyTorch's outputs for parity, the machine they are measured on, and the held-out examples
-    w8a8 calibrates its activations on and, where the gate refuses it whole, chooses the
-    products it leaves at bf16 on (none of them gated)."""
+    w8a8 calibrates its activations on and holds its decisions to (none of them gated)."""
 
     heldout: Sequence[PreferenceExample]
     fp32_gaps: np.ndarray
@@ -333,10 +332,11 @@ def _judged(
 def _calibration_decisions(
     fp32: Path, encoder: SequenceEncoder, data: GateData, samples: Sequence[dict[str, np.ndarray]]
 ) -> KeptDecisions | None:
-    """What w8a8's mixed precision holds the quantized graph to: the decisions of fp32 on the
-    examples it calibrates on (`samples` are their sequences), each product that changes one put
-    back at bf16 (write_w8a8_graph). The gated pairs choose nothing: they judge the result. None
-    where the graph does not answer the reward itself (a judge's verdict, a PRM's steps)."""
+    """What w8a8's mixed precision holds the quantized graph to: fp32's decisions on the examples
+    it calibrates on (`samples` are their sequences); where int8 changes one, products get their
+    activations back at bf16 (write_w8a8_graph). The gated pairs choose nothing: they judge the
+    result. None where the graph does not answer the reward itself (a judge's verdict, a PRM's
+    steps): w8a8 is then quantized whole."""
     if REWARD not in data.expected.outputs.graph_outputs():
         return None
     runner = export_runner(fp32, encoder, data.expected.outputs)
