@@ -48,8 +48,9 @@ class PrefixGraphSession(Protocol):
 # 64-token prompt ran 1.12x faster than whole, after a 32-token one 0.92x (benchmarks/prefix_engine.py).
 MIN_PROMPT_TOKENS = 64
 # Most bytes of a prompt's keys and values one offline call copies into its rows (the server's
-# bound is PREFIX_CACHE_MB): a 0.6B Qwen3's 1,000-token prompt holds 224 MiB, so 4 rows a call
-# where every row holds a copy (onnxruntime), 128 where each holds one layer's (OpenVINO).
+# bound is PREFIX_CACHE_MB): a 0.6B Qwen3's 1,000-token prompt holds 224 MiB at fp32, so 4 rows a
+# call where every row holds a copy (onnxruntime); at bf16 one layer's copy is 4 MiB, so 256 rows
+# where each row holds one layer's (OpenVINO).
 OFFLINE_COPY_BYTES = 2**30
 
 
