@@ -114,7 +114,10 @@ def write_w8a8_graph(
     model = _compressible(graph)
     scored = [r for r in model.get_results() if not any(n.startswith(PRESENT) for n in r.input_value(0).get_names())]
     head, _ = find_head(scored)
-    calibration = nncf.Dataset(_feeds(model, samples))
+    # What the graph reads for each sample: a prefix graph's whole sequences after an empty past,
+    # as the server runs them
+    whole = _empty_past(model)
+    calibration = nncf.Dataset([whole(sample) for sample in samples])
     options = dict(
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(samples),
@@ -129,7 +132,7 @@ def write_w8a8_graph(
         quantized = nncf.quantize_with_accuracy_control(
             model,
             calibration,
-            nncf.Dataset(keep.items, lambda item: _empty_past(model)(item[1])),
+            nncf.Dataset(keep.items, lambda item: whole(item[1])),
             keep,
             max_drop=keep.max_drop,
             advanced_quantization_parameters=smooth,
@@ -190,13 +193,6 @@ def _empty_past(compiled):
     names = {name for port in compiled.inputs for name in port.get_names()}
     whole = EmptyPast(shapes, np.dtype(np.float32)) if shapes else dict
     return lambda arrays: {name: array for name, array in whole(arrays).items() if name in names}
-
-
-def _feeds(model, samples: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """What `model` reads for each sample (a padded batch's arrays): a prefix graph's whole
-    sequences after an empty past, as the server runs them."""
-    whole = _empty_past(model)
-    return [whole(sample) for sample in samples]
 
 
 def _compressible(graph: Path):
