@@ -108,15 +108,12 @@ def write_w8a8_graph(
     reading is that the weights put back are the ones before SmoothQuant scaled them."""
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import RestoreMode
 
     logging.getLogger("nncf").setLevel(logging.WARNING)  # it logs every node it leaves alone
     model = _compressible(graph)
     scored = [r for r in model.get_results() if not any(n.startswith(PRESENT) for n in r.input_value(0).get_names())]
     head, _ = find_head(scored)
-    # What the graph reads for each sample: a prefix graph's whole sequences after an empty past,
-    # as the server runs them
-    whole = _empty_past(model)
+    whole = _empty_past(model)  # what it reads: a prefix graph's whole sequences after an empty past
     calibration = nncf.Dataset([whole(sample) for sample in samples])
     options = dict(
         model_type=nncf.ModelType.TRANSFORMER,
@@ -136,14 +133,23 @@ def write_w8a8_graph(
             keep,
             max_drop=keep.max_drop,
             advanced_quantization_parameters=smooth,
-            advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
-                max_num_iterations=int(len(products(model)) * MOST_STEPS_TO_BF16),
-                restore_mode=RestoreMode.ONLY_ACTIVATIONS,
-            ),
+            advanced_accuracy_restorer_parameters=_restoring(model),
             **options,
         )
     ov.save_model(quantized, str(out), compress_to_fp16=True)
     return out
+
+
+def _restoring(model):
+    """How accuracy control puts products back (write_w8a8_graph says why): their activations
+    only, in at most MOST_STEPS_TO_BF16 of `model`'s products' count of steps."""
+    import nncf
+    from nncf.quantization.advanced_parameters import RestoreMode
+
+    return nncf.AdvancedAccuracyRestorerParameters(
+        max_num_iterations=int(len(products(model)) * MOST_STEPS_TO_BF16),
+        restore_mode=RestoreMode.ONLY_ACTIVATIONS,
+    )
 
 
 def products(model) -> dict[str, bool]:
