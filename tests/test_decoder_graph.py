@@ -23,7 +23,6 @@ from transformers import (
 )
 
 from rewardserve.bundle import InputFormat
-from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.export import decoder_config, decoder_graph, decoder_weights
 from rewardserve.export.decoder_graph import NotBuildable, build
 
@@ -330,14 +329,3 @@ def test_responses_scored_against_a_prompt_run_once_get_the_whole_sequences_rewa
 def right_padded_rows(rows: list[np.ndarray]) -> dict[str, np.ndarray]:
     ids, mask = padded(rows)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": np.tile(np.arange(ids.shape[1]), (len(rows), 1))}
-
-
-@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
-def test_openvino_runs_each_rotation_of_the_portable_prefix_graph_as_one_rope_kernel(family, tmp_path):
-    """The portable graph writes rotate-half as OpenVINO's RoPE fusion reads it: each layer's
-    queries and keys are rotated by one fused kernel each, not by a split, a negation, a
-    concatenation, two products and a sum, at either rotary base (Gemma 3's sliding layers)."""
-    model = random_model(FAMILIES[family]())
-    graphs = build(model, chat_format(), tmp_path, prefix=True)
-    kernels = OpenVinoSession(graphs.portable_prefix, threads=1, inference_precision="f32").kernels()
-    assert kernels["RoPE"] == 2 * model.config.num_hidden_layers

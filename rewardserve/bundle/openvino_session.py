@@ -15,7 +15,6 @@ fp32 inside one bf16 model.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,12 +177,6 @@ class OpenVinoSession:
 
     def get_providers(self) -> list[str]:
         return ["OpenVINO CPU"]
-
-    def kernels(self) -> Counter[str]:
-        """How many of each kind of node OpenVINO compiled the backbone into (its fusions show
-        here: "RoPE", "RMS", "Subgraph" for attention), for tests and benchmarks."""
-        compiled = self._backbone.get_compiled_model().get_runtime_model()
-        return Counter(str(node.get_rt_info()["layerType"].astype(str)) for node in compiled.get_ordered_ops())
 
 
 def _by_name(results) -> dict[str, np.ndarray]:
