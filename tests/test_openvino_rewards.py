@@ -318,7 +318,7 @@ def test_on_a_trained_decoder_w8a8_passes_the_real_gate_on_pairs_it_was_not_cali
     import openvino as ov
 
     from rewardserve.bundle.openvino_session import find_head
-    from rewardserve.export.openvino_ir import MOST_STEPS_TO_BF16, products
+    from rewardserve.export.openvino_ir import MOST_STEPS_TO_BF16, attention_products, products
     from rewardserve.export.precision import W8A8_CALIBRATION_EXAMPLES
 
     manifest = load_bundle(trained_decoder_bundle)
@@ -339,6 +339,23 @@ def test_on_a_trained_decoder_w8a8_passes_the_real_gate_on_pairs_it_was_not_cali
     head, _ = find_head([r for r in model.get_results() if "reward" in r.input_value(0).get_names()])
     quantized = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
     assert quantized and not head & quantized  # the reward is read from a head left unquantized
+    # Attention's products read bf16 activations: none comes from a FakeQuantize (attention_products).
+    attention = set(attention_products(model))
+    assert len(attention) == 2 * 2
+    assert not any(
+        read_through_layout(op.input_value(i)).get_type_name() == "FakeQuantize"
+        for op in model.get_ordered_ops()
+        if op.get_friendly_name() in attention
+        for i in (0, 1)
+    )
+
+
+def read_through_layout(port):
+    """The node a graph input port reads, past reshapes and transposes."""
+    node = port.get_node()
+    while node.get_type_name() in ("Reshape", "Transpose"):
+        node = node.input_value(0).get_node()
+    return node
 
 
 @needs_int8
