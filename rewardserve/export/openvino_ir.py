@@ -183,9 +183,9 @@ def attention_products(model) -> list[str]:
     """The matrix products of `model` (an openvino.Model) that read no weight (attention's: the
     queries by the keys, the weights by the values), which w8a8 leaves at bf16 (none while
     ATTENTION_AT_BF16 is off). On the 0.6B Qwen3 shape, against the same graph with them
-    quantized too, whole sequences of ~450 tokens ran 1.16x faster, a 1,000-token prompt 1.06x,
-    8 responses after a 300-token prompt 1.04x and after a 1,000-token one 0.99x
-    (benchmarks/attention_precision.py). Quantized, each layer's queries, keys and values went
+    quantized too (two runs), whole sequences of ~450 tokens ran 1.13-1.16x faster, a 1,000-token
+    prompt 1.02-1.06x, 8 responses after a 300-token prompt 1.04-1.07x and after a 1,000-token
+    one 0.99x (benchmarks/attention_precision.py). Quantized, each layer's queries and keys went
     through a FakeQuantize and layout changes before the products, which cost more than their
     int8 saved."""
     if not ATTENTION_AT_BF16:

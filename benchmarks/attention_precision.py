@@ -1,0 +1,124 @@
+"""w8a8 with attention's two products at bf16 (as export writes it) against the same graph with
+them quantized too, on a decoder bundle, side by side in one run.
+
+    python benchmarks/attention_precision.py --bundle models/real-size/qwen3-0.6b/bundle-auto-2048   # ~12 min
+
+Both graphs are written from the bundle's portable prefix graph by `write_w8a8_graph` (without
+mixed precision: the same quantization either way), calibrated on the same 32 held-out HH
+conversations, the second with `openvino_ir.ATTENTION_AT_BF16` off; each goes into a temporary
+bundle of hard links beside `--bundle`. Each round times, on each in turn (each first in turn):
+6 whole sequences of about 450 tokens one a call, a 1,000-token prompt's call, and 8 held-out
+responses in one call after prompts of 300 and 1,000 tokens (prefix_served.py's groups).
+Printed: each way's median, the ratio, and how far the rewards of the whole sequences are apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from prefix_served import held_out_texts, make_groups
+
+from rewardserve.bundle import BundleRuntime
+from rewardserve.bundle.manifest import sha256_file
+from rewardserve.bundle.prefix import prompt_ids
+from rewardserve.export import openvino_ir
+
+
+def w8a8_bundle(bundle: Path, out: Path, samples: list[dict], attention_at_bf16: bool) -> BundleRuntime:
+    """`bundle` in `out`, its w8a8 graph written again from its portable prefix graph."""
+    for path in bundle.iterdir():
+        if not path.name.startswith("model.w8a8."):
+            (out / path.name).hardlink_to(path)
+    openvino_ir.ATTENTION_AT_BF16 = attention_at_bf16
+    try:
+        openvino_ir.write_w8a8_graph(bundle / "model.prefix.portable.onnx", out / "model.w8a8.xml", samples)
+    finally:
+        openvino_ir.ATTENTION_AT_BF16 = True
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
+    (out / "manifest.json").unlink()
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return BundleRuntime(out, precision="w8a8", prefix_reuse=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    fp32 = BundleRuntime(args.bundle, precision="fp32")
+    texts = held_out_texts()
+    calibration = [fp32.encoder.encode([g["prompt"]], g["responses"])[0] for g in make_groups(fp32, 200, 1, 32, texts)]
+    samples = [fp32.encoder.pad([s], fp32.length_bucket).arrays for s in calibration]
+    del fp32  # its 1.9 GB of fp32 weights
+    with (
+        tempfile.TemporaryDirectory(dir=args.bundle.parent) as bf16,
+        tempfile.TemporaryDirectory(dir=args.bundle.parent) as int8,
+    ):
+        runtimes = {
+            "attention at bf16": w8a8_bundle(args.bundle, Path(bf16), samples, attention_at_bf16=True),
+            "attention in int8": w8a8_bundle(args.bundle, Path(int8), samples, attention_at_bf16=False),
+        }
+        compare(runtimes, texts, args.rounds)
+
+
+def compare(runtimes: dict[str, BundleRuntime], texts, rounds: int) -> None:
+    first = next(iter(runtimes.values()))
+    bucket = first.length_bucket
+    wholes = [first.encoder.encode([g["prompt"]], g["responses"])[0] for g in make_groups(first, 300, 1, 6, texts)]
+    groups = {}
+    for prompt_tokens in (300, 1000):
+        group = make_groups(first, prompt_tokens, 8, 1, texts)[0]
+        groups[prompt_tokens] = first.encoder.encode([group["prompt"]] * 8, group["responses"])
+    states = {
+        (id(runtime), tokens): runtime.prefix.prompt_states(prompt_ids(group[0]))
+        for runtime in runtimes.values()
+        for tokens, group in groups.items()
+    }
+
+    def whole(runtime: BundleRuntime) -> np.ndarray:
+        return np.concatenate([runtime.score(runtime.encoder.pad([s], bucket)).rewards for s in wholes])
+
+    def responses(prompt_tokens: int):
+        def call(runtime: BundleRuntime) -> np.ndarray:
+            kept = states[id(runtime), prompt_tokens]
+            tails = [s.ids[kept.length :] for s in groups[prompt_tokens]]
+            return runtime.prefix.score_responses(kept, tails, bucket).rewards
+
+        return call
+
+    def prompt(runtime: BundleRuntime) -> None:
+        runtime.prefix.prompt_states(prompt_ids(groups[1000][0]))
+
+    calls = {
+        f"{len(wholes)} whole sequences, one a call": whole,
+        "a 1,000-token prompt": prompt,
+        "8 responses after a 300-token prompt": responses(300),
+        "8 responses after a 1,000-token prompt": responses(1000),
+    }
+    apart = float(np.abs(np.subtract(*(whole(r) for r in runtimes.values()))).max())
+    print(f"whole sequences' rewards, attention at bf16 against in int8: at most {apart:.3g} apart")
+    for label, call in calls.items():
+        seconds: dict[str, list[float]] = {name: [] for name in runtimes}
+        for number in range(rounds + 1):  # the first warms up
+            for name in list(runtimes)[:: 1 if number % 2 else -1]:
+                started = time.perf_counter()
+                call(runtimes[name])
+                if number:
+                    seconds[name].append(time.perf_counter() - started)
+        at_bf16, in_int8 = (statistics.median(s) for s in seconds.values())
+        print(
+            f"{label}: attention at bf16 {at_bf16 * 1e3:.0f} ms, in int8 {in_int8 * 1e3:.0f} ms "
+            f"({in_int8 / at_bf16:.3f}x)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
