@@ -1,14 +1,17 @@
 """w8a8 with attention's two products at bf16 (as export writes it) against the same graph with
 them quantized too, on a decoder bundle, side by side in one run.
 
-    python benchmarks/attention_precision.py --bundle models/real-size/qwen3-0.6b/bundle-auto-2048   # ~12 min
+    python benchmarks/attention_precision.py --bundle models/real-size/qwen3-0.6b/bundle-auto-2048 \
+        --keep models/real-size/qwen3-0.6b/bundle-attn-bf16                                        # ~12 min
 
 Both graphs are written from the bundle's portable prefix graph by `write_w8a8_graph` (without
 mixed precision: the same quantization either way), calibrated on the same 32 held-out HH
 conversations, the second with `openvino_ir.ATTENTION_AT_BF16` off; each goes into a temporary
-bundle of hard links beside `--bundle`. Each round times, on each in turn (each first in turn):
-6 whole sequences of about 450 tokens one a call, a 1,000-token prompt's call, and 8 held-out
-responses in one call after prompts of 300 and 1,000 tokens (prefix_served.py's groups).
+bundle of hard links beside `--bundle` (with `--keep`, the first is kept there, to serve: the
+graph export now writes, without the hour a real-size export takes). Each round times, on each
+in turn (each first in turn): 6 whole sequences of about 450 tokens one a call, a 1,000-token
+prompt's call, and 8 held-out responses in one call after prompts of 300 and 1,000 tokens
+(prefix_served.py's groups).
 Printed: each way's median, the ratio, and how far the rewards of the whole sequences are apart.
 """
 
@@ -51,19 +54,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="a new directory to keep the attention-at-bf16 bundle in, to serve")
     args = parser.parse_args()
     fp32 = BundleRuntime(args.bundle, precision="fp32")
     texts = held_out_texts()
     calibration = [fp32.encoder.encode([g["prompt"]], g["responses"])[0] for g in make_groups(fp32, 200, 1, 32, texts)]
     samples = [fp32.encoder.pad([s], fp32.length_bucket).arrays for s in calibration]
     del fp32  # its 1.9 GB of fp32 weights
-    with (
-        tempfile.TemporaryDirectory(dir=args.bundle.parent) as bf16,
-        tempfile.TemporaryDirectory(dir=args.bundle.parent) as int8,
-    ):
+    with tempfile.TemporaryDirectory(dir=args.bundle.parent) as scratch:
+        bf16, int8 = args.keep or Path(scratch, "bf16"), Path(scratch, "int8")
+        bf16.mkdir(parents=True)
+        int8.mkdir()
         runtimes = {
-            "attention at bf16": w8a8_bundle(args.bundle, Path(bf16), samples, attention_at_bf16=True),
-            "attention in int8": w8a8_bundle(args.bundle, Path(int8), samples, attention_at_bf16=False),
+            "attention at bf16": w8a8_bundle(args.bundle, bf16, samples, attention_at_bf16=True),
+            "attention in int8": w8a8_bundle(args.bundle, int8, samples, attention_at_bf16=False),
         }
         compare(runtimes, texts, args.rounds)
 
