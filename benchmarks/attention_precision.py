@@ -18,35 +18,57 @@ Printed: each way's median, the ratio, and how far the rewards of the whole sequ
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from prefix_served import held_out_texts, make_groups
 
 from rewardserve.bundle import BundleRuntime
-from rewardserve.bundle.manifest import sha256_file
+from rewardserve.bundle.manifest import MANIFEST_FILE, Manifest, save_bundle
 from rewardserve.bundle.prefix import prompt_ids
 from rewardserve.export import openvino_ir
 
 
+def linked_copy(bundle: Path, out: Path, written: Callable[[Path], bool]) -> None:
+    """`bundle`'s files hard-linked into `out`, but its manifest and those `written` says the
+    caller writes there (before `finish_copy`)."""
+    for path in bundle.iterdir():
+        if path.name != MANIFEST_FILE and not written(path):
+            (out / path.name).hardlink_to(path)
+
+
+def finish_copy(bundle: Path, out: Path) -> None:
+    """`out`'s manifest: `bundle`'s, with the checksums of the files `out` now holds."""
+    save_bundle(out, Manifest.model_validate_json((bundle / MANIFEST_FILE).read_text()))
+
+
+def side_by_side(runtimes: dict[str, BundleRuntime], call: Callable, rounds: int) -> tuple[list[float], list]:
+    """Each runtime's median seconds of `call(runtime)` over `rounds` (after one that warms up),
+    each first in turn, and each one's last answer."""
+    seconds: dict[str, list[float]] = {name: [] for name in runtimes}
+    answers = {}
+    for number in range(rounds + 1):
+        for name in list(runtimes)[:: 1 if number % 2 else -1]:
+            started = time.perf_counter()
+            answers[name] = call(runtimes[name])
+            if number:
+                seconds[name].append(time.perf_counter() - started)
+    return [statistics.median(s) for s in seconds.values()], [answers[name] for name in runtimes]
+
+
 def w8a8_bundle(bundle: Path, out: Path, samples: list[dict], attention_at_bf16: bool) -> BundleRuntime:
     """`bundle` in `out`, its w8a8 graph written again from its portable prefix graph."""
-    for path in bundle.iterdir():
-        if not path.name.startswith("model.w8a8."):
-            (out / path.name).hardlink_to(path)
+    linked_copy(bundle, out, lambda path: path.name.startswith("model.w8a8."))
     openvino_ir.ATTENTION_AT_BF16 = attention_at_bf16
     try:
         openvino_ir.write_w8a8_graph(bundle / "model.prefix.portable.onnx", out / "model.w8a8.xml", samples)
     finally:
         openvino_ir.ATTENTION_AT_BF16 = True
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
-    (out / "manifest.json").unlink()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    finish_copy(bundle, out)
     return BundleRuntime(out, precision="w8a8", prefix_reuse=True)
 
 
@@ -109,14 +131,7 @@ def compare(runtimes: dict[str, BundleRuntime], texts, rounds: int) -> None:
     apart = float(np.abs(np.subtract(*(whole(r) for r in runtimes.values()))).max())
     print(f"whole sequences' rewards, attention at bf16 against in int8: at most {apart:.3g} apart")
     for label, call in calls.items():
-        seconds: dict[str, list[float]] = {name: [] for name in runtimes}
-        for number in range(rounds + 1):  # the first warms up
-            for name in list(runtimes)[:: 1 if number % 2 else -1]:
-                started = time.perf_counter()
-                call(runtimes[name])
-                if number:
-                    seconds[name].append(time.perf_counter() - started)
-        at_bf16, in_int8 = (statistics.median(s) for s in seconds.values())
+        (at_bf16, in_int8), _ = side_by_side(runtimes, call, rounds)
         print(
             f"{label}: attention at bf16 {at_bf16 * 1e3:.0f} ms, in int8 {in_int8 * 1e3:.0f} ms "
             f"({in_int8 / at_bf16:.3f}x)",

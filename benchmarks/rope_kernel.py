@@ -19,17 +19,14 @@ the five nodes (docs/performance.md, "Rotations as one RoPE kernel").
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from attention_precision import finish_copy, linked_copy, side_by_side
 from prefix_served import held_out_texts, make_groups
 
 from rewardserve.bundle import BundleRuntime
-from rewardserve.bundle.manifest import sha256_file
 from rewardserve.bundle.prefix import prompt_ids
 
 
@@ -59,18 +56,13 @@ def fused_copy(bundle: Path, out: Path) -> int:
     """`bundle` into `out` with its IRs' rotations in RoPE fusion's form; returns how many."""
     import openvino as ov
 
+    linked_copy(bundle, out, lambda path: path.suffix in (".xml", ".bin"))
     rewritten = 0
-    for path in bundle.iterdir():
-        if path.suffix not in (".xml", ".bin"):
-            (out / path.name).hardlink_to(path)
     for xml in bundle.glob("*.xml"):
         model = ov.Core().read_model(str(xml))
         rewritten += rotations_as_rope_fusion_reads_them(ov, model)
         ov.save_model(model, str(out / xml.name), compress_to_fp16=False)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
-    (out / "manifest.json").unlink()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    finish_copy(bundle, out)
     return rewritten
 
 
@@ -116,16 +108,8 @@ def compare(runtimes: dict[str, BundleRuntime], rounds: int) -> None:
 
     calls = {f"{len(wholes)} whole sequences, one a call": whole, "8 responses after a 300-token prompt": responses}
     for label, call in calls.items():
-        seconds: dict[str, list[float]] = {name: [] for name in runtimes}
-        answers = {}
-        for number in range(rounds + 1):  # the first warms up
-            for name in list(runtimes)[:: 1 if number % 2 else -1]:
-                started = time.perf_counter()
-                answers[name] = call(runtimes[name])
-                if number:
-                    seconds[name].append(time.perf_counter() - started)
-        fused, nodes = (statistics.median(s) for s in seconds.values())
-        apart = float(np.abs(np.subtract(*answers.values())).max())
+        (fused, nodes), answers = side_by_side(runtimes, call, rounds)
+        apart = float(np.abs(np.subtract(*answers)).max())
         print(
             f"{label}: RoPE kernel {fused * 1e3:.0f} ms, five nodes {nodes * 1e3:.0f} ms ({nodes / fused:.3f}x); "
             f"rewards at most {apart:.3g} apart",
