@@ -84,7 +84,8 @@ def main() -> None:
             lines.append(
                 f"{precision} after a prompt's keys and values: {'ships' if after.passed else 'refused'}; orders "
                 f"{after.agreement.decisions_matching:.2%} as fp32 does, accuracy {after.agreement.accuracy:.4f}; "
-                f"max |after the prompt - whole| {after.max_abs_diff_whole:.2g}"
+                f"max |after the prompt - whole| {after.max_abs_diff_whole:.2g}, responses padded to "
+                f"{after.response_bucket} tokens"
             )
     print("\n" + "\n".join(lines))
 

@@ -27,11 +27,13 @@ import pytest
 from conftest import needs_bf16, needs_int8
 from live import free_port, running
 
+import rewardserve.bundle.runtime as runtime_module
 from rewardserve.bench.process import rewardserve_process
 from rewardserve.bundle import BundleRuntime, load_bundle
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.prefix import prompt_ids, runs_whole
+from rewardserve.bundle.runtime import MAX_WHOLE_VS_SPLIT, OPENVINO_RESPONSE_BUCKET
 from rewardserve.data.hh import prompt_turns
 from rewardserve.scoring.shared_prompts import KEPT_SEQUENCES
 from rewardserve.service import Settings
@@ -251,6 +253,52 @@ def test_interleaved_one_sample_requests_share_their_prompts(trained_decoder_bun
     within_the_gate([served[i] for i in range(len(samples))], whole, export_noise(precision))
     split, distinct = kept_prompts(trained_decoder_bundle, samples)
     assert hits >= split - 2 * distinct  # at most two of a prompt's responses ran before it was kept
+
+
+@pytest.mark.parametrize("precision", OPENVINO)
+def test_a_lone_prompt_runs_whole_only_where_export_measured_it_as_its_siblings_read_it(
+    trained_decoder_bundle, precision, groups, caplog
+):
+    """A GRPO group sent one sample a request, the first alone: its prompt is nobody else's yet.
+    Where export measured a reward after its prompt within 1e-3 of the whole sequence's, with
+    responses padded as served, that first sample runs whole (batched with other lone prompts'
+    sequences, as with prompt reuse off) and its siblings read the prompt's keys and values off
+    that call; elsewhere it runs as its prompt, then its response. Either way every sample gets
+    the reward it gets after its prompt, within 1e-3, whichever arrived first."""
+    judged = load_bundle(trained_decoder_bundle).prefix.at(precision)
+    expected = BundleRuntime(trained_decoder_bundle, precision=precision, prefix_reuse=True)
+    assert judged.response_bucket == expected.response_bucket == OPENVINO_RESPONSE_BUCKET
+    assert expected.splits_every_prompt == (judged.max_abs_diff_whole > MAX_WHOLE_VS_SPLIT)
+    samples = [(prompt, r) for prompt, responses in groups for r in responses]
+    sequences = expected.encoder.encode([p for p, _ in samples], [r for _, r in samples])
+    after = expected.prefix.score_sequences(sequences).rewards  # every sample after its prompt
+    served = []
+    log = caplog.at_level(logging.INFO, logger="rewardserve")
+    with log, serve(trained_decoder_bundle, precision=precision) as server:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            for prompt, responses in groups:
+                items = [{"messages": [*prompt, {"role": "assistant", "content": r}]} for r in responses]
+                served += client.post("/score", json={"items": items[:1]}).json()["rewards"]
+                served += client.post("/score", json={"items": items[1:]}).json()["rewards"]
+        prompts = server.metric("rewardserve_prefix_prompts_total")
+        hits = server.metric("rewardserve_prefix_hits_total")
+    lone = "lone prompts: each run as its prompt" if expected.splits_every_prompt else "lone prompts: run whole"
+    assert lone in caplog.text
+    assert np.abs(np.array(served) - after).max() <= MAX_WHOLE_VS_SPLIT
+    split, distinct = kept_prompts(trained_decoder_bundle, samples)
+    assert prompts == distinct and hits == split - distinct  # each prompt ran once, with its first sample
+
+
+def test_lone_prompts_split_where_export_measured_responses_padded_otherwise_and_the_reason_says_so(
+    trained_decoder_bundle, monkeypatch
+):
+    monkeypatch.setattr(runtime_module, "OPENVINO_RESPONSE_BUCKET", 2 * OPENVINO_RESPONSE_BUCKET)
+    served = BundleRuntime(trained_decoder_bundle, precision="bf16", prefix_reuse=True)
+    assert served.splits_every_prompt
+    assert served.lone_prompts_split == (
+        f"export measured bf16 after a prompt with responses padded to {OPENVINO_RESPONSE_BUCKET} tokens, "
+        f"not {2 * OPENVINO_RESPONSE_BUCKET} (export it again)"
+    )
 
 
 @pytest.mark.parametrize("precision", OPENVINO)

@@ -56,13 +56,18 @@ class PromptEngine:
         return Scores(np.array([s.ids.sum() for s in sequences], dtype=np.float32)), states
 
 
-def shared(metrics=None, max_bytes=10**6, ttl=60.0, clock=None, min_tokens=16) -> SharedPrompts:
+def shared(metrics=None, max_bytes=10**6, ttl=60.0, clock=None, min_tokens=16, response_bucket=1) -> SharedPrompts:
     kwargs = {"clock": clock} if clock else {}
+    kwargs["response_bucket"] = response_bucket
     return SharedPrompts(min_tokens, max_bytes, ttl, BYTES_PER_TOKEN, metrics, **kwargs)
 
 
-async def run_with(engine, prompts: SharedPrompts, work, max_batch_size=8, max_batch_tokens=10_000, metrics=None):
-    batcher = MicroBatcher(engine, max_batch_size, max_batch_tokens, metrics, shared_prompts=prompts)
+async def run_with(
+    engine, prompts: SharedPrompts, work, max_batch_size=8, max_batch_tokens=10_000, metrics=None, length_bucket=1
+):
+    batcher = MicroBatcher(
+        engine, max_batch_size, max_batch_tokens, metrics, shared_prompts=prompts, length_bucket=length_bucket
+    )
     batcher.start()
     try:
         return await work(batcher)
@@ -131,6 +136,20 @@ def test_lone_prompts_run_whole_batched_with_other_whole_sequences_and_are_kept(
     assert first.scores.rewards.tolist() == [7 * 40 + 5, 8 * 40 + 6, 9 * 4 + 6]
     assert again.scores.rewards.tolist() == [8 * 40 + 9]
     assert sample(metrics, "rewardserve_prefix_prompts_total") == 2
+
+
+def test_responses_after_a_prompt_batch_by_their_own_bucket_and_whole_sequences_by_the_length_bucket():
+    """Under OpenVINO, responses are padded to a multiple of 32 (where their rewards are the whole
+    sequences'), whole sequences to 16: each call holds one bucket of its own kind."""
+    engine = PromptEngine()
+
+    async def work(batcher):
+        return await batcher.score([seq(7, 40, 5), seq(7, 40, 20), seq(7, 40, 40), seq(8, 3, 10), seq(9, 3, 20)])
+
+    asyncio.run(run_with(engine, shared(response_bucket=32), work, length_bucket=16))
+    assert sorted(engine.calls, key=str) == sorted(
+        [("ran", 40, [5, 20]), ("kept", 40, [40]), ("whole", [13]), ("whole", [23])], key=str
+    )
 
 
 def test_the_token_budget_counts_the_prompt_only_when_it_must_run():

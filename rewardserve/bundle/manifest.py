@@ -123,6 +123,11 @@ class PrefixVariant(BaseModel):
         description="Max |reward after the prompt's keys and values - the same sequence's reward run whole|, in "
         "this precision, over the held-out sequences of the gate."
     )
+    response_bucket: int | None = Field(
+        None,
+        description="The multiple each response was padded to after its prompt when max_abs_diff_whole was measured "
+        "(the runtime's response_bucket). None: 16, in bundles exported before it was recorded.",
+    )
     refused: str | None = None
 
 

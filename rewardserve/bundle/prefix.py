@@ -41,6 +41,7 @@ class PrefixGraphSession(Protocol):
     session: Any  # onnxruntime.InferenceSession or OpenVinoSession
     empty_past: EmptyPast | None  # what the graph reads beside a batch scored whole
     length_bucket: int  # the padding rule (SequenceEncoder.pad's multiple)
+    response_bucket: int  # the same for responses read after a prompt
     splits_every_prompt: bool  # whether a lone prompt's sequence is split too (see score_whole)
 
 
@@ -154,7 +155,8 @@ class PrefixRunner:
         `multiple`: the padding rule (SequenceEncoder.pad).
 
         Where the engine's kernels round a sequence run whole differently from the same sequence
-        run after its prompt (`splits_every_prompt`: OpenVINO's bf16 and w8a8), a kept row is
+        run after its prompt (`splits_every_prompt`: OpenVINO's bf16 and w8a8, unless export
+        measured the two alike), a kept row is
         scored after its prompt instead, so that its reward is the one its siblings' path gives:
         the first sample of a GRPO group sent one a request, and the rest, read alike."""
         if self.runner.splits_every_prompt and any(keep):
@@ -179,20 +181,25 @@ class PrefixRunner:
     def _split_kept(
         self, sequences: Sequence[EncodedSequence], keep: Sequence[bool], multiple: int
     ) -> tuple[Scores, list[PromptStates | None]]:
-        """score_whole's answer with every kept row run as its prompt, then its response after it."""
+        """score_whole's answer with every kept row run as its prompt, then its response after it
+        (`multiple` pads the rest, run whole)."""
         whole = [i for i, wanted in enumerate(keep) if not wanted]
         parts = [self.score_whole([sequences[i] for i in whole], [False] * len(whole), multiple)[0]] if whole else []
         kept: list[PromptStates | None] = [None] * len(sequences)
         split = [i for i, wanted in enumerate(keep) if wanted]
         for i in split:
             kept[i] = states = self.prompt_states(prompt_ids(sequences[i]))
-            parts.append(self.score_responses(states, [sequences[i].ids[states.length :]], multiple))
+            parts.append(self.score_responses(states, [sequences[i].ids[states.length :]]))
         return Scores.concatenate(parts).take(np.argsort(whole + split, kind="stable")), kept
 
-    def score_responses(self, states: PromptStates, responses: Sequence[np.ndarray], multiple: int = 1) -> Scores:
+    def score_responses(
+        self, states: PromptStates, responses: Sequence[np.ndarray], multiple: int | None = None
+    ) -> Scores:
         """Every output of `responses` (the token ids after one prompt), each read after `states`:
-        in one call, right-padded, the prompt's keys and values fed once where the engine
+        in one call, right-padded to a multiple of `multiple` (default: the runner's
+        response_bucket, as served), the prompt's keys and values fed once where the engine
         broadcasts them to the rows, else one copy a row."""
+        multiple = multiple or self.runner.response_bucket
         rows = len(responses)
         copies = 1 if self.broadcasts else rows
         feeds = {
@@ -219,7 +226,7 @@ class PrefixRunner:
         for index, sequence in enumerate(sequences):
             if not splittable(sequence):
                 raise ValueError(f"sequence {index} has no prompt or no response to score apart")
-        multiple = self.runner.length_bucket  # as the server pads responses (SequenceEncoder.pad)
+        multiple = self.runner.response_bucket  # as the server pads responses (SequenceEncoder.pad)
         parts, order = [], []
         for indices in by_prompt(sequences, range(len(sequences))):
             states = self.prompt_states(prompt_ids(sequences[indices[0]]))

@@ -21,6 +21,14 @@ from rewardserve.bundle.sessions import CUDA, open_session, providers_for
 # moved by up to 1.6e-3 between alone and in a batch of 40); padded to a multiple of 16 within its
 # own bucket, it moves by 0 (benchmarks/batch_invariance.py). fp32 moves by ~1e-7 without it.
 OPENVINO_LENGTH_BUCKET = 16
+# A response read after its prompt's keys and values is padded to a multiple of this under
+# OpenVINO: on the 0.6B Qwen3 shape at w8a8, 0 of 48 such rewards then differed from the whole
+# sequence's, bit for bit, against 1 of 48 (by 1.4e-3) at 16 (benchmarks/lone_prompt_paths.py).
+# Export measures it on each bundle's held-out sequences (PrefixVariant.max_abs_diff_whole).
+OPENVINO_RESPONSE_BUCKET = 32
+# How far a reward may move between its sequence run whole and run after its prompt for a lone
+# prompt to run whole: the bar a reward's batch-mates may move it by (tests/test_openvino_rewards.py).
+MAX_WHOLE_VS_SPLIT = 1e-3
 
 
 class GraphRunner:
@@ -69,13 +77,21 @@ class GraphRunner:
         return OPENVINO_LENGTH_BUCKET if self.precision in OPENVINO_PRECISIONS else 1
 
     @property
+    def response_bucket(self) -> int:
+        """Pad responses read after a prompt's keys and values to a multiple of this (and batch
+        them only with responses of the same multiple): under OpenVINO, the multiple at which a
+        response's reward is its whole sequence's."""
+        return OPENVINO_RESPONSE_BUCKET if self.precision in OPENVINO_PRECISIONS else 1
+
+    @property
     def splits_every_prompt(self) -> bool:
         """Whether a decoder's sequence is always scored after its prompt's keys and values, even
-        where no other sequence shares the prompt. OpenVINO's kernels round a sequence run whole
-        differently from the same sequence run after its prompt (on the Qwen3-0.6B shape, the
-        first sample of a GRPO group sent one a request moved by up to 6.0e-3 at w8a8, 2.0e-3 at
-        bf16), so there one path serves every sequence; at fp32 the two agree to ~1e-7 and a lone
-        prompt runs whole, in one batched call."""
+        where no other sequence shares the prompt. OpenVINO's kernels may round a sequence run
+        whole differently from the same sequence run after its prompt (on the Qwen3-0.6B shape
+        with responses padded to 16 tokens, the first sample of a GRPO group sent one a request
+        moved by up to 6.0e-3 at w8a8 with attention in int8, 2.0e-3 at bf16), so there one
+        path serves every sequence unless export measured the two alike (BundleRuntime); at fp32
+        they agree to ~1e-7 and a lone prompt runs whole, in one batched call."""
         return self.precision in OPENVINO_PRECISIONS
 
     def _open(self) -> ort.InferenceSession | OpenVinoSession:
@@ -143,6 +159,32 @@ class BundleRuntime(GraphRunner):
         )
         # Responses after a prompt's keys and values, on the same session.
         self.prefix: PrefixRunner | None = PrefixRunner(self) if self.prefix_refused is None else None
+        self.lone_prompts_split = self._why_lone_prompts_split() if self.prefix is not None else None
+
+    @property
+    def splits_every_prompt(self) -> bool:
+        """GraphRunner's, where export did not measure a sequence's reward after its prompt to be
+        its whole one within MAX_WHOLE_VS_SPLIT at this precision and response padding
+        (`lone_prompts_split` says why); there a lone prompt runs whole, batched with others."""
+        return self.lone_prompts_split is not None
+
+    def _why_lone_prompts_split(self) -> str | None:
+        precision = self.choice.precision
+        if precision not in OPENVINO_PRECISIONS:
+            return None
+        judged = self.manifest.prefix.at(precision)
+        if judged.response_bucket != self.response_bucket:
+            return (
+                f"export measured {precision} after a prompt with responses padded to "
+                f"{judged.response_bucket or OPENVINO_LENGTH_BUCKET} tokens, not {self.response_bucket} "
+                "(export it again)"
+            )
+        if judged.max_abs_diff_whole > MAX_WHOLE_VS_SPLIT:
+            return (
+                f"at {precision} a reward after its prompt differed from its whole sequence's by "
+                f"{judged.max_abs_diff_whole:.2g} at export, over {MAX_WHOLE_VS_SPLIT:g}"
+            )
+        return None
 
     def _prefix_file(self) -> str:
         """The prefix graph at the chosen precision: onnxruntime's fused one at fp32; at bf16 or

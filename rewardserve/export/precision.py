@@ -372,6 +372,7 @@ def judged_prefix(
         passed=refused is None,
         agreement=gate,
         max_abs_diff_whole=float(np.abs(after - whole).max(initial=0.0)),
+        response_bucket=runner.response_bucket,
         refused=refused,
     )
     return prefix.model_copy(update={precision: variant})

@@ -240,10 +240,11 @@ class MicroBatcher:
         # A lone entry runs whole: its prompt's tokens are computed too.
         length = (lambda e: e.length) if prompt is not None else (lambda e: len(e.sequence))
         lengths = np.fromiter((length(self._queue[i]) for i in members), dtype=np.int64, count=len(members))
-        if self._length_bucket > 1:  # only the oldest entry's bucket, each padded to the bucket's end
-            buckets = -(-lengths // self._length_bucket)
+        bucket = self._length_bucket if prompt is None else self._prompts.response_bucket
+        if bucket > 1:  # only the oldest entry's bucket, each padded to the bucket's end
+            buckets = -(-lengths // bucket)
             same = buckets == buckets[0]  # members[0] is the oldest entry
-            members, lengths = members[same], buckets[same] * self._length_bucket
+            members, lengths = members[same], buckets[same] * bucket
         by_length = np.argsort(lengths, kind="stable")  # equal lengths stay in arrival order
         anchor = int(np.flatnonzero(by_length == 0)[0])  # the oldest entry
         rows, tokens = self._max_batch_size, self._max_batch_tokens

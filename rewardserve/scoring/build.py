@@ -179,8 +179,14 @@ def shared_prompts(settings: PipelineSettings, runtime: BundleRuntime, metrics: 
         budget // 2**20,
         sized,
     )
-    row_bytes = runtime.prefix.row_bytes_per_token
-    return SharedPrompts(settings.prefix_min_tokens, budget, settings.prefix_cache_seconds, row_bytes, metrics)
+    if runtime.lone_prompts_split is None:
+        logger.info("lone prompts: run whole, batched (their prompts kept from the same call)")
+    else:
+        logger.info("lone prompts: each run as its prompt, then its response: %s", runtime.lone_prompts_split)
+    row_bytes, bucket = runtime.prefix.row_bytes_per_token, runtime.response_bucket
+    return SharedPrompts(
+        settings.prefix_min_tokens, budget, settings.prefix_cache_seconds, row_bytes, metrics, response_bucket=bucket
+    )
 
 
 def resident_mib() -> int:

@@ -117,7 +117,7 @@ class BundleEngine:
         def run() -> Scores:
             nonlocal states
             states = states or prefix.prompt_states(prompt_ids(sequences[0]))
-            return prefix.score_responses(states, [s.ids[states.length :] for s in sequences], self.length_bucket)
+            return prefix.score_responses(states, [s.ids[states.length :] for s in sequences])
 
         scores = self._guarded(len(sequences), run)
         return scores, states

@@ -55,8 +55,12 @@ class SharedPrompts:
         row_bytes_per_token: int,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        response_bucket: int = 1,
     ) -> None:
         self.min_prompt_tokens = min_prompt_tokens
+        # Responses after a prompt are padded to a multiple of this (PrefixRunner), and batched
+        # only with responses of the same multiple.
+        self.response_bucket = response_bucket
         self.max_bytes = max_bytes
         self.ttl_seconds = ttl_seconds
         self.row_bytes_per_token = row_bytes_per_token
