@@ -1,6 +1,8 @@
-"""Which of OpenVINO's shapes change a decoder's rewards bit for bit, and what batching lone
-prompts would gain: why, at bf16 and w8a8, a prompt no other sequence shares still runs as its
-own prompt call and response call (one path for every sequence, bundle/prefix.py).
+"""Which of OpenVINO's shapes change a decoder's rewards bit for bit, and what running lone
+prompts whole gains: what the rule that a prompt no other sequence shares runs whole at bf16 and
+w8a8 where export measured its responses' rewards after it equal to whole rests on (responses
+padded to OPENVINO_RESPONSE_BUCKET; BundleRuntime.splits_every_prompt), and the way it replaced
+(each lone prompt as its own prompt call and response call).
 
     python benchmarks/lone_prompt_paths.py --bundle models/real-size/qwen3-0.6b/bundle-auto-2048   # ~8 min
 
@@ -11,9 +13,11 @@ prompts of about 80 to 1,300 tokens, 3 responses each (prefix_served.py's groups
 2. whole sequences padded to their bucket against padded to a multiple of 64, and to 128
    tokens more: rewards that differ;
 3. each response after its prompt's keys and values, the response padded to a multiple of 16
-   (as served), 32 or 64, against the whole sequence: rewards that differ, and the largest gap;
-4. 8 lone items of 480 tokens, prompts of 100 to 400: in one whole call; as served, each item's
-   prompt call and then its response call; and the prompts in one call, then each response.
+   (the whole sequences' bucket), 32 (as served) or 64, against the whole sequence: rewards that
+   differ, and the largest gap;
+4. 8 lone items of 480 tokens, prompts of 100 to 400: in one whole call (as served where lone
+   prompts run whole); each item's prompt call and then its response call (as served where they
+   do not); and the prompts in one call, then each response.
 """
 
 from __future__ import annotations
@@ -65,10 +69,14 @@ def invariance(runtime: BundleRuntime, groups: list[list[EncodedSequence]]) -> N
         other = np.array([runtime.score(runtime.encoder.pad([s], width(s))).rewards[0] for s in sequences])
         print(f"2. {len(sequences)} whole sequences padded to {label}: {int((other != whole).sum())} rewards differ")
 
+    # Each sequence's own prompt: a response long enough to cut its conversation keeps a shorter one.
+    states = {prompt_ids(s).tobytes(): None for s in sequences}
+    states = {key: prefix.prompt_states(np.frombuffer(key, np.int64)) for key in states}
     for multiple in (bucket, 32, 64):
         split = []
-        for group, states in zip(groups, alone, strict=True):
-            split += [prefix.score_responses(states, [s.ids[states.length :]], multiple).rewards[0] for s in group]
+        for s in sequences:
+            kept = states[prompt_ids(s).tobytes()]
+            split.append(prefix.score_responses(kept, [s.ids[kept.length :]], multiple).rewards[0])
         gaps = np.abs(np.array(split) - whole)
         print(
             f"3. responses after their prompt, padded to a multiple of {multiple}: {int((gaps > 0).sum())} of "
@@ -93,20 +101,24 @@ def batching(runtime: BundleRuntime, items: list[EncodedSequence], rounds: int) 
     prefix, bucket = runtime.prefix, runtime.length_bucket
     names = prefix.runner.outputs.graph_outputs()
 
-    def whole() -> None:
-        prefix.runner.session.run(names, prefix.whole(runtime.encoder.pad(items, bucket).arrays))
+    def whole() -> None:  # every row's keys and values answered too, as the server keeps lone prompts'
+        prefix.runner.session.run(names + prefix.present_names, prefix.whole(runtime.encoder.pad(items, bucket).arrays))
 
-    def served() -> None:
+    def split() -> None:
         for item in items:
             states = prefix.prompt_states(prompt_ids(item))
-            prefix.score_responses(states, [item.ids[states.length :]], bucket)
+            prefix.score_responses(states, [item.ids[states.length :]])
 
     def prompts_batched() -> None:
         states = prompt_states_in_one_call(runtime, [prompt_ids(item) for item in items])
         for item, kept in zip(items, states, strict=True):
-            prefix.score_responses(kept, [item.ids[kept.length :]], bucket)
+            prefix.score_responses(kept, [item.ids[kept.length :]])
 
-    ways = {"one whole call": whole, "as served": served, "prompts in one call": prompts_batched}
+    ways = {
+        "one whole call": whole,
+        "a prompt call and a response call each": split,
+        "prompts in one call": prompts_batched,
+    }
     seconds: dict[str, list[float]] = {name: [] for name in ways}
     for number in range(rounds + 1):  # the first warms up
         for name, way in ways.items():
