@@ -29,7 +29,8 @@ from live import free_port, running
 
 import rewardserve.bundle.runtime as runtime_module
 from rewardserve.bench.process import rewardserve_process
-from rewardserve.bundle import BundleRuntime, load_bundle
+from rewardserve.bundle import BundleRuntime, load_bundle, save_bundle
+from rewardserve.bundle.manifest import MANIFEST_FILE
 from rewardserve.bundle.offline import score_sequences
 from rewardserve.bundle.openvino_session import OpenVinoSession
 from rewardserve.bundle.prefix import prompt_ids, runs_whole
@@ -287,6 +288,37 @@ def test_a_lone_prompt_runs_whole_only_where_export_measured_it_as_its_siblings_
     assert np.abs(np.array(served) - after).max() <= MAX_WHOLE_VS_SPLIT
     split, distinct = kept_prompts(trained_decoder_bundle, samples)
     assert prompts == distinct and hits == split - distinct  # each prompt ran once, with its first sample
+
+
+def judged_otherwise(bundle, directory, **measured):
+    """`bundle`'s files (hard links) in `directory`, its manifest's bf16 prefix judgement updated
+    with `measured`."""
+    directory.mkdir()
+    for path in bundle.iterdir():
+        if path.name != MANIFEST_FILE:
+            (directory / path.name).hardlink_to(path)
+    manifest = load_bundle(bundle)
+    prefix = manifest.prefix.model_copy(update={"bf16": manifest.prefix.bf16.model_copy(update=measured)})
+    save_bundle(directory, manifest.model_copy(update={"prefix": prefix}))
+    return directory
+
+
+def test_lone_prompts_split_where_export_measured_a_reward_after_its_prompt_over_1e_3_from_whole(
+    trained_decoder_bundle, tmp_path
+):
+    """As on the 0.6B shape, whose w8a8 export measured 0.011."""
+    copy = judged_otherwise(trained_decoder_bundle, tmp_path / "bundle", max_abs_diff_whole=0.011)
+    served = BundleRuntime(copy, precision="bf16", prefix_reuse=True)
+    assert served.splits_every_prompt
+    assert served.lone_prompts_split == (
+        "at bf16 a reward after its prompt differed from its whole sequence's by 0.011 at export, over 0.001"
+    )
+
+
+def test_a_bundle_from_before_the_padding_was_recorded_was_measured_at_16_tokens(trained_decoder_bundle, tmp_path):
+    copy = judged_otherwise(trained_decoder_bundle, tmp_path / "bundle", response_bucket=None)
+    assert load_bundle(copy).prefix.bf16.max_abs_diff_whole <= MAX_WHOLE_VS_SPLIT
+    assert not BundleRuntime(copy, precision="bf16", prefix_reuse=True).splits_every_prompt
 
 
 def test_lone_prompts_split_where_export_measured_responses_padded_otherwise_and_the_reason_says_so(
