@@ -156,9 +156,9 @@ class PrefixRunner:
 
         Where the engine's kernels round a sequence run whole differently from the same sequence
         run after its prompt (`splits_every_prompt`: OpenVINO's bf16 and w8a8, unless export
-        measured the two alike), a kept row is
-        scored after its prompt instead, so that its reward is the one its siblings' path gives:
-        the first sample of a GRPO group sent one a request, and the rest, read alike."""
+        measured the two alike), a kept row is scored after its prompt instead, so that its
+        reward is the one its siblings' path gives: the first sample of a GRPO group sent one a
+        request, and the rest, read alike."""
         if self.runner.splits_every_prompt and any(keep):
             return self._split_kept(sequences, keep, multiple)
         batch = self.runner.encoder.pad(sequences, multiple)
