@@ -139,8 +139,8 @@ def test_lone_prompts_run_whole_batched_with_other_whole_sequences_and_are_kept(
 
 
 def test_responses_after_a_prompt_batch_by_their_own_bucket_and_whole_sequences_by_the_length_bucket():
-    """Under OpenVINO, responses are padded to a multiple of their own (where their rewards are the
-    whole sequences'), whole sequences to 16: each call holds one bucket of its own kind."""
+    """Responses after a prompt are padded to the engine's response bucket, whole sequences to the
+    length bucket; the two may differ, and each call holds one bucket of its own kind."""
     engine = PromptEngine()
 
     async def work(batcher):
