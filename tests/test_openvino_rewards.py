@@ -5,12 +5,13 @@ not depend on its batch-mates, and prompt reuse runs at both too.
   rewards are continuous numbers, not bf16 ones, and a reward moves with its batch-mates by at
   most 1e-3, served with `make serve`'s defaults and the duplicate cache off;
 - a decoder's portable prefix graph (standard-operator attention over past keys and values) is
-  checked against PyTorch at export and gated at bf16; `auto` then serves bf16 with prompt reuse,
-  and a response read after its prompt's keys and values gets the reward bf16 gives it whole;
+  checked against PyTorch at export and gated at bf16; bf16 is then served with prompt reuse, and
+  a response read after its prompt's keys and values gets the reward bf16 gives it whole;
 - w8a8 (int8 weights and calibrated int8 activations, from the same portable graph) passes the real
   gate on the trained decoder, calibrated on held-out examples its gate does not read, and is
-  served by name with the same guarantees (`auto` passes over it there: on a model this small it
-  is slower than bf16, which export measured and the start log says).
+  served by name with the same guarantees. `auto` takes it only where export measured it faster
+  than bf16, and the start log says which: on a model this small the two are close, and the
+  measurement goes either way from machine to machine.
 
 On the tiny BERT (every gate passed by fiat: its near-tied rewards cannot be judged) and on a
 small Qwen3-shaped chat RM trained here on HH, through the real gates."""
@@ -120,22 +121,22 @@ def test_a_served_reward_moves_with_its_batch_mates_by_at_most_1e_3(bundle, prec
 # ---------------------------------------------------------------- bf16 and prompt reuse together
 
 
-def test_on_a_trained_decoder_the_bf16_prefix_path_passes_its_gate_and_auto_serves_it(trained_decoder_bundle):
+def test_on_a_trained_decoder_the_bf16_prefix_path_passes_its_gate_and_is_served(trained_decoder_bundle):
     manifest = load_bundle(trained_decoder_bundle)
     prefix = manifest.prefix
     assert prefix is not None and prefix.portable_file in manifest.files
     assert prefix.portable_max_abs_diff <= 1e-4  # against PyTorch, at fp32
     assert prefix.bf16 is not None and prefix.bf16.passed
     assert prefix.bf16.agreement.pairs == manifest.variants["bf16"].agreement.pairs
-    runtime = BundleRuntime(trained_decoder_bundle, prefix_reuse=True)
-    assert runtime.choice.precision == "bf16" and runtime.prefix is not None
+    runtime = BundleRuntime(trained_decoder_bundle, precision="bf16", prefix_reuse=True)
+    assert runtime.prefix is not None
     assert runtime.graph.name == manifest.variants["bf16"].file == "model.bf16.xml"  # one graph for both paths
 
 
 def test_at_bf16_a_prompts_keys_and_values_are_kept_in_bf16_at_half_the_bytes(trained_decoder_bundle, groups):
-    bf16 = BundleRuntime(trained_decoder_bundle, prefix_reuse=True)
+    bf16 = BundleRuntime(trained_decoder_bundle, precision="bf16", prefix_reuse=True)
     fp32 = BundleRuntime(trained_decoder_bundle, precision="fp32", prefix_reuse=True)
-    assert bf16.choice.precision == "bf16" and bf16.prefix is not None and fp32.prefix is not None
+    assert bf16.prefix is not None and fp32.prefix is not None
     prompt, responses = groups[0]
     (sequence,) = bf16.encoder.encode([prompt], responses[:1])
     ids = sequence.ids[: sequence.response_start]

@@ -166,8 +166,9 @@ def test_a_decoder_runs_bf16_from_its_portable_prefix_graph_with_fp16_weights(tr
     assert {"model.onnx", "model.onnx.data", "model.prefix.portable.onnx", "model.bf16.bin"} <= set(manifest.files)
     data = {name: (trained_decoder_bundle / name).stat().st_size for name in ("model.onnx.data", "model.bf16.bin")}
     assert 0.4 < data["model.bf16.bin"] / data["model.onnx.data"] < 0.6
-    bf16, fp32 = BundleRuntime(trained_decoder_bundle), BundleRuntime(trained_decoder_bundle, precision="fp32")
-    assert bf16.choice.precision == "bf16" and isinstance(bf16.session, OpenVinoSession)
+    bf16 = BundleRuntime(trained_decoder_bundle, precision="bf16")
+    fp32 = BundleRuntime(trained_decoder_bundle, precision="fp32")
+    assert isinstance(bf16.session, OpenVinoSession)
     prompts, responses = zip(*decoder_parity_pairs(heldout_pairs)[:32], strict=True)
     expected = rewards_of(fp32, prompts, responses)
     scored = rewards_of(bf16, prompts, responses)
