@@ -291,17 +291,21 @@ def test_a_lone_prompt_runs_whole_only_where_export_measured_it_as_its_siblings_
     assert prompts == distinct and hits == split - distinct  # each prompt ran once, with its first sample
 
 
-def judged_otherwise(bundle, directory, **measured):
-    """`bundle`'s files (hard links) in `directory`, its manifest's bf16 prefix judgement updated
-    with `measured`."""
+def with_manifest(bundle, directory, manifest):
+    """`bundle`'s files (hard links) in `directory`, with `manifest` in place of its own."""
     directory.mkdir()
     for path in bundle.iterdir():
         if path.name != MANIFEST_FILE:
             (directory / path.name).hardlink_to(path)
+    save_bundle(directory, manifest)
+    return directory
+
+
+def judged_otherwise(bundle, directory, **measured):
+    """`bundle`'s files in `directory`, its manifest's bf16 prefix judgement updated with `measured`."""
     manifest = load_bundle(bundle)
     prefix = manifest.prefix.model_copy(update={"bf16": manifest.prefix.bf16.model_copy(update=measured)})
-    save_bundle(directory, manifest.model_copy(update={"prefix": prefix}))
-    return directory
+    return with_manifest(bundle, directory, manifest.model_copy(update={"prefix": prefix}))
 
 
 def test_lone_prompts_split_where_export_measured_a_reward_after_its_prompt_over_1e_3_from_whole(
@@ -450,6 +454,22 @@ def test_auto_serves_w8a8_only_where_export_measured_it_faster_and_says_why_not(
     else:  # the tiny model: the quantization steps cost more than its int8 products save
         assert choice.precision == "bf16"
         assert f"not w8a8: {variants['w8a8'].auto_passes_over}" in choice.reason
+
+
+@needs_int8
+def test_auto_says_when_its_w8a8_speed_check_ran_on_another_machine(trained_decoder_bundle, tmp_path):
+    """A bundle exported on one CPU and served on another: the start log's engine line says whose
+    timing `auto` followed, so that an operator can compare with PRECISION set."""
+    assert "export timed" not in BundleRuntime(trained_decoder_bundle).choice.reason  # exported here
+    manifest = load_bundle(trained_decoder_bundle)
+    elsewhere = manifest.variants["w8a8"].model_copy(update={"measured_on": "Another CPU (amx_int8)"})
+    moved = manifest.model_copy(update={"variants": manifest.variants | {"w8a8": elsewhere}})
+    copy = with_manifest(trained_decoder_bundle, tmp_path / "bundle", moved)
+    choice = BundleRuntime(copy).choice
+    assert choice.precision == BundleRuntime(trained_decoder_bundle).choice.precision  # the same choice
+    assert choice.reason.endswith(
+        "; export timed w8a8 against the others on Another CPU (amx_int8), not on this machine (PRECISION overrides)"
+    )
 
 
 @needs_int8

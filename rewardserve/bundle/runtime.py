@@ -144,6 +144,8 @@ class BundleRuntime(GraphRunner):
         self.manifest = manifest or load_bundle(directory)
         self.machine = machine or Machine.this()
         self.choice: EngineChoice = choose(precision, self.manifest.offered(auto=precision == "auto"), self.machine)
+        if precision == "auto" and (elsewhere := self._timed_elsewhere()):
+            self.choice = EngineChoice(self.choice.precision, f"{self.choice.reason}; {elsewhere}")
         encoder = SequenceEncoder.from_file(directory / self.manifest.tokenizer_file, self.manifest.input_format)
         self.prefix_refused = self._why_no_prefix() if prefix_reuse else "switched off (PREFIX_REUSE=0)"
         if self.prefix_refused is None:
@@ -161,6 +163,14 @@ class BundleRuntime(GraphRunner):
         # Responses after a prompt's keys and values, on the same session.
         self.prefix: PrefixRunner | None = PrefixRunner(self) if self.prefix_refused is None else None
         self.lone_prompts_split = self._why_lone_prompts_split() if self.prefix is not None else None
+
+    def _timed_elsewhere(self) -> str | None:
+        """Where `auto`'s choice rests on a speed check of another machine: export times w8a8
+        against the variants before it, and `auto` serves it only where it ran faster there."""
+        w8a8, here = self.manifest.variants.get("w8a8"), self.machine.describe()
+        if w8a8 is None or not w8a8.passed or w8a8.measured_on == here:
+            return None
+        return f"export timed w8a8 against the others on {w8a8.measured_on}, not on this machine (PRECISION overrides)"
 
     @property
     def splits_every_prompt(self) -> bool:
