@@ -37,6 +37,7 @@ import torch
 from decoder_engines import gemm_peak, heldout_sequences, sequence_flops
 from real_size_export import SHAPES, build
 
+from rewardserve.bench.timing import median_seconds
 from rewardserve.bundle import SequenceEncoder
 from rewardserve.bundle.batches import token_batches
 from rewardserve.bundle.cpus import available_cpus
@@ -48,16 +49,6 @@ from rewardserve.export.openvino_ir import write_bf16_graph
 from rewardserve.export.source import load_source
 
 PEAK_SIZE = 4096
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def torch_gemm(m: int, k: int, n: int) -> float:

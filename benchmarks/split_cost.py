@@ -20,13 +20,12 @@ Sequences/s, the median of 3 passes over the same items (kernels compiled in the
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from rewardserve.bench.timing import median_seconds
 from rewardserve.bench.workload import hh_items
 from rewardserve.bundle import BundleRuntime, EncodedSequence
 from rewardserve.bundle.prefix import PrefixRunner, prompt_ids
@@ -38,13 +37,7 @@ ITEMS = 16
 
 def rate(count: int, run: Callable[[], object], passes: int = 3) -> float:
     """Sequences/s of `run`, the median of `passes` after one that compiles the kernels."""
-    run()
-    seconds = []
-    for _ in range(passes):
-        started = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - started)
-    return count / statistics.median(seconds)
+    return count / median_seconds(run, passes)
 
 
 def whole(prefix: PrefixRunner, sequences: Sequence[EncodedSequence], per_call: int) -> Callable[[], None]:
