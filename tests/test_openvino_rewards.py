@@ -460,13 +460,14 @@ def test_auto_serves_w8a8_only_where_export_measured_it_faster_and_says_why_not(
 def test_auto_says_when_its_w8a8_speed_check_ran_on_another_machine(trained_decoder_bundle, tmp_path):
     """A bundle exported on one CPU and served on another: the start log's engine line says whose
     timing `auto` followed, so that an operator can compare with PRECISION set."""
-    assert "export timed" not in BundleRuntime(trained_decoder_bundle).choice.reason  # exported here
+    here = BundleRuntime(trained_decoder_bundle).choice
+    assert "export timed" not in here.reason  # exported here
     manifest = load_bundle(trained_decoder_bundle)
     elsewhere = manifest.variants["w8a8"].model_copy(update={"measured_on": "Another CPU (amx_int8)"})
     moved = manifest.model_copy(update={"variants": manifest.variants | {"w8a8": elsewhere}})
     copy = with_manifest(trained_decoder_bundle, tmp_path / "bundle", moved)
     choice = BundleRuntime(copy).choice
-    assert choice.precision == BundleRuntime(trained_decoder_bundle).choice.precision  # the same choice
+    assert choice.precision == here.precision  # the same choice
     assert choice.reason.endswith(
         "; export timed w8a8 against the others on Another CPU (amx_int8), not on this machine (PRECISION overrides)"
     )
