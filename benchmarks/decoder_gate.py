@@ -20,9 +20,11 @@ calibrated on the last 32 held-out examples, which no precision's gate then read
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rewardserve.bundle.engine_choice import Machine
+from rewardserve.bundle.manifest import Agreement, Manifest
 from rewardserve.data.hh import default_data_files
 from rewardserve.data.preferences import load_preferences
 from rewardserve.export.onnx_export import export_bundle
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("../models/decoder-gate"))
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="also write each precision's figures here (vllm_figures.py reads it)")
     args = parser.parse_args()
 
     helpful_base = default_data_files()[:1]
@@ -65,12 +68,14 @@ def main() -> None:
     ]
     machine = Machine.this()
     precisions = ["int8", "int4"] + [p for p in ("bf16", "w8a8") if machine.cannot_run(p) is None]
+    figures = {}
     for precision in precisions:
         try:
             manifest = export_bundle(trained, args.work / f"bundle-{precision}", parity, heldout, precision=precision)
             gate, verdict = manifest.variants[precision].agreement, "ships"
         except PrecisionRefused as refused:
-            gate, verdict = refused.agreement, "refused"
+            manifest, gate, verdict = None, refused.agreement, "refused"
+        figures[precision] = variant_figures(precision, gate, manifest)
         lines.append(
             f"{precision}: {verdict}; orders {gate.decisions_matching:.2%} of {gate.pairs} held-out pairs as fp32 "
             f"does, accuracy {gate.accuracy:.4f} against fp32's {gate.accuracy_fp32:.4f}"
@@ -88,6 +93,24 @@ def main() -> None:
                 f"{after.response_bucket} tokens"
             )
     print("\n" + "\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine.describe(), "variants": figures}, indent=1))
+
+
+def variant_figures(precision: str, gate: Agreement, manifest: Manifest | None) -> dict:
+    """What vllm_figures.py lists of one precision: the gate's verdict and agreement, how far its
+    rewards moved from PyTorch fp32's (its parity) and after a prompt from whole (None: refused)."""
+    variant = manifest.variants[precision] if manifest is not None else None
+    parity = variant.parity if variant is not None else None
+    after = manifest.prefix.at(precision) if manifest is not None and manifest.prefix is not None else None
+    after_prompt = None if after is None else {"ships": after.passed, "max_abs_diff_whole": after.max_abs_diff_whole}
+    return {
+        "ships": manifest is not None,
+        "decisions_matching": gate.decisions_matching,
+        "pairs": gate.pairs,
+        "max_abs_diff": parity.max_abs_diff if parity is not None else None,
+        "after_prompt": after_prompt,
+    }
 
 
 if __name__ == "__main__":

@@ -15,10 +15,14 @@ itself, as docs/performance.md reports them), then one table gathers their ratio
 4. the default encoder bundle against vLLM bf16 (served_vs_vllm.py) at both load shapes;
 5. the decoder server's resident memory when ready and after a first /score, against its fp32
    weights (bundle_start.py), beside what steps 1 and 2 found after each load;
-6. with --optimum-python, the served decoder against optimum-intel in-process at bf16, int8
+6. the agreement gate on a decoder trained here (decoder_gate.py, --decoder-gate; trained on its
+   first run): each reduced precision's held-out decisions kept against its fp32 graph (the
+   target export's gate sets), beside how far its rewards moved from PyTorch fp32's and, for its
+   prefix graph, after a prompt from whole;
+7. with --optimum-python, the served decoder against optimum-intel in-process at bf16, int8
    weights and W8A8 (optimum_intel_peer.py): distinct pairs (what serving costs) and GRPO groups
    (what reading each prompt once gains);
-7. beside them, a group's responses after one copy of their prompt's keys and values against a
+8. beside them, a group's responses after one copy of their prompt's keys and values against a
    copy a row, at the engine (group_past.py).
 
 The decoder is the Qwen3-0.6B shape with random weights, exported at `auto` with the gate set
@@ -44,6 +48,7 @@ from decoder_engines import gemm_peak, sequence_flops
 from transformers import AutoConfig
 
 from rewardserve.bundle.cpus import available_cpus
+from rewardserve.bundle.engine_choice import AUTO_ORDER_CPU
 
 HERE = Path(__file__).parent
 TARGET_SPEED = 1.5  # every served ratio against vLLM bf16
@@ -51,6 +56,7 @@ TARGET_ENGINE = 0.65  # of the bf16 peak
 TARGET_MEMORY = 1.5  # resident after load, against the fp32 weights
 TARGET_SERVING = 0.9  # served distinct pairs against optimum-intel in-process
 TARGET_REUSE = 1.5  # served GRPO groups against optimum-intel in-process
+TARGET_AGREEMENT = 0.99  # the trained decoder's held-out decisions a variant keeps (export's gate)
 PEAK_SIZE = 4096
 
 
@@ -61,11 +67,12 @@ class Figure:
     target: float
     at_most: bool = False  # the target is a ceiling (memory), not a floor
 
-    def row(self, unit: str = "x") -> str:
+    def row(self, unit: str = "x", digits: int = 0) -> str:
+        """`digits`: of a percentage."""
         if self.value is None:
             return f"{self.name:<52}{'(failed)':>10}"
         met = self.value <= self.target if self.at_most else self.value >= self.target
-        shown = f"{self.value:.0%}" if unit == "%" else f"{self.value:.2f}{unit}"
+        shown = f"{self.value:.{digits}%}" if unit == "%" else f"{self.value:.2f}{unit}"
         bound = f"{self.target:.0%}" if unit == "%" else f"{self.target:.2f}{unit}"
         bound = ("<= " if self.at_most else ">= ") + bound
         return f"{self.name:<52}{shown:>10}   target {bound:<9}{'met' if met else 'NOT met':>8}"
@@ -136,6 +143,38 @@ def engines_against_the_peak(figures: dict | None, checkpoint: Path, peak: float
                 print(f"  {name:<40}{flops / 1e9:>8.0f} GFLOP/s {flops / peak:>6.0%} of the peak")
 
 
+def agreement_figures(figures: dict | None) -> list[Figure]:
+    """Each reduced precision of the trained decoder (decoder_gate.py): the held-out decisions it
+    keeps against its fp32 graph, the bar export's gate sets."""
+    if figures is None:
+        return [Figure("trained decoder, decisions kept", None, TARGET_AGREEMENT)]
+    return [
+        Figure(f"trained decoder, {precision}{verdict(precision, v)}, decisions kept", v["decisions_matching"],
+               TARGET_AGREEMENT)
+        for precision, v in figures["variants"].items()
+    ]  # fmt: skip
+
+
+def verdict(precision: str, variant: dict) -> str:
+    """Beside a variant's name: refused by the gate, or served only when asked for by name."""
+    if not variant["ships"]:
+        return " (refused)"
+    return "" if precision in AUTO_ORDER_CPU else " (by name only)"
+
+
+def print_rewards_moved(figures: dict | None) -> None:
+    """Beside the decisions kept: how far each shipping variant's rewards moved."""
+    if figures is None:
+        return
+    print(f"\nbeside them: the trained decoder's rewards, each variant that ships ({figures['machine']})")
+    for precision, variant in figures["variants"].items():
+        if variant["ships"]:
+            after = variant["after_prompt"]
+            also = "" if after is None else f"; after a prompt, from whole: {after['max_abs_diff_whole']:.2g}"
+            moved = "not measured" if variant["max_abs_diff"] is None else f"{variant['max_abs_diff']:.2g}"
+            print(f"  {precision:<6}max |reward - PyTorch fp32's| {moved}{also}")
+
+
 def optimum_figures(figures: dict | None) -> list[Figure]:
     if figures is None:
         return [Figure("decoder against optimum-intel in-process", None, TARGET_SERVING)]
@@ -175,6 +214,9 @@ def main() -> None:
     parser.add_argument(
         "--encoder-vllm-checkpoint", type=Path, default=Path("models/seqcls/checkpoint"), help="MiniLM seqcls"
     )
+    parser.add_argument(
+        "--decoder-gate", type=Path, default=Path("models/decoder-gate"), help="decoder_gate.py's trained RM"
+    )
     parser.add_argument("--settings", nargs="+", default=["300x8", "1000x8", "300x16", "1000x16"])
     parser.add_argument("--groups", type=int, default=2, help="GRPO groups per setting and way of sending")
     parser.add_argument("--decoder-pairs", type=int, default=96, help="distinct pairs per load shape, decoder")
@@ -186,7 +228,10 @@ def main() -> None:
 
     started = time.perf_counter()
     steps = run_steps(args, rerun=not args.summary_only)
-    print(f"\nevery figure, one run ({(time.perf_counter() - started) / 60:.0f} min; logs and JSON in {args.out})")
+    minutes = (time.perf_counter() - started) / 60
+    took = f"one run ({minutes:.0f} min; logs and JSON in {args.out})"
+    took = f"as kept in {args.out}" if args.summary_only else took
+    print(f"\nevery figure, {took}")
     print_summary(args, steps)
 
 
@@ -227,6 +272,8 @@ def run_steps(args: argparse.Namespace, rerun: bool) -> dict[str, dict | None]:
     steps["memory"] = run_step(
         "memory", "bundle_start.py", ["--bundle", str(args.decoder_bundle), "--precisions", "auto"], args.out, rerun
     )
+    gate = ["--work", str(args.decoder_gate)]
+    steps["agreement"] = run_step("agreement", "decoder_gate.py", gate, args.out, rerun)
     bundle = ["--bundle", str(args.decoder_bundle)]
     steps["group-past"] = run_step("group-past", "group_past.py", bundle, args.out, rerun)
     if args.optimum_python:
@@ -247,6 +294,8 @@ def print_summary(args: argparse.Namespace, steps: dict[str, dict | None]) -> No
         print(figure.row())
     for figure in engine_figures(steps["engine"]):
         print(figure.row("%"))
+    for figure in agreement_figures(steps.get("agreement")):
+        print(figure.row("%", digits=2))
     for figure in memory_figures(steps["memory"], steps["decoder-pairs"], steps["grpo"], weights):
         print(figure.row())
     if "optimum" in steps:
@@ -260,6 +309,7 @@ def print_summary(args: argparse.Namespace, steps: dict[str, dict | None]) -> No
         for precision, figures in int8.items():
             print(f"  {precision:<6}{figures['share_of_peak']:>6.0%} of the peak, "
                   f"{figures['products_of_time']:.0%} of the engine's time")  # fmt: skip
+    print_rewards_moved(steps.get("agreement"))
     if (group_past := steps.get("group-past")) is not None:
         print("\nbeside them: one copy of a prompt's keys and values a call / a copy a row, at the engine")
         for setting, figures in group_past.items():
