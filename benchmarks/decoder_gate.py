@@ -45,21 +45,7 @@ def main() -> None:
     helpful_base = default_data_files()[:1]
     train, _ = load_preferences(helpful_base, split="train")
     heldout, _ = load_preferences(helpful_base, split="heldout")
-    trained = args.work / "trained"
-    if not (trained / "rewardserve_input_format.json").is_file():
-        texts = [e.prompt + r for e in train[:200] for r in e.responses]
-        base = build_chat_rm("qwen3", args.work / "base", texts, args.hidden_size)
-        config = TrainConfig(
-            base_model=str(base),
-            output_dir=str(trained),
-            max_length=256,
-            batch_size=8,
-            max_steps=args.max_steps,
-            learning_rate=2e-3,
-            checkpoint_steps=0,
-        )
-        train_reward_model(config, train, heldout[:64], provenance={"data": "HH-RLHF helpful-base, train split"})
-
+    trained = trained_once(args, train, heldout)
     parity = [(e.prompt, r) for e in heldout[:64] for r in e.responses]
     fp32 = export_bundle(trained, args.work / "bundle", parity, heldout)
     lines = [
@@ -95,6 +81,25 @@ def main() -> None:
     print("\n" + "\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine.describe(), "variants": figures}, indent=1))
+
+
+def trained_once(args: argparse.Namespace, train: list, heldout: list) -> Path:
+    """The trained chat RM in --work, trained there on the first run."""
+    trained = args.work / "trained"
+    if not (trained / "rewardserve_input_format.json").is_file():
+        texts = [e.prompt + r for e in train[:200] for r in e.responses]
+        base = build_chat_rm("qwen3", args.work / "base", texts, args.hidden_size)
+        config = TrainConfig(
+            base_model=str(base),
+            output_dir=str(trained),
+            max_length=256,
+            batch_size=8,
+            max_steps=args.max_steps,
+            learning_rate=2e-3,
+            checkpoint_steps=0,
+        )
+        train_reward_model(config, train, heldout[:64], provenance={"data": "HH-RLHF helpful-base, train split"})
+    return trained
 
 
 def variant_figures(precision: str, gate: Agreement, manifest: Manifest | None) -> dict:
